@@ -1,0 +1,783 @@
+//! Kernel IR to Cranelift IR, shared by the object and JIT paths.
+
+use crate::BackendError;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
+    Type, UserFuncName, Value,
+};
+
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use onnxc_kir::{
+    BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, Program, ScalarType, Stmt, UnOp, VarId,
+};
+use std::collections::BTreeMap;
+
+/// Vector width in f32 lanes (128-bit vectors).
+const LANES: i64 = 4;
+
+fn err(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Codegen {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+fn cl_type(t: ScalarType) -> Type {
+    match t {
+        ScalarType::F32 => types::F32,
+        ScalarType::F64 => types::F64,
+        ScalarType::I8 | ScalarType::U8 | ScalarType::Bool => types::I8,
+        ScalarType::I16 | ScalarType::U16 => types::I16,
+        ScalarType::I32 | ScalarType::U32 => types::I32,
+        ScalarType::I64 | ScalarType::U64 => types::I64,
+    }
+}
+
+/// Defines every function and data object of `program` in `module`; returns
+/// the entry point `NAME_run`.
+pub fn define_program<M: Module>(
+    module: &mut M,
+    program: &Program,
+    name: &str,
+) -> Result<FuncId, BackendError> {
+    let ptr = module.target_config().pointer_type();
+    // Constants.
+    let mut data: BTreeMap<u32, DataId> = BTreeMap::new();
+    for (i, b) in program.buffers.iter().enumerate() {
+        if let BufferKind::Constant(bytes) = &b.kind {
+            let id = module
+                .declare_data(&format!("{name}__const{i}"), Linkage::Local, false, false)
+                .map_err(|e| err("data", e))?;
+            let mut desc = DataDescription::new();
+            let mut contents = bytes.clone();
+            if contents.is_empty() {
+                contents.push(0);
+            }
+            desc.define(contents.into_boxed_slice());
+            desc.set_align(64);
+            module.define_data(id, &desc).map_err(|e| err("data", e))?;
+            data.insert(i as u32, id);
+        }
+    }
+    // Size tables.
+    for (suffix, ios) in [
+        ("input_bytes", &program.inputs),
+        ("output_bytes", &program.outputs),
+    ] {
+        let id = module
+            .declare_data(&format!("{name}_{suffix}"), Linkage::Export, false, false)
+            .map_err(|e| err("data", e))?;
+        let mut bytes = Vec::new();
+        for io in ios.iter() {
+            bytes.extend_from_slice(&program.buffers[io.buffer.0 as usize].bytes().to_le_bytes());
+        }
+        if bytes.is_empty() {
+            bytes.extend_from_slice(&0u64.to_le_bytes());
+        }
+        let mut desc = DataDescription::new();
+        desc.define(bytes.into_boxed_slice());
+        desc.set_align(8);
+        module.define_data(id, &desc).map_err(|e| err("data", e))?;
+    }
+
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ctx = module.make_context();
+    let mut libm: BTreeMap<&'static str, FuncId> = BTreeMap::new();
+    let mut kernel_ids = Vec::new();
+    for (ki, kernel) in program.kernels.iter().enumerate() {
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        let fid = module
+            .declare_function(&format!("{name}__k{ki}"), Linkage::Local, &sig)
+            .map_err(|e| err("declare", e))?;
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let table = b.block_params(entry)[0];
+            let mut used = std::collections::BTreeSet::new();
+            collect_buffers(&kernel.body, &mut used);
+            let mut base = BTreeMap::new();
+            for &buf in &used {
+                let v = b
+                    .ins()
+                    .load(ptr, MemFlagsData::trusted(), table, (buf as i32) * 8);
+                base.insert(buf, v);
+            }
+            let vars: Vec<Variable> = kernel
+                .vars
+                .iter()
+                .map(|&t| b.declare_var(cl_type(t)))
+                .collect();
+            let mut g = Gen {
+                b,
+                module,
+                program,
+                kernel,
+                base,
+                vars,
+                libm: &mut libm,
+            };
+            g.stmts(&kernel.body)?;
+            g.b.ins().return_(&[]);
+            g.b.finalize(g.module.target_config());
+        }
+        module
+            .define_function(fid, &mut ctx)
+            .map_err(|e| err(&format!("kernel '{}'", kernel.name), format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        kernel_ids.push(fid);
+    }
+
+    // Entry point.
+    let mut sig = module.make_signature();
+    sig.params
+        .extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
+    sig.returns.push(AbiParam::new(types::I32));
+    let run = module
+        .declare_function(&format!("{name}_run"), Linkage::Export, &sig)
+        .map_err(|e| err("declare", e))?;
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let [inputs, outputs, arena] = b.block_params(entry)[..] else {
+            unreachable!("three params")
+        };
+        // Null pointers where memory is needed are refused with a status code.
+        let checks = [
+            (inputs, !program.inputs.is_empty(), 1),
+            (outputs, !program.outputs.is_empty(), 2),
+            (arena, program.arena_bytes > 0, 3),
+        ];
+        for (p, needed, code) in checks {
+            if !needed {
+                continue;
+            }
+            let fail = b.create_block();
+            let ok = b.create_block();
+            b.ins().brif(p, ok, &[], fail, &[]);
+            b.seal_block(fail);
+            b.seal_block(ok);
+            b.switch_to_block(fail);
+            let c = b.ins().iconst(types::I32, code);
+            b.ins().return_(&[c]);
+            b.switch_to_block(ok);
+        }
+        let n = program.buffers.len().max(1) as u32;
+        let slot =
+            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, n * 8, 3));
+        for (i, buf) in program.buffers.iter().enumerate() {
+            let v = match &buf.kind {
+                BufferKind::Input(k) => {
+                    b.ins()
+                        .load(ptr, MemFlagsData::trusted(), inputs, (*k as i32) * 8)
+                }
+                BufferKind::Output(k) => {
+                    b.ins()
+                        .load(ptr, MemFlagsData::trusted(), outputs, (*k as i32) * 8)
+                }
+                BufferKind::Arena { offset } => b.ins().iadd_imm_s(arena, *offset as i64),
+                BufferKind::Constant(_) => {
+                    let gv = module.declare_data_in_func(data[&(i as u32)], b.func);
+                    b.ins().symbol_value(ptr, gv)
+                }
+            };
+            b.ins().stack_store(ptr, v, slot, (i as i32) * 8);
+        }
+        let table = b.ins().stack_addr(ptr, slot, 0);
+        for &k in &kernel_ids {
+            let f = module.declare_func_in_func(k, b.func);
+            b.ins().call(f, &[table]);
+        }
+        let zero = b.ins().iconst(types::I32, 0);
+        b.ins().return_(&[zero]);
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(run, &mut ctx)
+        .map_err(|e| err("entry point", format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+    Ok(run)
+}
+
+fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
+    fn expr(e: &Expr, out: &mut std::collections::BTreeSet<u32>) {
+        match e {
+            Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => {}
+            Expr::Load { buf, index } => {
+                out.insert(buf.0);
+                expr(index, out);
+            }
+            Expr::Unary(_, a) | Expr::Cast(_, a) => expr(a, out),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => {
+                expr(a, out);
+                expr(b, out);
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                expr(cond, out);
+                expr(then, out);
+                expr(otherwise, out);
+            }
+        }
+    }
+    for s in stmts {
+        match s {
+            Stmt::For { body, .. } => collect_buffers(body, out),
+            Stmt::Store { buf, index, value } => {
+                out.insert(buf.0);
+                expr(index, out);
+                expr(value, out);
+            }
+            Stmt::Assign { value, .. } => expr(value, out),
+        }
+    }
+}
+
+struct Gen<'a, 'b, M: Module> {
+    b: FunctionBuilder<'b>,
+    module: &'a mut M,
+    program: &'a Program,
+    kernel: &'a Kernel,
+    base: BTreeMap<u32, Value>,
+    vars: Vec<Variable>,
+    libm: &'a mut BTreeMap<&'static str, FuncId>,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl<M: Module> Gen<'_, '_, M> {
+    fn ty(&self, e: &Expr) -> ScalarType {
+        self.kernel.type_of(self.program, e)
+    }
+
+    fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), BackendError> {
+        for s in stmts {
+            match s {
+                Stmt::For {
+                    var,
+                    start,
+                    end,
+                    body,
+                } => self.for_loop(*var, *start, *end, body)?,
+                Stmt::Store { buf, index, value } => {
+                    let v = self.scalar(value)?;
+                    let v =
+                        self.coerce(v, self.ty(value), self.program.buffers[buf.0 as usize].elem);
+                    let addr = self.address(*buf, index)?;
+                    self.b.ins().store(flags(), v, addr, 0);
+                }
+                Stmt::Assign { var, value } => {
+                    let v = self.scalar(value)?;
+                    self.b.def_var(self.vars[var.0 as usize], v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores of a comparison (Bool) into a u8 buffer need no conversion;
+    /// other mismatches are lowering bugs caught by the verifier.
+    fn coerce(&mut self, v: Value, _from: ScalarType, _to: ScalarType) -> Value {
+        v
+    }
+
+    fn for_loop(
+        &mut self,
+        var: VarId,
+        start: i64,
+        end: i64,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        if end <= start {
+            return Ok(());
+        }
+        if let Some(plan) = vector_plan(self.program, self.kernel, var, body) {
+            let count = (end - start) / LANES * LANES;
+            if count > 0 {
+                self.emit_loop(var, start, start + count, LANES, |g| {
+                    g.vector_body(var, body, &plan)
+                })?;
+            }
+            if start + count < end {
+                self.emit_loop(var, start + count, end, 1, |g| g.stmts(body))?;
+            }
+            return Ok(());
+        }
+        self.emit_loop(var, start, end, 1, |g| g.stmts(body))
+    }
+
+    /// A do-while loop (the range is non-empty) stepping `var` by `step`.
+    fn emit_loop(
+        &mut self,
+        var: VarId,
+        start: i64,
+        end: i64,
+        step: i64,
+        body: impl FnOnce(&mut Self) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let v = self.vars[var.0 as usize];
+        let init = self.b.ins().iconst(types::I64, start);
+        self.b.def_var(v, init);
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        body(self)?;
+        let i = self.b.use_var(v);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.def_var(v, next);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+        self.b.ins().brif(more, head, &[], exit, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
+    fn address(&mut self, buf: BufferId, index: &Expr) -> Result<Value, BackendError> {
+        let i = self.scalar(index)?;
+        let size = self.program.buffers[buf.0 as usize].elem.size_bytes() as i64;
+        let off = self.b.ins().imul_imm_s(i, size);
+        let base = self.base[&buf.0];
+        Ok(self.b.ins().iadd(base, off))
+    }
+
+    fn libm_call(
+        &mut self,
+        name: &'static str,
+        t: Type,
+        args: &[Value],
+    ) -> Result<Value, BackendError> {
+        let fid = match self.libm.get(name) {
+            Some(&f) => f,
+            None => {
+                let mut sig = Signature::new(self.module.isa().default_call_conv());
+                for _ in args {
+                    sig.params.push(AbiParam::new(t));
+                }
+                sig.returns.push(AbiParam::new(t));
+                let f = self
+                    .module
+                    .declare_function(name, Linkage::Import, &sig)
+                    .map_err(|e| err("libm", e))?;
+                self.libm.insert(name, f);
+                f
+            }
+        };
+        let fref = self.module.declare_func_in_func(fid, self.b.func);
+        let call = self.b.ins().call(fref, args);
+        Ok(self.b.inst_results(call)[0])
+    }
+
+    fn scalar(&mut self, e: &Expr) -> Result<Value, BackendError> {
+        let t = self.ty(e);
+        Ok(match e {
+            Expr::Var(v) => self.b.use_var(self.vars[v.0 as usize]),
+            Expr::Int(v, t) => self.b.ins().iconst(cl_type(*t), *v),
+            Expr::Float(v, ScalarType::F64) => self.b.ins().f64const(*v),
+            Expr::Float(v, _) => self.b.ins().f32const(*v as f32),
+            Expr::Load { buf, index } => {
+                let addr = self.address(*buf, index)?;
+                self.b.ins().load(cl_type(t), flags(), addr, 0)
+            }
+            Expr::Unary(op, a) => {
+                let x = self.scalar(a)?;
+                let f = t.is_float();
+                let wide = t == ScalarType::F64;
+                match op {
+                    UnOp::Neg if f => self.b.ins().fneg(x),
+                    UnOp::Neg => self.b.ins().ineg(x),
+                    UnOp::Abs if f => self.b.ins().fabs(x),
+                    UnOp::Abs => self.b.ins().iabs(x),
+                    UnOp::Sqrt => self.b.ins().sqrt(x),
+                    UnOp::Exp => {
+                        self.libm_call(if wide { "exp" } else { "expf" }, cl_type(t), &[x])?
+                    }
+                    UnOp::Log => {
+                        self.libm_call(if wide { "log" } else { "logf" }, cl_type(t), &[x])?
+                    }
+                    UnOp::Tanh => {
+                        self.libm_call(if wide { "tanh" } else { "tanhf" }, cl_type(t), &[x])?
+                    }
+                }
+            }
+            Expr::Binary(op, a, c) => {
+                let x = self.scalar(a)?;
+                let y = self.scalar(c)?;
+                self.binary(*op, t, x, y)
+            }
+            Expr::Cmp(op, a, c) => {
+                let at = self.ty(a);
+                let x = self.scalar(a)?;
+                let y = self.scalar(c)?;
+                if at.is_float() {
+                    let cc = match op {
+                        CmpOp::Eq => FloatCC::Equal,
+                        CmpOp::Ne => FloatCC::NotEqual,
+                        CmpOp::Lt => FloatCC::LessThan,
+                        CmpOp::Le => FloatCC::LessThanOrEqual,
+                        CmpOp::Gt => FloatCC::GreaterThan,
+                        CmpOp::Ge => FloatCC::GreaterThanOrEqual,
+                    };
+                    self.b.ins().fcmp(cc, x, y)
+                } else {
+                    let s = at.is_signed_int();
+                    let cc = match op {
+                        CmpOp::Eq => IntCC::Equal,
+                        CmpOp::Ne => IntCC::NotEqual,
+                        CmpOp::Lt if s => IntCC::SignedLessThan,
+                        CmpOp::Le if s => IntCC::SignedLessThanOrEqual,
+                        CmpOp::Gt if s => IntCC::SignedGreaterThan,
+                        CmpOp::Ge if s => IntCC::SignedGreaterThanOrEqual,
+                        CmpOp::Lt => IntCC::UnsignedLessThan,
+                        CmpOp::Le => IntCC::UnsignedLessThanOrEqual,
+                        CmpOp::Gt => IntCC::UnsignedGreaterThan,
+                        CmpOp::Ge => IntCC::UnsignedGreaterThanOrEqual,
+                    };
+                    self.b.ins().icmp(cc, x, y)
+                }
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.scalar(cond)?;
+                let x = self.scalar(then)?;
+                let y = self.scalar(otherwise)?;
+                self.b.ins().select(c, x, y)
+            }
+            Expr::Cast(to, a) => {
+                let from = self.ty(a);
+                let x = self.scalar(a)?;
+                self.cast(x, from, *to)
+            }
+        })
+    }
+
+    fn binary(&mut self, op: BinOp, t: ScalarType, x: Value, y: Value) -> Value {
+        let ins = self.b.ins();
+        if t.is_float() {
+            return match op {
+                BinOp::Add => ins.fadd(x, y),
+                BinOp::Sub => ins.fsub(x, y),
+                BinOp::Mul => ins.fmul(x, y),
+                BinOp::Div => ins.fdiv(x, y),
+                BinOp::Min => ins.fmin(x, y),
+                BinOp::Max => ins.fmax(x, y),
+                BinOp::Rem => {
+                    // fmod semantics: x - trunc(x / y) * y.
+                    let q = ins.fdiv(x, y);
+                    let q = self.b.ins().trunc(q);
+                    let p = self.b.ins().fmul(q, y);
+                    self.b.ins().fsub(x, p)
+                }
+            };
+        }
+        let signed = t.is_signed_int();
+        match op {
+            BinOp::Add => ins.iadd(x, y),
+            BinOp::Sub => ins.isub(x, y),
+            BinOp::Mul => ins.imul(x, y),
+            BinOp::Min if signed => ins.smin(x, y),
+            BinOp::Min => ins.umin(x, y),
+            BinOp::Max if signed => ins.smax(x, y),
+            BinOp::Max => ins.umax(x, y),
+            BinOp::Div | BinOp::Rem => {
+                // Division by zero would trap the caller's process: divide by
+                // one instead (ONNX leaves the result undefined).
+                let ty = self.b.func.dfg.value_type(y);
+                let one = self.b.ins().iconst(ty, 1);
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                let y = self.b.ins().select(zero, one, y);
+                let x = if signed {
+                    // i64::MIN / -1 also traps; the wrapped result is i64::MIN.
+                    let minus_one = self.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+                    let neg = self.b.ins().ineg(x);
+                    if op == BinOp::Div {
+                        let q = self.b.ins().sdiv(x, y);
+                        return self.b.ins().select(minus_one, neg, q);
+                    }
+                    let r = self.b.ins().srem(x, y);
+                    let z = self.b.ins().iconst(ty, 0);
+                    return self.b.ins().select(minus_one, z, r);
+                } else {
+                    x
+                };
+                if op == BinOp::Div {
+                    self.b.ins().udiv(x, y)
+                } else {
+                    self.b.ins().urem(x, y)
+                }
+            }
+        }
+    }
+
+    fn cast(&mut self, x: Value, from: ScalarType, to: ScalarType) -> Value {
+        let (ft, tt) = (cl_type(from), cl_type(to));
+        let ins = self.b.ins();
+        match (from.is_float(), to.is_float()) {
+            (true, true) if ft == tt => x,
+            (true, true) if tt == types::F64 => ins.fpromote(tt, x),
+            (true, true) => ins.fdemote(tt, x),
+            (false, true) if from.is_signed_int() => ins.fcvt_from_sint(tt, x),
+            (false, true) => ins.fcvt_from_uint(tt, x),
+            (true, false) if to.is_signed_int() => ins.fcvt_to_sint_sat(tt, x),
+            (true, false) => ins.fcvt_to_uint_sat(tt, x),
+            (false, false) if ft == tt => x,
+            (false, false) if tt.bits() < ft.bits() => ins.ireduce(tt, x),
+            (false, false) if from.is_signed_int() => ins.sextend(tt, x),
+            (false, false) => ins.uextend(tt, x),
+        }
+    }
+
+    fn vector_body(
+        &mut self,
+        var: VarId,
+        body: &[Stmt],
+        plan: &VectorPlan,
+    ) -> Result<(), BackendError> {
+        let _ = plan;
+        for s in body {
+            let Stmt::Store { buf, index, value } = s else {
+                unreachable!("vector_plan admits stores only")
+            };
+            let v = self.vector(var, value)?;
+            let addr = self.address(*buf, index)?;
+            self.b.ins().store(flags(), v, addr, 0);
+        }
+        Ok(())
+    }
+
+    fn vector(&mut self, var: VarId, e: &Expr) -> Result<Value, BackendError> {
+        let vt = types::F32X4;
+        Ok(match e {
+            Expr::Load { buf, index } if affine_coefficient(index, var) == Some(0) => {
+                let s = self.scalar(e)?;
+                let _ = (buf, index);
+                self.b.ins().splat(vt, s)
+            }
+            Expr::Load { buf, index } => {
+                let addr = self.address(*buf, index)?;
+                self.b.ins().load(vt, flags(), addr, 0)
+            }
+            Expr::Float(..) | Expr::Var(_) => {
+                let s = self.scalar(e)?;
+                self.b.ins().splat(vt, s)
+            }
+            Expr::Unary(op, a) => {
+                let x = self.vector(var, a)?;
+                match op {
+                    UnOp::Neg => self.b.ins().fneg(x),
+                    UnOp::Abs => self.b.ins().fabs(x),
+                    UnOp::Sqrt => self.b.ins().sqrt(x),
+                    _ => unreachable!("vector_plan admits no calls"),
+                }
+            }
+            Expr::Binary(op, a, c) => {
+                let x = self.vector(var, a)?;
+                let y = self.vector(var, c)?;
+                let ins = self.b.ins();
+                match op {
+                    BinOp::Add => ins.fadd(x, y),
+                    BinOp::Sub => ins.fsub(x, y),
+                    BinOp::Mul => ins.fmul(x, y),
+                    BinOp::Div => ins.fdiv(x, y),
+                    BinOp::Min => ins.fmin(x, y),
+                    BinOp::Max => ins.fmax(x, y),
+                    BinOp::Rem => unreachable!("vector_plan admits no Rem"),
+                }
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let Expr::Cmp(op, a, c) = &**cond else {
+                    unreachable!("vector_plan admits compare conditions")
+                };
+                let x = self.vector(var, a)?;
+                let y = self.vector(var, c)?;
+                let cc = match op {
+                    CmpOp::Eq => FloatCC::Equal,
+                    CmpOp::Ne => FloatCC::NotEqual,
+                    CmpOp::Lt => FloatCC::LessThan,
+                    CmpOp::Le => FloatCC::LessThanOrEqual,
+                    CmpOp::Gt => FloatCC::GreaterThan,
+                    CmpOp::Ge => FloatCC::GreaterThanOrEqual,
+                };
+                let mask = self.b.ins().fcmp(cc, x, y);
+                let t = self.vector(var, then)?;
+                let f = self.vector(var, otherwise)?;
+                let mask = self.b.ins().bitcast(
+                    vt,
+                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+                    mask,
+                );
+                self.b.ins().bitselect(mask, t, f)
+            }
+            _ => unreachable!("vector_plan rejects {e:?}"),
+        })
+    }
+}
+
+/// Marker that an innermost loop may run four lanes at a time.
+pub struct VectorPlan;
+
+/// d(index)/d(var) when `index` is affine in `var` with constant
+/// coefficients; `None` otherwise.
+pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
+    fn mentions(e: &Expr, var: VarId) -> bool {
+        match e {
+            Expr::Var(v) => *v == var,
+            Expr::Int(..) | Expr::Float(..) => false,
+            Expr::Load { index, .. } => mentions(index, var),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => mentions(a, var),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, var) || mentions(b, var),
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => mentions(cond, var) || mentions(then, var) || mentions(otherwise, var),
+        }
+    }
+    if !mentions(e, var) {
+        return Some(0);
+    }
+    match e {
+        Expr::Var(_) => Some(1),
+        Expr::Binary(BinOp::Add, a, b) => {
+            Some(affine_coefficient(a, var)? + affine_coefficient(b, var)?)
+        }
+        Expr::Binary(BinOp::Sub, a, b) => {
+            Some(affine_coefficient(a, var)? - affine_coefficient(b, var)?)
+        }
+        Expr::Binary(BinOp::Mul, a, b) => match (&**a, &**b) {
+            (Expr::Int(k, _), x) | (x, Expr::Int(k, _)) => Some(k * affine_coefficient(x, var)?),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Decides whether the innermost loop over `var` with `body` vectorizes:
+/// only f32 stores at unit stride, loads at unit stride or invariant, no
+/// calls, no variables written, and no buffer both stored and loaded at a
+/// different index (which would reorder a dependence).
+fn vector_plan(
+    program: &Program,
+    kernel: &Kernel,
+    var: VarId,
+    body: &[Stmt],
+) -> Option<VectorPlan> {
+    let mut stores: Vec<(BufferId, &Expr)> = Vec::new();
+    for s in body {
+        let Stmt::Store { buf, index, value } = s else {
+            return None;
+        };
+        if program.buffers[buf.0 as usize].elem != ScalarType::F32
+            || affine_coefficient(index, var) != Some(1)
+        {
+            return None;
+        }
+        if kernel.type_of(program, value) != ScalarType::F32
+            || !vector_expr_ok(program, kernel, var, value)
+        {
+            return None;
+        }
+        stores.push((*buf, index));
+    }
+    for s in body {
+        let Stmt::Store { value, .. } = s else {
+            return None;
+        };
+        let mut loads = Vec::new();
+        loads_of(value, &mut loads);
+        for (lb, li) in loads {
+            if stores.iter().any(|(sb, si)| *sb == lb && *si != li) {
+                return None;
+            }
+        }
+    }
+    // Two stores into one buffer could overlap across lanes.
+    for (i, (a, _)) in stores.iter().enumerate() {
+        if stores[i + 1..].iter().any(|(b, _)| b == a) {
+            return None;
+        }
+    }
+    Some(VectorPlan)
+}
+
+fn loads_of<'e>(e: &'e Expr, out: &mut Vec<(BufferId, &'e Expr)>) {
+    match e {
+        Expr::Load { buf, index } => out.push((*buf, index)),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => loads_of(a, out),
+        Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => {
+            loads_of(a, out);
+            loads_of(b, out);
+        }
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => {
+            loads_of(cond, out);
+            loads_of(then, out);
+            loads_of(otherwise, out);
+        }
+        _ => {}
+    }
+}
+
+fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> bool {
+    let f32_typed = kernel.type_of(program, e) == ScalarType::F32;
+    match e {
+        Expr::Float(_, ScalarType::F32) => true,
+        Expr::Var(v) => *v != var && f32_typed,
+        Expr::Load { buf, index } => {
+            program.buffers[buf.0 as usize].elem == ScalarType::F32
+                && matches!(affine_coefficient(index, var), Some(0) | Some(1))
+        }
+        Expr::Unary(op, a) => {
+            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt)
+                && f32_typed
+                && vector_expr_ok(program, kernel, var, a)
+        }
+        Expr::Binary(op, a, b) => {
+            *op != BinOp::Rem
+                && f32_typed
+                && vector_expr_ok(program, kernel, var, a)
+                && vector_expr_ok(program, kernel, var, b)
+        }
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => match &**cond {
+            Expr::Cmp(_, a, b) => {
+                f32_typed
+                    && kernel.type_of(program, a) == ScalarType::F32
+                    && [&**a, &**b, &**then, &**otherwise]
+                        .iter()
+                        .all(|x| vector_expr_ok(program, kernel, var, x))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}

@@ -1,0 +1,148 @@
+//! In-process execution: the same code as the object path, JIT-compiled for
+//! this machine's CPU.
+
+use crate::{codegen, isa_for, BackendError};
+use cranelift_jit::{JITBuilder, JITModule};
+use onnxc_kir::Program;
+
+#[link(name = "m")]
+unsafe extern "C" {
+    fn expf(x: f32) -> f32;
+    fn logf(x: f32) -> f32;
+    fn tanhf(x: f32) -> f32;
+    fn exp(x: f64) -> f64;
+    fn log(x: f64) -> f64;
+    fn tanh(x: f64) -> f64;
+}
+
+type Entry = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+
+/// A program compiled into this process.
+pub struct JitModel {
+    // Owns the executable memory `entry` points into.
+    _module: JITModule,
+    entry: Entry,
+    input_bytes: Vec<usize>,
+    output_bytes: Vec<usize>,
+    arena_bytes: usize,
+}
+
+impl std::fmt::Debug for JitModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitModel")
+            .field("arena_bytes", &self.arena_bytes)
+            .finish()
+    }
+}
+
+impl JitModel {
+    /// Compiles `program` for the host CPU.
+    pub fn new(program: &Program) -> Result<JitModel, BackendError> {
+        let isa = isa_for(None, false)?;
+        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        builder.symbol("expf", expf as *const u8);
+        builder.symbol("logf", logf as *const u8);
+        builder.symbol("tanhf", tanhf as *const u8);
+        builder.symbol("exp", exp as *const u8);
+        builder.symbol("log", log as *const u8);
+        builder.symbol("tanh", tanh as *const u8);
+        let mut module = JITModule::new(builder);
+        let run = codegen::define_program(&mut module, program, "jit")?;
+        module
+            .finalize_definitions()
+            .map_err(|e| BackendError::Codegen {
+                what: "jit".into(),
+                message: e.to_string(),
+            })?;
+        let ptr = module.get_finalized_function(run);
+        // SAFETY: `run` was defined with exactly this signature (three pointers in, i32 out)
+        // in the platform's default calling convention.
+        let entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
+        let bytes = |ios: &[onnxc_kir::IoDesc]| {
+            ios.iter()
+                .map(|io| program.buffers[io.buffer.0 as usize].bytes() as usize)
+                .collect()
+        };
+        Ok(JitModel {
+            _module: module,
+            entry,
+            input_bytes: bytes(&program.inputs),
+            output_bytes: bytes(&program.outputs),
+            arena_bytes: program.arena_bytes as usize,
+        })
+    }
+
+    /// Bytes of scratch memory one run needs.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    /// Runs the model. Each input and output slice must have exactly the
+    /// byte size the program declares; `arena` must hold `arena_bytes()`.
+    pub fn run_with_arena(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut [u8],
+    ) -> Result<(), BackendError> {
+        if inputs.len() != self.input_bytes.len() || outputs.len() != self.output_bytes.len() {
+            return Err(BackendError::Call(format!(
+                "expected {} inputs and {} outputs, got {} and {}",
+                self.input_bytes.len(),
+                self.output_bytes.len(),
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        for (i, (x, &n)) in inputs.iter().zip(&self.input_bytes).enumerate() {
+            if x.len() != n {
+                return Err(BackendError::Call(format!(
+                    "input {i} has {} bytes, expected {n}",
+                    x.len()
+                )));
+            }
+        }
+        for (i, (x, &n)) in outputs.iter().zip(&self.output_bytes).enumerate() {
+            if x.len() != n {
+                return Err(BackendError::Call(format!(
+                    "output {i} has {} bytes, expected {n}",
+                    x.len()
+                )));
+            }
+        }
+        if arena.len() < self.arena_bytes {
+            return Err(BackendError::Call(format!(
+                "arena has {} bytes, expected {}",
+                arena.len(),
+                self.arena_bytes
+            )));
+        }
+        let ins: Vec<*const u8> = inputs.iter().map(|s| s.as_ptr()).collect();
+        let outs: Vec<*mut u8> = outputs.iter_mut().map(|s| s.as_mut_ptr()).collect();
+        // A non-null pointer even for empty lists and arenas.
+        let mut dummy = [0u8; 64];
+        let arena_ptr = if arena.is_empty() {
+            dummy.as_mut_ptr()
+        } else {
+            arena.as_mut_ptr()
+        };
+        // SAFETY: every pointer covers the byte count the compiled code reads or writes
+        // (checked above), the arena is large enough, and the code was compiled for this CPU.
+        let status = unsafe { (self.entry)(ins.as_ptr(), outs.as_ptr(), arena_ptr) };
+        if status != 0 {
+            return Err(BackendError::Call(format!(
+                "the model returned status {status}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the model with a freshly allocated arena; returns the outputs.
+    pub fn run(&self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, BackendError> {
+        let mut outputs: Vec<Vec<u8>> = self.output_bytes.iter().map(|&n| vec![0u8; n]).collect();
+        let mut arena = vec![0u8; self.arena_bytes];
+        let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        self.run_with_arena(inputs, &mut outs, &mut arena)?;
+        Ok(outputs)
+    }
+}

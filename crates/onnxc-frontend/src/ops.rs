@@ -1,0 +1,308 @@
+//! ONNX node to typed op, per op type and opset.
+
+use crate::tensor::{dtype_from_onnx, tensor_from_proto};
+use crate::FrontendError;
+use onnxc_ir::{AutoPad, BinaryOp, Graph, Op, Tensor, UnaryOp, Window};
+use onnxc_proto::attribute_proto::AttributeType;
+use onnxc_proto::{AttributeProto, NodeProto};
+use std::path::Path;
+
+pub enum ImportError {
+    Unsupported,
+    Invalid(String),
+    Frontend(FrontendError),
+}
+
+impl From<String> for ImportError {
+    fn from(s: String) -> Self {
+        ImportError::Invalid(s)
+    }
+}
+
+/// An imported op plus constant inputs that came from attributes.
+pub struct Imported {
+    pub op: Op,
+    pub extra_inputs: Vec<(usize, Tensor)>,
+}
+
+struct Attrs<'a>(&'a [AttributeProto]);
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.0.iter().find(|a| a.name.as_deref() == Some(name))
+    }
+    fn int(&self, name: &str, default: i64) -> Result<i64, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(a) => {
+                a.i.ok_or_else(|| format!("attribute '{name}' must be an int"))
+            }
+        }
+    }
+    fn float(&self, name: &str, default: f32) -> Result<f32, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(a) => {
+                a.f.ok_or_else(|| format!("attribute '{name}' must be a float"))
+            }
+        }
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    fn usizes(&self, name: &str) -> Result<Vec<usize>, String> {
+        self.ints(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                usize::try_from(v)
+                    .map_err(|_| format!("attribute '{name}' has a negative entry {v}"))
+            })
+            .collect()
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .and_then(|a| a.s.as_ref())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+    }
+}
+
+fn window(a: &Attrs, pooling: bool) -> Result<Window, String> {
+    let auto_pad = match a.string("auto_pad").as_deref() {
+        None | Some("NOTSET") | Some("") => AutoPad::NotSet,
+        Some("SAME_UPPER") => AutoPad::SameUpper,
+        Some("SAME_LOWER") => AutoPad::SameLower,
+        Some("VALID") => AutoPad::Valid,
+        Some(other) => return Err(format!("attribute 'auto_pad' has unknown value '{other}'")),
+    };
+    let kernel = a.usizes("kernel_shape")?;
+    if pooling && kernel.is_empty() {
+        return Err("attribute 'kernel_shape' is required".into());
+    }
+    Ok(Window {
+        kernel,
+        strides: a.usizes("strides")?,
+        dilations: a.usizes("dilations")?,
+        pads: a.usizes("pads")?,
+        auto_pad,
+        ceil_mode: a.int("ceil_mode", 0)? != 0,
+    })
+}
+
+fn axes_tensor(v: Vec<i64>) -> Tensor {
+    Tensor::from_i64(&[v.len()], &v)
+}
+
+/// Imports one node of `domain` ("" for ai.onnx) at `opset`.
+pub fn import_op(
+    _g: &mut Graph,
+    n: &NodeProto,
+    _name: &str,
+    domain: &str,
+    opset: i64,
+    model_dir: Option<&Path>,
+) -> Result<Imported, ImportError> {
+    if !domain.is_empty() {
+        return Err(ImportError::Unsupported);
+    }
+    let a = Attrs(&n.attribute);
+    let op_type = n.op_type.as_deref().unwrap_or("");
+    let mut extra = Vec::new();
+    let op = match op_type {
+        "Identity" => Op::Identity,
+        "Dropout" => {
+            if n.output.len() > 1 && !n.output[1].is_empty() {
+                return Err("the mask output of Dropout is not supported"
+                    .to_string()
+                    .into());
+            }
+            Op::Identity
+        }
+        "Relu" => Op::Unary(UnaryOp::Relu),
+        "Sigmoid" => Op::Unary(UnaryOp::Sigmoid),
+        "Tanh" => Op::Unary(UnaryOp::Tanh),
+        "Neg" => Op::Unary(UnaryOp::Neg),
+        "Abs" => Op::Unary(UnaryOp::Abs),
+        "Exp" => Op::Unary(UnaryOp::Exp),
+        "Log" => Op::Unary(UnaryOp::Log),
+        "Sqrt" => Op::Unary(UnaryOp::Sqrt),
+        "Reciprocal" => Op::Unary(UnaryOp::Reciprocal),
+        "Add" | "Sub" | "Mul" | "Div" => {
+            if opset < 7 && a.int("broadcast", 0)? != 0 {
+                return Err(
+                    "legacy broadcast (opset < 7 'broadcast' attribute) is not supported"
+                        .to_string()
+                        .into(),
+                );
+            }
+            Op::Binary(match op_type {
+                "Add" => BinaryOp::Add,
+                "Sub" => BinaryOp::Sub,
+                "Mul" => BinaryOp::Mul,
+                _ => BinaryOp::Div,
+            })
+        }
+        "Clip" => {
+            if opset < 11 {
+                let lo = a.float("min", f32::MIN)?;
+                let hi = a.float("max", f32::MAX)?;
+                extra.push((1, Tensor::from_f32(&[], &[lo])));
+                extra.push((2, Tensor::from_f32(&[], &[hi])));
+            }
+            Op::Clip
+        }
+        "Gemm" => Op::Gemm {
+            alpha: a.float("alpha", 1.0)?,
+            beta: a.float("beta", 1.0)?,
+            trans_a: a.int("transA", 0)? != 0,
+            trans_b: a.int("transB", 0)? != 0,
+        },
+        "MatMul" => Op::MatMul,
+        "Conv" => Op::Conv {
+            window: window(&a, false)?,
+            group: a.int("group", 1)?.max(0) as usize,
+        },
+        "MaxPool" => {
+            if n.output.len() > 1 && !n.output[1].is_empty() {
+                return Err("the Indices output of MaxPool is not supported"
+                    .to_string()
+                    .into());
+            }
+            if a.int("storage_order", 0)? != 0 {
+                return Err("storage_order=1 is not supported".to_string().into());
+            }
+            Op::MaxPool {
+                window: window(&a, true)?,
+            }
+        }
+        "AveragePool" => Op::AveragePool {
+            window: window(&a, true)?,
+            count_include_pad: a.int("count_include_pad", 0)? != 0,
+        },
+        "GlobalAveragePool" => Op::GlobalAveragePool,
+        "ReduceMean" => {
+            if opset < 18 {
+                if let Some(axes) = a.ints("axes") {
+                    extra.push((1, axes_tensor(axes)));
+                }
+            }
+            Op::ReduceMean {
+                keepdims: a.int("keepdims", 1)? != 0,
+                noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
+            }
+        }
+        "Softmax" => {
+            let legacy = opset < 13;
+            Op::Softmax {
+                axis: a.int("axis", if legacy { 1 } else { -1 })?,
+                legacy,
+            }
+        }
+        "BatchNormalization" => {
+            if a.int("training_mode", 0)? != 0 || n.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err("training mode (extra outputs) is not supported; export the model for inference".to_string().into());
+            }
+            Op::BatchNormalization {
+                epsilon: a.float("epsilon", 1e-5)?,
+            }
+        }
+        "Reshape" => {
+            if opset < 5 {
+                return Err(ImportError::Unsupported);
+            }
+            Op::Reshape {
+                allow_zero: a.int("allowzero", 0)? != 0,
+            }
+        }
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1)?,
+        },
+        "Transpose" => Op::Transpose {
+            perm: match a.ints("perm") {
+                None => None,
+                Some(p) => Some(
+                    p.into_iter()
+                        .map(|v| {
+                            usize::try_from(v).map_err(|_| format!("perm has a negative entry {v}"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
+        },
+        "Concat" => Op::Concat {
+            axis: a
+                .get("axis")
+                .and_then(|x| x.i)
+                .ok_or_else(|| "attribute 'axis' is required".to_string())?,
+        },
+        "Squeeze" | "Unsqueeze" => {
+            if opset < 13 {
+                if let Some(axes) = a.ints("axes") {
+                    extra.push((1, axes_tensor(axes)));
+                } else if op_type == "Unsqueeze" {
+                    return Err("attribute 'axes' is required".to_string().into());
+                }
+            }
+            if op_type == "Squeeze" {
+                Op::Squeeze
+            } else {
+                Op::Unsqueeze
+            }
+        }
+        "Shape" => Op::Shape {
+            start: a.int("start", 0)?,
+            end: a.get("end").and_then(|x| x.i),
+        },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0)?,
+        },
+        "Cast" => {
+            let to = a.int("to", 0)?;
+            Op::Cast {
+                to: dtype_from_onnx(to as i32)
+                    .ok_or_else(|| format!("attribute 'to' has unknown dtype {to}"))?,
+            }
+        }
+        "Constant" => Op::Constant(constant_value(&a, model_dir)?),
+        _ => return Err(ImportError::Unsupported),
+    };
+    Ok(Imported {
+        op,
+        extra_inputs: extra,
+    })
+}
+
+fn constant_value(a: &Attrs, model_dir: Option<&Path>) -> Result<Tensor, ImportError> {
+    let attr =
+        a.0.first()
+            .ok_or_else(|| ImportError::Invalid("Constant has no value attribute".into()))?;
+    if a.0.len() != 1 {
+        return Err(ImportError::Invalid(
+            "Constant must have exactly one value attribute".into(),
+        ));
+    }
+    let name = attr.name.as_deref().unwrap_or("");
+    Ok(match name {
+        "value" => {
+            let t = attr
+                .t
+                .as_ref()
+                .ok_or_else(|| ImportError::Invalid("attribute 'value' holds no tensor".into()))?;
+            tensor_from_proto(t, model_dir).map_err(ImportError::Frontend)?
+        }
+        "value_float" => Tensor::from_f32(&[], &[attr.f.unwrap_or(0.0)]),
+        "value_floats" => Tensor::from_f32(&[attr.floats.len()], &attr.floats),
+        "value_int" => Tensor::from_i64(&[], &[attr.i.unwrap_or(0)]),
+        "value_ints" => Tensor::from_i64(&[attr.ints.len()], &attr.ints),
+        other => {
+            let kind = attr
+                .r#type
+                .and_then(|t| AttributeType::try_from(t).ok())
+                .map(|t| t.as_str_name())
+                .unwrap_or("?");
+            return Err(ImportError::Invalid(format!(
+                "Constant attribute '{other}' ({kind}) is not supported"
+            )));
+        }
+    })
+}

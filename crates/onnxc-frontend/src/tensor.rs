@@ -1,0 +1,200 @@
+//! TensorProto to IR tensors, including external data.
+
+use crate::FrontendError;
+use onnxc_ir::{DType, Tensor};
+use onnxc_proto::tensor_proto::{DataLocation, DataType};
+use onnxc_proto::TensorProto;
+use std::path::{Component, Path};
+
+/// Maps an ONNX `TensorProto.DataType` code to an IR dtype.
+pub fn dtype_from_onnx(code: i32) -> Option<DType> {
+    let dt = DataType::try_from(code).ok()?;
+    Some(match dt {
+        DataType::Float => DType::F32,
+        DataType::Double => DType::F64,
+        DataType::Float16 => DType::F16,
+        DataType::Bfloat16 => DType::BF16,
+        DataType::Int8 => DType::I8,
+        DataType::Int16 => DType::I16,
+        DataType::Int32 => DType::I32,
+        DataType::Int64 => DType::I64,
+        DataType::Uint8 => DType::U8,
+        DataType::Uint16 => DType::U16,
+        DataType::Uint32 => DType::U32,
+        DataType::Uint64 => DType::U64,
+        DataType::Bool => DType::Bool,
+        DataType::String => DType::String,
+        DataType::Complex64 => DType::Complex64,
+        DataType::Complex128 => DType::Complex128,
+        DataType::Undefined => return None,
+        other => DType::Other(other.as_str_name()),
+    })
+}
+
+/// The ONNX code of an IR dtype (the inverse of [`dtype_from_onnx`]).
+pub fn dtype_to_onnx(dt: DType) -> i32 {
+    (match dt {
+        DType::F32 => DataType::Float,
+        DType::F64 => DataType::Double,
+        DType::F16 => DataType::Float16,
+        DType::BF16 => DataType::Bfloat16,
+        DType::I8 => DataType::Int8,
+        DType::I16 => DataType::Int16,
+        DType::I32 => DataType::Int32,
+        DType::I64 => DataType::Int64,
+        DType::U8 => DataType::Uint8,
+        DType::U16 => DataType::Uint16,
+        DType::U32 => DataType::Uint32,
+        DType::U64 => DataType::Uint64,
+        DType::Bool => DataType::Bool,
+        DType::String => DataType::String,
+        DType::Complex64 => DataType::Complex64,
+        DType::Complex128 => DataType::Complex128,
+        DType::Other(name) => return DataType::from_str_name(name).map(|d| d as i32).unwrap_or(0),
+    }) as i32
+}
+
+/// Converts a TensorProto. `model_dir` is where external data files are
+/// looked up; a location that leaves it is refused.
+pub fn tensor_from_proto(
+    t: &TensorProto,
+    model_dir: Option<&Path>,
+) -> Result<Tensor, FrontendError> {
+    let name = t.name.clone().unwrap_or_default();
+    let bad = |message: String| FrontendError::Tensor {
+        tensor: name.clone(),
+        message,
+    };
+    let code = t.data_type.unwrap_or(0);
+    let dtype = dtype_from_onnx(code).ok_or_else(|| bad(format!("unknown data_type {code}")))?;
+    let mut dims = Vec::with_capacity(t.dims.len());
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(bad(format!("negative dim {d}")));
+        }
+        dims.push(d as usize);
+    }
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
+    let Some(width) = dtype.size_bytes() else {
+        return Err(bad(format!(
+            "dtype {dtype} has no dense layout that onnxc handles yet"
+        )));
+    };
+    let expected = numel
+        .checked_mul(width)
+        .ok_or_else(|| bad("size overflows".into()))?;
+    let bytes = if t.data_location == Some(DataLocation::External as i32) {
+        read_external(t, model_dir, expected).map_err(bad)?
+    } else if let Some(raw) = &t.raw_data {
+        raw.clone()
+    } else {
+        let mut b = Vec::with_capacity(expected);
+        match dtype {
+            DType::F32 => t
+                .float_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::F64 => t
+                .double_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::I64 => t
+                .int64_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::U32 | DType::U64 => t
+                .uint64_data
+                .iter()
+                .for_each(|&v| b.extend_from_slice(&v.to_le_bytes()[..width])),
+            DType::I32
+            | DType::I16
+            | DType::I8
+            | DType::U16
+            | DType::U8
+            | DType::Bool
+            | DType::F16
+            | DType::BF16 => t
+                .int32_data
+                .iter()
+                .for_each(|&v| b.extend_from_slice(&v.to_le_bytes()[..width])),
+            _ => {
+                return Err(bad(format!(
+                    "dtype {dtype} is not supported in typed fields"
+                )))
+            }
+        }
+        b
+    };
+    if bytes.len() != expected {
+        return Err(bad(format!(
+            "holds {} bytes of data, but dims {dims:?} of {dtype} need {expected}",
+            bytes.len()
+        )));
+    }
+    Ok(Tensor { dtype, dims, bytes })
+}
+
+fn read_external(
+    t: &TensorProto,
+    model_dir: Option<&Path>,
+    expected: usize,
+) -> Result<Vec<u8>, String> {
+    let mut location = None;
+    let mut offset = 0u64;
+    let mut length = None;
+    for kv in &t.external_data {
+        let value = kv.value.clone().unwrap_or_default();
+        match kv.key.as_deref() {
+            Some("location") => location = Some(value),
+            Some("offset") => {
+                offset = value
+                    .parse()
+                    .map_err(|_| format!("external data offset '{value}' is not a number"))?
+            }
+            Some("length") => {
+                length = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("external data length '{value}' is not a number"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let location = location.ok_or("external data has no location")?;
+    let rel = Path::new(&location);
+    let escapes = rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes {
+        return Err(format!("external data path '{location}' leaves the model's folder; only paths inside it are allowed"));
+    }
+    let dir = model_dir.ok_or_else(|| format!("external data '{location}' needs the model's folder, but the model was not loaded from a file"))?;
+    let path = dir.join(rel);
+    // Symlinks could still point outside: compare canonical paths.
+    if let (Ok(canon), Ok(canon_dir)) = (path.canonicalize(), dir.canonicalize()) {
+        if !canon.starts_with(&canon_dir) {
+            return Err(format!(
+                "external data path '{location}' resolves outside the model's folder"
+            ));
+        }
+    }
+    let data = std::fs::read(&path)
+        .map_err(|e| format!("cannot read external data file '{}': {e}", path.display()))?;
+    let len = length.unwrap_or(expected as u64);
+    let end = offset
+        .checked_add(len)
+        .ok_or("external data offset + length overflows")?;
+    if end > data.len() as u64 {
+        return Err(format!(
+            "external data file '{}' has {} bytes, but the tensor needs bytes {offset}..{end}",
+            path.display(),
+            data.len()
+        ));
+    }
+    Ok(data[offset as usize..end as usize].to_vec())
+}

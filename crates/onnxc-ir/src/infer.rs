@@ -1,0 +1,607 @@
+//! Dtype/shape inference, with folding of nodes whose inputs are all constant
+//! (so that shape subgraphs become constants before the ops that read them
+//! are typed). Runs in topological order; every graph input must already have
+//! known dims.
+
+use crate::eval::eval_op;
+use crate::shape::{broadcast_shapes, normalize_axis};
+use crate::{AutoPad, DType, Graph, NodeError, NodeId, Op, Shape, Tensor, Window};
+
+/// Options for [`infer_and_fold`].
+#[derive(Clone, Copy, Debug)]
+pub struct InferOptions {
+    /// Replace nodes whose inputs are all constant by their value.
+    pub fold_constants: bool,
+}
+
+/// Infers every node's output types and folds constant nodes. Collects one
+/// error per node that cannot be typed.
+pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Vec<NodeError>> {
+    let order = graph.topo_order().map_err(|e| {
+        vec![NodeError {
+            node: graph.name.clone(),
+            op: "graph".into(),
+            message: e,
+        }]
+    })?;
+    let mut errors = Vec::new();
+    let mut failed = std::collections::BTreeSet::new();
+    for id in order {
+        let node = &graph.graph[id];
+        if matches!(node.op, Op::Input { .. } | Op::Constant(_)) {
+            continue;
+        }
+        // A node downstream of a failure cannot be typed; report only the root.
+        let upstream_failed = (0..node.num_inputs).any(|s| {
+            graph
+                .input_of(id, s)
+                .is_some_and(|(src, _)| failed.contains(&src))
+        });
+        if upstream_failed {
+            failed.insert(id);
+            continue;
+        }
+        match infer_node(graph, id) {
+            Ok(outs) => {
+                let node = &mut graph.graph[id];
+                for (slot, (dt, dims)) in outs.iter().enumerate() {
+                    if let Some(o) = node.outputs.get_mut(slot) {
+                        o.dtype = *dt;
+                        o.shape = Shape::known(dims);
+                    }
+                }
+                if options.fold_constants {
+                    fold_node(graph, id, &outs);
+                }
+            }
+            Err(message) => {
+                failed.insert(id);
+                errors.push(NodeError::new(graph, id, message));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn fold_node(graph: &mut Graph, id: NodeId, outs: &[(DType, Vec<usize>)]) {
+    let node = &graph.graph[id];
+    if matches!(node.op, Op::Output { .. }) {
+        return;
+    }
+    if let Op::Shape { .. } = node.op {
+        let dims = &outs[0].1;
+        let Some(info) = graph.input_info(id, 0) else {
+            return;
+        };
+        let Some(known) = info.shape.as_known() else {
+            return;
+        };
+        let (s, e) = shape_range(&node.op, known.len());
+        let v: Vec<i64> = known[s..e].iter().map(|&d| d as i64).collect();
+        graph.make_constant(id, Tensor::from_i64(dims, &v));
+        return;
+    }
+    let mut inputs = Vec::with_capacity(node.num_inputs);
+    for slot in 0..node.num_inputs {
+        match graph.input_of(id, slot) {
+            None => inputs.push(None),
+            Some(_) => match graph.const_input(id, slot) {
+                Some(t) => inputs.push(Some(t)),
+                None => return,
+            },
+        }
+    }
+    if outs.len() != 1 {
+        return;
+    }
+    if let Some(mut values) = eval_op(&node.op, &inputs, outs) {
+        graph.make_constant(id, values.remove(0));
+    }
+}
+
+fn shape_range(op: &Op, rank: usize) -> (usize, usize) {
+    let Op::Shape { start, end } = op else {
+        return (0, rank);
+    };
+    let clamp = |v: i64| -> usize {
+        let v = if v < 0 { v + rank as i64 } else { v };
+        v.clamp(0, rank as i64) as usize
+    };
+    let s = clamp(*start);
+    let e = end.map(clamp).unwrap_or(rank);
+    (s, e.max(s))
+}
+
+type Typed = (DType, Vec<usize>);
+
+fn input(graph: &Graph, id: NodeId, slot: usize) -> Result<Typed, String> {
+    let info = graph
+        .input_info(id, slot)
+        .ok_or_else(|| format!("input {slot} is missing"))?;
+    let dims = info.shape.as_known().ok_or_else(|| {
+        format!(
+            "input {slot} ('{}') has unknown dims {}",
+            info.name, info.shape
+        )
+    })?;
+    Ok((info.dtype, dims))
+}
+
+fn const_i64s(
+    graph: &Graph,
+    id: NodeId,
+    slot: usize,
+    what: &str,
+) -> Result<Option<Vec<i64>>, String> {
+    if graph.input_of(id, slot).is_none() {
+        return Ok(None);
+    }
+    let t = graph
+        .const_input(id, slot)
+        .ok_or_else(|| format!("{what} (input {slot}) must be known at compile time"))?;
+    t.to_i64_vec()
+        .map(Some)
+        .ok_or_else(|| format!("{what} must be an integer tensor"))
+}
+
+fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec<usize>, String> {
+    let n = in_dims.len();
+    if w.kernel.len() != n {
+        return Err(format!(
+            "kernel has {} dims but the input has {n} spatial dims",
+            w.kernel.len()
+        ));
+    }
+    if w.strides.is_empty() {
+        w.strides = vec![1; n];
+    }
+    if w.dilations.is_empty() {
+        w.dilations = vec![1; n];
+    }
+    if w.pads.is_empty() {
+        w.pads = vec![0; 2 * n];
+    }
+    if w.strides.len() != n || w.dilations.len() != n || w.pads.len() != 2 * n {
+        return Err("strides/dilations/pads do not match the spatial rank".into());
+    }
+    if w.strides.contains(&0) || w.dilations.contains(&0) || w.kernel.contains(&0) {
+        return Err("strides, dilations and kernel dims must be positive".into());
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let ek = (w.kernel[i] - 1) * w.dilations[i] + 1;
+        match w.auto_pad {
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let o = in_dims[i].div_ceil(w.strides[i]);
+                let total = ((o - 1) * w.strides[i] + ek).saturating_sub(in_dims[i]);
+                let small = total / 2;
+                let (b, e) = if w.auto_pad == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
+                w.pads[i] = b;
+                w.pads[i + n] = e;
+            }
+            AutoPad::Valid => {
+                w.pads[i] = 0;
+                w.pads[i + n] = 0;
+            }
+            AutoPad::NotSet => {}
+        }
+        let padded = in_dims[i] + w.pads[i] + w.pads[i + n];
+        if padded < ek {
+            return Err(format!(
+                "window of {ek} does not fit the padded input extent {padded} in spatial dim {i}"
+            ));
+        }
+        let mut o = if op_is_pool && w.ceil_mode {
+            (padded - ek).div_ceil(w.strides[i]) + 1
+        } else {
+            (padded - ek) / w.strides[i] + 1
+        };
+        // A window may not start in the end padding.
+        if op_is_pool && w.ceil_mode && (o - 1) * w.strides[i] >= in_dims[i] + w.pads[i] {
+            o -= 1;
+        }
+        out.push(o);
+    }
+    w.auto_pad = AutoPad::NotSet;
+    Ok(out)
+}
+
+/// Infers the output types of one node (and resolves window attributes).
+fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
+    let op = graph.graph[id].op.clone();
+    let x = || input(graph, id, 0);
+    let out = match op {
+        Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
+        Op::Output { .. } | Op::Identity | Op::Unary(_) => x()?,
+        Op::Clip => {
+            let (dt, d) = x()?;
+            for slot in 1..3 {
+                if graph.input_of(id, slot).is_some() {
+                    let (bdt, bd) = input(graph, id, slot)?;
+                    if bdt != dt || bd.iter().product::<usize>() != 1 {
+                        return Err(format!(
+                            "bound input {slot} must be a {dt} scalar, got {bdt}{bd:?}"
+                        ));
+                    }
+                }
+            }
+            (dt, d)
+        }
+        Op::Cast { to } => (to, x()?.1),
+        Op::Binary(_) => {
+            let (adt, a) = x()?;
+            let (bdt, b) = input(graph, id, 1)?;
+            if adt != bdt {
+                return Err(format!("operand dtypes differ: {adt} and {bdt}"));
+            }
+            let d = broadcast_shapes(&a, &b)
+                .ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))?;
+            (adt, d)
+        }
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
+            let (dt, a) = x()?;
+            let (_, b) = input(graph, id, 1)?;
+            if a.len() != 2 || b.len() != 2 {
+                return Err(format!("A and B must be 2-D, got {a:?} and {b:?}"));
+            }
+            let (m, k) = if trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
+            let (k2, n) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+            if k != k2 {
+                return Err(format!(
+                    "inner dims differ: A {a:?} (trans_a={}) and B {b:?} (trans_b={})",
+                    trans_a as u8, trans_b as u8
+                ));
+            }
+            if graph.input_of(id, 2).is_some() {
+                let (_, c) = input(graph, id, 2)?;
+                if broadcast_shapes(&c, &[m, n]).as_deref() != Some(&[m, n][..]) {
+                    return Err(format!("C {c:?} does not broadcast to [{m}, {n}]"));
+                }
+            }
+            (dt, vec![m, n])
+        }
+        Op::MatMul => {
+            let (dt, a) = x()?;
+            let (_, b) = input(graph, id, 1)?;
+            if a.is_empty() || b.is_empty() {
+                return Err("MatMul operands must have rank >= 1".into());
+            }
+            let a2: Vec<usize> = if a.len() == 1 {
+                vec![1, a[0]]
+            } else {
+                a.clone()
+            };
+            let b2: Vec<usize> = if b.len() == 1 {
+                vec![b[0], 1]
+            } else {
+                b.clone()
+            };
+            let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+            let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+            if k != k2 {
+                return Err(format!("inner dims differ: {a:?} x {b:?}"));
+            }
+            let mut d = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
+                .ok_or_else(|| format!("batch dims of {a:?} and {b:?} do not broadcast"))?;
+            if a.len() > 1 {
+                d.push(m);
+            }
+            if b.len() > 1 {
+                d.push(n);
+            }
+            (dt, d)
+        }
+        Op::Conv { mut window, group } => {
+            let (dt, xd) = x()?;
+            let (_, wd) = input(graph, id, 1)?;
+            if xd.len() < 3 || wd.len() != xd.len() {
+                return Err(format!(
+                    "input {xd:?} and weights {wd:?} must have the same rank >= 3"
+                ));
+            }
+            if group == 0 || xd[1] % group != 0 || wd[0] % group != 0 || wd[1] * group != xd[1] {
+                return Err(format!(
+                    "channels do not match: input {xd:?}, weights {wd:?}, group {group}"
+                ));
+            }
+            if window.kernel.is_empty() {
+                window.kernel = wd[2..].to_vec();
+            } else if window.kernel != wd[2..] {
+                return Err(format!(
+                    "kernel_shape {:?} differs from the weights' {:?}",
+                    window.kernel,
+                    &wd[2..]
+                ));
+            }
+            if graph.input_of(id, 2).is_some() {
+                let (_, bd) = input(graph, id, 2)?;
+                if bd != [wd[0]] {
+                    return Err(format!("bias {bd:?} must be [{}]", wd[0]));
+                }
+            }
+            let mut d = vec![xd[0], wd[0]];
+            d.extend(window_out(&mut window, &xd[2..], false)?);
+            graph.graph[id].op = Op::Conv { window, group };
+            (dt, d)
+        }
+        Op::MaxPool { mut window } => {
+            let (dt, xd) = x()?;
+            if xd.len() < 3 {
+                return Err(format!("input {xd:?} must have rank >= 3"));
+            }
+            let mut d = xd[..2].to_vec();
+            d.extend(window_out(&mut window, &xd[2..], true)?);
+            graph.graph[id].op = Op::MaxPool { window };
+            (dt, d)
+        }
+        Op::AveragePool {
+            mut window,
+            count_include_pad,
+        } => {
+            let (dt, xd) = x()?;
+            if xd.len() < 3 {
+                return Err(format!("input {xd:?} must have rank >= 3"));
+            }
+            let mut d = xd[..2].to_vec();
+            d.extend(window_out(&mut window, &xd[2..], true)?);
+            graph.graph[id].op = Op::AveragePool {
+                window,
+                count_include_pad,
+            };
+            (dt, d)
+        }
+        Op::GlobalAveragePool => {
+            let (dt, xd) = x()?;
+            if xd.len() < 3 {
+                return Err(format!("input {xd:?} must have rank >= 3"));
+            }
+            let mut d = xd[..2].to_vec();
+            d.resize(xd.len(), 1);
+            (dt, d)
+        }
+        Op::ReduceMean {
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            let (dt, xd) = x()?;
+            let axes = reduce_axes(graph, id, xd.len(), noop_with_empty_axes)?;
+            let mut d = Vec::new();
+            for (i, &n) in xd.iter().enumerate() {
+                if axes.contains(&i) {
+                    if keepdims {
+                        d.push(1);
+                    }
+                } else {
+                    d.push(n);
+                }
+            }
+            (dt, d)
+        }
+        Op::Softmax { axis, .. } => {
+            let (dt, xd) = x()?;
+            normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            (dt, xd)
+        }
+        Op::BatchNormalization { .. } => {
+            let (dt, xd) = x()?;
+            if xd.len() < 2 {
+                return Err(format!("input {xd:?} must have rank >= 2"));
+            }
+            for slot in 1..5 {
+                let (_, p) = input(graph, id, slot)?;
+                if p != [xd[1]] {
+                    return Err(format!(
+                        "parameter input {slot} is {p:?}, expected [{}]",
+                        xd[1]
+                    ));
+                }
+            }
+            (dt, xd)
+        }
+        Op::Reshape { allow_zero } => {
+            let (dt, xd) = x()?;
+            let spec =
+                const_i64s(graph, id, 1, "the shape")?.ok_or("the shape input is missing")?;
+            (dt, reshape_dims(&xd, &spec, allow_zero)?)
+        }
+        Op::Flatten { axis } => {
+            let (dt, xd) = x()?;
+            let r = xd.len() as i64;
+            let a = if axis < 0 { axis + r } else { axis };
+            if !(0..=r).contains(&a) {
+                return Err(format!("axis {axis} is out of range for rank {r}"));
+            }
+            let a = a as usize;
+            (dt, vec![xd[..a].iter().product(), xd[a..].iter().product()])
+        }
+        Op::Transpose { ref perm } => {
+            let (dt, xd) = x()?;
+            let p: Vec<usize> = perm
+                .clone()
+                .unwrap_or_else(|| (0..xd.len()).rev().collect());
+            let mut sorted = p.clone();
+            sorted.sort();
+            if sorted != (0..xd.len()).collect::<Vec<_>>() {
+                return Err(format!(
+                    "perm {p:?} is not a permutation of the input's {} dims",
+                    xd.len()
+                ));
+            }
+            (dt, p.iter().map(|&i| xd[i]).collect())
+        }
+        Op::Concat { axis } => {
+            let (dt, first) = x()?;
+            let a = normalize_axis(axis, first.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", first.len()))?;
+            let mut d = first.clone();
+            for slot in 1..graph.graph[id].num_inputs {
+                let (odt, od) = input(graph, id, slot)?;
+                if odt != dt
+                    || od.len() != first.len()
+                    || (0..od.len()).any(|i| i != a && od[i] != first[i])
+                {
+                    return Err(format!("input {slot} ({odt}{od:?}) does not match input 0 ({dt}{first:?}) off axis {a}"));
+                }
+                d[a] += od[a];
+            }
+            (dt, d)
+        }
+        Op::Squeeze => {
+            let (dt, xd) = x()?;
+            let axes = match const_i64s(graph, id, 1, "axes")? {
+                Some(a) => a
+                    .iter()
+                    .map(|&v| {
+                        normalize_axis(v, xd.len())
+                            .ok_or_else(|| format!("axis {v} is out of range"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => (0..xd.len()).filter(|&i| xd[i] == 1).collect(),
+            };
+            if let Some(&bad) = axes.iter().find(|&&a| xd[a] != 1) {
+                return Err(format!("cannot squeeze axis {bad} of extent {}", xd[bad]));
+            }
+            (
+                dt,
+                (0..xd.len())
+                    .filter(|i| !axes.contains(i))
+                    .map(|i| xd[i])
+                    .collect(),
+            )
+        }
+        Op::Unsqueeze => {
+            let (dt, xd) = x()?;
+            let axes = const_i64s(graph, id, 1, "axes")?.ok_or("the axes input is missing")?;
+            let r = xd.len() + axes.len();
+            let mut norm = Vec::new();
+            for &v in &axes {
+                let a = normalize_axis(v, r)
+                    .ok_or_else(|| format!("axis {v} is out of range for output rank {r}"))?;
+                if norm.contains(&a) {
+                    return Err(format!("axis {v} is repeated"));
+                }
+                norm.push(a);
+            }
+            let mut src = xd.iter();
+            (
+                dt,
+                (0..r)
+                    .map(|i| {
+                        if norm.contains(&i) {
+                            1
+                        } else {
+                            *src.next().unwrap_or(&1)
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        Op::Shape { .. } => {
+            let info = graph.input_info(id, 0).ok_or("input 0 is missing")?;
+            let (s, e) = shape_range(&graph.graph[id].op, info.shape.rank());
+            (DType::I64, vec![e - s])
+        }
+        Op::Gather { axis } => {
+            let (dt, xd) = x()?;
+            let (idt, id_dims) = input(graph, id, 1)?;
+            if idt != DType::I64 && idt != DType::I32 {
+                return Err(format!("indices must be i32 or i64, got {idt}"));
+            }
+            let a = normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            if let Some(t) = graph.const_input(id, 1) {
+                let n = xd[a] as i64;
+                if let Some(bad) = t
+                    .to_i64_vec()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|&i| i < -n || i >= n)
+                {
+                    return Err(format!(
+                        "index {bad} is out of range for axis {a} of extent {n}"
+                    ));
+                }
+            }
+            let mut d = xd[..a].to_vec();
+            d.extend(&id_dims);
+            d.extend(&xd[a + 1..]);
+            (dt, d)
+        }
+    };
+    Ok(vec![out])
+}
+
+/// The axes a ReduceMean reduces, sorted. Empty axes reduce everything unless
+/// `noop_with_empty_axes`.
+pub fn reduce_axes(
+    graph: &Graph,
+    id: NodeId,
+    rank: usize,
+    noop_with_empty_axes: bool,
+) -> Result<Vec<usize>, String> {
+    let axes = const_i64s(graph, id, 1, "axes")?.unwrap_or_default();
+    if axes.is_empty() {
+        return Ok(if noop_with_empty_axes {
+            vec![]
+        } else {
+            (0..rank).collect()
+        });
+    }
+    let mut v = axes
+        .iter()
+        .map(|&a| {
+            normalize_axis(a, rank)
+                .ok_or_else(|| format!("axis {a} is out of range for rank {rank}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// ONNX Reshape's target dims (0 copies the input dim unless `allow_zero`; one -1 is inferred).
+pub fn reshape_dims(xd: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<usize>, String> {
+    let total: usize = xd.iter().product();
+    let mut d = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                d.push(1);
+            }
+            0 if !allow_zero => d.push(
+                *xd.get(i)
+                    .ok_or_else(|| format!("shape {spec:?}: 0 at {i} has no input dim to copy"))?,
+            ),
+            s if s >= 0 => d.push(s as usize),
+            _ => return Err(format!("shape {spec:?} has an invalid entry {s}")),
+        }
+    }
+    let known: usize = d.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(format!(
+                "cannot infer -1 in shape {spec:?} for {total} elements"
+            ));
+        }
+        d[i] = total / known;
+    }
+    if d.iter().product::<usize>() != total {
+        return Err(format!(
+            "shape {spec:?} does not hold the input's {total} elements ({xd:?})"
+        ));
+    }
+    Ok(d)
+}

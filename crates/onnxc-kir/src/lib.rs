@@ -1,0 +1,336 @@
+//! The kernel IR: what lowering hands the backends.
+//!
+//! A [`Program`] is a list of [`Kernel`]s run in order over [`Buffer`]s: the
+//! graph inputs and outputs (caller memory), constants (read-only data in the
+//! artifact) and intermediates at fixed offsets of one caller-provided arena.
+//! A kernel body is a loop nest of statements over scalar expressions. All
+//! extents are static. The IR is target-neutral: the CPU backend decides
+//! which innermost loops to vectorize (see `onnxc-cpu`), a GPU backend would
+//! map loops to grids.
+//!
+//! This crate knows nothing of ONNX or of the graph IR.
+
+use std::fmt;
+
+/// Scalar element types the kernels compute with. Booleans are stored as `U8`
+/// (0 or 1); [`ScalarType::Bool`] is the type of comparisons only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScalarType {
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bool,
+}
+
+impl ScalarType {
+    /// Bytes per stored element.
+    pub fn size_bytes(self) -> u64 {
+        match self {
+            ScalarType::F64 | ScalarType::I64 | ScalarType::U64 => 8,
+            ScalarType::F32 | ScalarType::I32 | ScalarType::U32 => 4,
+            ScalarType::I16 | ScalarType::U16 => 2,
+            ScalarType::I8 | ScalarType::U8 | ScalarType::Bool => 1,
+        }
+    }
+
+    /// True for F32 and F64.
+    pub fn is_float(self) -> bool {
+        matches!(self, ScalarType::F32 | ScalarType::F64)
+    }
+
+    /// True for the signed integer types.
+    pub fn is_signed_int(self) -> bool {
+        matches!(
+            self,
+            ScalarType::I8 | ScalarType::I16 | ScalarType::I32 | ScalarType::I64
+        )
+    }
+}
+
+/// Index of a buffer in [`Program::buffers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub u32);
+
+/// Index of a variable in [`Kernel::vars`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
+/// Where a buffer's memory comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufferKind {
+    /// The caller's input pointer number `n`.
+    Input(usize),
+    /// The caller's output pointer number `n`.
+    Output(usize),
+    /// Read-only data in the artifact (little-endian elements).
+    Constant(Vec<u8>),
+    /// Scratch memory at `offset` bytes into the caller's arena.
+    Arena { offset: u64 },
+}
+
+/// A dense array of `len` elements of `elem`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// The tensor's name, for messages and symbol names.
+    pub name: String,
+    pub elem: ScalarType,
+    pub len: u64,
+    pub kind: BufferKind,
+}
+
+impl Buffer {
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.len * self.elem.size_bytes()
+    }
+}
+
+/// Unary operations on scalars (and, where the backend can, vectors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Abs,
+    Sqrt,
+    /// Natural exponential (libm `exp`/`expf` on the CPU).
+    Exp,
+    /// Natural logarithm.
+    Log,
+    Tanh,
+}
+
+/// Binary operations; both operands have the same type. Integer division
+/// truncates; `Rem` is integer-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Min,
+    Max,
+}
+
+/// Comparisons, producing [`ScalarType::Bool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A scalar expression. Loop variables are `I64`; buffer indices are `I64`
+/// element indices.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Var(VarId),
+    /// An integer constant of the given type.
+    Int(i64, ScalarType),
+    /// A float constant of the given type.
+    Float(f64, ScalarType),
+    Load {
+        buf: BufferId,
+        index: Box<Expr>,
+    },
+    Unary(UnOp, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    Select {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+    Cast(ScalarType, Box<Expr>),
+}
+
+/// A statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for var in start..end` (step 1); `var` is an `I64` variable.
+    For {
+        var: VarId,
+        start: i64,
+        end: i64,
+        body: Vec<Stmt>,
+    },
+    /// `buf[index] = value`.
+    Store {
+        buf: BufferId,
+        index: Expr,
+        value: Expr,
+    },
+    /// `var = value` (variables hold accumulators across loop iterations).
+    Assign { var: VarId, value: Expr },
+}
+
+/// One kernel: a loop nest with its variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// Readable name (the graph nodes it covers).
+    pub name: String,
+    /// Type of each variable.
+    pub vars: Vec<ScalarType>,
+    pub body: Vec<Stmt>,
+}
+
+/// Describes one graph input or output for the artifact's header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoDesc {
+    pub name: String,
+    /// ONNX dtype name (`f32`, `i64`, ...).
+    pub dtype: String,
+    pub dims: Vec<usize>,
+    pub buffer: BufferId,
+}
+
+/// A whole model, ready for a backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    pub inputs: Vec<IoDesc>,
+    pub outputs: Vec<IoDesc>,
+    /// Scratch bytes the caller provides (a multiple of 64).
+    pub arena_bytes: u64,
+}
+
+impl Kernel {
+    /// The type of `e` in this kernel.
+    pub fn type_of(&self, program: &Program, e: &Expr) -> ScalarType {
+        match e {
+            Expr::Var(v) => self.vars[v.0 as usize],
+            Expr::Int(_, t) | Expr::Float(_, t) | Expr::Cast(t, _) => *t,
+            Expr::Load { buf, .. } => program.buffers[buf.0 as usize].elem,
+            Expr::Unary(_, a) | Expr::Binary(_, a, _) => self.type_of(program, a),
+            Expr::Cmp(..) => ScalarType::Bool,
+            Expr::Select { then, .. } => self.type_of(program, then),
+        }
+    }
+}
+
+/// Expression builders, so lowering reads like the math it emits.
+pub mod build {
+    use super::*;
+
+    /// An `I64` constant.
+    pub fn int(v: i64) -> Expr {
+        Expr::Int(v, ScalarType::I64)
+    }
+    /// An `F32` constant.
+    pub fn f32c(v: f32) -> Expr {
+        Expr::Float(v as f64, ScalarType::F32)
+    }
+    /// A variable.
+    pub fn var(v: VarId) -> Expr {
+        Expr::Var(v)
+    }
+    /// `buf[index]`.
+    pub fn load(buf: BufferId, index: Expr) -> Expr {
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+        }
+    }
+    /// `a op b`.
+    pub fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+    /// `op a`.
+    pub fn un(op: UnOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+    /// `a cmp b`.
+    pub fn cmp(op: CmpOp, a: Expr, b: Expr) -> Expr {
+        Expr::Cmp(op, Box::new(a), Box::new(b))
+    }
+    /// `cond ? then : otherwise`.
+    pub fn select(cond: Expr, then: Expr, otherwise: Expr) -> Expr {
+        Expr::Select {
+            cond: Box::new(cond),
+            then: Box::new(then),
+            otherwise: Box::new(otherwise),
+        }
+    }
+    /// `a + b`, folding integer zeros.
+    pub fn add(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Int(0, _), _) => b,
+            (_, Expr::Int(0, _)) => a,
+            (Expr::Int(x, t), Expr::Int(y, _)) => Expr::Int(x + y, *t),
+            _ => bin(BinOp::Add, a, b),
+        }
+    }
+    /// `a * b`, folding integer ones and zeros.
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Int(1, _), _) => b,
+            (_, Expr::Int(1, _)) => a,
+            (Expr::Int(0, t), _) | (_, Expr::Int(0, t)) => Expr::Int(0, *t),
+            (Expr::Int(x, t), Expr::Int(y, _)) => Expr::Int(x * y, *t),
+            _ => bin(BinOp::Mul, a, b),
+        }
+    }
+    /// `sum(vars[k] * strides[k])` as an `I64` index.
+    pub fn linear(vars: &[Expr], strides: &[i64]) -> Expr {
+        vars.iter()
+            .zip(strides)
+            .fold(int(0), |acc, (v, &s)| add(acc, mul(v.clone(), int(s))))
+    }
+}
+
+impl fmt::Display for ScalarType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", format!("{self:?}").to_lowercase())
+    }
+}
+
+/// Checks that no two arena buffers whose lifetimes overlap share bytes.
+/// `lifetimes[b]` is the inclusive `(first, last)` kernel index using buffer
+/// `b` (`None` for unused or non-arena buffers). Returns the first clash.
+pub fn check_arena_plan(
+    program: &Program,
+    lifetimes: &[Option<(usize, usize)>],
+) -> Result<(), String> {
+    let arena: Vec<(usize, u64, u64, (usize, usize))> = program
+        .buffers
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(i, b)| match (&b.kind, lifetimes.get(i).copied().flatten()) {
+                (BufferKind::Arena { offset }, Some(life)) => {
+                    Some((i, *offset, offset + b.bytes(), life))
+                }
+                _ => None,
+            },
+        )
+        .collect();
+    for (x, a) in arena.iter().enumerate() {
+        if a.2 > program.arena_bytes || a.1 % 64 != 0 {
+            return Err(format!(
+                "buffer {} at {}..{} is misplaced in an arena of {}",
+                a.0, a.1, a.2, program.arena_bytes
+            ));
+        }
+        for b in &arena[x + 1..] {
+            let live = a.3 .0 <= b.3 .1 && b.3 .0 <= a.3 .1;
+            let overlap = a.1 < b.2 && b.1 < a.2;
+            if live && overlap {
+                return Err(format!(
+                    "buffers {} and {} are live together and overlap",
+                    a.0, b.0
+                ));
+            }
+        }
+    }
+    Ok(())
+}

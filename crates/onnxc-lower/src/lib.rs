@@ -1,0 +1,338 @@
+//! Lowering: graph IR to a kernel IR [`Program`] with a static buffer plan.
+//!
+//! Every value gets a buffer: graph inputs and outputs are the caller's
+//! memory, constants become read-only data, everything else lives in one
+//! arena at offsets chosen by liveness ([`plan`]). Each op becomes one or
+//! more kernels (loop nests) written so that their innermost loop walks
+//! memory contiguously where the op allows, which is what the CPU backend
+//! vectorizes. All shapes must be known; lowering reads constant operands
+//! (shapes, axes, bounds) directly from the graph.
+
+mod ops;
+pub mod plan;
+
+use onnxc_ir::{DType, Graph, NodeError, NodeId, Op};
+use onnxc_kir::{Buffer, BufferId, BufferKind, IoDesc, Kernel, Program, ScalarType, Stmt, VarId};
+use std::collections::BTreeMap;
+
+/// Maps a graph dtype to the kernel IR's storage type.
+pub fn scalar_type(dt: DType) -> Option<ScalarType> {
+    Some(match dt {
+        DType::F32 => ScalarType::F32,
+        DType::F64 => ScalarType::F64,
+        DType::I8 => ScalarType::I8,
+        DType::I16 => ScalarType::I16,
+        DType::I32 => ScalarType::I32,
+        DType::I64 => ScalarType::I64,
+        DType::U8 | DType::Bool => ScalarType::U8,
+        DType::U16 => ScalarType::U16,
+        DType::U32 => ScalarType::U32,
+        DType::U64 => ScalarType::U64,
+        _ => return None,
+    })
+}
+
+/// Lowers a fully typed graph (all dims known) to a program. Collects one
+/// error per node that cannot be lowered.
+pub fn lower(graph: &Graph) -> Result<Program, Vec<NodeError>> {
+    let order = graph.topo_order().map_err(|e| {
+        vec![NodeError {
+            node: graph.name.clone(),
+            op: "graph".into(),
+            message: e,
+        }]
+    })?;
+    let mut cx = Lowering {
+        graph,
+        buffers: Vec::new(),
+        values: BTreeMap::new(),
+        kernels: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    cx.bind_outputs();
+    for &id in &order {
+        if let Err(message) = cx.lower_node(id) {
+            errors.push(NodeError::new(graph, id, message));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let io = |cx: &mut Lowering, nodes: &[NodeId], is_input: bool| -> Result<Vec<IoDesc>, String> {
+        nodes
+            .iter()
+            .map(|&n| {
+                let (value, info) = if is_input {
+                    ((n, 0), graph.graph[n].outputs[0].clone())
+                } else {
+                    let src = graph
+                        .input_of(n, 0)
+                        .ok_or("graph output is not connected")?;
+                    (src, graph.graph[src.0].outputs[src.1].clone())
+                };
+                let buffer = if is_input {
+                    cx.value_buffer(value)?
+                } else {
+                    cx.output_buffer(n)?
+                };
+                Ok(IoDesc {
+                    name: info.name.clone(),
+                    dtype: info.dtype.name().to_string(),
+                    dims: info.shape.as_known().ok_or("unknown dims")?,
+                    buffer,
+                })
+            })
+            .collect()
+    };
+    let inputs = io(&mut cx, &graph.inputs, true).map_err(|m| {
+        vec![NodeError {
+            node: graph.name.clone(),
+            op: "graph".into(),
+            message: m,
+        }]
+    })?;
+    let outputs = io(&mut cx, &graph.outputs, false).map_err(|m| {
+        vec![NodeError {
+            node: graph.name.clone(),
+            op: "graph".into(),
+            message: m,
+        }]
+    })?;
+    let mut program = Program {
+        buffers: cx.buffers,
+        kernels: cx.kernels,
+        inputs,
+        outputs,
+        arena_bytes: 0,
+    };
+    plan::assign_arena(&mut program);
+    Ok(program)
+}
+
+/// Lowering state.
+pub(crate) struct Lowering<'g> {
+    pub graph: &'g Graph,
+    pub buffers: Vec<Buffer>,
+    /// Buffer holding each value (producer node, output slot).
+    pub values: BTreeMap<(NodeId, usize), BufferId>,
+    pub kernels: Vec<Kernel>,
+}
+
+impl<'g> Lowering<'g> {
+    /// Lets the producer of each graph output write straight into the caller's
+    /// output buffer, when that value is computed (not an input or constant)
+    /// and not already bound to an earlier output.
+    fn bind_outputs(&mut self) {
+        for (i, &out) in self.graph.outputs.iter().enumerate() {
+            let Some(src) = self.graph.input_of(out, 0) else {
+                continue;
+            };
+            let producer = &self.graph.graph[src.0];
+            if matches!(producer.op, Op::Input { .. } | Op::Constant(_))
+                || self.values.contains_key(&src)
+            {
+                continue;
+            }
+            let info = &producer.outputs[src.1];
+            let (Some(elem), Some(len)) = (scalar_type(info.dtype), info.shape.numel()) else {
+                continue;
+            };
+            let id = self.push_buffer(info.name.clone(), elem, len as u64, BufferKind::Output(i));
+            self.values.insert(src, id);
+        }
+    }
+
+    pub fn push_buffer(
+        &mut self,
+        name: String,
+        elem: ScalarType,
+        len: u64,
+        kind: BufferKind,
+    ) -> BufferId {
+        self.buffers.push(Buffer {
+            name,
+            elem,
+            len,
+            kind,
+        });
+        BufferId(self.buffers.len() as u32 - 1)
+    }
+
+    /// A scratch buffer in the arena.
+    pub fn temp(&mut self, name: String, elem: ScalarType, len: usize) -> BufferId {
+        self.push_buffer(name, elem, len as u64, BufferKind::Arena { offset: 0 })
+    }
+
+    /// The buffer holding a value, created on first use.
+    pub fn value_buffer(&mut self, value: (NodeId, usize)) -> Result<BufferId, String> {
+        if let Some(&b) = self.values.get(&value) {
+            return Ok(b);
+        }
+        let node = &self.graph.graph[value.0];
+        let info = &node.outputs[value.1];
+        let elem = scalar_type(info.dtype).ok_or_else(|| {
+            format!(
+                "dtype {} of '{}' is not supported by the CPU backend yet",
+                info.dtype, info.name
+            )
+        })?;
+        let len = info
+            .shape
+            .numel()
+            .ok_or_else(|| format!("'{}' has unknown dims {}", info.name, info.shape))?
+            as u64;
+        let kind = match &node.op {
+            Op::Input { index } => BufferKind::Input(*index),
+            Op::Constant(t) => {
+                let bytes = if t.dtype == DType::Bool {
+                    t.bytes.iter().map(|&b| (b != 0) as u8).collect()
+                } else {
+                    t.bytes.clone()
+                };
+                BufferKind::Constant(bytes)
+            }
+            _ => BufferKind::Arena { offset: 0 },
+        };
+        let id = self.push_buffer(info.name.clone(), elem, len, kind);
+        self.values.insert(value, id);
+        Ok(id)
+    }
+
+    /// The buffer of input `slot` of `node`.
+    pub fn input(&mut self, node: NodeId, slot: usize) -> Result<BufferId, String> {
+        let src = self
+            .graph
+            .input_of(node, slot)
+            .ok_or_else(|| format!("input {slot} is missing"))?;
+        self.value_buffer(src)
+    }
+
+    /// The buffer that output 0 of `node` is written to.
+    pub fn output(&mut self, node: NodeId) -> Result<BufferId, String> {
+        self.value_buffer((node, 0))
+    }
+
+    /// The buffer an Output node's caller memory is; adds a copy when its
+    /// value lives elsewhere.
+    fn output_buffer(&mut self, out: NodeId) -> Result<BufferId, String> {
+        let Op::Output { index } = self.graph.graph[out].op else {
+            return Err("not an output".into());
+        };
+        let src = self
+            .graph
+            .input_of(out, 0)
+            .ok_or("graph output is not connected")?;
+        let value = self.value_buffer(src)?;
+        if self.buffers[value.0 as usize].kind == BufferKind::Output(index) {
+            return Ok(value);
+        }
+        let b = self.buffers[value.0 as usize].clone();
+        let id = self.push_buffer(b.name.clone(), b.elem, b.len, BufferKind::Output(index));
+        let name = format!("copy_to_output_{index}");
+        let kernel = ops::copy_kernel(name, value, id, b.len as usize);
+        self.kernels.push(kernel);
+        Ok(id)
+    }
+
+    /// Dims of input `slot` of `node`.
+    pub fn in_dims(&self, node: NodeId, slot: usize) -> Result<Vec<usize>, String> {
+        let info = self
+            .graph
+            .input_info(node, slot)
+            .ok_or_else(|| format!("input {slot} is missing"))?;
+        info.shape
+            .as_known()
+            .ok_or_else(|| format!("input {slot} has unknown dims {}", info.shape))
+    }
+
+    /// Storage type of input `slot` of `node`.
+    pub fn in_type(&self, node: NodeId, slot: usize) -> Result<ScalarType, String> {
+        let info = self
+            .graph
+            .input_info(node, slot)
+            .ok_or_else(|| format!("input {slot} is missing"))?;
+        scalar_type(info.dtype).ok_or_else(|| {
+            format!(
+                "dtype {} is not supported by the CPU backend yet",
+                info.dtype
+            )
+        })
+    }
+
+    /// Dims of output 0 of `node`.
+    pub fn out_dims(&self, node: NodeId) -> Result<Vec<usize>, String> {
+        let info = &self.graph.graph[node].outputs[0];
+        info.shape
+            .as_known()
+            .ok_or_else(|| format!("output has unknown dims {}", info.shape))
+    }
+
+    fn lower_node(&mut self, id: NodeId) -> Result<(), String> {
+        ops::lower_op(self, id)
+    }
+}
+
+/// Builds one kernel's loop nests and variables.
+pub(crate) struct KernelBuilder {
+    pub name: String,
+    pub vars: Vec<ScalarType>,
+}
+
+impl KernelBuilder {
+    pub fn new(name: impl Into<String>) -> KernelBuilder {
+        KernelBuilder {
+            name: name.into(),
+            vars: Vec::new(),
+        }
+    }
+
+    /// A new variable.
+    pub fn var(&mut self, t: ScalarType) -> VarId {
+        self.vars.push(t);
+        VarId(self.vars.len() as u32 - 1)
+    }
+
+    /// A loop nest over `extents` (outermost first). `inner` gets one index
+    /// expression per extent (a constant 0 where the extent is 1, which has
+    /// no loop) and returns the innermost body.
+    pub fn nest(
+        &mut self,
+        extents: &[usize],
+        inner: impl FnOnce(&mut KernelBuilder, &[onnxc_kir::Expr]) -> Vec<Stmt>,
+    ) -> Vec<Stmt> {
+        let vars: Vec<Option<VarId>> = extents
+            .iter()
+            .map(|&e| (e != 1).then(|| self.var(ScalarType::I64)))
+            .collect();
+        let exprs: Vec<onnxc_kir::Expr> = vars
+            .iter()
+            .map(|v| match v {
+                Some(v) => onnxc_kir::build::var(*v),
+                None => onnxc_kir::build::int(0),
+            })
+            .collect();
+        let mut body = inner(self, &exprs);
+        for (v, &e) in vars.iter().zip(extents).rev() {
+            if let Some(v) = v {
+                body = vec![Stmt::For {
+                    var: *v,
+                    start: 0,
+                    end: e as i64,
+                    body,
+                }];
+            }
+        }
+        if extents.contains(&0) {
+            return Vec::new();
+        }
+        body
+    }
+
+    pub fn finish(self, body: Vec<Stmt>) -> Kernel {
+        Kernel {
+            name: self.name,
+            vars: self.vars,
+            body,
+        }
+    }
+}

@@ -1,0 +1,960 @@
+//! One lowering per op family. Each writes loop nests whose innermost loop
+//! is contiguous in the output where the op allows.
+
+use crate::{KernelBuilder, Lowering};
+use onnxc_ir::shape::{normalize_axis, strides_of};
+use onnxc_ir::{BinaryOp, NodeId, Op, UnaryOp, Window};
+use onnxc_kir::build::*;
+use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, ScalarType, Stmt, UnOp};
+
+type R = Result<(), String>;
+
+/// Flat copy `dst[i] = src[i]` for `len` elements.
+pub fn copy_kernel(name: String, src: BufferId, dst: BufferId, len: usize) -> Kernel {
+    let mut k = KernelBuilder::new(name);
+    let body = k.nest(&[len], |_, v| {
+        vec![Stmt::Store {
+            buf: dst,
+            index: v[0].clone(),
+            value: load(src, v[0].clone()),
+        }]
+    });
+    k.finish(body)
+}
+
+fn strides_i64(dims: &[usize]) -> Vec<i64> {
+    strides_of(dims).into_iter().map(|s| s as i64).collect()
+}
+
+/// Strides of an operand broadcast to `out` dims (0 on broadcast dims).
+fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<i64> {
+    let s = strides_of(dims);
+    let off = out.len() - dims.len();
+    (0..out.len())
+        .map(|k| {
+            if k < off || dims[k - off] == 1 {
+                0
+            } else {
+                s[k - off] as i64
+            }
+        })
+        .collect()
+}
+
+/// Merges adjacent dims that every operand walks contiguously (or not at
+/// all), so elementwise loops are as long as possible.
+fn collapse(dims: &[usize], strides: &[Vec<i64>]) -> (Vec<usize>, Vec<Vec<i64>>) {
+    let mut d: Vec<usize> = Vec::new();
+    let mut s: Vec<Vec<i64>> = vec![Vec::new(); strides.len()];
+    for k in 0..dims.len() {
+        if dims[k] == 1 {
+            continue;
+        }
+        let mergeable = !d.is_empty()
+            && strides
+                .iter()
+                .enumerate()
+                .all(|(o, st)| *s[o].last().unwrap() == st[k] * dims[k] as i64);
+        if mergeable {
+            *d.last_mut().unwrap() *= dims[k];
+            for (o, st) in strides.iter().enumerate() {
+                *s[o].last_mut().unwrap() = st[k];
+            }
+        } else {
+            d.push(dims[k]);
+            for (o, st) in strides.iter().enumerate() {
+                s[o].push(st[k]);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        for v in &mut s {
+            v.push(0);
+        }
+    }
+    (d, s)
+}
+
+/// `out = f(inputs...)` elementwise with broadcasting.
+fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: impl Fn(&[Expr]) -> Expr) -> R {
+    let out_dims = cx.out_dims(id)?;
+    let out = cx.output(id)?;
+    let mut bufs = Vec::new();
+    let mut strides = vec![strides_i64(&out_dims)];
+    for &s in slots {
+        bufs.push(cx.input(id, s)?);
+        strides.push(broadcast_strides(&cx.in_dims(id, s)?, &out_dims));
+    }
+    let (dims, strides) = collapse(&out_dims, &strides);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&dims, |_, v| {
+        let args: Vec<Expr> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| load(b, linear(v, &strides[i + 1])))
+            .collect();
+        vec![Stmt::Store {
+            buf: out,
+            index: linear(v, &strides[0]),
+            value: f(&args),
+        }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+fn require_f32(cx: &Lowering, id: NodeId) -> R {
+    let t = cx.in_type(id, 0)?;
+    if t != ScalarType::F32 {
+        return Err(format!(
+            "dtype {t} is not supported for this op yet (f32 only)"
+        ));
+    }
+    Ok(())
+}
+
+fn float_const(t: ScalarType, v: f64) -> Expr {
+    if t.is_float() {
+        Expr::Float(v, t)
+    } else {
+        Expr::Int(v as i64, t)
+    }
+}
+
+/// Lowers one node.
+pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
+    let node = &cx.graph.graph[id];
+    let name = node.name.clone();
+    match node.op.clone() {
+        Op::Input { .. } | Op::Output { .. } | Op::Constant(_) => Ok(()),
+        Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => {
+            let src = cx.input(id, 0)?;
+            let dst = cx.output(id)?;
+            let len = cx.out_dims(id)?.iter().product();
+            cx.kernels.push(copy_kernel(name, src, dst, len));
+            Ok(())
+        }
+        Op::Shape { .. } => {
+            Err("Shape must be folded at compile time; its input's dims are unknown".into())
+        }
+        Op::Cast { .. } => {
+            let out = cx.output(id)?;
+            let to = cx.buffers[out.0 as usize].elem;
+            let to_bool = cx.graph.graph[id].outputs[0].dtype == onnxc_ir::DType::Bool;
+            let from = cx.in_type(id, 0)?;
+            elementwise(cx, id, &[0], |a| {
+                if to_bool {
+                    let zero = float_const(from, 0.0);
+                    select(
+                        cmp(CmpOp::Ne, a[0].clone(), zero),
+                        Expr::Int(1, to),
+                        Expr::Int(0, to),
+                    )
+                } else {
+                    Expr::Cast(to, Box::new(a[0].clone()))
+                }
+            })
+        }
+        Op::Unary(u) => {
+            let t = cx.in_type(id, 0)?;
+            if !t.is_float() && !matches!(u, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) {
+                return Err(format!("dtype {t} is not supported for {u:?}"));
+            }
+            elementwise(cx, id, &[0], |a| {
+                let x = a[0].clone();
+                match u {
+                    UnaryOp::Relu => bin(BinOp::Max, x, float_const(t, 0.0)),
+                    UnaryOp::Sigmoid => bin(
+                        BinOp::Div,
+                        float_const(t, 1.0),
+                        bin(
+                            BinOp::Add,
+                            float_const(t, 1.0),
+                            un(UnOp::Exp, un(UnOp::Neg, x)),
+                        ),
+                    ),
+                    UnaryOp::Tanh => un(UnOp::Tanh, x),
+                    UnaryOp::Neg => un(UnOp::Neg, x),
+                    UnaryOp::Abs => un(UnOp::Abs, x),
+                    UnaryOp::Exp => un(UnOp::Exp, x),
+                    UnaryOp::Log => un(UnOp::Log, x),
+                    UnaryOp::Sqrt => un(UnOp::Sqrt, x),
+                    UnaryOp::Reciprocal => bin(BinOp::Div, float_const(t, 1.0), x),
+                }
+            })
+        }
+        Op::Binary(b) => {
+            let op = match b {
+                BinaryOp::Add => BinOp::Add,
+                BinaryOp::Sub => BinOp::Sub,
+                BinaryOp::Mul => BinOp::Mul,
+                BinaryOp::Div => BinOp::Div,
+            };
+            elementwise(cx, id, &[0, 1], |a| bin(op, a[0].clone(), a[1].clone()))
+        }
+        Op::Clip => {
+            let t = cx.in_type(id, 0)?;
+            let bound = |cx: &mut Lowering, slot: usize| -> Result<Option<Expr>, String> {
+                if cx.graph.input_of(id, slot).is_none() {
+                    return Ok(None);
+                }
+                if let Some(c) = cx.graph.const_input(id, slot) {
+                    let v = c
+                        .to_f64_vec()
+                        .and_then(|v| v.first().copied())
+                        .ok_or("bound must be a numeric scalar")?;
+                    return Ok(Some(float_const(t, v)));
+                }
+                Ok(Some(load(cx.input(id, slot)?, int(0))))
+            };
+            let lo = bound(cx, 1)?;
+            let hi = bound(cx, 2)?;
+            elementwise(cx, id, &[0], |a| {
+                let mut x = a[0].clone();
+                if let Some(lo) = &lo {
+                    x = bin(BinOp::Max, x, lo.clone());
+                }
+                if let Some(hi) = &hi {
+                    x = bin(BinOp::Min, x, hi.clone());
+                }
+                x
+            })
+        }
+        Op::Transpose { perm } => {
+            let xd = cx.in_dims(id, 0)?;
+            let perm = perm.unwrap_or_else(|| (0..xd.len()).rev().collect());
+            let x = cx.input(id, 0)?;
+            let out = cx.output(id)?;
+            let od = cx.out_dims(id)?;
+            let xs = strides_i64(&xd);
+            let in_strides: Vec<i64> = perm.iter().map(|&p| xs[p]).collect();
+            let (dims, st) = collapse(&od, &[strides_i64(&od), in_strides]);
+            let mut k = KernelBuilder::new(name);
+            let body = k.nest(&dims, |_, v| {
+                vec![Stmt::Store {
+                    buf: out,
+                    index: linear(v, &st[0]),
+                    value: load(x, linear(v, &st[1])),
+                }]
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::Concat { axis } => {
+            let od = cx.out_dims(id)?;
+            let a = normalize_axis(axis, od.len()).ok_or("axis out of range")?;
+            let out = cx.output(id)?;
+            let outer: usize = od[..a].iter().product();
+            let inner: usize = od[a + 1..].iter().product();
+            let mut offset = 0usize;
+            let mut k = KernelBuilder::new(name);
+            let mut body = Vec::new();
+            for slot in 0..cx.graph.graph[id].num_inputs {
+                let d = cx.in_dims(id, slot)?;
+                let x = cx.input(id, slot)?;
+                let chunk = d[a] * inner;
+                let total = od[a] * inner;
+                let off = offset * inner;
+                body.extend(k.nest(&[outer, chunk], |_, v| {
+                    vec![Stmt::Store {
+                        buf: out,
+                        index: add(linear(v, &[total as i64, 1]), int(off as i64)),
+                        value: load(x, linear(v, &[chunk as i64, 1])),
+                    }]
+                }));
+                offset += d[a];
+            }
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::Gather { axis } => {
+            let xd = cx.in_dims(id, 0)?;
+            let idx_dims = cx.in_dims(id, 1)?;
+            let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+            let data = cx.input(id, 0)?;
+            let indices = cx.input(id, 1)?;
+            let out = cx.output(id)?;
+            let idx_t = cx.in_type(id, 1)?;
+            let outer: usize = xd[..a].iter().product();
+            let n = xd[a] as i64;
+            let count: usize = idx_dims.iter().product();
+            let inner: usize = xd[a + 1..].iter().product();
+            let mut k = KernelBuilder::new(name);
+            let iv = k.var(ScalarType::I64);
+            // Indices outside [-n, n) are clamped so no load leaves the data.
+            let body = k.nest(&[outer, count], |k, v| {
+                let raw = load(indices, v[1].clone());
+                let raw = if idx_t == ScalarType::I64 {
+                    raw
+                } else {
+                    Expr::Cast(ScalarType::I64, Box::new(raw))
+                };
+                let norm = select(
+                    cmp(CmpOp::Lt, raw.clone(), int(0)),
+                    add(raw.clone(), int(n)),
+                    raw,
+                );
+                let clamped = bin(BinOp::Min, bin(BinOp::Max, norm, int(0)), int(n - 1));
+                let inner_loop = k.nest(&[inner], |_, w| {
+                    vec![Stmt::Store {
+                        buf: out,
+                        index: add(
+                            linear(
+                                &[v[0].clone(), v[1].clone()],
+                                &[(count * inner) as i64, inner as i64],
+                            ),
+                            w[0].clone(),
+                        ),
+                        value: load(
+                            data,
+                            add(
+                                add(
+                                    mul(v[0].clone(), int(n * inner as i64)),
+                                    mul(var(iv), int(inner as i64)),
+                                ),
+                                w[0].clone(),
+                            ),
+                        ),
+                    }]
+                });
+                let mut s = vec![Stmt::Assign {
+                    var: iv,
+                    value: clamped,
+                }];
+                s.extend(inner_loop);
+                s
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::MatMul => {
+            require_f32(cx, id)?;
+            let ad = cx.in_dims(id, 0)?;
+            let bd = cx.in_dims(id, 1)?;
+            let a2: Vec<usize> = if ad.len() == 1 {
+                vec![1, ad[0]]
+            } else {
+                ad.clone()
+            };
+            let b2: Vec<usize> = if bd.len() == 1 {
+                vec![bd[0], 1]
+            } else {
+                bd.clone()
+            };
+            let (m, kk) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+            let n = b2[b2.len() - 1];
+            let batch = onnxc_ir::shape::broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
+                .ok_or("batch dims do not broadcast")?;
+            let sa: Vec<i64> = broadcast_strides(&a2[..a2.len() - 2], &batch)
+                .iter()
+                .map(|s| s * (m * kk) as i64)
+                .collect();
+            let sb: Vec<i64> = broadcast_strides(&b2[..b2.len() - 2], &batch)
+                .iter()
+                .map(|s| s * (kk * n) as i64)
+                .collect();
+            let so: Vec<i64> = strides_i64(&batch)
+                .iter()
+                .map(|s| s * (m * n) as i64)
+                .collect();
+            let a = cx.input(id, 0)?;
+            let b = cx.input(id, 1)?;
+            let out = cx.output(id)?;
+            let mut k = KernelBuilder::new(name);
+            let body = k.nest(&batch, |k, bv| {
+                let (oa, ob, oo) = (linear(bv, &sa), linear(bv, &sb), linear(bv, &so));
+                let spec = GemmSpec {
+                    a,
+                    b,
+                    out,
+                    m,
+                    n,
+                    k: kk,
+                    a_off: oa,
+                    b_off: ob,
+                    out_off: oo,
+                    a_strides: (kk as i64, 1),
+                    b_strides: (n as i64, 1),
+                    alpha: 1.0,
+                };
+                gemm_nest(k, &spec, None)
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            require_f32(cx, id)?;
+            let ad = cx.in_dims(id, 0)?;
+            let bd = cx.in_dims(id, 1)?;
+            let od = cx.out_dims(id)?;
+            let (m, n) = (od[0], od[1]);
+            let kk = if trans_a { ad[0] } else { ad[1] };
+            let a = cx.input(id, 0)?;
+            // A constant B^T is transposed here, once, so the inner loop reads it contiguously.
+            let (b, b_strides) = match (
+                trans_b,
+                cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec()),
+            ) {
+                (true, Some(w)) => {
+                    let mut t = Vec::with_capacity(w.len() * 4);
+                    for p in 0..kk {
+                        for j in 0..n {
+                            t.extend_from_slice(&w[j * kk + p].to_le_bytes());
+                        }
+                    }
+                    let bname = format!(
+                        "{}_packed",
+                        cx.graph
+                            .input_info(id, 1)
+                            .map(|i| i.name.clone())
+                            .unwrap_or_default()
+                    );
+                    (
+                        cx.push_buffer(
+                            bname,
+                            ScalarType::F32,
+                            (kk * n) as u64,
+                            BufferKind::Constant(t),
+                        ),
+                        (n as i64, 1),
+                    )
+                }
+                (true, None) => (cx.input(id, 1)?, (1, bd[1] as i64)),
+                (false, _) => (cx.input(id, 1)?, (n as i64, 1)),
+            };
+            let out = cx.output(id)?;
+            let c = if cx.graph.input_of(id, 2).is_some() && beta != 0.0 {
+                Some((
+                    cx.input(id, 2)?,
+                    broadcast_strides(&cx.in_dims(id, 2)?, &od),
+                    beta,
+                ))
+            } else {
+                None
+            };
+            let a_strides = if trans_a {
+                (1, m as i64)
+            } else {
+                (kk as i64, 1)
+            };
+            let mut k = KernelBuilder::new(name);
+            let spec = GemmSpec {
+                a,
+                b,
+                out,
+                m,
+                n,
+                k: kk,
+                a_off: int(0),
+                b_off: int(0),
+                out_off: int(0),
+                a_strides,
+                b_strides,
+                alpha,
+            };
+            let body = gemm_nest(&mut k, &spec, c);
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::Conv { window, group } => conv(cx, id, &window, group),
+        Op::MaxPool { window } => pool(cx, id, &window, PoolKind::Max),
+        Op::AveragePool {
+            window,
+            count_include_pad,
+        } => pool(cx, id, &window, PoolKind::Average { count_include_pad }),
+        Op::GlobalAveragePool => {
+            require_f32(cx, id)?;
+            let xd = cx.in_dims(id, 0)?;
+            let spatial: usize = xd[2..].iter().product();
+            reduce_inner(cx, id, xd[0] * xd[1], spatial, 1.0 / spatial as f64)
+        }
+        Op::ReduceMean {
+            noop_with_empty_axes,
+            ..
+        } => {
+            require_f32(cx, id)?;
+            let xd = cx.in_dims(id, 0)?;
+            let axes = onnxc_ir::infer::reduce_axes(cx.graph, id, xd.len(), noop_with_empty_axes)?;
+            let x = cx.input(id, 0)?;
+            let out = cx.output(id)?;
+            if axes.is_empty() {
+                let len = xd.iter().product();
+                cx.kernels.push(copy_kernel(name, x, out, len));
+                return Ok(());
+            }
+            let xs = strides_i64(&xd);
+            let kept: Vec<usize> = (0..xd.len()).filter(|i| !axes.contains(i)).collect();
+            let kept_dims: Vec<usize> = kept.iter().map(|&i| xd[i]).collect();
+            let red_dims: Vec<usize> = axes.iter().map(|&i| xd[i]).collect();
+            let count: usize = red_dims.iter().product();
+            let out_strides = strides_i64(&kept_dims);
+            let mut k = KernelBuilder::new(name);
+            let acc = k.var(ScalarType::F32);
+            let body = k.nest(&kept_dims, |k, kv| {
+                let base = linear(kv, &kept.iter().map(|&i| xs[i]).collect::<Vec<_>>());
+                let red_strides: Vec<i64> = axes.iter().map(|&i| xs[i]).collect();
+                let mut s = vec![Stmt::Assign {
+                    var: acc,
+                    value: f32c(0.0),
+                }];
+                s.extend(k.nest(&red_dims, |_, rv| {
+                    vec![Stmt::Assign {
+                        var: acc,
+                        value: bin(
+                            BinOp::Add,
+                            var(acc),
+                            load(x, add(base.clone(), linear(rv, &red_strides))),
+                        ),
+                    }]
+                }));
+                s.push(Stmt::Store {
+                    buf: out,
+                    index: linear(kv, &out_strides),
+                    value: bin(BinOp::Mul, var(acc), f32c(1.0 / count as f32)),
+                });
+                s
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::Softmax { axis, legacy } => {
+            require_f32(cx, id)?;
+            let xd = cx.in_dims(id, 0)?;
+            let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+            let outer: usize = xd[..a].iter().product();
+            let (n, inner) = if legacy {
+                (xd[a..].iter().product(), 1)
+            } else {
+                (xd[a], xd[a + 1..].iter().product())
+            };
+            let x = cx.input(id, 0)?;
+            let out = cx.output(id)?;
+            let mut k = KernelBuilder::new(name);
+            let (mx, sum) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
+            let body = k.nest(&[outer, inner], |k, v| {
+                let at = |j: &Expr| {
+                    add(
+                        add(
+                            mul(v[0].clone(), int((n * inner) as i64)),
+                            mul(j.clone(), int(inner as i64)),
+                        ),
+                        v[1].clone(),
+                    )
+                };
+                let mut s = vec![Stmt::Assign {
+                    var: mx,
+                    value: f32c(f32::NEG_INFINITY),
+                }];
+                s.extend(k.nest(&[n], |_, j| {
+                    vec![Stmt::Assign {
+                        var: mx,
+                        value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))),
+                    }]
+                }));
+                s.push(Stmt::Assign {
+                    var: sum,
+                    value: f32c(0.0),
+                });
+                s.extend(k.nest(&[n], |_, j| {
+                    vec![
+                        Stmt::Store {
+                            buf: out,
+                            index: at(&j[0]),
+                            value: un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx))),
+                        },
+                        Stmt::Assign {
+                            var: sum,
+                            value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))),
+                        },
+                    ]
+                }));
+                s.push(Stmt::Assign {
+                    var: sum,
+                    value: bin(BinOp::Div, f32c(1.0), var(sum)),
+                });
+                s.extend(k.nest(&[n], |_, j| {
+                    vec![Stmt::Store {
+                        buf: out,
+                        index: at(&j[0]),
+                        value: bin(BinOp::Mul, load(out, at(&j[0])), var(sum)),
+                    }]
+                }));
+                s
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+        Op::BatchNormalization { epsilon } => {
+            require_f32(cx, id)?;
+            let xd = cx.in_dims(id, 0)?;
+            let spatial: usize = xd[2..].iter().product();
+            let x = cx.input(id, 0)?;
+            let p: Vec<BufferId> = (1..5).map(|s| cx.input(id, s)).collect::<Result<_, _>>()?;
+            let out = cx.output(id)?;
+            let mut k = KernelBuilder::new(name);
+            let body = k.nest(&[xd[0], xd[1], spatial], |_, v| {
+                let c = v[1].clone();
+                let idx = linear(v, &[(xd[1] * spatial) as i64, spatial as i64, 1]);
+                let inv = bin(
+                    BinOp::Div,
+                    load(p[0], c.clone()),
+                    un(
+                        UnOp::Sqrt,
+                        bin(BinOp::Add, load(p[3], c.clone()), f32c(epsilon)),
+                    ),
+                );
+                let y = bin(
+                    BinOp::Add,
+                    bin(
+                        BinOp::Mul,
+                        bin(BinOp::Sub, load(x, idx.clone()), load(p[2], c.clone())),
+                        inv,
+                    ),
+                    load(p[1], c),
+                );
+                vec![Stmt::Store {
+                    buf: out,
+                    index: idx,
+                    value: y,
+                }]
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
+    }
+}
+
+/// `out[i] = scale * sum_j x[i*len + j]` for `rows` rows.
+fn reduce_inner(cx: &mut Lowering, id: NodeId, rows: usize, len: usize, scale: f64) -> R {
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let acc = k.var(ScalarType::F32);
+    let body = k.nest(&[rows], |k, r| {
+        let mut s = vec![Stmt::Assign {
+            var: acc,
+            value: f32c(0.0),
+        }];
+        s.extend(k.nest(&[len], |_, j| {
+            vec![Stmt::Assign {
+                var: acc,
+                value: bin(
+                    BinOp::Add,
+                    var(acc),
+                    load(x, add(mul(r[0].clone(), int(len as i64)), j[0].clone())),
+                ),
+            }]
+        }));
+        s.push(Stmt::Store {
+            buf: out,
+            index: r[0].clone(),
+            value: bin(BinOp::Mul, var(acc), f32c(scale as f32)),
+        });
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+struct GemmSpec {
+    a: BufferId,
+    b: BufferId,
+    out: BufferId,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_off: Expr,
+    b_off: Expr,
+    out_off: Expr,
+    /// (row, column) strides of the logical M x K operand A.
+    a_strides: (i64, i64),
+    /// (row, column) strides of the logical K x N operand B.
+    b_strides: (i64, i64),
+    alpha: f32,
+}
+
+/// `out = alpha * A @ B (+ beta * C)`: for each row, initialise it, then
+/// accumulate `A[i,p] * B[p,:]` so the inner loop walks rows of B and out.
+fn gemm_nest(
+    k: &mut KernelBuilder,
+    g: &GemmSpec,
+    c: Option<(BufferId, Vec<i64>, f32)>,
+) -> Vec<Stmt> {
+    k.nest(&[g.m], |k, i| {
+        let i = i[0].clone();
+        let row = add(g.out_off.clone(), mul(i.clone(), int(g.n as i64)));
+        let mut s = k.nest(&[g.n], |_, j| {
+            let init = match &c {
+                Some((cb, cs, beta)) => {
+                    let v = load(*cb, linear(&[i.clone(), j[0].clone()], cs));
+                    if *beta == 1.0 {
+                        v
+                    } else {
+                        bin(BinOp::Mul, v, f32c(*beta))
+                    }
+                }
+                None => f32c(0.0),
+            };
+            vec![Stmt::Store {
+                buf: g.out,
+                index: add(row.clone(), j[0].clone()),
+                value: init,
+            }]
+        });
+        s.extend(k.nest(&[g.k, g.n], |_, v| {
+            let (p, j) = (v[0].clone(), v[1].clone());
+            let mut av = load(
+                g.a,
+                add(
+                    g.a_off.clone(),
+                    linear(&[i.clone(), p.clone()], &[g.a_strides.0, g.a_strides.1]),
+                ),
+            );
+            if g.alpha != 1.0 {
+                av = bin(BinOp::Mul, av, f32c(g.alpha));
+            }
+            let bv = load(
+                g.b,
+                add(
+                    g.b_off.clone(),
+                    linear(&[p, j.clone()], &[g.b_strides.0, g.b_strides.1]),
+                ),
+            );
+            let o = add(row.clone(), j);
+            vec![Stmt::Store {
+                buf: g.out,
+                index: o.clone(),
+                value: bin(BinOp::Add, load(g.out, o), bin(BinOp::Mul, av, bv)),
+            }]
+        }));
+        s
+    })
+}
+
+/// Copies `x` [N, C, S...] into a new buffer padded by `begin`/`end` per
+/// spatial dim and filled with `fill`. Returns the buffer and its dims.
+fn padded(
+    cx: &mut Lowering,
+    id: NodeId,
+    x: BufferId,
+    xd: &[usize],
+    begin: &[usize],
+    end: &[usize],
+    fill: f32,
+) -> (BufferId, Vec<usize>) {
+    if begin.iter().chain(end).all(|&p| p == 0) {
+        return (x, xd.to_vec());
+    }
+    let mut pd = xd.to_vec();
+    for i in 0..begin.len() {
+        pd[2 + i] += begin[i] + end[i];
+    }
+    let len: usize = pd.iter().product();
+    let name = cx.graph.graph[id].name.clone();
+    let xp = cx.temp(format!("{name}_padded"), ScalarType::F32, len);
+    let mut k = KernelBuilder::new(format!("{name}_pad"));
+    let mut body = k.nest(&[len], |_, v| {
+        vec![Stmt::Store {
+            buf: xp,
+            index: v[0].clone(),
+            value: f32c(fill),
+        }]
+    });
+    let ps = strides_i64(&pd);
+    let xs = strides_i64(xd);
+    body.extend(k.nest(xd, |_, v| {
+        let shift: i64 = begin
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| b as i64 * ps[2 + i])
+            .sum();
+        vec![Stmt::Store {
+            buf: xp,
+            index: add(linear(v, &ps), int(shift)),
+            value: load(x, linear(v, &xs)),
+        }]
+    }));
+    cx.kernels.push(k.finish(body));
+    (xp, pd)
+}
+
+fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let wd = cx.in_dims(id, 1)?;
+    let od = cx.out_dims(id)?;
+    let sp = xd.len() - 2;
+    let x = cx.input(id, 0)?;
+    let wb = cx.input(id, 1)?;
+    let bias = if cx.graph.input_of(id, 2).is_some() {
+        Some(cx.input(id, 2)?)
+    } else {
+        None
+    };
+    let out = cx.output(id)?;
+    let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &w.pads[sp..], 0.0);
+    let (m, cg) = (wd[0], wd[1]);
+    let mg = m / group;
+    let ospatial: usize = od[2..].iter().product();
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let mut body = k.nest(&[od[0], m, ospatial], |_, v| {
+        let init = match bias {
+            Some(b) => load(b, v[1].clone()),
+            None => f32c(0.0),
+        };
+        vec![Stmt::Store {
+            buf: out,
+            index: linear(v, &[(m * ospatial) as i64, ospatial as i64, 1]),
+            value: init,
+        }]
+    });
+    let mut extents = vec![od[0], group, mg, cg];
+    extents.extend(&wd[2..]);
+    extents.extend(&od[2..]);
+    let (ps, ws, os) = (strides_i64(&pd), strides_i64(&wd), strides_i64(&od));
+    body.extend(k.nest(&extents, |_, v| {
+        let (n, g, oc, c) = (&v[0], &v[1], &v[2], &v[3]);
+        let kv = &v[4..4 + sp];
+        let ov = &v[4 + sp..];
+        let och = add(mul(g.clone(), int(mg as i64)), oc.clone());
+        let ich = add(mul(g.clone(), int(cg as i64)), c.clone());
+        let mut wi = add(mul(och.clone(), int(ws[0])), mul(c.clone(), int(ws[1])));
+        let mut xi = add(mul(n.clone(), int(ps[0])), mul(ich, int(ps[1])));
+        let mut oi = add(mul(n.clone(), int(os[0])), mul(och, int(os[1])));
+        for i in 0..sp {
+            wi = add(wi, mul(kv[i].clone(), int(ws[2 + i])));
+            let pos = add(
+                mul(ov[i].clone(), int(w.strides[i] as i64)),
+                mul(kv[i].clone(), int(w.dilations[i] as i64)),
+            );
+            xi = add(xi, mul(pos, int(ps[2 + i])));
+            oi = add(oi, mul(ov[i].clone(), int(os[2 + i])));
+        }
+        let prod = bin(BinOp::Mul, load(wb, wi), load(xp, xi));
+        vec![Stmt::Store {
+            buf: out,
+            index: oi.clone(),
+            value: bin(BinOp::Add, load(out, oi), prod),
+        }]
+    }));
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum PoolKind {
+    Max,
+    Average { count_include_pad: bool },
+}
+
+fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let od = cx.out_dims(id)?;
+    let sp = xd.len() - 2;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    // Pad the end far enough that every window (ceil mode included) reads inside.
+    let mut end = w.pads[sp..].to_vec();
+    for i in 0..sp {
+        let ek = (w.kernel[i] - 1) * w.dilations[i] + 1;
+        let need = (od[2 + i] - 1) * w.strides[i] + ek;
+        let have = xd[2 + i] + w.pads[i] + end[i];
+        if need > have {
+            end[i] += need - have;
+        }
+    }
+    let fill = if kind == PoolKind::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
+    let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &end, fill);
+    let channels = od[0] * od[1];
+    let ospatial: usize = od[2..].iter().product();
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let mut body = k.nest(&[channels * ospatial], |_, v| {
+        vec![Stmt::Store {
+            buf: out,
+            index: v[0].clone(),
+            value: f32c(fill),
+        }]
+    });
+    let mut extents = vec![channels];
+    extents.extend(&w.kernel);
+    extents.extend(&od[2..]);
+    let plane: usize = pd[2..].iter().product();
+    let ps = strides_i64(&pd[2..]);
+    let os = strides_i64(&od[2..]);
+    body.extend(k.nest(&extents, |_, v| {
+        let c = &v[0];
+        let kv = &v[1..1 + sp];
+        let ov = &v[1 + sp..];
+        let mut xi = mul(c.clone(), int(plane as i64));
+        let mut oi = mul(c.clone(), int(ospatial as i64));
+        for i in 0..sp {
+            let pos = add(
+                mul(ov[i].clone(), int(w.strides[i] as i64)),
+                mul(kv[i].clone(), int(w.dilations[i] as i64)),
+            );
+            xi = add(xi, mul(pos, int(ps[i])));
+            oi = add(oi, mul(ov[i].clone(), int(os[i])));
+        }
+        let op = if kind == PoolKind::Max {
+            BinOp::Max
+        } else {
+            BinOp::Add
+        };
+        vec![Stmt::Store {
+            buf: out,
+            index: oi.clone(),
+            value: bin(op, load(out, oi), load(xp, xi)),
+        }]
+    }));
+    if let PoolKind::Average { count_include_pad } = kind {
+        // Divisors depend only on the output position: computed here, once.
+        let mut recip = Vec::with_capacity(ospatial * 4);
+        let ostr = strides_of(&od[2..]);
+        for flat in 0..ospatial {
+            let mut count = 1usize;
+            for i in 0..sp {
+                let o = (flat / ostr[i]) % od[2 + i];
+                let (lo, hi) = if count_include_pad {
+                    (-(w.pads[i] as i64), (xd[2 + i] + w.pads[sp + i]) as i64)
+                } else {
+                    (0, xd[2 + i] as i64)
+                };
+                count *= (0..w.kernel[i])
+                    .filter(|&kk| {
+                        let p = (o * w.strides[i] + kk * w.dilations[i]) as i64 - w.pads[i] as i64;
+                        p >= lo && p < hi
+                    })
+                    .count();
+            }
+            recip.extend_from_slice(&(1.0 / count.max(1) as f32).to_le_bytes());
+        }
+        let name = format!("{}_divisors", cx.graph.graph[id].name);
+        let rb = cx.push_buffer(
+            name,
+            ScalarType::F32,
+            ospatial as u64,
+            BufferKind::Constant(recip),
+        );
+        body.extend(k.nest(&[channels, ospatial], |_, v| {
+            let oi = linear(v, &[ospatial as i64, 1]);
+            vec![Stmt::Store {
+                buf: out,
+                index: oi.clone(),
+                value: bin(BinOp::Mul, load(out, oi), load(rb, v[1].clone())),
+            }]
+        }));
+    }
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}

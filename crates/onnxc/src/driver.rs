@@ -1,0 +1,408 @@
+//! The compile pipeline and its options.
+
+use onnxc_frontend::FrontendError;
+use onnxc_ir::infer::{infer_and_fold, InferOptions};
+use onnxc_ir::{Dim, Graph, NodeError, Op, Shape, Tensor};
+use onnxc_kir::Program;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use onnxc_cpu::{BackendError, JitModel};
+
+/// What a compile needs besides the model.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// Symbol prefix and file name stem; defaults to the model file's stem
+    /// made into a C identifier.
+    pub name: Option<String>,
+    /// Dims for graph inputs, pinning their symbolic dims.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Target triple; `None` compiles for this machine's architecture
+    /// (baseline features, so the object runs on any CPU of that kind).
+    pub target: Option<String>,
+}
+
+/// Why compiling or running failed. Each message is one paragraph naming
+/// the file, input, node, op or attribute concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    #[error("{0}")]
+    Shape(String),
+    #[error("{}", format_node_errors(.0))]
+    Nodes(Vec<NodeError>),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+fn format_node_errors(errors: &[NodeError]) -> String {
+    if errors.len() == 1 {
+        return errors[0].to_string();
+    }
+    let lines: Vec<String> = errors.iter().map(|e| format!("  - {e}")).collect();
+    format!(
+        "{} nodes cannot be compiled:\n{}",
+        errors.len(),
+        lines.join("\n")
+    )
+}
+
+/// The files one compile produces.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub name: String,
+    pub object: Vec<u8>,
+    pub archive: Vec<u8>,
+    pub header: String,
+    pub arena_bytes: u64,
+}
+
+impl Artifacts {
+    /// Writes `NAME.o`, `libNAME.a` and `NAME.h` into `dir`, creating it.
+    pub fn write_to(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, Error> {
+        let fail = |e: std::io::Error, what: &Path| {
+            Error::Io(format!(
+                "cannot write to the output folder '{}': {e} (while writing '{}')",
+                dir.display(),
+                what.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
+        let files = [
+            (dir.join(format!("{}.o", self.name)), self.object.as_slice()),
+            (
+                dir.join(format!("lib{}.a", self.name)),
+                self.archive.as_slice(),
+            ),
+            (dir.join(format!("{}.h", self.name)), self.header.as_bytes()),
+        ];
+        let mut written = Vec::new();
+        for (path, bytes) in files {
+            std::fs::write(&path, bytes).map_err(|e| fail(e, &path))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Loads and imports an ONNX model file.
+pub fn load(path: &Path) -> Result<Graph, Error> {
+    Ok(onnxc_frontend::load_model(path)?)
+}
+
+/// Parses `NAME=D0xD1x...` specs (several may be joined by commas; an
+/// empty dim list is a scalar).
+pub fn parse_input_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<usize>>, Error> {
+    let mut out = BTreeMap::new();
+    for spec in specs.iter().flat_map(|s| s.split(',')) {
+        let (name, dims) = spec.rsplit_once('=').ok_or_else(|| {
+            Error::Input(format!(
+                "--input-shape '{spec}' is not NAME=D0xD1x... (e.g. input=1x3x224x224)"
+            ))
+        })?;
+        let dims = if dims.trim().is_empty() {
+            Vec::new()
+        } else {
+            dims.split(['x', 'X'])
+                .map(|d| d.trim().parse::<usize>().map_err(|_| Error::Input(format!("--input-shape '{spec}': '{d}' is not a dim (use positive integers joined by 'x')"))))
+                .collect::<Result<_, _>>()?
+        };
+        out.insert(name.trim().to_string(), dims);
+    }
+    Ok(out)
+}
+
+fn shape_hint(shape: &Shape) -> String {
+    shape
+        .0
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => n.to_string(),
+            Dim::Symbolic(_) => "1".into(),
+        })
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+/// Pins graph input dims from `shapes`; a symbolic dim pinned on one input
+/// takes the same value wherever else it appears. Errors name the input and
+/// dim and show the flag that fixes them.
+pub fn pin_input_shapes(
+    graph: &mut Graph,
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> Result<(), Error> {
+    let names: Vec<String> = graph
+        .inputs
+        .iter()
+        .map(|&n| graph.graph[n].outputs[0].name.clone())
+        .collect();
+    for name in shapes.keys() {
+        if !names.contains(name) {
+            return Err(Error::Input(format!(
+                "--input-shape names '{name}', but the model's inputs are: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let mut symbols: BTreeMap<String, usize> = BTreeMap::new();
+    for &n in &graph.inputs {
+        let info = &graph.graph[n].outputs[0];
+        let Some(dims) = shapes.get(&info.name) else {
+            continue;
+        };
+        if dims.len() != info.shape.rank() {
+            return Err(Error::Input(format!(
+                "input '{}' has rank {} ({}), but {} dims were given ({dims:?})",
+                info.name,
+                info.shape.rank(),
+                info.shape,
+                dims.len()
+            )));
+        }
+        for (i, (d, &v)) in info.shape.0.iter().zip(dims).enumerate() {
+            match d {
+                Dim::Known(k) if *k != v => {
+                    return Err(Error::Input(format!(
+                        "input '{}' has fixed dim {i} = {k} ({}), but {v} was given",
+                        info.name, info.shape
+                    )));
+                }
+                Dim::Symbolic(s) => {
+                    if let Some(&prev) = symbols.get(s) {
+                        if prev != v {
+                            return Err(Error::Input(format!(
+                                "dim '{s}' is pinned to both {prev} and {v}"
+                            )));
+                        }
+                    }
+                    symbols.insert(s.clone(), v);
+                }
+                _ => {}
+            }
+        }
+    }
+    for &n in &graph.inputs {
+        let info = &mut graph.graph[n].outputs[0];
+        for d in &mut info.shape.0 {
+            if let Dim::Symbolic(s) = d {
+                if let Some(&v) = symbols.get(s) {
+                    *d = Dim::Known(v);
+                }
+            }
+        }
+    }
+    for &n in &graph.inputs {
+        let info = &graph.graph[n].outputs[0];
+        if let Some(sym) = info.shape.first_symbolic() {
+            return Err(Error::Shape(format!(
+                "input '{}' has symbolic dim '{sym}' (shape {}); pin it with --input-shape {}={}",
+                info.name,
+                info.shape,
+                info.name,
+                shape_hint(&info.shape)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Infers types, folds constants, removes dead nodes and verifies.
+pub fn prepare(graph: &mut Graph) -> Result<(), Error> {
+    infer_and_fold(
+        graph,
+        InferOptions {
+            fold_constants: true,
+        },
+    )
+    .map_err(Error::Nodes)?;
+    graph.remove_dead_nodes();
+    onnxc_ir::verify::verify(graph).map_err(Error::Nodes)?;
+    Ok(())
+}
+
+/// Lowers a prepared graph to a kernel program.
+pub fn lower(graph: &Graph) -> Result<Program, Error> {
+    onnxc_lower::lower(graph).map_err(Error::Nodes)
+}
+
+/// The C identifier a model's symbols get: `--name`, or the file stem with
+/// every other character made `_`.
+pub fn model_name(path: &Path, name: Option<&str>) -> Result<String, Error> {
+    if let Some(n) = name {
+        let ok = !n.is_empty()
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !n.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            return Err(Error::Input(format!("--name '{n}' is not a C identifier (letters, digits and '_', not starting with a digit)")));
+        }
+        return Ok(n.to_string());
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut id: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
+        id.insert(0, '_');
+    }
+    Ok(id)
+}
+
+/// Loads, pins, prepares and lowers a model.
+pub fn build_program(
+    path: &Path,
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> Result<(Graph, Program), Error> {
+    let mut graph = load(path)?;
+    pin_input_shapes(&mut graph, shapes)?;
+    prepare(&mut graph)?;
+    let program = lower(&graph)?;
+    Ok((graph, program))
+}
+
+/// Compiles a model file to an object, static library and header.
+pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Error> {
+    let name = model_name(path, opts.name.as_deref())?;
+    let (_, program) = build_program(path, &opts.input_shapes)?;
+    let object = onnxc_cpu::compile_object(&program, &name, opts.target.as_deref())?;
+    let symbols = vec![
+        format!("{name}_input_bytes"),
+        format!("{name}_output_bytes"),
+        format!("{name}_run"),
+    ];
+    let archive = crate::archive::build_archive(&format!("{name}.o"), &object, &symbols);
+    let source = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header = crate::header::render_header(&program, &name, &source);
+    Ok(Artifacts {
+        name,
+        object,
+        archive,
+        header,
+        arena_bytes: program.arena_bytes,
+    })
+}
+
+/// A model compiled into this process, with its input/output names.
+pub struct LoadedModel {
+    pub graph: Graph,
+    pub program: Program,
+    pub jit: JitModel,
+}
+
+impl LoadedModel {
+    /// Runs on named inputs (extra names are ignored); returns outputs in graph order.
+    pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> {
+        let mut bufs = Vec::new();
+        for io in &self.program.inputs {
+            let t = inputs
+                .get(&io.name)
+                .ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
+            bufs.push(t.bytes.as_slice());
+        }
+        let outs = self.jit.run(&bufs)?;
+        Ok(self
+            .program
+            .outputs
+            .iter()
+            .zip(outs)
+            .map(|(io, bytes)| {
+                let dtype = self.graph.graph[self.graph.outputs[self
+                    .program
+                    .outputs
+                    .iter()
+                    .position(|o| o.name == io.name)
+                    .unwrap_or(0)]]
+                .outputs[0]
+                    .dtype;
+                (
+                    io.name.clone(),
+                    Tensor {
+                        dtype,
+                        dims: io.dims.clone(),
+                        bytes,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// Compiles a model in-process, taking input shapes from `inputs` (arrays
+/// keyed by input name) and checking their dtypes and fixed dims.
+pub fn load_for_inputs(
+    path: &Path,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<LoadedModel, Error> {
+    let mut graph = load(path)?;
+    let mut shapes = BTreeMap::new();
+    let mut missing = Vec::new();
+    for &n in &graph.inputs {
+        let info = &graph.graph[n].outputs[0];
+        match inputs.get(&info.name) {
+            None => missing.push(format!("'{}' ({} {})", info.name, info.dtype, info.shape)),
+            Some(t) => {
+                if t.dtype != info.dtype {
+                    return Err(Error::Input(format!(
+                        "input '{}' must be {}, but the given array is {}",
+                        info.name, info.dtype, t.dtype
+                    )));
+                }
+                if t.dims.len() != info.shape.rank()
+                    || info
+                        .shape
+                        .0
+                        .iter()
+                        .zip(&t.dims)
+                        .any(|(d, &v)| matches!(d, Dim::Known(k) if *k != v))
+                {
+                    return Err(Error::Input(format!(
+                        "input '{}' must have shape {}, but the given array has shape {:?}",
+                        info.name, info.shape, t.dims
+                    )));
+                }
+                shapes.insert(info.name.clone(), t.dims.clone());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let given: Vec<&String> = inputs.keys().collect();
+        return Err(Error::Input(format!(
+            "missing model input{} {}; the given arrays are {given:?}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        )));
+    }
+    pin_input_shapes(&mut graph, &shapes)?;
+    prepare(&mut graph)?;
+    let program = lower(&graph)?;
+    let jit = JitModel::new(&program)?;
+    Ok(LoadedModel {
+        graph,
+        program,
+        jit,
+    })
+}
+
+/// Parameter count and bytes of a graph's constants (initializers and
+/// Constant nodes).
+pub fn parameter_stats(graph: &Graph) -> (usize, usize) {
+    graph
+        .graph
+        .node_weights()
+        .filter_map(|n| match &n.op {
+            Op::Constant(t) => Some((t.numel(), t.bytes.len())),
+            _ => None,
+        })
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}

@@ -1,0 +1,249 @@
+//! The `onnxc` command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use onnxc::{npz, Error};
+use onnxc_ir::{Op, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// onnxc compiles ONNX models ahead of time into native code: an object
+/// file, a static library and a C header that an application links with
+/// nothing else (`cc app.c build/libmodel.a -lm`).
+#[derive(Parser)]
+#[command(
+    name = "onnxc",
+    version,
+    after_help = "Examples:
+  onnxc compile mlp.onnx -o build/ --input-shape input=1x64
+  cc app.c build/libmlp.a -lm -o app && ./app
+  onnxc compile mlp.onnx -o build-arm/ --target aarch64-unknown-linux-gnu --input-shape input=1x64
+  onnxc run mlp.onnx --inputs in.npz --outputs out.npz
+  onnxc inspect mlp.onnx"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a model into NAME.o, libNAME.a and NAME.h in an output folder.
+    #[command(
+        after_help = "Symbolic input dims (e.g. a batch dim 'N') must be pinned with --input-shape.
+The header documents the calling convention; see docs/abi.md."
+    )]
+    Compile {
+        /// The ONNX model file.
+        model: PathBuf,
+        /// Output folder (created if missing).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Pin an input's dims, e.g. `input=1x3x224x224`; repeat or join with commas for several inputs.
+        #[arg(long = "input-shape", value_name = "NAME=D0xD1x...")]
+        input_shape: Vec<String>,
+        /// Symbol prefix and file stem (a C identifier); default: the model file's stem.
+        #[arg(long)]
+        name: Option<String>,
+        /// Target triple, e.g. x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu; default: this machine's architecture.
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
+        /// Print nothing on success.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Compile a model in-process (JIT) and run it on inputs from a file.
+    #[command(
+        after_help = "Input shapes are taken from the given arrays; arrays that are not model inputs
+(e.g. reference outputs stored alongside) are ignored."
+    )]
+    Run {
+        /// The ONNX model file.
+        model: PathBuf,
+        /// Inputs: an .npz keyed by ONNX input names, or an .npy for a single-input model.
+        #[arg(long, value_name = "FILE")]
+        inputs: PathBuf,
+        /// Write outputs to an .npz keyed by ONNX output names (or an .npy for a single output).
+        #[arg(long, value_name = "FILE")]
+        outputs: Option<PathBuf>,
+    },
+    /// Describe a model: inputs and outputs, op histogram, parameters, opsets.
+    Inspect {
+        /// The ONNX model file.
+        model: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Compile {
+            model,
+            output,
+            input_shape,
+            name,
+            target,
+            quiet,
+        } => {
+            let started = std::time::Instant::now();
+            let opts = onnxc::CompileOptions {
+                name,
+                input_shapes: onnxc::parse_input_shapes(&input_shape)?,
+                target,
+            };
+            let artifacts = onnxc::compile_file(&model, &opts)?;
+            let files = artifacts.write_to(&output)?;
+            if !quiet {
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
+                eprintln!(
+                    "compiled {} in {:.2}s; arena {} bytes",
+                    model.display(),
+                    started.elapsed().as_secs_f64(),
+                    artifacts.arena_bytes
+                );
+            }
+            Ok(())
+        }
+        Command::Run {
+            model,
+            inputs,
+            outputs,
+        } => run(&model, &inputs, outputs.as_deref()),
+        Command::Inspect { model } => inspect(&model),
+    }
+}
+
+fn read_inputs(path: &Path, model: &onnxc_ir::Graph) -> Result<BTreeMap<String, Tensor>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "npy" {
+        if model.inputs.len() != 1 {
+            bail!("'{}' is a single .npy array, but the model has {} inputs; pass an .npz keyed by input names", path.display(), model.inputs.len());
+        }
+        let t = npz::read_npy(path)
+            .with_context(|| format!("cannot read inputs from '{}'", path.display()))?;
+        let name = model.graph[model.inputs[0]].outputs[0].name.clone();
+        return Ok(BTreeMap::from([(name, t)]));
+    }
+    npz::read_npz(path).with_context(|| format!("cannot read inputs from '{}'", path.display()))
+}
+
+fn summary(t: &Tensor) -> String {
+    let Some(v) = t.to_f64_vec() else {
+        return String::new();
+    };
+    if v.is_empty() {
+        return "empty".into();
+    }
+    let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+    for &x in &v {
+        lo = lo.min(x);
+        hi = hi.max(x);
+        sum += x;
+    }
+    let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
+    let more = if v.len() > 6 { ", ..." } else { "" };
+    format!(
+        "min {lo:.6} max {hi:.6} mean {:.6} [{}{more}]",
+        sum / v.len() as f64,
+        head.join(", ")
+    )
+}
+
+fn run(model: &Path, inputs: &Path, outputs: Option<&Path>) -> Result<()> {
+    let graph = onnxc::load(model)?;
+    let given = read_inputs(inputs, &graph)?;
+    let loaded = onnxc::load_for_inputs(model, &given)?;
+    let results = loaded.run(&given)?;
+    for (name, t) in &results {
+        println!("{name}: {} {:?}  {}", t.dtype, t.dims, summary(t));
+    }
+    if let Some(path) = outputs {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext == "npy" {
+            if results.len() != 1 {
+                bail!(
+                    "the model has {} outputs; write them to an .npz instead of '{}'",
+                    results.len(),
+                    path.display()
+                );
+            }
+            npz::write_npy(path, &results[0].1)
+                .with_context(|| format!("cannot write '{}'", path.display()))?;
+        } else {
+            npz::write_npz(path, &results)
+                .with_context(|| format!("cannot write '{}'", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn inspect(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Io(format!("cannot read '{}': {e}", path.display())))?;
+    let proto = onnxc_frontend::decode_model(&bytes, &path.display().to_string())?;
+    let graph = onnxc::load(path)?;
+    println!("model: {}", path.display());
+    println!(
+        "ir_version: {}  producer: {} {}",
+        proto.ir_version.unwrap_or(0),
+        proto.producer_name.clone().unwrap_or_default(),
+        proto.producer_version.clone().unwrap_or_default()
+    );
+    let opsets: Vec<String> = graph
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
+        .collect();
+    println!("opsets: {}", opsets.join(", "));
+    println!("inputs:");
+    for &n in &graph.inputs {
+        let i = &graph.graph[n].outputs[0];
+        println!("  {}: {} {}", i.name, i.dtype, i.shape);
+    }
+    println!("outputs:");
+    for &n in &graph.outputs {
+        let i = &graph.graph[n].outputs[0];
+        println!("  {}: {} {}", i.name, i.dtype, i.shape);
+    }
+    let mut hist: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &proto
+        .graph
+        .as_ref()
+        .map(|g| g.node.clone())
+        .unwrap_or_default()
+    {
+        *hist
+            .entry(n.op_type.clone().unwrap_or_default())
+            .or_insert(0) += 1;
+    }
+    println!("ops ({} nodes):", hist.values().sum::<usize>());
+    let mut sorted: Vec<_> = hist.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (op, count) in sorted {
+        println!("  {op:<24} {count}");
+    }
+    let (params, bytes) = onnxc::parameter_stats(&graph);
+    let constants = graph
+        .graph
+        .node_weights()
+        .filter(|n| matches!(n.op, Op::Constant(_)))
+        .count();
+    println!(
+        "parameters: {params} in {constants} tensors, {bytes} bytes ({:.2} MiB)",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Developer tasks for the onnxc workspace.
+//!
+//! Run through the cargo alias defined in `.cargo/config.toml`:
+//!
+//! ```text
+//! cargo xtask gen-proto           # regenerate crates/onnxc-proto/src/onnx.rs
+//! cargo xtask gen-proto --check   # fail if the committed file is stale
+//! ```
+
+use std::env;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  gen-proto [--check]   regenerate crates/onnxc-proto/src/onnx.rs from
+                        crates/onnxc-proto/proto/onnx.proto; with --check,
+                        only verify that the committed file is up to date
+  help                  show this message";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match cmd.as_str() {
+        "gen-proto" => gen_proto(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Root of the workspace (the parent of this crate's manifest directory).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Location of the vendored schema and of the generated file, relative to the workspace root.
+const PROTO_DIR: &str = "crates/onnxc-proto/proto";
+const PROTO_FILE: &str = "onnx.proto";
+const GENERATED_FILE: &str = "crates/onnxc-proto/src/onnx.rs";
+
+fn gen_proto(args: &[String]) -> Result<()> {
+    let mut check = false;
+    for arg in args {
+        match arg.as_str() {
+            "--check" => check = true,
+            other => return Err(format!("gen-proto: unexpected argument `{other}`").into()),
+        }
+    }
+
+    let root = workspace_root();
+    let generated = rustfmt(&root, &generate_onnx_rs(&root.join(PROTO_DIR))?)?;
+    let out_path = root.join(GENERATED_FILE);
+
+    if check {
+        let committed = fs::read_to_string(&out_path)
+            .map_err(|e| format!("cannot read {}: {e}", out_path.display()))?;
+        if committed != generated {
+            return Err(format!(
+                "{GENERATED_FILE} is out of date with {PROTO_DIR}/{PROTO_FILE}; \
+                 run `cargo xtask gen-proto` to regenerate it"
+            )
+            .into());
+        }
+        println!("{GENERATED_FILE} is up to date");
+    } else {
+        let unchanged = fs::read_to_string(&out_path).is_ok_and(|old| old == generated);
+        if unchanged {
+            println!("{GENERATED_FILE} is already up to date");
+        } else {
+            fs::write(&out_path, &generated)
+                .map_err(|e| format!("cannot write {}: {e}", out_path.display()))?;
+            println!("wrote {GENERATED_FILE}");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `onnx.proto` with the pure-Rust `protox` compiler (no `protoc` needed) and runs
+/// `prost-build` on the resulting descriptors, returning the Rust source for package `onnx`.
+///
+fn generate_onnx_rs(proto_dir: &Path) -> Result<String> {
+    let fds = protox::compile([proto_dir.join(PROTO_FILE)], [proto_dir])
+        .map_err(|e| format!("failed to compile {PROTO_FILE}: {e:?}"))?;
+
+    let requests: Vec<_> = fds
+        .file
+        .into_iter()
+        .map(|fd| {
+            (
+                prost_build::Module::from_protobuf_package_name(fd.package()),
+                fd,
+            )
+        })
+        .collect();
+
+    let mut modules = prost_build::Config::new().format(true).generate(requests)?;
+    let onnx = prost_build::Module::from_protobuf_package_name("onnx");
+    let code = modules
+        .remove(&onnx)
+        .ok_or("prost-build produced no code for package `onnx`")?;
+    if !modules.is_empty() {
+        let extra: Vec<String> = modules.keys().map(|m| m.to_string()).collect();
+        return Err(format!("unexpected extra protobuf packages: {extra:?}").into());
+    }
+    Ok(code)
+}
+
+/// Formats `code` with rustfmt (the one cargo would use: `$RUSTFMT` or `rustfmt` on `PATH`),
+/// run from the workspace root so that any `rustfmt.toml` there applies, exactly as for
+/// `cargo fmt`. This keeps the committed file clean under `rustfmt --check` even though
+/// `cargo fmt` does not descend into `include!`d files.
+fn rustfmt(root: &Path, code: &str) -> Result<String> {
+    let rustfmt = env::var_os("RUSTFMT").unwrap_or_else(|| "rustfmt".into());
+    let mut child = Command::new(&rustfmt)
+        .args(["--edition", "2021"])
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", rustfmt.to_string_lossy()))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = code.to_owned();
+    // Feed stdin from another thread so a large output cannot deadlock the pipes.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output()?;
+    writer.join().expect("rustfmt stdin writer panicked")?;
+    if !output.status.success() {
+        return Err(format!(
+            "rustfmt failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
