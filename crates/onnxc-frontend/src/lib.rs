@@ -203,7 +203,7 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
         let op_type = n.op_type.clone().unwrap_or_default();
         match ops::import_op(&mut g, n, &node_name, &domain_key, opset, model_dir) {
             Ok(ops::Imported { op, extra_inputs }) => {
-                let outputs: Vec<ValueInfo> = n
+                let mut outputs: Vec<ValueInfo> = n
                     .output
                     .iter()
                     .map(|o| ValueInfo {
@@ -212,6 +212,10 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
                         shape: Shape::default(),
                     })
                     .collect();
+                if let (Op::Constant(t), Some(out)) = (&op, outputs.first_mut()) {
+                    out.dtype = t.dtype;
+                    out.shape = Shape::known(&t.dims);
+                }
                 let mut inputs: Vec<String> = n.input.clone();
                 let num_inputs = inputs.len().max(
                     extra_inputs
