@@ -1,0 +1,256 @@
+//! The object path: compiled objects link into C programs with the system
+//! `cc`, run, and agree with ONNX Runtime's reference and with the JIT.
+
+mod common;
+
+use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+use onnxc_ir::Tensor;
+use std::path::Path;
+use std::process::Command;
+
+fn compile(
+    model: &Path,
+    dir: &Path,
+    name: Option<&str>,
+    shapes: &[(&str, &[usize])],
+) -> onnxc::Artifacts {
+    let opts = onnxc::CompileOptions {
+        name: name.map(String::from),
+        input_shapes: shapes
+            .iter()
+            .map(|(n, d)| (n.to_string(), d.to_vec()))
+            .collect(),
+        target: None,
+    };
+    let artifacts =
+        onnxc::compile_file(model, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    artifacts.write_to(dir).unwrap();
+    artifacts
+}
+
+fn cc(args: &[&str], cwd: &Path) {
+    let out = Command::new("cc")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the system C compiler `cc` runs");
+    assert!(
+        out.status.success(),
+        "cc {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds examples/c/run_model.c against `name` in `dir`, runs it on the
+/// reference inputs, and returns the outputs as tensors.
+fn run_linked(
+    dir: &Path,
+    name: &str,
+    program_inputs: &[(String, Tensor)],
+    outputs: &[(String, Tensor)],
+) -> Vec<Tensor> {
+    let driver = common::root().join("examples/c/run_model.c");
+    let exe = dir.join(format!("run_{name}"));
+    cc(
+        &[
+            "-O1",
+            "-Wall",
+            "-Werror",
+            &format!("-I{}", dir.display()),
+            &format!("-DMODEL={name}"),
+            &format!("-DMODEL_HEADER=\"{name}.h\""),
+            driver.to_str().unwrap(),
+            dir.join(format!("lib{name}.a")).to_str().unwrap(),
+            "-lm",
+            "-o",
+            exe.to_str().unwrap(),
+        ],
+        dir,
+    );
+    let mut args = Vec::new();
+    for (i, (_, t)) in program_inputs.iter().enumerate() {
+        let p = dir.join(format!("{name}_in{i}.bin"));
+        std::fs::write(&p, &t.bytes).unwrap();
+        args.push(p);
+    }
+    for i in 0..outputs.len() {
+        args.push(dir.join(format!("{name}_out{i}.bin")));
+    }
+    let status = Command::new(&exe).args(&args).status().unwrap();
+    assert!(status.success(), "{} failed: {status}", exe.display());
+    outputs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, like))| Tensor {
+            dtype: like.dtype,
+            dims: like.dims.clone(),
+            bytes: std::fs::read(&args[program_inputs.len() + i]).unwrap(),
+        })
+        .collect()
+}
+
+fn check_linked_model(model: &str, reference: &str, input: &str) {
+    let root = common::root();
+    let model = root.join(model);
+    let arrays = common::npz(&root.join(reference));
+    let dims = arrays[input].dims.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let name = onnxc::model_name(&model, None).unwrap();
+    compile(&model, dir.path(), None, &[(input, &dims)]);
+    let jit = common::check_model_against_reference(&model, &root.join(reference));
+    let inputs = vec![(input.to_string(), arrays[input].clone())];
+    let linked = run_linked(dir.path(), &name, &inputs, &jit);
+    for ((out_name, jit_t), linked_t) in jit.iter().zip(&linked) {
+        common::assert_close(
+            &format!("linked {name} '{out_name}' vs reference"),
+            linked_t,
+            &arrays[out_name],
+        );
+        assert_eq!(
+            linked_t.bytes, jit_t.bytes,
+            "linked object and JIT differ on '{out_name}'"
+        );
+    }
+}
+
+#[test]
+fn linked_mlp_matches_reference_and_jit() {
+    check_linked_model(
+        "testdata/mlp_digits.onnx",
+        "testdata/mlp_digits.npz",
+        "input",
+    );
+}
+
+#[test]
+fn linked_mlp_batch4_matches_reference_and_jit() {
+    check_linked_model(
+        "testdata/mlp_digits.onnx",
+        "testdata/mlp_digits_b4.npz",
+        "input",
+    );
+}
+
+#[test]
+fn linked_cnn_matches_reference_and_jit() {
+    check_linked_model(
+        "testdata/cnn_digits.onnx",
+        "testdata/cnn_digits.npz",
+        "input",
+    );
+}
+
+#[test]
+fn two_models_with_different_names_link_into_one_program() {
+    let root = common::root();
+    let model = root.join("testdata/mlp_digits.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    compile(&model, dir.path(), Some("digits_a"), &[("input", &[1, 64])]);
+    compile(&model, dir.path(), Some("digits_b"), &[("input", &[1, 64])]);
+    let exe = dir.path().join("two_models");
+    cc(
+        &[
+            "-Wall",
+            "-Werror",
+            &format!("-I{}", dir.path().display()),
+            root.join("examples/c/two_models.c").to_str().unwrap(),
+            "libdigits_a.a",
+            "libdigits_b.a",
+            "-lm",
+            "-o",
+            exe.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let out = Command::new(&exe).output().unwrap();
+    assert!(
+        out.status.success(),
+        "two_models exited with {}",
+        out.status
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("class "));
+}
+
+#[test]
+fn compiling_twice_gives_identical_artifacts() {
+    let root = common::root();
+    let model = root.join("testdata/cnn_digits.onnx");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    compile(&model, a.path(), None, &[("input", &[1, 1, 8, 8])]);
+    compile(&model, b.path(), None, &[("input", &[1, 1, 8, 8])]);
+    for file in ["cnn_digits.o", "libcnn_digits.a", "cnn_digits.h"] {
+        let x = std::fs::read(a.path().join(file)).unwrap();
+        let y = std::fs::read(b.path().join(file)).unwrap();
+        assert!(
+            !x.is_empty() && x == y,
+            "{file} differs between two compiles"
+        );
+    }
+}
+
+#[test]
+fn object_imports_only_libm_and_has_no_writable_data() {
+    let root = common::root();
+    let model = root.join("testdata/ops/softmax_axis_last.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = compile(&model, dir.path(), Some("sm"), &[]);
+    let file = object::File::parse(&*artifacts.object).unwrap();
+    let allowed = [
+        "expf",
+        "logf",
+        "tanhf",
+        "exp",
+        "log",
+        "tanh",
+        "ceilf",
+        "floorf",
+        "truncf",
+        "nearbyintf",
+        "fmaf",
+        "ceil",
+        "floor",
+        "trunc",
+        "nearbyint",
+        "fma",
+    ];
+    let undefined: Vec<String> = file
+        .symbols()
+        .filter(|s| s.is_undefined() && !s.name().unwrap_or("").is_empty())
+        .map(|s| s.name().unwrap().to_string())
+        .collect();
+    assert!(
+        undefined.iter().any(|s| s == "expf"),
+        "softmax calls expf: {undefined:?}"
+    );
+    for s in &undefined {
+        assert!(
+            allowed.contains(&s.as_str()),
+            "unexpected undefined symbol {s}"
+        );
+    }
+    for section in file.sections() {
+        let writable = matches!(
+            section.kind(),
+            SectionKind::Data
+                | SectionKind::UninitializedData
+                | SectionKind::Tls
+                | SectionKind::UninitializedTls
+        );
+        assert!(
+            !(writable && section.size() > 0),
+            "writable section {:?} of {} bytes",
+            section.name(),
+            section.size()
+        );
+    }
+    let exported: Vec<String> = file
+        .symbols()
+        .filter(|s| s.is_global() && s.is_definition())
+        .map(|s| s.name().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        exported,
+        ["sm_input_bytes", "sm_output_bytes", "sm_run"],
+        "exported symbols"
+    );
+}
