@@ -1,0 +1,313 @@
+//! The command line: the main job, and a clear one-paragraph error with a
+//! non-zero exit (never a panic) for each kind of bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn onnxc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnxc"))
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .unwrap()
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = onnxc(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "onnxc {args:?} should exit 1, got {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "onnxc {args:?} panicked:\n{stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "onnxc {args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn run_prints_outputs_and_writes_npz() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.npz");
+    let out = onnxc(&[
+        "run",
+        "testdata/mlp_digits.onnx",
+        "--inputs",
+        "testdata/mlp_digits.npz",
+        "--outputs",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("logits: f32 [1, 10]  min "), "{stdout}");
+    let written = common::npz(&out_path);
+    let reference = common::npz(Path::new(&common::root().join("testdata/mlp_digits.npz")));
+    common::assert_close("run --outputs", &written["logits"], &reference["logits"]);
+}
+
+#[test]
+fn compile_writes_object_library_and_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = onnxc(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--input-shape",
+        "input=1x64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["mlp_digits.o", "libmlp_digits.a", "mlp_digits.h"] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    let header = std::fs::read_to_string(dir.path().join("mlp_digits.h")).unwrap();
+    for needle in [
+        "#define mlp_digits_ARENA_BYTES ",
+        "#define mlp_digits_NUM_INPUTS 1",
+        "#define mlp_digits_NUM_OUTPUTS 1",
+        "#define mlp_digits_INPUT_0_NAME \"input\"",
+        "#define mlp_digits_INPUT_0_SHAPE {1, 64}",
+        "extern const size_t mlp_digits_input_bytes[1];",
+        "extern const size_t mlp_digits_output_bytes[1];",
+        "int mlp_digits_run(const void *const *inputs, void *const *outputs, void *arena);",
+    ] {
+        assert!(header.contains(needle), "header lacks {needle}:\n{header}");
+    }
+}
+
+#[test]
+fn inspect_describes_the_model() {
+    let out = onnxc(&["inspect", "testdata/cnn_digits.onnx"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "input: f32 [N,1,8,8]",
+        "logits: f32 [N,10]",
+        "Conv ",
+        "BatchNormalization",
+        "parameters: ",
+        "ai.onnx=17",
+    ] {
+        assert!(s.contains(needle), "inspect output lacks '{needle}':\n{s}");
+    }
+}
+
+#[test]
+fn truncated_and_non_onnx_files_are_refused() {
+    for f in ["testdata/bad/truncated.onnx", "testdata/bad/not_onnx.onnx"] {
+        let e = fails(&["inspect", f]);
+        assert!(e.contains(f) && e.contains("not a valid ONNX model"), "{e}");
+        fails(&["compile", f, "-o", "target/never"]);
+    }
+    let e = fails(&["inspect", "testdata/bad/does_not_exist.onnx"]);
+    assert!(
+        e.contains("cannot read 'testdata/bad/does_not_exist.onnx'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn all_unknown_ops_are_listed_at_once() {
+    let e = fails(&[
+        "compile",
+        "testdata/bad/unknown_ops.onnx",
+        "-o",
+        "target/never",
+    ]);
+    assert!(e.contains("2 unsupported ops"), "{e}");
+    assert!(
+        e.contains("node 'foo_1': FooBar (domain ai.onnx, opset"),
+        "{e}"
+    );
+    assert!(
+        e.contains("node 'custom_2': Custom (domain com.example, opset 1)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_initializer_names_the_node_and_input() {
+    let e = fails(&[
+        "compile",
+        "testdata/bad/missing_initializer.onnx",
+        "-o",
+        "target/never",
+    ]);
+    assert!(
+        e.contains(
+            "(MatMul): input 'W' is not a graph input, an initializer, or the output of any node"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let e = fails(&[
+        "compile",
+        "testdata/bad/external_escape/model.onnx",
+        "-o",
+        "target/never",
+    ]);
+    assert!(
+        e.contains("'../secret.bin' leaves the model's folder"),
+        "{e}"
+    );
+}
+
+#[test]
+fn external_data_inside_the_model_folder_loads() {
+    common::check_model_against_reference(
+        &common::root().join("testdata/bad/external_ok/model.onnx"),
+        &common::root().join("testdata/bad/external_ok/model.npz"),
+    );
+}
+
+#[test]
+fn unpinned_symbolic_dim_names_it_and_shows_the_flag() {
+    let e = fails(&[
+        "compile",
+        "testdata/bad/symbolic_dim.onnx",
+        "-o",
+        "target/never",
+    ]);
+    assert!(
+        e.contains("input 'x' has symbolic dim 'batch'") && e.contains("--input-shape x=1x4"),
+        "{e}"
+    );
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "nope=1x64",
+    ]);
+    assert!(e.contains("the model's inputs are: input"), "{e}");
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "input=1x63",
+    ]);
+    assert!(e.contains("fixed dim 1 = 64"), "{e}");
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "input=1xq",
+    ]);
+    assert!(e.contains("'q' is not a dim"), "{e}");
+}
+
+#[test]
+fn run_refuses_wrong_input_shapes_dtypes_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, arrays: Vec<(String, onnxc_ir::Tensor)>| {
+        let p = dir.path().join(name);
+        onnxc::npz::write_npz(&p, &arrays).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let wrong_shape = write(
+        "shape.npz",
+        vec![(
+            "input".into(),
+            onnxc_ir::Tensor::from_f32(&[1, 63], &[0.0; 63]),
+        )],
+    );
+    let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", &wrong_shape]);
+    assert!(
+        e.contains("input 'input' must have shape [N,64], but the given array has shape [1, 63]"),
+        "{e}"
+    );
+    let wrong_dtype = write(
+        "dtype.npz",
+        vec![(
+            "input".into(),
+            onnxc_ir::Tensor::from_f64(&[1, 64], &[0.0; 64]),
+        )],
+    );
+    let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", &wrong_dtype]);
+    assert!(
+        e.contains("input 'input' must be f32, but the given array is f64"),
+        "{e}"
+    );
+    let wrong_name = write(
+        "name.npz",
+        vec![("x".into(), onnxc_ir::Tensor::from_f32(&[1, 64], &[0.0; 64]))],
+    );
+    let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", &wrong_name]);
+    assert!(e.contains("missing model input 'input'"), "{e}");
+    let e = fails(&[
+        "run",
+        "testdata/mlp_digits.onnx",
+        "--inputs",
+        "testdata/mlp_digits.onnx",
+    ]);
+    assert!(
+        e.contains("cannot read inputs from 'testdata/mlp_digits.onnx'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unwritable_output_folder_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, b"x").unwrap();
+    let target = file.join("sub");
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        target.to_str().unwrap(),
+        "--input-shape",
+        "input=1x64",
+    ]);
+    assert!(e.contains("cannot write to the output folder"), "{e}");
+}
+
+#[test]
+fn bad_names_and_targets_are_refused() {
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "input=1x64",
+        "--name",
+        "9lives",
+    ]);
+    assert!(e.contains("not a C identifier"), "{e}");
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "input=1x64",
+        "--target",
+        "riscv-nope",
+    ]);
+    assert!(e.contains("unsupported target 'riscv-nope'"), "{e}");
+}
