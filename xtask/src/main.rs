@@ -7,6 +7,8 @@
 //! cargo xtask gen-proto --check   # fail if the committed file is stale
 //! ```
 
+mod models;
+
 use std::env;
 use std::fs;
 use std::io::Write;
@@ -22,6 +24,12 @@ commands:
   gen-proto [--check]   regenerate crates/onnxc-proto/src/onnx.rs from
                         crates/onnxc-proto/proto/onnx.proto; with --check,
                         only verify that the committed file is up to date
+  corpus [DIR]          run the real models in DIR (default ../shared/corpus)
+                        through the JIT and a linked object; compare with
+                        ONNX Runtime's reference outputs
+  cross-aarch64         compile the testdata models for aarch64, link with
+                        aarch64-linux-gnu-gcc, run under qemu-aarch64 and
+                        compare (installs both with apt-get if missing)
   help                  show this message";
 
 fn main() -> ExitCode {
@@ -32,6 +40,8 @@ fn main() -> ExitCode {
     };
     let result = match cmd.as_str() {
         "gen-proto" => gen_proto(rest),
+        "corpus" => models::corpus(&workspace_root(), rest),
+        "cross-aarch64" => models::cross_aarch64(&workspace_root()),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
