@@ -499,30 +499,31 @@ impl<M: Module> Gen<'_, '_, M> {
             BinOp::Max if signed => ins.smax(x, y),
             BinOp::Max => ins.umax(x, y),
             BinOp::Div | BinOp::Rem => {
-                // Division by zero would trap the caller's process: divide by
-                // one instead (ONNX leaves the result undefined).
+                // Division by zero (and i64::MIN / -1) would trap the caller's
+                // process. The divisor becomes 1 in those lanes: x / 0 yields x
+                // (ONNX leaves it undefined), x / -1 is computed as a wrapping -x.
                 let ty = self.b.func.dfg.value_type(y);
                 let one = self.b.ins().iconst(ty, 1);
-                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
-                let y = self.b.ins().select(zero, one, y);
-                let x = if signed {
-                    // i64::MIN / -1 also traps; the wrapped result is i64::MIN.
-                    let minus_one = self.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
-                    let neg = self.b.ins().ineg(x);
-                    if op == BinOp::Div {
-                        let q = self.b.ins().sdiv(x, y);
-                        return self.b.ins().select(minus_one, neg, q);
-                    }
-                    let r = self.b.ins().srem(x, y);
-                    let z = self.b.ins().iconst(ty, 0);
-                    return self.b.ins().select(minus_one, z, r);
-                } else {
-                    x
-                };
+                let is_zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                if !signed {
+                    let safe = self.b.ins().select(is_zero, one, y);
+                    return if op == BinOp::Div {
+                        self.b.ins().udiv(x, safe)
+                    } else {
+                        self.b.ins().urem(x, safe)
+                    };
+                }
+                let is_minus_one = self.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+                let special = self.b.ins().bor(is_zero, is_minus_one);
+                let safe = self.b.ins().select(special, one, y);
                 if op == BinOp::Div {
-                    self.b.ins().udiv(x, y)
+                    let q = self.b.ins().sdiv(x, safe);
+                    let neg = self.b.ins().ineg(x);
+                    self.b.ins().select(is_minus_one, neg, q)
                 } else {
-                    self.b.ins().urem(x, y)
+                    let r = self.b.ins().srem(x, safe);
+                    let zero = self.b.ins().iconst(ty, 0);
+                    self.b.ins().select(is_minus_one, zero, r)
                 }
             }
         }

@@ -591,7 +591,7 @@ pub fn reshape_dims(xd: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<
     }
     let known: usize = d.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!(
                 "cannot infer -1 in shape {spec:?} for {total} elements"
             ));
