@@ -84,8 +84,8 @@ fn gen_proto(args: &[String]) -> Result<()> {
     let out_path = root.join(GENERATED_FILE);
 
     if check {
-        let committed = fs::read_to_string(&out_path)
-            .map_err(|e| format!("cannot read {}: {e}", out_path.display()))?;
+        let committed =
+            fs::read_to_string(&out_path).map_err(|e| format!("cannot read {}: {e}", out_path.display()))?;
         if committed != generated {
             return Err(format!(
                 "{GENERATED_FILE} is out of date with {PROTO_DIR}/{PROTO_FILE}; \
@@ -99,8 +99,7 @@ fn gen_proto(args: &[String]) -> Result<()> {
         if unchanged {
             println!("{GENERATED_FILE} is already up to date");
         } else {
-            fs::write(&out_path, &generated)
-                .map_err(|e| format!("cannot write {}: {e}", out_path.display()))?;
+            fs::write(&out_path, &generated).map_err(|e| format!("cannot write {}: {e}", out_path.display()))?;
             println!("wrote {GENERATED_FILE}");
         }
     }
@@ -114,22 +113,12 @@ fn generate_onnx_rs(proto_dir: &Path) -> Result<String> {
     let fds = protox::compile([proto_dir.join(PROTO_FILE)], [proto_dir])
         .map_err(|e| format!("failed to compile {PROTO_FILE}: {e:?}"))?;
 
-    let requests: Vec<_> = fds
-        .file
-        .into_iter()
-        .map(|fd| {
-            (
-                prost_build::Module::from_protobuf_package_name(fd.package()),
-                fd,
-            )
-        })
-        .collect();
+    let requests: Vec<_> =
+        fds.file.into_iter().map(|fd| (prost_build::Module::from_protobuf_package_name(fd.package()), fd)).collect();
 
     let mut modules = prost_build::Config::new().format(true).generate(requests)?;
     let onnx = prost_build::Module::from_protobuf_package_name("onnx");
-    let code = modules
-        .remove(&onnx)
-        .ok_or("prost-build produced no code for package `onnx`")?;
+    let code = modules.remove(&onnx).ok_or("prost-build produced no code for package `onnx`")?;
     if !modules.is_empty() {
         let extra: Vec<String> = modules.keys().map(|m| m.to_string()).collect();
         return Err(format!("unexpected extra protobuf packages: {extra:?}").into());
@@ -158,12 +147,7 @@ fn rustfmt(root: &Path, code: &str) -> Result<String> {
     let output = child.wait_with_output()?;
     writer.join().expect("rustfmt stdin writer panicked")?;
     if !output.status.success() {
-        return Err(format!(
-            "rustfmt failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
+        return Err(format!("rustfmt failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr)).into());
     }
     Ok(String::from_utf8(output.stdout)?)
 }

@@ -12,22 +12,15 @@ type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 /// Max abs error and the corpus tolerance 1e-4 * max(1, max |reference|).
 fn error_and_tolerance(actual: &Tensor, expected: &Tensor) -> Result<(f64, f64)> {
     if actual.dims != expected.dims || actual.dtype != expected.dtype {
-        return Err(format!(
-            "got {} {:?}, expected {} {:?}",
-            actual.dtype, actual.dims, expected.dtype, expected.dims
-        )
-        .into());
+        return Err(
+            format!("got {} {:?}, expected {} {:?}", actual.dtype, actual.dims, expected.dtype, expected.dims).into()
+        );
     }
     let a = actual.to_f64_vec().ok_or("non-numeric output")?;
     let e = expected.to_f64_vec().ok_or("non-numeric reference")?;
     let scale = e.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-    let err = a.iter().zip(&e).fold(0.0f64, |m, (x, y)| {
-        if (x - y).is_nan() {
-            f64::INFINITY
-        } else {
-            m.max((x - y).abs())
-        }
-    });
+    let err =
+        a.iter().zip(&e).fold(0.0f64, |m, (x, y)| if (x - y).is_nan() { f64::INFINITY } else { m.max((x - y).abs()) });
     Ok((err, 1e-4 * scale))
 }
 
@@ -40,11 +33,7 @@ pub struct Toolchain {
 
 impl Toolchain {
     pub fn host() -> Toolchain {
-        Toolchain {
-            target: None,
-            cc: "cc".into(),
-            runner: Vec::new(),
-        }
+        Toolchain { target: None, cc: "cc".into(), runner: Vec::new() }
     }
 }
 
@@ -60,10 +49,7 @@ fn run_linked(
 ) -> Result<Vec<Tensor>> {
     let opts = onnxc::CompileOptions {
         name: None,
-        input_shapes: inputs
-            .iter()
-            .map(|(n, t)| (n.clone(), t.dims.clone()))
-            .collect(),
+        input_shapes: inputs.iter().map(|(n, t)| (n.clone(), t.dims.clone())).collect(),
         target: tc.target.clone(),
     };
     let artifacts = onnxc::compile_file(model, &opts)?;
@@ -83,12 +69,7 @@ fn run_linked(
         .output()
         .map_err(|e| format!("cannot run {}: {e}", tc.cc))?;
     if !out.status.success() {
-        return Err(format!(
-            "{} failed:\n{}",
-            tc.cc,
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("{} failed:\n{}", tc.cc, String::from_utf8_lossy(&out.stderr)).into());
     }
     let mut args: Vec<PathBuf> = Vec::new();
     for (i, (_, t)) in inputs.iter().enumerate() {
@@ -113,24 +94,14 @@ fn run_linked(
     like.iter()
         .enumerate()
         .map(|(i, (_, t))| {
-            Ok(Tensor {
-                dtype: t.dtype,
-                dims: t.dims.clone(),
-                bytes: std::fs::read(&args[inputs.len() + i])?,
-            })
+            Ok(Tensor { dtype: t.dtype, dims: t.dims.clone(), bytes: std::fs::read(&args[inputs.len() + i])? })
         })
         .collect()
 }
 
 /// Checks one model: JIT against the reference, and the linked object
 /// (built with `tc`) against both. Returns a one-line summary.
-fn check(
-    root: &Path,
-    model: &Path,
-    reference: &Path,
-    tc: &Toolchain,
-    bitwise_vs_jit: bool,
-) -> Result<String> {
+fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs_jit: bool) -> Result<String> {
     let arrays: BTreeMap<String, Tensor> = onnxc::npz::read_npz(reference)?;
     let t0 = Instant::now();
     let loaded = onnxc::load_for_inputs(model, &arrays)?;
@@ -138,51 +109,31 @@ fn check(
     let t1 = Instant::now();
     let jit = loaded.run(&arrays)?;
     let run_s = t1.elapsed().as_secs_f64();
-    let inputs: Vec<(String, Tensor)> = loaded
-        .program
-        .inputs
-        .iter()
-        .map(|io| (io.name.clone(), arrays[&io.name].clone()))
-        .collect();
+    let inputs: Vec<(String, Tensor)> =
+        loaded.program.inputs.iter().map(|io| (io.name.clone(), arrays[&io.name].clone())).collect();
     let stem = model.file_stem().unwrap().to_string_lossy().into_owned();
-    let work = root
-        .join("target/xtask")
-        .join(tc.target.as_deref().unwrap_or("host"))
-        .join(&stem);
+    let work = root.join("target/xtask").join(tc.target.as_deref().unwrap_or("host")).join(&stem);
     let linked = run_linked(root, &work, model, &inputs, &jit, tc)?;
     let mut notes = Vec::new();
     for ((name, j), l) in jit.iter().zip(&linked) {
-        let expected = arrays
-            .get(name)
-            .ok_or_else(|| format!("no reference for output '{name}'"))?;
+        let expected = arrays.get(name).ok_or_else(|| format!("no reference for output '{name}'"))?;
         let (je, tol) = error_and_tolerance(j, expected)?;
         let (le, _) = error_and_tolerance(l, expected)?;
         if je > tol || le > tol {
-            return Err(format!(
-                "output '{name}': max abs error jit {je:.2e}, linked {le:.2e}, tolerance {tol:.2e}"
-            )
-            .into());
+            return Err(
+                format!("output '{name}': max abs error jit {je:.2e}, linked {le:.2e}, tolerance {tol:.2e}").into()
+            );
         }
         let same = j.bytes == l.bytes;
         if bitwise_vs_jit && !same {
-            return Err(format!(
-                "output '{name}': the linked object's result differs from the JIT's"
-            )
-            .into());
+            return Err(format!("output '{name}': the linked object's result differs from the JIT's").into());
         }
         notes.push(format!(
             "'{name}' err {je:.1e} (tol {tol:.1e}), linked {}",
-            if same {
-                "identical to jit".to_string()
-            } else {
-                format!("err {le:.1e}")
-            }
+            if same { "identical to jit".to_string() } else { format!("err {le:.1e}") }
         ));
     }
-    Ok(format!(
-        "{}; compile {compile_s:.2}s, run {run_s:.3}s",
-        notes.join("; ")
-    ))
+    Ok(format!("{}; compile {compile_s:.2}s, run {run_s:.3}s", notes.join("; ")))
 }
 
 fn report(results: Vec<(String, Result<String>)>, suite: &str) -> Result<()> {
@@ -196,10 +147,7 @@ fn report(results: Vec<(String, Result<String>)>, suite: &str) -> Result<()> {
             }
         }
     }
-    println!(
-        "{suite}: {} passed, {failed} failed",
-        results.len() - failed
-    );
+    println!("{suite}: {} passed, {failed} failed", results.len() - failed);
     if failed > 0 {
         return Err(format!("{failed} {suite} case(s) failed").into());
     }
@@ -208,38 +156,23 @@ fn report(results: Vec<(String, Result<String>)>, suite: &str) -> Result<()> {
 
 /// `cargo xtask corpus [DIR]`: the real models in ../shared/corpus.
 pub fn corpus(root: &Path, args: &[String]) -> Result<()> {
-    let dir = args
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/corpus"));
+    let dir = args.first().map(PathBuf::from).unwrap_or_else(|| root.join("../shared/corpus"));
     if !dir.is_dir() {
-        return Err(format!(
-            "corpus folder '{}' not found (pass its path: cargo xtask corpus DIR)",
-            dir.display()
-        )
-        .into());
+        return Err(
+            format!("corpus folder '{}' not found (pass its path: cargo xtask corpus DIR)", dir.display()).into()
+        );
     }
     let tc = Toolchain::host();
     let mut results = Vec::new();
     for m in ["mlp_digits", "cnn_digits", "resnet18", "mobilenet_v2"] {
-        let r = check(
-            root,
-            &dir.join(format!("{m}.onnx")),
-            &dir.join(format!("{m}.npz")),
-            &tc,
-            true,
-        );
+        let r = check(root, &dir.join(format!("{m}.onnx")), &dir.join(format!("{m}.npz")), &tc, true);
         results.push((m.to_string(), r));
     }
     report(results, "corpus")
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
 }
 
 /// `cargo xtask cross-aarch64`: aarch64 objects linked with the cross gcc
@@ -258,18 +191,10 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
     let tc = Toolchain {
         target: Some("aarch64-unknown-linux-gnu".into()),
         cc: "aarch64-linux-gnu-gcc".into(),
-        runner: vec![
-            "qemu-aarch64".into(),
-            "-L".into(),
-            "/usr/aarch64-linux-gnu".into(),
-        ],
+        runner: vec!["qemu-aarch64".into(), "-L".into(), "/usr/aarch64-linux-gnu".into()],
     };
     let mut results = Vec::new();
-    for (m, npz) in [
-        ("mlp_digits", "mlp_digits"),
-        ("mlp_digits", "mlp_digits_b4"),
-        ("cnn_digits", "cnn_digits"),
-    ] {
+    for (m, npz) in [("mlp_digits", "mlp_digits"), ("mlp_digits", "mlp_digits_b4"), ("cnn_digits", "cnn_digits")] {
         let r = check(
             root,
             &root.join(format!("testdata/{m}.onnx")),

@@ -3,25 +3,20 @@
 use crate::BackendError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
-    Type, UserFuncName, Value,
+    types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type, UserFuncName,
+    Value,
 };
 
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
-use onnxc_kir::{
-    BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, Program, ScalarType, Stmt, UnOp, VarId,
-};
+use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, Program, ScalarType, Stmt, UnOp, VarId};
 use std::collections::BTreeMap;
 
 /// Vector width in f32 lanes (128-bit vectors).
 const LANES: i64 = 4;
 
 fn err(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Codegen {
-        what: what.into(),
-        message: e.to_string(),
-    }
+    BackendError::Codegen { what: what.into(), message: e.to_string() }
 }
 
 fn cl_type(t: ScalarType) -> Type {
@@ -37,11 +32,7 @@ fn cl_type(t: ScalarType) -> Type {
 
 /// Defines every function and data object of `program` in `module`; returns
 /// the entry point `NAME_run`.
-pub fn define_program<M: Module>(
-    module: &mut M,
-    program: &Program,
-    name: &str,
-) -> Result<FuncId, BackendError> {
+pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) -> Result<FuncId, BackendError> {
     let ptr = module.target_config().pointer_type();
     // Constants.
     let mut data: BTreeMap<u32, DataId> = BTreeMap::new();
@@ -62,10 +53,7 @@ pub fn define_program<M: Module>(
         }
     }
     // Size tables.
-    for (suffix, ios) in [
-        ("input_bytes", &program.inputs),
-        ("output_bytes", &program.outputs),
-    ] {
+    for (suffix, ios) in [("input_bytes", &program.inputs), ("output_bytes", &program.outputs)] {
         let id = module
             .declare_data(&format!("{name}_{suffix}"), Linkage::Export, false, false)
             .map_err(|e| err("data", e))?;
@@ -89,9 +77,8 @@ pub fn define_program<M: Module>(
     for (ki, kernel) in program.kernels.iter().enumerate() {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
-        let fid = module
-            .declare_function(&format!("{name}__k{ki}"), Linkage::Local, &sig)
-            .map_err(|e| err("declare", e))?;
+        let fid =
+            module.declare_function(&format!("{name}__k{ki}"), Linkage::Local, &sig).map_err(|e| err("declare", e))?;
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -104,25 +91,11 @@ pub fn define_program<M: Module>(
             collect_buffers(&kernel.body, &mut used);
             let mut base = BTreeMap::new();
             for &buf in &used {
-                let v = b
-                    .ins()
-                    .load(ptr, MemFlagsData::trusted(), table, (buf as i32) * 8);
+                let v = b.ins().load(ptr, MemFlagsData::trusted(), table, (buf as i32) * 8);
                 base.insert(buf, v);
             }
-            let vars: Vec<Variable> = kernel
-                .vars
-                .iter()
-                .map(|&t| b.declare_var(cl_type(t)))
-                .collect();
-            let mut g = Gen {
-                b,
-                module,
-                program,
-                kernel,
-                base,
-                vars,
-                libm: &mut libm,
-            };
+            let vars: Vec<Variable> = kernel.vars.iter().map(|&t| b.declare_var(cl_type(t))).collect();
+            let mut g = Gen { b, module, program, kernel, base, vars, libm: &mut libm };
             g.stmts(&kernel.body)?;
             g.b.ins().return_(&[]);
             g.b.finalize(g.module.target_config());
@@ -136,12 +109,9 @@ pub fn define_program<M: Module>(
 
     // Entry point.
     let mut sig = module.make_signature();
-    sig.params
-        .extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
+    sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
     sig.returns.push(AbiParam::new(types::I32));
-    let run = module
-        .declare_function(&format!("{name}_run"), Linkage::Export, &sig)
-        .map_err(|e| err("declare", e))?;
+    let run = module.declare_function(&format!("{name}_run"), Linkage::Export, &sig).map_err(|e| err("declare", e))?;
     ctx.func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -149,9 +119,7 @@ pub fn define_program<M: Module>(
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
-        let [inputs, outputs, arena] = b.block_params(entry)[..] else {
-            unreachable!("three params")
-        };
+        let [inputs, outputs, arena] = b.block_params(entry)[..] else { unreachable!("three params") };
         // Null pointers where memory is needed are refused with a status code.
         let checks = [
             (inputs, !program.inputs.is_empty(), 1),
@@ -173,18 +141,11 @@ pub fn define_program<M: Module>(
             b.switch_to_block(ok);
         }
         let n = program.buffers.len().max(1) as u32;
-        let slot =
-            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, n * 8, 3));
+        let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, n * 8, 3));
         for (i, buf) in program.buffers.iter().enumerate() {
             let v = match &buf.kind {
-                BufferKind::Input(k) => {
-                    b.ins()
-                        .load(ptr, MemFlagsData::trusted(), inputs, (*k as i32) * 8)
-                }
-                BufferKind::Output(k) => {
-                    b.ins()
-                        .load(ptr, MemFlagsData::trusted(), outputs, (*k as i32) * 8)
-                }
+                BufferKind::Input(k) => b.ins().load(ptr, MemFlagsData::trusted(), inputs, (*k as i32) * 8),
+                BufferKind::Output(k) => b.ins().load(ptr, MemFlagsData::trusted(), outputs, (*k as i32) * 8),
                 BufferKind::Arena { offset } => b.ins().iadd_imm_s(arena, *offset as i64),
                 BufferKind::Constant(_) => {
                     let gv = module.declare_data_in_func(data[&(i as u32)], b.func);
@@ -202,9 +163,7 @@ pub fn define_program<M: Module>(
         b.ins().return_(&[zero]);
         b.finalize(module.target_config());
     }
-    module
-        .define_function(run, &mut ctx)
-        .map_err(|e| err("entry point", format!("{e:?}")))?;
+    module.define_function(run, &mut ctx).map_err(|e| err("entry point", format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(run)
 }
@@ -222,11 +181,7 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                 expr(a, out);
                 expr(b, out);
             }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
+            Expr::Select { cond, then, otherwise } => {
                 expr(cond, out);
                 expr(then, out);
                 expr(otherwise, out);
@@ -268,16 +223,10 @@ impl<M: Module> Gen<'_, '_, M> {
     fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), BackendError> {
         for s in stmts {
             match s {
-                Stmt::For {
-                    var,
-                    start,
-                    end,
-                    body,
-                } => self.for_loop(*var, *start, *end, body)?,
+                Stmt::For { var, start, end, body } => self.for_loop(*var, *start, *end, body)?,
                 Stmt::Store { buf, index, value } => {
                     let v = self.scalar(value)?;
-                    let v =
-                        self.coerce(v, self.ty(value), self.program.buffers[buf.0 as usize].elem);
+                    let v = self.coerce(v, self.ty(value), self.program.buffers[buf.0 as usize].elem);
                     let addr = self.address(*buf, index)?;
                     self.b.ins().store(flags(), v, addr, 0);
                 }
@@ -296,22 +245,14 @@ impl<M: Module> Gen<'_, '_, M> {
         v
     }
 
-    fn for_loop(
-        &mut self,
-        var: VarId,
-        start: i64,
-        end: i64,
-        body: &[Stmt],
-    ) -> Result<(), BackendError> {
+    fn for_loop(&mut self, var: VarId, start: i64, end: i64, body: &[Stmt]) -> Result<(), BackendError> {
         if end <= start {
             return Ok(());
         }
         if let Some(plan) = vector_plan(self.program, self.kernel, var, body) {
             let count = (end - start) / LANES * LANES;
             if count > 0 {
-                self.emit_loop(var, start, start + count, LANES, |g| {
-                    g.vector_body(var, body, &plan)
-                })?;
+                self.emit_loop(var, start, start + count, LANES, |g| g.vector_body(var, body, &plan))?;
             }
             if start + count < end {
                 self.emit_loop(var, start + count, end, 1, |g| g.stmts(body))?;
@@ -357,12 +298,7 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(self.b.ins().iadd(base, off))
     }
 
-    fn libm_call(
-        &mut self,
-        name: &'static str,
-        t: Type,
-        args: &[Value],
-    ) -> Result<Value, BackendError> {
+    fn libm_call(&mut self, name: &'static str, t: Type, args: &[Value]) -> Result<Value, BackendError> {
         let fid = match self.libm.get(name) {
             Some(&f) => f,
             None => {
@@ -371,10 +307,7 @@ impl<M: Module> Gen<'_, '_, M> {
                     sig.params.push(AbiParam::new(t));
                 }
                 sig.returns.push(AbiParam::new(t));
-                let f = self
-                    .module
-                    .declare_function(name, Linkage::Import, &sig)
-                    .map_err(|e| err("libm", e))?;
+                let f = self.module.declare_function(name, Linkage::Import, &sig).map_err(|e| err("libm", e))?;
                 self.libm.insert(name, f);
                 f
             }
@@ -405,15 +338,9 @@ impl<M: Module> Gen<'_, '_, M> {
                     UnOp::Abs if f => self.b.ins().fabs(x),
                     UnOp::Abs => self.b.ins().iabs(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
-                    UnOp::Exp => {
-                        self.libm_call(if wide { "exp" } else { "expf" }, cl_type(t), &[x])?
-                    }
-                    UnOp::Log => {
-                        self.libm_call(if wide { "log" } else { "logf" }, cl_type(t), &[x])?
-                    }
-                    UnOp::Tanh => {
-                        self.libm_call(if wide { "tanh" } else { "tanhf" }, cl_type(t), &[x])?
-                    }
+                    UnOp::Exp => self.libm_call(if wide { "exp" } else { "expf" }, cl_type(t), &[x])?,
+                    UnOp::Log => self.libm_call(if wide { "log" } else { "logf" }, cl_type(t), &[x])?,
+                    UnOp::Tanh => self.libm_call(if wide { "tanh" } else { "tanhf" }, cl_type(t), &[x])?,
                 }
             }
             Expr::Binary(op, a, c) => {
@@ -452,11 +379,7 @@ impl<M: Module> Gen<'_, '_, M> {
                     self.b.ins().icmp(cc, x, y)
                 }
             }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
+            Expr::Select { cond, then, otherwise } => {
                 let c = self.scalar(cond)?;
                 let x = self.scalar(then)?;
                 let y = self.scalar(otherwise)?;
@@ -507,11 +430,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 let is_zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
                 if !signed {
                     let safe = self.b.ins().select(is_zero, one, y);
-                    return if op == BinOp::Div {
-                        self.b.ins().udiv(x, safe)
-                    } else {
-                        self.b.ins().urem(x, safe)
-                    };
+                    return if op == BinOp::Div { self.b.ins().udiv(x, safe) } else { self.b.ins().urem(x, safe) };
                 }
                 let is_minus_one = self.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
                 let special = self.b.ins().bor(is_zero, is_minus_one);
@@ -547,17 +466,10 @@ impl<M: Module> Gen<'_, '_, M> {
         }
     }
 
-    fn vector_body(
-        &mut self,
-        var: VarId,
-        body: &[Stmt],
-        plan: &VectorPlan,
-    ) -> Result<(), BackendError> {
+    fn vector_body(&mut self, var: VarId, body: &[Stmt], plan: &VectorPlan) -> Result<(), BackendError> {
         let _ = plan;
         for s in body {
-            let Stmt::Store { buf, index, value } = s else {
-                unreachable!("vector_plan admits stores only")
-            };
+            let Stmt::Store { buf, index, value } = s else { unreachable!("vector_plan admits stores only") };
             let v = self.vector(var, value)?;
             let addr = self.address(*buf, index)?;
             self.b.ins().store(flags(), v, addr, 0);
@@ -604,14 +516,8 @@ impl<M: Module> Gen<'_, '_, M> {
                     BinOp::Rem => unreachable!("vector_plan admits no Rem"),
                 }
             }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                let Expr::Cmp(op, a, c) = &**cond else {
-                    unreachable!("vector_plan admits compare conditions")
-                };
+            Expr::Select { cond, then, otherwise } => {
+                let Expr::Cmp(op, a, c) = &**cond else { unreachable!("vector_plan admits compare conditions") };
                 let x = self.vector(var, a)?;
                 let y = self.vector(var, c)?;
                 let cc = match op {
@@ -650,11 +556,9 @@ pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
             Expr::Load { index, .. } => mentions(index, var),
             Expr::Unary(_, a) | Expr::Cast(_, a) => mentions(a, var),
             Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, var) || mentions(b, var),
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => mentions(cond, var) || mentions(then, var) || mentions(otherwise, var),
+            Expr::Select { cond, then, otherwise } => {
+                mentions(cond, var) || mentions(then, var) || mentions(otherwise, var)
+            }
         }
     }
     if !mentions(e, var) {
@@ -662,12 +566,8 @@ pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
     }
     match e {
         Expr::Var(_) => Some(1),
-        Expr::Binary(BinOp::Add, a, b) => {
-            Some(affine_coefficient(a, var)? + affine_coefficient(b, var)?)
-        }
-        Expr::Binary(BinOp::Sub, a, b) => {
-            Some(affine_coefficient(a, var)? - affine_coefficient(b, var)?)
-        }
+        Expr::Binary(BinOp::Add, a, b) => Some(affine_coefficient(a, var)? + affine_coefficient(b, var)?),
+        Expr::Binary(BinOp::Sub, a, b) => Some(affine_coefficient(a, var)? - affine_coefficient(b, var)?),
         Expr::Binary(BinOp::Mul, a, b) => match (&**a, &**b) {
             (Expr::Int(k, _), x) | (x, Expr::Int(k, _)) => Some(k * affine_coefficient(x, var)?),
             _ => None,
@@ -680,25 +580,16 @@ pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
 /// only f32 stores at unit stride, loads at unit stride or invariant, no
 /// calls, no variables written, and no buffer both stored and loaded at a
 /// different index (which would reorder a dependence).
-fn vector_plan(
-    program: &Program,
-    kernel: &Kernel,
-    var: VarId,
-    body: &[Stmt],
-) -> Option<VectorPlan> {
+fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) -> Option<VectorPlan> {
     let mut stores: Vec<(BufferId, &Expr)> = Vec::new();
     for s in body {
         let Stmt::Store { buf, index, value } = s else {
             return None;
         };
-        if program.buffers[buf.0 as usize].elem != ScalarType::F32
-            || affine_coefficient(index, var) != Some(1)
-        {
+        if program.buffers[buf.0 as usize].elem != ScalarType::F32 || affine_coefficient(index, var) != Some(1) {
             return None;
         }
-        if kernel.type_of(program, value) != ScalarType::F32
-            || !vector_expr_ok(program, kernel, var, value)
-        {
+        if kernel.type_of(program, value) != ScalarType::F32 || !vector_expr_ok(program, kernel, var, value) {
             return None;
         }
         stores.push((*buf, index));
@@ -732,11 +623,7 @@ fn loads_of<'e>(e: &'e Expr, out: &mut Vec<(BufferId, &'e Expr)>) {
             loads_of(a, out);
             loads_of(b, out);
         }
-        Expr::Select {
-            cond,
-            then,
-            otherwise,
-        } => {
+        Expr::Select { cond, then, otherwise } => {
             loads_of(cond, out);
             loads_of(then, out);
             loads_of(otherwise, out);
@@ -755,9 +642,7 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
                 && matches!(affine_coefficient(index, var), Some(0) | Some(1))
         }
         Expr::Unary(op, a) => {
-            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt)
-                && f32_typed
-                && vector_expr_ok(program, kernel, var, a)
+            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt) && f32_typed && vector_expr_ok(program, kernel, var, a)
         }
         Expr::Binary(op, a, b) => {
             *op != BinOp::Rem
@@ -765,17 +650,11 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
                 && vector_expr_ok(program, kernel, var, a)
                 && vector_expr_ok(program, kernel, var, b)
         }
-        Expr::Select {
-            cond,
-            then,
-            otherwise,
-        } => match &**cond {
+        Expr::Select { cond, then, otherwise } => match &**cond {
             Expr::Cmp(_, a, b) => {
                 f32_typed
                     && kernel.type_of(program, a) == ScalarType::F32
-                    && [&**a, &**b, &**then, &**otherwise]
-                        .iter()
-                        .all(|x| vector_expr_ok(program, kernel, var, x))
+                    && [&**a, &**b, &**then, &**otherwise].iter().all(|x| vector_expr_ok(program, kernel, var, x))
             }
             _ => false,
         },

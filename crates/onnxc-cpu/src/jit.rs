@@ -29,9 +29,7 @@ pub struct JitModel {
 
 impl std::fmt::Debug for JitModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JitModel")
-            .field("arena_bytes", &self.arena_bytes)
-            .finish()
+        f.debug_struct("JitModel").field("arena_bytes", &self.arena_bytes).finish()
     }
 }
 
@@ -50,18 +48,13 @@ impl JitModel {
         let run = codegen::define_program(&mut module, program, "jit")?;
         module
             .finalize_definitions()
-            .map_err(|e| BackendError::Codegen {
-                what: "jit".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| BackendError::Codegen { what: "jit".into(), message: e.to_string() })?;
         let ptr = module.get_finalized_function(run);
         // SAFETY: `run` was defined with exactly this signature (three pointers in, i32 out)
         // in the platform's default calling convention.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
         let bytes = |ios: &[onnxc_kir::IoDesc]| {
-            ios.iter()
-                .map(|io| program.buffers[io.buffer.0 as usize].bytes() as usize)
-                .collect()
+            ios.iter().map(|io| program.buffers[io.buffer.0 as usize].bytes() as usize).collect()
         };
         Ok(JitModel {
             _module: module,
@@ -78,7 +71,8 @@ impl JitModel {
     }
 
     /// Runs the model. Each input and output slice must have exactly the
-    /// byte size the program declares; `arena` must hold `arena_bytes()`.
+    /// byte size the program declares; `arena` must hold `arena_bytes()`
+    /// and be 64-byte aligned.
     pub fn run_with_arena(
         &self,
         inputs: &[&[u8]],
@@ -96,43 +90,30 @@ impl JitModel {
         }
         for (i, (x, &n)) in inputs.iter().zip(&self.input_bytes).enumerate() {
             if x.len() != n {
-                return Err(BackendError::Call(format!(
-                    "input {i} has {} bytes, expected {n}",
-                    x.len()
-                )));
+                return Err(BackendError::Call(format!("input {i} has {} bytes, expected {n}", x.len())));
             }
         }
         for (i, (x, &n)) in outputs.iter().zip(&self.output_bytes).enumerate() {
             if x.len() != n {
-                return Err(BackendError::Call(format!(
-                    "output {i} has {} bytes, expected {n}",
-                    x.len()
-                )));
+                return Err(BackendError::Call(format!("output {i} has {} bytes, expected {n}", x.len())));
             }
         }
+        if !arena.is_empty() && arena.as_ptr().align_offset(64) != 0 {
+            return Err(BackendError::Call("the arena must be 64-byte aligned".into()));
+        }
         if arena.len() < self.arena_bytes {
-            return Err(BackendError::Call(format!(
-                "arena has {} bytes, expected {}",
-                arena.len(),
-                self.arena_bytes
-            )));
+            return Err(BackendError::Call(format!("arena has {} bytes, expected {}", arena.len(), self.arena_bytes)));
         }
         let ins: Vec<*const u8> = inputs.iter().map(|s| s.as_ptr()).collect();
         let outs: Vec<*mut u8> = outputs.iter_mut().map(|s| s.as_mut_ptr()).collect();
         // A non-null pointer even for empty lists and arenas.
         let mut dummy = [0u8; 64];
-        let arena_ptr = if arena.is_empty() {
-            dummy.as_mut_ptr()
-        } else {
-            arena.as_mut_ptr()
-        };
+        let arena_ptr = if arena.is_empty() { dummy.as_mut_ptr() } else { arena.as_mut_ptr() };
         // SAFETY: every pointer covers the byte count the compiled code reads or writes
         // (checked above), the arena is large enough, and the code was compiled for this CPU.
         let status = unsafe { (self.entry)(ins.as_ptr(), outs.as_ptr(), arena_ptr) };
         if status != 0 {
-            return Err(BackendError::Call(format!(
-                "the model returned status {status}"
-            )));
+            return Err(BackendError::Call(format!("the model returned status {status}")));
         }
         Ok(())
     }
@@ -140,9 +121,12 @@ impl JitModel {
     /// Runs the model with a freshly allocated arena; returns the outputs.
     pub fn run(&self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, BackendError> {
         let mut outputs: Vec<Vec<u8>> = self.output_bytes.iter().map(|&n| vec![0u8; n]).collect();
-        let mut arena = vec![0u8; self.arena_bytes];
+        // 64-byte aligned, as the artifact's contract asks of every caller.
+        let mut storage = vec![0u8; self.arena_bytes + 64];
+        let skip = storage.as_ptr().align_offset(64);
+        let arena = &mut storage[skip..skip + self.arena_bytes];
         let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-        self.run_with_arena(inputs, &mut outs, &mut arena)?;
+        self.run_with_arena(inputs, &mut outs, arena)?;
         Ok(outputs)
     }
 }

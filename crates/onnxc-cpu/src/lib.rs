@@ -42,75 +42,52 @@ pub enum BackendError {
 pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa, BackendError> {
     let mut flags = settings::builder();
     let set = |flags: &mut settings::Builder, k: &str, v: &str| {
-        flags.set(k, v).map_err(|e| BackendError::Target {
-            triple: triple.unwrap_or("host").into(),
-            reason: e.to_string(),
-        })
+        flags
+            .set(k, v)
+            .map_err(|e| BackendError::Target { triple: triple.unwrap_or("host").into(), reason: e.to_string() })
     };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut flags, "enable_probestack", "false")?;
-    set(
-        &mut flags,
-        "enable_verifier",
-        if cfg!(debug_assertions) {
-            "true"
-        } else {
-            "false"
-        },
-    )?;
+    set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
     let flags = settings::Flags::new(flags);
     let builder = match triple {
-        None => cranelift_native::builder().map_err(|e| BackendError::Target {
-            triple: "host".into(),
-            reason: e.to_string(),
-        })?,
+        None => cranelift_native::builder()
+            .map_err(|e| BackendError::Target { triple: "host".into(), reason: e.to_string() })?,
         Some(t) => {
-            let parsed = target_lexicon::Triple::from_str(t).map_err(|e| BackendError::Target {
-                triple: t.into(),
-                reason: e.to_string(),
-            })?;
+            let parsed = target_lexicon::Triple::from_str(t)
+                .map_err(|e| BackendError::Target { triple: t.into(), reason: e.to_string() })?;
             if parsed.pointer_width().map(|w| w.bits()) != Ok(64) {
                 return Err(BackendError::Target {
                     triple: t.into(),
                     reason: "only 64-bit targets are supported".into(),
                 });
             }
-            cranelift_codegen::isa::lookup(parsed).map_err(|e| BackendError::Target {
-                triple: t.into(),
-                reason: e.to_string(),
-            })?
+            if parsed.endianness() != Ok(target_lexicon::Endianness::Little) {
+                return Err(BackendError::Target {
+                    triple: t.into(),
+                    reason: "only little-endian targets are supported".into(),
+                });
+            }
+            cranelift_codegen::isa::lookup(parsed)
+                .map_err(|e| BackendError::Target { triple: t.into(), reason: e.to_string() })?
         }
     };
-    builder.finish(flags).map_err(|e| BackendError::Target {
-        triple: triple.unwrap_or("host").into(),
-        reason: e.to_string(),
-    })
+    builder
+        .finish(flags)
+        .map_err(|e| BackendError::Target { triple: triple.unwrap_or("host").into(), reason: e.to_string() })
 }
 
 /// Compiles `program` to a relocatable object file for `triple` (`None`:
 /// the host triple with baseline features, so the object runs on any CPU of
 /// that architecture). Symbols are prefixed with `name`.
-pub fn compile_object(
-    program: &onnxc_kir::Program,
-    name: &str,
-    triple: Option<&str>,
-) -> Result<Vec<u8>, BackendError> {
+pub fn compile_object(program: &onnxc_kir::Program, name: &str, triple: Option<&str>) -> Result<Vec<u8>, BackendError> {
     let host = target_lexicon::Triple::host().to_string();
     let isa = isa_for(Some(triple.unwrap_or(&host)), true)?;
-    let builder = cranelift_object::ObjectBuilder::new(
-        isa,
-        format!("{name}.o"),
-        cranelift_module::default_libcall_names(),
-    )
-    .map_err(|e| BackendError::Codegen {
-        what: "object".into(),
-        message: e.to_string(),
-    })?;
+    let builder =
+        cranelift_object::ObjectBuilder::new(isa, format!("{name}.o"), cranelift_module::default_libcall_names())
+            .map_err(|e| BackendError::Codegen { what: "object".into(), message: e.to_string() })?;
     let mut module = cranelift_object::ObjectModule::new(builder);
     codegen::define_program(&mut module, program, name)?;
-    module.finish().emit().map_err(|e| BackendError::Codegen {
-        what: "object emission".into(),
-        message: e.to_string(),
-    })
+    module.finish().emit().map_err(|e| BackendError::Codegen { what: "object emission".into(), message: e.to_string() })
 }

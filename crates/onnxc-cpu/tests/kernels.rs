@@ -10,27 +10,15 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 fn buffer(name: &str, elem: ScalarType, len: u64, kind: BufferKind) -> Buffer {
-    Buffer {
-        name: name.into(),
-        elem,
-        len,
-        kind,
-    }
+    Buffer { name: name.into(), elem, len, kind }
 }
 
 fn io(name: &str, dtype: &str, n: usize, b: u32) -> IoDesc {
-    IoDesc {
-        name: name.into(),
-        dtype: dtype.into(),
-        dims: vec![n],
-        buffer: BufferId(b),
-    }
+    IoDesc { name: name.into(), dtype: dtype.into(), dims: vec![n], buffer: BufferId(b) }
 }
 
 /// y = max(x * w + c, 0) over `n` elements, `c` a broadcast constant.
@@ -47,11 +35,7 @@ fn fused_program(n: usize) -> Program {
                 BinOp::Max,
                 bin(
                     BinOp::Add,
-                    bin(
-                        BinOp::Mul,
-                        load(BufferId(0), var(VarId(0))),
-                        load(BufferId(2), var(VarId(0))),
-                    ),
+                    bin(BinOp::Mul, load(BufferId(0), var(VarId(0))), load(BufferId(2), var(VarId(0)))),
                     load(BufferId(3), int(0)),
                 ),
                 f32c(0.0),
@@ -62,24 +46,10 @@ fn fused_program(n: usize) -> Program {
         buffers: vec![
             buffer("x", ScalarType::F32, n as u64, BufferKind::Input(0)),
             buffer("y", ScalarType::F32, n as u64, BufferKind::Output(0)),
-            buffer(
-                "w",
-                ScalarType::F32,
-                n as u64,
-                BufferKind::Constant(f32_bytes(&weights)),
-            ),
-            buffer(
-                "c",
-                ScalarType::F32,
-                1,
-                BufferKind::Constant(f32_bytes(&[0.25])),
-            ),
+            buffer("w", ScalarType::F32, n as u64, BufferKind::Constant(f32_bytes(&weights))),
+            buffer("c", ScalarType::F32, 1, BufferKind::Constant(f32_bytes(&[0.25]))),
         ],
-        kernels: vec![Kernel {
-            name: "fused".into(),
-            vars: vec![ScalarType::I64],
-            body,
-        }],
+        kernels: vec![Kernel { name: "fused".into(), vars: vec![ScalarType::I64], body }],
         inputs: vec![io("x", "f32", n, 0)],
         outputs: vec![io("y", "f32", n, 1)],
         arena_bytes: 0,
@@ -93,9 +63,7 @@ fn vector_body_and_scalar_remainder_match_naive_loop() {
         let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
         let jit = onnxc_cpu::JitModel::new(&program).unwrap();
         let out = f32s(&jit.run(&[&f32_bytes(&x)]).unwrap()[0]);
-        let BufferKind::Constant(w) = &program.buffers[2].kind else {
-            unreachable!()
-        };
+        let BufferKind::Constant(w) = &program.buffers[2].kind else { unreachable!() };
         let w = f32s(w);
         let naive: Vec<f32> = (0..n).map(|i| (x[i] * w[i] + 0.25).max(0.0)).collect();
         assert_eq!(out, naive, "n = {n}");
@@ -108,11 +76,7 @@ fn loop_carried_dependence_is_not_vectorized() {
     let n = 11;
     let i = var(VarId(0));
     let body = vec![
-        Stmt::Store {
-            buf: BufferId(1),
-            index: int(0),
-            value: load(BufferId(0), int(0)),
-        },
+        Stmt::Store { buf: BufferId(1), index: int(0), value: load(BufferId(0), int(0)) },
         Stmt::For {
             var: VarId(0),
             start: 1,
@@ -133,22 +97,13 @@ fn loop_carried_dependence_is_not_vectorized() {
             buffer("x", ScalarType::F32, n, BufferKind::Input(0)),
             buffer("y", ScalarType::F32, n, BufferKind::Output(0)),
         ],
-        kernels: vec![Kernel {
-            name: "scan".into(),
-            vars: vec![ScalarType::I64],
-            body,
-        }],
+        kernels: vec![Kernel { name: "scan".into(), vars: vec![ScalarType::I64], body }],
         inputs: vec![io("x", "f32", n as usize, 0)],
         outputs: vec![io("y", "f32", n as usize, 1)],
         arena_bytes: 0,
     };
     let x: Vec<f32> = (1..=n).map(|v| v as f32).collect();
-    let out = f32s(
-        &onnxc_cpu::JitModel::new(&program)
-            .unwrap()
-            .run(&[&f32_bytes(&x)])
-            .unwrap()[0],
-    );
+    let out = f32s(&onnxc_cpu::JitModel::new(&program).unwrap().run(&[&f32_bytes(&x)]).unwrap()[0]);
     let naive: Vec<f32> = (1..=n).map(|k| (k * (k + 1) / 2) as f32).collect();
     assert_eq!(out, naive);
 }
@@ -164,11 +119,7 @@ fn integer_division_by_zero_and_overflow_do_not_trap() {
         body: vec![Stmt::Store {
             buf: BufferId(2),
             index: i.clone(),
-            value: bin(
-                BinOp::Div,
-                load(BufferId(0), i.clone()),
-                load(BufferId(1), i),
-            ),
+            value: bin(BinOp::Div, load(BufferId(0), i.clone()), load(BufferId(1), i)),
         }],
     }];
     let program = Program {
@@ -177,31 +128,15 @@ fn integer_division_by_zero_and_overflow_do_not_trap() {
             buffer("b", ScalarType::I64, n, BufferKind::Input(1)),
             buffer("q", ScalarType::I64, n, BufferKind::Output(0)),
         ],
-        kernels: vec![Kernel {
-            name: "div".into(),
-            vars: vec![ScalarType::I64],
-            body,
-        }],
+        kernels: vec![Kernel { name: "div".into(), vars: vec![ScalarType::I64], body }],
         inputs: vec![io("a", "i64", 4, 0), io("b", "i64", 4, 1)],
         outputs: vec![io("q", "i64", 4, 2)],
         arena_bytes: 0,
     };
-    let a: Vec<u8> = [7i64, -7, i64::MIN, 5]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let b: Vec<u8> = [2i64, 2, -1, 0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let out = onnxc_cpu::JitModel::new(&program)
-        .unwrap()
-        .run(&[&a, &b])
-        .unwrap();
-    let q: Vec<i64> = out[0]
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let a: Vec<u8> = [7i64, -7, i64::MIN, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let b: Vec<u8> = [2i64, 2, -1, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = onnxc_cpu::JitModel::new(&program).unwrap().run(&[&a, &b]).unwrap();
+    let q: Vec<i64> = out[0].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(q, [3, -3, i64::MIN, 5]);
 }
 
@@ -215,21 +150,9 @@ fn casts_and_transcendentals_match_rust() {
         start: 0,
         end: n as i64,
         body: vec![
-            Stmt::Store {
-                buf: BufferId(1),
-                index: i.clone(),
-                value: Expr::Cast(ScalarType::I32, Box::new(x.clone())),
-            },
-            Stmt::Store {
-                buf: BufferId(2),
-                index: i.clone(),
-                value: un(UnOp::Tanh, x.clone()),
-            },
-            Stmt::Store {
-                buf: BufferId(3),
-                index: i.clone(),
-                value: un(UnOp::Exp, x),
-            },
+            Stmt::Store { buf: BufferId(1), index: i.clone(), value: Expr::Cast(ScalarType::I32, Box::new(x.clone())) },
+            Stmt::Store { buf: BufferId(2), index: i.clone(), value: un(UnOp::Tanh, x.clone()) },
+            Stmt::Store { buf: BufferId(3), index: i.clone(), value: un(UnOp::Exp, x) },
         ],
     }];
     let program = Program {
@@ -239,41 +162,20 @@ fn casts_and_transcendentals_match_rust() {
             buffer("t", ScalarType::F32, n, BufferKind::Output(1)),
             buffer("e", ScalarType::F32, n, BufferKind::Output(2)),
         ],
-        kernels: vec![Kernel {
-            name: "mix".into(),
-            vars: vec![ScalarType::I64],
-            body,
-        }],
+        kernels: vec![Kernel { name: "mix".into(), vars: vec![ScalarType::I64], body }],
         inputs: vec![io("x", "f32", 6, 0)],
-        outputs: vec![
-            io("i", "i32", 6, 1),
-            io("t", "f32", 6, 2),
-            io("e", "f32", 6, 3),
-        ],
+        outputs: vec![io("i", "i32", 6, 1), io("t", "f32", 6, 2), io("e", "f32", 6, 3)],
         arena_bytes: 0,
     };
     let x = [-2.7f32, -0.5, 0.0, 0.49, 1.5, 3e9];
-    let out = onnxc_cpu::JitModel::new(&program)
-        .unwrap()
-        .run(&[&f32_bytes(&x)])
-        .unwrap();
-    let ints: Vec<i32> = out[0]
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(
-        ints,
-        x.iter().map(|&v| v as i32).collect::<Vec<_>>(),
-        "saturating truncation like Rust's `as`"
-    );
+    let out = onnxc_cpu::JitModel::new(&program).unwrap().run(&[&f32_bytes(&x)]).unwrap();
+    let ints: Vec<i32> = out[0].chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(ints, x.iter().map(|&v| v as i32).collect::<Vec<_>>(), "saturating truncation like Rust's `as`");
     for (got, v) in f32s(&out[1]).iter().zip(x) {
         assert!((got - v.tanh()).abs() <= 1e-6, "tanh({v}) = {got}");
     }
     for (got, v) in f32s(&out[2]).iter().zip(x).take(5) {
-        assert!(
-            (got - v.exp()).abs() <= 1e-6 * v.exp().max(1.0),
-            "exp({v}) = {got}"
-        );
+        assert!((got - v.exp()).abs() <= 1e-6 * v.exp().max(1.0), "exp({v}) = {got}");
     }
 }
 
@@ -281,10 +183,7 @@ fn casts_and_transcendentals_match_rust() {
 fn run_checks_buffer_sizes() {
     let jit = onnxc_cpu::JitModel::new(&fused_program(4)).unwrap();
     let e = jit.run(&[&[0u8; 12]]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "invalid call: input 0 has 12 bytes, expected 16"
-    );
+    assert_eq!(e.to_string(), "invalid call: input 0 has 12 bytes, expected 16");
     assert!(jit.run(&[]).is_err());
 }
 
@@ -293,16 +192,10 @@ fn affine_analysis_finds_unit_strides_only() {
     use onnxc_cpu::codegen::affine_coefficient;
     let v = VarId(0);
     let w = var(VarId(1));
-    assert_eq!(
-        affine_coefficient(&add(mul(w.clone(), int(8)), var(v)), v),
-        Some(1)
-    );
+    assert_eq!(affine_coefficient(&add(mul(w.clone(), int(8)), var(v)), v), Some(1));
     assert_eq!(affine_coefficient(&mul(var(v), int(2)), v), Some(2));
     assert_eq!(affine_coefficient(&w, v), Some(0));
-    assert_eq!(
-        affine_coefficient(&bin(BinOp::Div, var(v), int(2)), v),
-        None
-    );
+    assert_eq!(affine_coefficient(&bin(BinOp::Div, var(v), int(2)), v), None);
     assert_eq!(affine_coefficient(&load(BufferId(0), var(v)), v), None);
 }
 
@@ -312,7 +205,6 @@ fn objects_build_for_x86_64_and_aarch64() {
         let obj = onnxc_cpu::compile_object(&fused_program(13), "m", Some(triple)).unwrap();
         assert_eq!(&obj[..4], b"\x7fELF", "{triple}");
     }
-    let e = onnxc_cpu::compile_object(&fused_program(13), "m", Some("i686-unknown-linux-gnu"))
-        .unwrap_err();
+    let e = onnxc_cpu::compile_object(&fused_program(13), "m", Some("i686-unknown-linux-gnu")).unwrap_err();
     assert!(e.to_string().contains("only 64-bit targets"), "{e}");
 }

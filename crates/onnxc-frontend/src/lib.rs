@@ -29,16 +29,8 @@ pub struct UnsupportedOp {
 
 impl fmt::Display for UnsupportedOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let domain = if self.domain.is_empty() {
-            "ai.onnx"
-        } else {
-            &self.domain
-        };
-        write!(
-            f,
-            "node '{}': {} (domain {domain}, opset {})",
-            self.node, self.op_type, self.opset
-        )
+        let domain = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
+        write!(f, "node '{}': {} (domain {domain}, opset {})", self.node, self.op_type, self.opset)
     }
 }
 
@@ -60,17 +52,9 @@ pub enum FrontendError {
 /// Reads and imports the model at `path`; external data is resolved relative
 /// to its folder.
 pub fn load_model(path: &Path) -> Result<Graph, FrontendError> {
-    let bytes = std::fs::read(path).map_err(|e| FrontendError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let dir = path.parent().map(|p| {
-        if p.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            p
-        }
-    });
+    let bytes = std::fs::read(path)
+        .map_err(|e| FrontendError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
     import_model(&bytes, &path.display().to_string(), dir)
 }
 
@@ -78,26 +62,19 @@ pub fn load_model(path: &Path) -> Result<Graph, FrontendError> {
 pub fn decode_model(bytes: &[u8], path: &str) -> Result<ModelProto, FrontendError> {
     let model = ModelProto::decode(bytes).map_err(|e| FrontendError::Decode {
         path: path.into(),
-        message: format!(
-            "protobuf decoding failed ({e}); the file is truncated or not an ONNX model"
-        ),
+        message: format!("protobuf decoding failed ({e}); the file is truncated or not an ONNX model"),
     })?;
     if model.graph.is_none() || model.ir_version.unwrap_or(0) <= 0 {
         return Err(FrontendError::Decode {
             path: path.into(),
-            message: "it has no graph or no ir_version; the file is truncated or not an ONNX model"
-                .into(),
+            message: "it has no graph or no ir_version; the file is truncated or not an ONNX model".into(),
         });
     }
     Ok(model)
 }
 
 /// Imports serialized model bytes. `path` names the model in messages.
-pub fn import_model(
-    bytes: &[u8],
-    path: &str,
-    model_dir: Option<&Path>,
-) -> Result<Graph, FrontendError> {
+pub fn import_model(bytes: &[u8], path: &str, model_dir: Option<&Path>) -> Result<Graph, FrontendError> {
     let model = decode_model(bytes, path)?;
     import_proto(&model, model_dir)
 }
@@ -106,13 +83,10 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, String> {
     use onnxc_proto::type_proto::Value;
     let name = v.name.clone().unwrap_or_default();
     let Some(Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-        return Err(format!(
-            "'{name}' is not a tensor; only tensor inputs and outputs are supported"
-        ));
+        return Err(format!("'{name}' is not a tensor; only tensor inputs and outputs are supported"));
     };
     let code = t.elem_type.unwrap_or(0);
-    let dtype =
-        dtype_from_onnx(code).ok_or_else(|| format!("'{name}' has unknown element type {code}"))?;
+    let dtype = dtype_from_onnx(code).ok_or_else(|| format!("'{name}' has unknown element type {code}"))?;
     let dims = match &t.shape {
         None => Vec::new(),
         Some(s) => s
@@ -130,32 +104,19 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, String> {
             .collect(),
     };
     if t.shape.is_none() {
-        return Ok(ValueInfo {
-            name: name.clone(),
-            dtype,
-            shape: Shape(vec![Dim::Symbolic(format!("{name}:rank"))]),
-        });
+        return Err(format!(
+            "'{name}' has no shape; onnxc needs at least its rank (re-export the model with input shapes)"
+        ));
     }
-    Ok(ValueInfo {
-        name,
-        dtype,
-        shape: Shape(dims),
-    })
+    Ok(ValueInfo { name, dtype, shape: Shape(dims) })
 }
 
 /// Imports a decoded model.
 pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Graph, FrontendError> {
-    let gp = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| FrontendError::Invalid(vec!["the model has no graph".into()]))?;
-    let mut g = Graph {
-        name: gp.name.clone().unwrap_or_else(|| "main".into()),
-        ..Graph::default()
-    };
+    let gp = model.graph.as_ref().ok_or_else(|| FrontendError::Invalid(vec!["the model has no graph".into()]))?;
+    let mut g = Graph { name: gp.name.clone().unwrap_or_else(|| "main".into()), ..Graph::default() };
     for o in &model.opset_import {
-        g.opsets
-            .insert(o.domain.clone().unwrap_or_default(), o.version.unwrap_or(1));
+        g.opsets.insert(o.domain.clone().unwrap_or_default(), o.version.unwrap_or(1));
     }
     if g.opsets.is_empty() {
         g.opsets.insert(String::new(), 1);
@@ -194,11 +155,7 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
             _ => format!("{}_{i}", n.op_type.clone().unwrap_or_default()),
         };
         let domain = n.domain.clone().unwrap_or_default();
-        let domain_key = if domain == "ai.onnx" {
-            String::new()
-        } else {
-            domain.clone()
-        };
+        let domain_key = if domain == "ai.onnx" { String::new() } else { domain.clone() };
         let opset = g.opsets.get(&domain_key).copied().unwrap_or(0);
         let op_type = n.op_type.clone().unwrap_or_default();
         match ops::import_op(&mut g, n, &node_name, &domain_key, opset, model_dir) {
@@ -206,24 +163,14 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
                 let mut outputs: Vec<ValueInfo> = n
                     .output
                     .iter()
-                    .map(|o| ValueInfo {
-                        name: o.clone(),
-                        dtype: DType::F32,
-                        shape: Shape::default(),
-                    })
+                    .map(|o| ValueInfo { name: o.clone(), dtype: DType::F32, shape: Shape::default() })
                     .collect();
                 if let (Op::Constant(t), Some(out)) = (&op, outputs.first_mut()) {
                     out.dtype = t.dtype;
                     out.shape = Shape::known(&t.dims);
                 }
                 let mut inputs: Vec<String> = n.input.clone();
-                let num_inputs = inputs.len().max(
-                    extra_inputs
-                        .iter()
-                        .map(|(slot, _)| slot + 1)
-                        .max()
-                        .unwrap_or(0),
-                );
+                let num_inputs = inputs.len().max(extra_inputs.iter().map(|(slot, _)| slot + 1).max().unwrap_or(0));
                 inputs.resize(num_inputs, String::new());
                 let id = g.add_node(node_name.clone(), op, num_inputs, outputs);
                 for (slot, t) in extra_inputs {
@@ -239,16 +186,9 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
                 pending.push((id, inputs));
             }
             Err(ops::ImportError::Unsupported) => {
-                unsupported.push(UnsupportedOp {
-                    node: node_name,
-                    op_type,
-                    domain,
-                    opset,
-                });
+                unsupported.push(UnsupportedOp { node: node_name, op_type, domain, opset });
             }
-            Err(ops::ImportError::Invalid(m)) => {
-                errors.push(format!("node '{node_name}' ({op_type}): {m}"))
-            }
+            Err(ops::ImportError::Invalid(m)) => errors.push(format!("node '{node_name}' ({op_type}): {m}")),
             Err(ops::ImportError::Frontend(e)) => return Err(e),
         }
     }
@@ -257,19 +197,18 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     }
 
     // Edges.
-    let mut resolve =
-        |g: &mut Graph, name: &str| -> Result<Option<(NodeId, usize)>, FrontendError> {
-            if let Some(&p) = producers.get(name) {
-                return Ok(Some(p));
-            }
-            if let Some(t) = initializers.get(name) {
-                let tensor = tensor_from_proto(t, model_dir)?;
-                let id = g.add_constant(name.to_string(), tensor);
-                producers.insert(name.to_string(), (id, 0));
-                return Ok(Some((id, 0)));
-            }
-            Ok(None)
-        };
+    let mut resolve = |g: &mut Graph, name: &str| -> Result<Option<(NodeId, usize)>, FrontendError> {
+        if let Some(&p) = producers.get(name) {
+            return Ok(Some(p));
+        }
+        if let Some(t) = initializers.get(name) {
+            let tensor = tensor_from_proto(t, model_dir)?;
+            let id = g.add_constant(name.to_string(), tensor);
+            producers.insert(name.to_string(), (id, 0));
+            return Ok(Some((id, 0)));
+        }
+        Ok(None)
+    };
     for (id, inputs) in pending {
         for (slot, name) in inputs.iter().enumerate() {
             if name.is_empty() {
@@ -291,11 +230,8 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     for v in &gp.output {
         let name = v.name.clone().unwrap_or_default();
         let index = g.outputs.len();
-        let info = value_info(v).unwrap_or(ValueInfo {
-            name: name.clone(),
-            dtype: DType::F32,
-            shape: Shape::default(),
-        });
+        let info =
+            value_info(v).unwrap_or(ValueInfo { name: name.clone(), dtype: DType::F32, shape: Shape::default() });
         let id = g.add_node(name.clone(), Op::Output { index }, 1, vec![info]);
         g.outputs.push(id);
         match resolve(&mut g, &name)? {

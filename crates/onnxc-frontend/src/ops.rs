@@ -34,17 +34,13 @@ impl Attrs<'_> {
     fn int(&self, name: &str, default: i64) -> Result<i64, String> {
         match self.get(name) {
             None => Ok(default),
-            Some(a) => {
-                a.i.ok_or_else(|| format!("attribute '{name}' must be an int"))
-            }
+            Some(a) => a.i.ok_or_else(|| format!("attribute '{name}' must be an int")),
         }
     }
     fn float(&self, name: &str, default: f32) -> Result<f32, String> {
         match self.get(name) {
             None => Ok(default),
-            Some(a) => {
-                a.f.ok_or_else(|| format!("attribute '{name}' must be a float"))
-            }
+            Some(a) => a.f.ok_or_else(|| format!("attribute '{name}' must be a float")),
         }
     }
     fn ints(&self, name: &str) -> Option<Vec<i64>> {
@@ -54,16 +50,11 @@ impl Attrs<'_> {
         self.ints(name)
             .unwrap_or_default()
             .into_iter()
-            .map(|v| {
-                usize::try_from(v)
-                    .map_err(|_| format!("attribute '{name}' has a negative entry {v}"))
-            })
+            .map(|v| usize::try_from(v).map_err(|_| format!("attribute '{name}' has a negative entry {v}")))
             .collect()
     }
     fn string(&self, name: &str) -> Option<String> {
-        self.get(name)
-            .and_then(|a| a.s.as_ref())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
+        self.get(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
     }
 }
 
@@ -112,9 +103,7 @@ pub fn import_op(
         "Identity" => Op::Identity,
         "Dropout" => {
             if n.output.len() > 1 && !n.output[1].is_empty() {
-                return Err("the mask output of Dropout is not supported"
-                    .to_string()
-                    .into());
+                return Err("the mask output of Dropout is not supported".to_string().into());
             }
             Op::Identity
         }
@@ -129,11 +118,7 @@ pub fn import_op(
         "Reciprocal" => Op::Unary(UnaryOp::Reciprocal),
         "Add" | "Sub" | "Mul" | "Div" => {
             if opset < 7 && a.int("broadcast", 0)? != 0 {
-                return Err(
-                    "legacy broadcast (opset < 7 'broadcast' attribute) is not supported"
-                        .to_string()
-                        .into(),
-                );
+                return Err("legacy broadcast (opset < 7 'broadcast' attribute) is not supported".to_string().into());
             }
             Op::Binary(match op_type {
                 "Add" => BinaryOp::Add,
@@ -158,27 +143,19 @@ pub fn import_op(
             trans_b: a.int("transB", 0)? != 0,
         },
         "MatMul" => Op::MatMul,
-        "Conv" => Op::Conv {
-            window: window(&a, false)?,
-            group: a.int("group", 1)?.max(0) as usize,
-        },
+        "Conv" => Op::Conv { window: window(&a, false)?, group: a.int("group", 1)?.max(0) as usize },
         "MaxPool" => {
             if n.output.len() > 1 && !n.output[1].is_empty() {
-                return Err("the Indices output of MaxPool is not supported"
-                    .to_string()
-                    .into());
+                return Err("the Indices output of MaxPool is not supported".to_string().into());
             }
             if a.int("storage_order", 0)? != 0 {
                 return Err("storage_order=1 is not supported".to_string().into());
             }
-            Op::MaxPool {
-                window: window(&a, true)?,
-            }
+            Op::MaxPool { window: window(&a, true)? }
         }
-        "AveragePool" => Op::AveragePool {
-            window: window(&a, true)?,
-            count_include_pad: a.int("count_include_pad", 0)? != 0,
-        },
+        "AveragePool" => {
+            Op::AveragePool { window: window(&a, true)?, count_include_pad: a.int("count_include_pad", 0)? != 0 }
+        }
         "GlobalAveragePool" => Op::GlobalAveragePool,
         "ReduceMean" => {
             if opset < 18 {
@@ -193,47 +170,35 @@ pub fn import_op(
         }
         "Softmax" => {
             let legacy = opset < 13;
-            Op::Softmax {
-                axis: a.int("axis", if legacy { 1 } else { -1 })?,
-                legacy,
-            }
+            Op::Softmax { axis: a.int("axis", if legacy { 1 } else { -1 })?, legacy }
         }
         "BatchNormalization" => {
             if a.int("training_mode", 0)? != 0 || n.output.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err("training mode (extra outputs) is not supported; export the model for inference".to_string().into());
+                return Err("training mode (extra outputs) is not supported; export the model for inference"
+                    .to_string()
+                    .into());
             }
-            Op::BatchNormalization {
-                epsilon: a.float("epsilon", 1e-5)?,
-            }
+            Op::BatchNormalization { epsilon: a.float("epsilon", 1e-5)? }
         }
         "Reshape" => {
             if opset < 5 {
                 return Err(ImportError::Unsupported);
             }
-            Op::Reshape {
-                allow_zero: a.int("allowzero", 0)? != 0,
-            }
+            Op::Reshape { allow_zero: a.int("allowzero", 0)? != 0 }
         }
-        "Flatten" => Op::Flatten {
-            axis: a.int("axis", 1)?,
-        },
+        "Flatten" => Op::Flatten { axis: a.int("axis", 1)? },
         "Transpose" => Op::Transpose {
             perm: match a.ints("perm") {
                 None => None,
                 Some(p) => Some(
                     p.into_iter()
-                        .map(|v| {
-                            usize::try_from(v).map_err(|_| format!("perm has a negative entry {v}"))
-                        })
+                        .map(|v| usize::try_from(v).map_err(|_| format!("perm has a negative entry {v}")))
                         .collect::<Result<_, _>>()?,
                 ),
             },
         },
         "Concat" => Op::Concat {
-            axis: a
-                .get("axis")
-                .and_then(|x| x.i)
-                .ok_or_else(|| "attribute 'axis' is required".to_string())?,
+            axis: a.get("axis").and_then(|x| x.i).ok_or_else(|| "attribute 'axis' is required".to_string())?,
         },
         "Squeeze" | "Unsqueeze" => {
             if opset < 13 {
@@ -249,45 +214,27 @@ pub fn import_op(
                 Op::Unsqueeze
             }
         }
-        "Shape" => Op::Shape {
-            start: a.int("start", 0)?,
-            end: a.get("end").and_then(|x| x.i),
-        },
-        "Gather" => Op::Gather {
-            axis: a.int("axis", 0)?,
-        },
+        "Shape" => Op::Shape { start: a.int("start", 0)?, end: a.get("end").and_then(|x| x.i) },
+        "Gather" => Op::Gather { axis: a.int("axis", 0)? },
         "Cast" => {
             let to = a.int("to", 0)?;
-            Op::Cast {
-                to: dtype_from_onnx(to as i32)
-                    .ok_or_else(|| format!("attribute 'to' has unknown dtype {to}"))?,
-            }
+            Op::Cast { to: dtype_from_onnx(to as i32).ok_or_else(|| format!("attribute 'to' has unknown dtype {to}"))? }
         }
         "Constant" => Op::Constant(constant_value(&a, model_dir)?),
         _ => return Err(ImportError::Unsupported),
     };
-    Ok(Imported {
-        op,
-        extra_inputs: extra,
-    })
+    Ok(Imported { op, extra_inputs: extra })
 }
 
 fn constant_value(a: &Attrs, model_dir: Option<&Path>) -> Result<Tensor, ImportError> {
-    let attr =
-        a.0.first()
-            .ok_or_else(|| ImportError::Invalid("Constant has no value attribute".into()))?;
+    let attr = a.0.first().ok_or_else(|| ImportError::Invalid("Constant has no value attribute".into()))?;
     if a.0.len() != 1 {
-        return Err(ImportError::Invalid(
-            "Constant must have exactly one value attribute".into(),
-        ));
+        return Err(ImportError::Invalid("Constant must have exactly one value attribute".into()));
     }
     let name = attr.name.as_deref().unwrap_or("");
     Ok(match name {
         "value" => {
-            let t = attr
-                .t
-                .as_ref()
-                .ok_or_else(|| ImportError::Invalid("attribute 'value' holds no tensor".into()))?;
+            let t = attr.t.as_ref().ok_or_else(|| ImportError::Invalid("attribute 'value' holds no tensor".into()))?;
             tensor_from_proto(t, model_dir).map_err(ImportError::Frontend)?
         }
         "value_float" => Tensor::from_f32(&[], &[attr.f.unwrap_or(0.0)]),
@@ -295,14 +242,9 @@ fn constant_value(a: &Attrs, model_dir: Option<&Path>) -> Result<Tensor, ImportE
         "value_int" => Tensor::from_i64(&[], &[attr.i.unwrap_or(0)]),
         "value_ints" => Tensor::from_i64(&[attr.ints.len()], &attr.ints),
         other => {
-            let kind = attr
-                .r#type
-                .and_then(|t| AttributeType::try_from(t).ok())
-                .map(|t| t.as_str_name())
-                .unwrap_or("?");
-            return Err(ImportError::Invalid(format!(
-                "Constant attribute '{other}' ({kind}) is not supported"
-            )));
+            let kind =
+                attr.r#type.and_then(|t| AttributeType::try_from(t).ok()).map(|t| t.as_str_name()).unwrap_or("?");
+            return Err(ImportError::Invalid(format!("Constant attribute '{other}' ({kind}) is not supported")));
         }
     })
 }

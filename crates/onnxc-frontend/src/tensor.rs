@@ -56,15 +56,9 @@ pub fn dtype_to_onnx(dt: DType) -> i32 {
 
 /// Converts a TensorProto. `model_dir` is where external data files are
 /// looked up; a location that leaves it is refused.
-pub fn tensor_from_proto(
-    t: &TensorProto,
-    model_dir: Option<&Path>,
-) -> Result<Tensor, FrontendError> {
+pub fn tensor_from_proto(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, FrontendError> {
     let name = t.name.clone().unwrap_or_default();
-    let bad = |message: String| FrontendError::Tensor {
-        tensor: name.clone(),
-        message,
-    };
+    let bad = |message: String| FrontendError::Tensor { tensor: name.clone(), message };
     let code = t.data_type.unwrap_or(0);
     let dtype = dtype_from_onnx(code).ok_or_else(|| bad(format!("unknown data_type {code}")))?;
     let mut dims = Vec::with_capacity(t.dims.len());
@@ -79,13 +73,9 @@ pub fn tensor_from_proto(
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
     let Some(width) = dtype.size_bytes() else {
-        return Err(bad(format!(
-            "dtype {dtype} has no dense layout that onnxc handles yet"
-        )));
+        return Err(bad(format!("dtype {dtype} has no dense layout that onnxc handles yet")));
     };
-    let expected = numel
-        .checked_mul(width)
-        .ok_or_else(|| bad("size overflows".into()))?;
+    let expected = numel.checked_mul(width).ok_or_else(|| bad("size overflows".into()))?;
     let bytes = if t.data_location == Some(DataLocation::External as i32) {
         read_external(t, model_dir, expected).map_err(bad)?
     } else if let Some(raw) = &t.raw_data {
@@ -93,55 +83,26 @@ pub fn tensor_from_proto(
     } else {
         let mut b = Vec::with_capacity(expected);
         match dtype {
-            DType::F32 => t
-                .float_data
-                .iter()
-                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
-            DType::F64 => t
-                .double_data
-                .iter()
-                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
-            DType::I64 => t
-                .int64_data
-                .iter()
-                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
-            DType::U32 | DType::U64 => t
-                .uint64_data
-                .iter()
-                .for_each(|&v| b.extend_from_slice(&v.to_le_bytes()[..width])),
-            DType::I32
-            | DType::I16
-            | DType::I8
-            | DType::U16
-            | DType::U8
-            | DType::Bool
-            | DType::F16
-            | DType::BF16 => t
-                .int32_data
-                .iter()
-                .for_each(|&v| b.extend_from_slice(&v.to_le_bytes()[..width])),
-            _ => {
-                return Err(bad(format!(
-                    "dtype {dtype} is not supported in typed fields"
-                )))
+            DType::F32 => t.float_data.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::F64 => t.double_data.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::I64 => t.int64_data.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::U32 | DType::U64 => {
+                t.uint64_data.iter().for_each(|&v| b.extend_from_slice(&v.to_le_bytes()[..width]))
             }
+            DType::I32 | DType::I16 | DType::I8 | DType::U16 | DType::U8 | DType::Bool | DType::F16 | DType::BF16 => {
+                t.int32_data.iter().for_each(|&v| b.extend_from_slice(&v.to_le_bytes()[..width]))
+            }
+            _ => return Err(bad(format!("dtype {dtype} is not supported in typed fields"))),
         }
         b
     };
     if bytes.len() != expected {
-        return Err(bad(format!(
-            "holds {} bytes of data, but dims {dims:?} of {dtype} need {expected}",
-            bytes.len()
-        )));
+        return Err(bad(format!("holds {} bytes of data, but dims {dims:?} of {dtype} need {expected}", bytes.len())));
     }
     Ok(Tensor { dtype, dims, bytes })
 }
 
-fn read_external(
-    t: &TensorProto,
-    model_dir: Option<&Path>,
-    expected: usize,
-) -> Result<Vec<u8>, String> {
+fn read_external(t: &TensorProto, model_dir: Option<&Path>, expected: usize) -> Result<Vec<u8>, String> {
     let mut location = None;
     let mut offset = 0u64;
     let mut length = None;
@@ -150,45 +111,36 @@ fn read_external(
         match kv.key.as_deref() {
             Some("location") => location = Some(value),
             Some("offset") => {
-                offset = value
-                    .parse()
-                    .map_err(|_| format!("external data offset '{value}' is not a number"))?
+                offset = value.parse().map_err(|_| format!("external data offset '{value}' is not a number"))?
             }
             Some("length") => {
-                length = Some(
-                    value
-                        .parse::<u64>()
-                        .map_err(|_| format!("external data length '{value}' is not a number"))?,
-                )
+                length =
+                    Some(value.parse::<u64>().map_err(|_| format!("external data length '{value}' is not a number"))?)
             }
             _ => {}
         }
     }
     let location = location.ok_or("external data has no location")?;
     let rel = Path::new(&location);
-    let escapes = rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    let escapes = rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
     if escapes {
-        return Err(format!("external data path '{location}' leaves the model's folder; only paths inside it are allowed"));
+        return Err(format!(
+            "external data path '{location}' leaves the model's folder; only paths inside it are allowed"
+        ));
     }
-    let dir = model_dir.ok_or_else(|| format!("external data '{location}' needs the model's folder, but the model was not loaded from a file"))?;
+    let dir = model_dir.ok_or_else(|| {
+        format!("external data '{location}' needs the model's folder, but the model was not loaded from a file")
+    })?;
     let path = dir.join(rel);
     // Symlinks could still point outside: compare canonical paths.
     if let (Ok(canon), Ok(canon_dir)) = (path.canonicalize(), dir.canonicalize()) {
         if !canon.starts_with(&canon_dir) {
-            return Err(format!(
-                "external data path '{location}' resolves outside the model's folder"
-            ));
+            return Err(format!("external data path '{location}' resolves outside the model's folder"));
         }
     }
-    let data = std::fs::read(&path)
-        .map_err(|e| format!("cannot read external data file '{}': {e}", path.display()))?;
+    let data = std::fs::read(&path).map_err(|e| format!("cannot read external data file '{}': {e}", path.display()))?;
     let len = length.unwrap_or(expected as u64);
-    let end = offset
-        .checked_add(len)
-        .ok_or("external data offset + length overflows")?;
+    let end = offset.checked_add(len).ok_or("external data offset + length overflows")?;
     if end > data.len() as u64 {
         return Err(format!(
             "external data file '{}' has {} bytes, but the tensor needs bytes {offset}..{end}",

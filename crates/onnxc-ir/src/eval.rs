@@ -10,32 +10,17 @@ use crate::{BinaryOp, DType, Op, Tensor, UnaryOp};
 /// Evaluates `op` on constant `inputs` (`None` for an absent optional input),
 /// given the inferred output dtypes and dims. `None` when the op or dtype is
 /// not covered.
-pub fn eval_op(
-    op: &Op,
-    inputs: &[Option<&Tensor>],
-    out: &[(DType, Vec<usize>)],
-) -> Option<Vec<Tensor>> {
+pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)]) -> Option<Vec<Tensor>> {
     let x = inputs.first().copied().flatten();
     let (odt, odims) = out.first().cloned()?;
-    let relabel = |t: &Tensor| Tensor {
-        dtype: t.dtype,
-        dims: odims.clone(),
-        bytes: t.bytes.clone(),
-    };
+    let relabel = |t: &Tensor| Tensor { dtype: t.dtype, dims: odims.clone(), bytes: t.bytes.clone() };
     let t = match op {
-        Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => {
-            relabel(x?)
-        }
+        Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => relabel(x?),
         Op::Cast { to } => {
             let x = x?;
             if x.dtype.is_float() || !to.is_int() && *to != DType::Bool {
-                let v = x.to_f64_vec()?;
-                if to.is_int() {
-                    let iv: Vec<i64> = v.iter().map(|f| *f as i64).collect();
-                    Tensor::from_i64_as(*to, &odims, &iv)?
-                } else {
-                    Tensor::from_f64_as(*to, &odims, &v)?
-                }
+                // Float to int saturates at the target type, as compiled casts do.
+                Tensor::from_f64_as(*to, &odims, &x.to_f64_vec()?)?
             } else {
                 Tensor::from_i64_as(*to, &odims, &x.to_i64_vec()?)?
             }
@@ -55,10 +40,7 @@ pub fn eval_op(
             if odt.is_float() {
                 let av = a.to_f64_vec()?;
                 let cv = c.to_f64_vec()?;
-                let r: Vec<f64> = idx
-                    .iter()
-                    .map(|&(i, j)| binary_f(*b, av[i], cv[j]))
-                    .collect();
+                let r: Vec<f64> = idx.iter().map(|&(i, j)| binary_f(*b, av[i], cv[j])).collect();
                 Tensor::from_f64_as(odt, &odims, &r)?
             } else {
                 let av = a.to_i64_vec()?;
@@ -109,18 +91,10 @@ pub fn eval_op(
                     coord[k] = 0;
                 }
             }
-            Tensor {
-                dtype: x.dtype,
-                dims: odims,
-                bytes,
-            }
+            Tensor { dtype: x.dtype, dims: odims, bytes }
         }
         Op::Concat { axis } => {
-            let parts: Vec<&Tensor> = inputs
-                .iter()
-                .map(|t| t.ok_or(()))
-                .collect::<Result<_, _>>()
-                .ok()?;
+            let parts: Vec<&Tensor> = inputs.iter().map(|t| t.ok_or(())).collect::<Result<_, _>>().ok()?;
             let first = parts.first()?;
             let w = first.dtype.size_bytes()?;
             let axis = normalize_axis(*axis, first.dims.len())?;
@@ -132,11 +106,7 @@ pub fn eval_op(
                     bytes.extend_from_slice(&p.bytes[o * chunk..(o + 1) * chunk]);
                 }
             }
-            Tensor {
-                dtype: first.dtype,
-                dims: odims,
-                bytes,
-            }
+            Tensor { dtype: first.dtype, dims: odims, bytes }
         }
         Op::Gather { axis } => {
             let data = x?;
@@ -157,11 +127,7 @@ pub fn eval_op(
                     bytes.extend_from_slice(&data.bytes[start..start + inner]);
                 }
             }
-            Tensor {
-                dtype: data.dtype,
-                dims: odims,
-                bytes,
-            }
+            Tensor { dtype: data.dtype, dims: odims, bytes }
         }
         Op::MatMul | Op::Gemm { .. } => {
             if !odt.is_float() {
@@ -169,13 +135,7 @@ pub fn eval_op(
             }
             let a = x?;
             let b = inputs.get(1).copied().flatten()?;
-            let r = if let Op::Gemm {
-                alpha,
-                beta,
-                trans_a,
-                trans_b,
-            } = op
-            {
+            let r = if let Op::Gemm { alpha, beta, trans_a, trans_b } = op {
                 let (m, n) = (odims[0], odims[1]);
                 let k = if *trans_a { a.dims[0] } else { a.dims[1] };
                 let av = a.to_f64_vec()?;
@@ -189,16 +149,8 @@ pub fn eval_op(
                     for j in 0..n {
                         let mut s = 0.0;
                         for p in 0..k {
-                            let ai = if *trans_a {
-                                av[p * m + i]
-                            } else {
-                                av[i * k + p]
-                            };
-                            let bj = if *trans_b {
-                                bv[j * k + p]
-                            } else {
-                                bv[p * n + j]
-                            };
+                            let ai = if *trans_a { av[p * m + i] } else { av[i * k + p] };
+                            let bj = if *trans_b { bv[j * k + p] } else { bv[p * n + j] };
                             s += ai * bj;
                         }
                         r[i * n + j] = *alpha as f64 * s;
@@ -281,23 +233,9 @@ pub fn broadcast_index(a: &[usize], b: &[usize], out: &[usize]) -> Option<Vec<(u
 }
 
 /// Numpy `matmul` on f64 values with the output dims already inferred.
-pub fn matmul_ref(
-    a: &[f64],
-    ad: &[usize],
-    b: &[f64],
-    bd: &[usize],
-    od: &[usize],
-) -> Option<Vec<f64>> {
-    let ad2: Vec<usize> = if ad.len() == 1 {
-        vec![1, ad[0]]
-    } else {
-        ad.to_vec()
-    };
-    let bd2: Vec<usize> = if bd.len() == 1 {
-        vec![bd[0], 1]
-    } else {
-        bd.to_vec()
-    };
+pub fn matmul_ref(a: &[f64], ad: &[usize], b: &[f64], bd: &[usize], od: &[usize]) -> Option<Vec<f64>> {
+    let ad2: Vec<usize> = if ad.len() == 1 { vec![1, ad[0]] } else { ad.to_vec() };
+    let bd2: Vec<usize> = if bd.len() == 1 { vec![bd[0], 1] } else { bd.to_vec() };
     let (m, k) = (ad2[ad2.len() - 2], ad2[ad2.len() - 1]);
     let n = bd2[bd2.len() - 1];
     let batch = broadcast_shapes(&ad2[..ad2.len() - 2], &bd2[..bd2.len() - 2])?;

@@ -63,39 +63,20 @@ impl NodeError {
     /// Builds an error for `node` of `graph`.
     pub fn new(graph: &Graph, node: NodeId, message: impl Into<String>) -> NodeError {
         let n = &graph.graph[node];
-        NodeError {
-            node: n.name.clone(),
-            op: n.op.name(),
-            message: message.into(),
-        }
+        NodeError { node: n.name.clone(), op: n.op.name(), message: message.into() }
     }
 }
 
 impl Graph {
     /// Adds a node.
-    pub fn add_node(
-        &mut self,
-        name: impl Into<String>,
-        op: Op,
-        num_inputs: usize,
-        outputs: Vec<ValueInfo>,
-    ) -> NodeId {
-        self.graph.add_node(Node {
-            name: name.into(),
-            op,
-            num_inputs,
-            outputs,
-        })
+    pub fn add_node(&mut self, name: impl Into<String>, op: Op, num_inputs: usize, outputs: Vec<ValueInfo>) -> NodeId {
+        self.graph.add_node(Node { name: name.into(), op, num_inputs, outputs })
     }
 
     /// Adds a constant node producing `tensor` under `name`.
     pub fn add_constant(&mut self, name: impl Into<String>, tensor: Tensor) -> NodeId {
         let name = name.into();
-        let info = ValueInfo {
-            name: name.clone(),
-            dtype: tensor.dtype,
-            shape: Shape::known(&tensor.dims),
-        };
+        let info = ValueInfo { name: name.clone(), dtype: tensor.dtype, shape: Shape::known(&tensor.dims) };
         self.add_node(name, Op::Constant(tensor), 0, vec![info])
     }
 
@@ -114,8 +95,7 @@ impl Graph {
 
     /// Type of input `slot` of `node`.
     pub fn input_info(&self, node: NodeId, slot: usize) -> Option<&ValueInfo> {
-        self.input_of(node, slot)
-            .and_then(|(src, s)| self.graph[src].outputs.get(s))
+        self.input_of(node, slot).and_then(|(src, s)| self.graph[src].outputs.get(s))
     }
 
     /// The constant value of input `slot` of `node`, when its producer is a constant.
@@ -141,11 +121,7 @@ impl Graph {
 
     /// Turns `node` into a constant holding `tensor`, dropping its inputs.
     pub fn make_constant(&mut self, node: NodeId, tensor: Tensor) {
-        let incoming: Vec<_> = self
-            .graph
-            .edges_directed(node, Direction::Incoming)
-            .map(|e| e.id())
-            .collect();
+        let incoming: Vec<_> = self.graph.edges_directed(node, Direction::Incoming).map(|e| e.id()).collect();
         for e in incoming {
             self.graph.remove_edge(e);
         }
@@ -164,11 +140,8 @@ impl Graph {
         for n in self.graph.node_indices() {
             indeg.insert(n, self.graph.edges_directed(n, Direction::Incoming).count());
         }
-        let mut ready: std::collections::BTreeSet<NodeId> = indeg
-            .iter()
-            .filter(|(_, &d)| d == 0)
-            .map(|(&n, _)| n)
-            .collect();
+        let mut ready: std::collections::BTreeSet<NodeId> =
+            indeg.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
         let mut order = Vec::with_capacity(indeg.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);
@@ -196,11 +169,7 @@ impl Graph {
                 stack.extend(self.graph.neighbors_directed(n, Direction::Incoming));
             }
         }
-        let dead: Vec<_> = self
-            .graph
-            .node_indices()
-            .filter(|n| !live.contains(n))
-            .collect();
+        let dead: Vec<_> = self.graph.node_indices().filter(|n| !live.contains(n)).collect();
         for &n in &dead {
             self.graph.remove_node(n);
         }

@@ -17,13 +17,8 @@ pub struct InferOptions {
 /// Infers every node's output types and folds constant nodes. Collects one
 /// error per node that cannot be typed.
 pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Vec<NodeError>> {
-    let order = graph.topo_order().map_err(|e| {
-        vec![NodeError {
-            node: graph.name.clone(),
-            op: "graph".into(),
-            message: e,
-        }]
-    })?;
+    let order =
+        graph.topo_order().map_err(|e| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: e }])?;
     let mut errors = Vec::new();
     let mut failed = std::collections::BTreeSet::new();
     for id in order {
@@ -32,16 +27,13 @@ pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Ve
             continue;
         }
         // A node downstream of a failure cannot be typed; report only the root.
-        let upstream_failed = (0..node.num_inputs).any(|s| {
-            graph
-                .input_of(id, s)
-                .is_some_and(|(src, _)| failed.contains(&src))
-        });
+        let upstream_failed =
+            (0..node.num_inputs).any(|s| graph.input_of(id, s).is_some_and(|(src, _)| failed.contains(&src)));
         if upstream_failed {
             failed.insert(id);
             continue;
         }
-        match infer_node(graph, id) {
+        match infer_node(graph, id).and_then(check_sizes) {
             Ok(outs) => {
                 let node = &mut graph.graph[id];
                 for (slot, (dt, dims)) in outs.iter().enumerate() {
@@ -65,6 +57,23 @@ pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Ve
     } else {
         Err(errors)
     }
+}
+
+/// Largest tensor onnxc compiles, in bytes (2^40: far beyond any real model,
+/// small enough that index arithmetic on it cannot overflow).
+pub const MAX_TENSOR_BYTES: u128 = 1 << 40;
+
+fn check_sizes(outs: Vec<(DType, Vec<usize>)>) -> Result<Vec<(DType, Vec<usize>)>, String> {
+    for (dt, dims) in &outs {
+        let elems = dims.iter().try_fold(1u128, |a, &d| a.checked_mul(d as u128)).unwrap_or(u128::MAX);
+        let bytes = elems.saturating_mul(dt.size_bytes().unwrap_or(1) as u128);
+        if bytes > MAX_TENSOR_BYTES {
+            return Err(format!(
+                "the output would be {dt}{dims:?}, over the {MAX_TENSOR_BYTES}-byte limit on one tensor"
+            ));
+        }
+    }
+    Ok(outs)
 }
 
 fn fold_node(graph: &mut Graph, id: NodeId, outs: &[(DType, Vec<usize>)]) {
@@ -119,42 +128,27 @@ fn shape_range(op: &Op, rank: usize) -> (usize, usize) {
 type Typed = (DType, Vec<usize>);
 
 fn input(graph: &Graph, id: NodeId, slot: usize) -> Result<Typed, String> {
-    let info = graph
-        .input_info(id, slot)
-        .ok_or_else(|| format!("input {slot} is missing"))?;
-    let dims = info.shape.as_known().ok_or_else(|| {
-        format!(
-            "input {slot} ('{}') has unknown dims {}",
-            info.name, info.shape
-        )
-    })?;
+    let info = graph.input_info(id, slot).ok_or_else(|| format!("input {slot} is missing"))?;
+    let dims = info
+        .shape
+        .as_known()
+        .ok_or_else(|| format!("input {slot} ('{}') has unknown dims {}", info.name, info.shape))?;
     Ok((info.dtype, dims))
 }
 
-fn const_i64s(
-    graph: &Graph,
-    id: NodeId,
-    slot: usize,
-    what: &str,
-) -> Result<Option<Vec<i64>>, String> {
+fn const_i64s(graph: &Graph, id: NodeId, slot: usize, what: &str) -> Result<Option<Vec<i64>>, String> {
     if graph.input_of(id, slot).is_none() {
         return Ok(None);
     }
-    let t = graph
-        .const_input(id, slot)
-        .ok_or_else(|| format!("{what} (input {slot}) must be known at compile time"))?;
-    t.to_i64_vec()
-        .map(Some)
-        .ok_or_else(|| format!("{what} must be an integer tensor"))
+    let t =
+        graph.const_input(id, slot).ok_or_else(|| format!("{what} (input {slot}) must be known at compile time"))?;
+    t.to_i64_vec().map(Some).ok_or_else(|| format!("{what} must be an integer tensor"))
 }
 
 fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec<usize>, String> {
     let n = in_dims.len();
     if w.kernel.len() != n {
-        return Err(format!(
-            "kernel has {} dims but the input has {n} spatial dims",
-            w.kernel.len()
-        ));
+        return Err(format!("kernel has {} dims but the input has {n} spatial dims", w.kernel.len()));
     }
     if w.strides.is_empty() {
         w.strides = vec![1; n];
@@ -173,17 +167,26 @@ fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
+        let limit = 1usize << 32;
+        if w.kernel[i] > limit
+            || w.dilations[i] > limit
+            || w.strides[i] > limit
+            || w.pads[i] > limit
+            || w.pads[i + n] > limit
+        {
+            return Err("kernel, stride, dilation and pad values must be below 2^32".into());
+        }
+        if in_dims[i] == 0 {
+            return Err(format!("spatial dim {i} of the input is 0"));
+        }
         let ek = (w.kernel[i] - 1) * w.dilations[i] + 1;
         match w.auto_pad {
             AutoPad::SameUpper | AutoPad::SameLower => {
                 let o = in_dims[i].div_ceil(w.strides[i]);
                 let total = ((o - 1) * w.strides[i] + ek).saturating_sub(in_dims[i]);
                 let small = total / 2;
-                let (b, e) = if w.auto_pad == AutoPad::SameUpper {
-                    (small, total - small)
-                } else {
-                    (total - small, small)
-                };
+                let (b, e) =
+                    if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
                 w.pads[i] = b;
                 w.pads[i + n] = e;
             }
@@ -195,9 +198,7 @@ fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec
         }
         let padded = in_dims[i] + w.pads[i] + w.pads[i + n];
         if padded < ek {
-            return Err(format!(
-                "window of {ek} does not fit the padded input extent {padded} in spatial dim {i}"
-            ));
+            return Err(format!("window of {ek} does not fit the padded input extent {padded} in spatial dim {i}"));
         }
         let mut o = if op_is_pool && w.ceil_mode {
             (padded - ek).div_ceil(w.strides[i]) + 1
@@ -214,9 +215,29 @@ fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec
     Ok(out)
 }
 
+/// Requires the present inputs among `slots` to share input 0's dtype.
+fn same_dtypes(graph: &Graph, id: NodeId, slots: std::ops::Range<usize>) -> Result<(), String> {
+    let Some(first) = graph.input_info(id, 0).map(|i| i.dtype) else { return Ok(()) };
+    for slot in slots {
+        if let Some(info) = graph.input_info(id, slot) {
+            if info.dtype != first {
+                return Err(format!("input {slot} ('{}') is {}, but input 0 is {first}", info.name, info.dtype));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Infers the output types of one node (and resolves window attributes).
 fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
     let op = graph.graph[id].op.clone();
+    match op {
+        Op::Gemm { .. } | Op::Conv { .. } => same_dtypes(graph, id, 1..3)?,
+        Op::MatMul => same_dtypes(graph, id, 1..2)?,
+        Op::BatchNormalization { .. } => same_dtypes(graph, id, 1..5)?,
+        Op::Concat { .. } => same_dtypes(graph, id, 1..graph.graph[id].num_inputs)?,
+        _ => {}
+    }
     let x = || input(graph, id, 0);
     let out = match op {
         Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
@@ -227,9 +248,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                 if graph.input_of(id, slot).is_some() {
                     let (bdt, bd) = input(graph, id, slot)?;
                     if bdt != dt || bd.iter().product::<usize>() != 1 {
-                        return Err(format!(
-                            "bound input {slot} must be a {dt} scalar, got {bdt}{bd:?}"
-                        ));
+                        return Err(format!("bound input {slot} must be a {dt} scalar, got {bdt}{bd:?}"));
                     }
                 }
             }
@@ -242,13 +261,10 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             if adt != bdt {
                 return Err(format!("operand dtypes differ: {adt} and {bdt}"));
             }
-            let d = broadcast_shapes(&a, &b)
-                .ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))?;
+            let d = broadcast_shapes(&a, &b).ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))?;
             (adt, d)
         }
-        Op::Gemm {
-            trans_a, trans_b, ..
-        } => {
+        Op::Gemm { trans_a, trans_b, .. } => {
             let (dt, a) = x()?;
             let (_, b) = input(graph, id, 1)?;
             if a.len() != 2 || b.len() != 2 {
@@ -276,16 +292,8 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             if a.is_empty() || b.is_empty() {
                 return Err("MatMul operands must have rank >= 1".into());
             }
-            let a2: Vec<usize> = if a.len() == 1 {
-                vec![1, a[0]]
-            } else {
-                a.clone()
-            };
-            let b2: Vec<usize> = if b.len() == 1 {
-                vec![b[0], 1]
-            } else {
-                b.clone()
-            };
+            let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.clone() };
+            let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.clone() };
             let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
             let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
             if k != k2 {
@@ -305,23 +313,15 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let (dt, xd) = x()?;
             let (_, wd) = input(graph, id, 1)?;
             if xd.len() < 3 || wd.len() != xd.len() {
-                return Err(format!(
-                    "input {xd:?} and weights {wd:?} must have the same rank >= 3"
-                ));
+                return Err(format!("input {xd:?} and weights {wd:?} must have the same rank >= 3"));
             }
-            if group == 0 || xd[1] % group != 0 || wd[0] % group != 0 || wd[1] * group != xd[1] {
-                return Err(format!(
-                    "channels do not match: input {xd:?}, weights {wd:?}, group {group}"
-                ));
+            if group == 0 || xd[1] % group != 0 || wd[0] % group != 0 || wd[1].checked_mul(group) != Some(xd[1]) {
+                return Err(format!("channels do not match: input {xd:?}, weights {wd:?}, group {group}"));
             }
             if window.kernel.is_empty() {
                 window.kernel = wd[2..].to_vec();
             } else if window.kernel != wd[2..] {
-                return Err(format!(
-                    "kernel_shape {:?} differs from the weights' {:?}",
-                    window.kernel,
-                    &wd[2..]
-                ));
+                return Err(format!("kernel_shape {:?} differs from the weights' {:?}", window.kernel, &wd[2..]));
             }
             if graph.input_of(id, 2).is_some() {
                 let (_, bd) = input(graph, id, 2)?;
@@ -344,20 +344,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             graph.graph[id].op = Op::MaxPool { window };
             (dt, d)
         }
-        Op::AveragePool {
-            mut window,
-            count_include_pad,
-        } => {
+        Op::AveragePool { mut window, count_include_pad } => {
             let (dt, xd) = x()?;
             if xd.len() < 3 {
                 return Err(format!("input {xd:?} must have rank >= 3"));
             }
             let mut d = xd[..2].to_vec();
             d.extend(window_out(&mut window, &xd[2..], true)?);
-            graph.graph[id].op = Op::AveragePool {
-                window,
-                count_include_pad,
-            };
+            graph.graph[id].op = Op::AveragePool { window, count_include_pad };
             (dt, d)
         }
         Op::GlobalAveragePool => {
@@ -369,10 +363,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             d.resize(xd.len(), 1);
             (dt, d)
         }
-        Op::ReduceMean {
-            keepdims,
-            noop_with_empty_axes,
-        } => {
+        Op::ReduceMean { keepdims, noop_with_empty_axes } => {
             let (dt, xd) = x()?;
             let axes = reduce_axes(graph, id, xd.len(), noop_with_empty_axes)?;
             let mut d = Vec::new();
@@ -401,18 +392,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             for slot in 1..5 {
                 let (_, p) = input(graph, id, slot)?;
                 if p != [xd[1]] {
-                    return Err(format!(
-                        "parameter input {slot} is {p:?}, expected [{}]",
-                        xd[1]
-                    ));
+                    return Err(format!("parameter input {slot} is {p:?}, expected [{}]", xd[1]));
                 }
             }
             (dt, xd)
         }
         Op::Reshape { allow_zero } => {
             let (dt, xd) = x()?;
-            let spec =
-                const_i64s(graph, id, 1, "the shape")?.ok_or("the shape input is missing")?;
+            let spec = const_i64s(graph, id, 1, "the shape")?.ok_or("the shape input is missing")?;
             (dt, reshape_dims(&xd, &spec, allow_zero)?)
         }
         Op::Flatten { axis } => {
@@ -427,16 +414,11 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         }
         Op::Transpose { ref perm } => {
             let (dt, xd) = x()?;
-            let p: Vec<usize> = perm
-                .clone()
-                .unwrap_or_else(|| (0..xd.len()).rev().collect());
+            let p: Vec<usize> = perm.clone().unwrap_or_else(|| (0..xd.len()).rev().collect());
             let mut sorted = p.clone();
             sorted.sort();
             if sorted != (0..xd.len()).collect::<Vec<_>>() {
-                return Err(format!(
-                    "perm {p:?} is not a permutation of the input's {} dims",
-                    xd.len()
-                ));
+                return Err(format!("perm {p:?} is not a permutation of the input's {} dims", xd.len()));
             }
             (dt, p.iter().map(|&i| xd[i]).collect())
         }
@@ -447,11 +429,10 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let mut d = first.clone();
             for slot in 1..graph.graph[id].num_inputs {
                 let (odt, od) = input(graph, id, slot)?;
-                if odt != dt
-                    || od.len() != first.len()
-                    || (0..od.len()).any(|i| i != a && od[i] != first[i])
-                {
-                    return Err(format!("input {slot} ({odt}{od:?}) does not match input 0 ({dt}{first:?}) off axis {a}"));
+                if odt != dt || od.len() != first.len() || (0..od.len()).any(|i| i != a && od[i] != first[i]) {
+                    return Err(format!(
+                        "input {slot} ({odt}{od:?}) does not match input 0 ({dt}{first:?}) off axis {a}"
+                    ));
                 }
                 d[a] += od[a];
             }
@@ -462,23 +443,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let axes = match const_i64s(graph, id, 1, "axes")? {
                 Some(a) => a
                     .iter()
-                    .map(|&v| {
-                        normalize_axis(v, xd.len())
-                            .ok_or_else(|| format!("axis {v} is out of range"))
-                    })
+                    .map(|&v| normalize_axis(v, xd.len()).ok_or_else(|| format!("axis {v} is out of range")))
                     .collect::<Result<Vec<_>, _>>()?,
                 None => (0..xd.len()).filter(|&i| xd[i] == 1).collect(),
             };
             if let Some(&bad) = axes.iter().find(|&&a| xd[a] != 1) {
                 return Err(format!("cannot squeeze axis {bad} of extent {}", xd[bad]));
             }
-            (
-                dt,
-                (0..xd.len())
-                    .filter(|i| !axes.contains(i))
-                    .map(|i| xd[i])
-                    .collect(),
-            )
+            (dt, (0..xd.len()).filter(|i| !axes.contains(i)).map(|i| xd[i]).collect())
         }
         Op::Unsqueeze => {
             let (dt, xd) = x()?;
@@ -486,26 +458,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let r = xd.len() + axes.len();
             let mut norm = Vec::new();
             for &v in &axes {
-                let a = normalize_axis(v, r)
-                    .ok_or_else(|| format!("axis {v} is out of range for output rank {r}"))?;
+                let a = normalize_axis(v, r).ok_or_else(|| format!("axis {v} is out of range for output rank {r}"))?;
                 if norm.contains(&a) {
                     return Err(format!("axis {v} is repeated"));
                 }
                 norm.push(a);
             }
             let mut src = xd.iter();
-            (
-                dt,
-                (0..r)
-                    .map(|i| {
-                        if norm.contains(&i) {
-                            1
-                        } else {
-                            *src.next().unwrap_or(&1)
-                        }
-                    })
-                    .collect(),
-            )
+            (dt, (0..r).map(|i| if norm.contains(&i) { 1 } else { *src.next().unwrap_or(&1) }).collect())
         }
         Op::Shape { .. } => {
             let info = graph.input_info(id, 0).ok_or("input 0 is missing")?;
@@ -522,15 +482,8 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                 .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
             if let Some(t) = graph.const_input(id, 1) {
                 let n = xd[a] as i64;
-                if let Some(bad) = t
-                    .to_i64_vec()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|&i| i < -n || i >= n)
-                {
-                    return Err(format!(
-                        "index {bad} is out of range for axis {a} of extent {n}"
-                    ));
+                if let Some(bad) = t.to_i64_vec().unwrap_or_default().into_iter().find(|&i| i < -n || i >= n) {
+                    return Err(format!("index {bad} is out of range for axis {a} of extent {n}"));
                 }
             }
             let mut d = xd[..a].to_vec();
@@ -544,26 +497,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
 
 /// The axes a ReduceMean reduces, sorted. Empty axes reduce everything unless
 /// `noop_with_empty_axes`.
-pub fn reduce_axes(
-    graph: &Graph,
-    id: NodeId,
-    rank: usize,
-    noop_with_empty_axes: bool,
-) -> Result<Vec<usize>, String> {
+pub fn reduce_axes(graph: &Graph, id: NodeId, rank: usize, noop_with_empty_axes: bool) -> Result<Vec<usize>, String> {
     let axes = const_i64s(graph, id, 1, "axes")?.unwrap_or_default();
     if axes.is_empty() {
-        return Ok(if noop_with_empty_axes {
-            vec![]
-        } else {
-            (0..rank).collect()
-        });
+        return Ok(if noop_with_empty_axes { vec![] } else { (0..rank).collect() });
     }
     let mut v = axes
         .iter()
-        .map(|&a| {
-            normalize_axis(a, rank)
-                .ok_or_else(|| format!("axis {a} is out of range for rank {rank}"))
-        })
+        .map(|&a| normalize_axis(a, rank).ok_or_else(|| format!("axis {a} is out of range for rank {rank}")))
         .collect::<Result<Vec<_>, _>>()?;
     v.sort();
     v.dedup();
@@ -581,10 +522,9 @@ pub fn reshape_dims(xd: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<
                 infer = Some(i);
                 d.push(1);
             }
-            0 if !allow_zero => d.push(
-                *xd.get(i)
-                    .ok_or_else(|| format!("shape {spec:?}: 0 at {i} has no input dim to copy"))?,
-            ),
+            0 if !allow_zero => {
+                d.push(*xd.get(i).ok_or_else(|| format!("shape {spec:?}: 0 at {i} has no input dim to copy"))?)
+            }
             s if s >= 0 => d.push(s as usize),
             _ => return Err(format!("shape {spec:?} has an invalid entry {s}")),
         }
@@ -592,16 +532,12 @@ pub fn reshape_dims(xd: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<
     let known: usize = d.iter().product();
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
-            return Err(format!(
-                "cannot infer -1 in shape {spec:?} for {total} elements"
-            ));
+            return Err(format!("cannot infer -1 in shape {spec:?} for {total} elements"));
         }
         d[i] = total / known;
     }
     if d.iter().product::<usize>() != total {
-        return Err(format!(
-            "shape {spec:?} does not hold the input's {total} elements ({xd:?})"
-        ));
+        return Err(format!("shape {spec:?} does not hold the input's {total} elements ({xd:?})"));
     }
     Ok(d)
 }

@@ -193,37 +193,16 @@ impl Op {
         }
         let body = match self {
             Op::Input { index } | Op::Output { index } => format!("index={index}"),
-            Op::Gemm {
-                alpha,
-                beta,
-                trans_a,
-                trans_b,
-            } => {
-                format!(
-                    "alpha={alpha},beta={beta},trans_a={},trans_b={}",
-                    *trans_a as u8, *trans_b as u8
-                )
+            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                format!("alpha={alpha},beta={beta},trans_a={},trans_b={}", *trans_a as u8, *trans_b as u8)
             }
             Op::Conv { window: w, group } => format!("{},group={group}", window(w)),
             Op::MaxPool { window: w } => window(w),
-            Op::AveragePool {
-                window: w,
-                count_include_pad,
-            } => {
-                format!(
-                    "{},count_include_pad={}",
-                    window(w),
-                    *count_include_pad as u8
-                )
+            Op::AveragePool { window: w, count_include_pad } => {
+                format!("{},count_include_pad={}", window(w), *count_include_pad as u8)
             }
-            Op::ReduceMean {
-                keepdims,
-                noop_with_empty_axes,
-            } => {
-                format!(
-                    "keepdims={},noop_with_empty_axes={}",
-                    *keepdims as u8, *noop_with_empty_axes as u8
-                )
+            Op::ReduceMean { keepdims, noop_with_empty_axes } => {
+                format!("keepdims={},noop_with_empty_axes={}", *keepdims as u8, *noop_with_empty_axes as u8)
             }
             Op::Softmax { axis, legacy } => format!("axis={axis},legacy={}", *legacy as u8),
             Op::BatchNormalization { epsilon } => format!("epsilon={epsilon}"),

@@ -13,13 +13,7 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Tensor({} {:?}, {} bytes)",
-            self.dtype,
-            self.dims,
-            self.bytes.len()
-        )
+        write!(f, "Tensor({} {:?}, {} bytes)", self.dtype, self.dims, self.bytes.len())
     }
 }
 
@@ -32,11 +26,7 @@ macro_rules! typed_ctor {
             for v in values {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
-            Tensor {
-                dtype: $dt,
-                dims: dims.to_vec(),
-                bytes,
-            }
+            Tensor { dtype: $dt, dims: dims.to_vec(), bytes }
         }
     };
 }
@@ -49,11 +39,7 @@ impl Tensor {
 
     /// Builds a bool tensor.
     pub fn from_bool(dims: &[usize], values: &[bool]) -> Tensor {
-        Tensor {
-            dtype: DType::Bool,
-            dims: dims.to_vec(),
-            bytes: values.iter().map(|&b| b as u8).collect(),
-        }
+        Tensor { dtype: DType::Bool, dims: dims.to_vec(), bytes: values.iter().map(|&b| b as u8).collect() }
     }
 
     /// Element count.
@@ -72,9 +58,7 @@ impl Tensor {
                 if b.len() != n * w {
                     return None;
                 }
-                b.chunks_exact(w)
-                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64)
-                    .collect()
+                b.chunks_exact(w).map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64).collect()
             }};
         }
         Some(match self.dtype {
@@ -93,9 +77,7 @@ impl Tensor {
                 if b.len() != n * 2 {
                     return None;
                 }
-                b.chunks_exact(2)
-                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
-                    .collect()
+                b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect()
             }
             DType::BF16 => {
                 if b.len() != n * 2 {
@@ -112,15 +94,9 @@ impl Tensor {
     /// Values as f32 (see [`Tensor::to_f64_vec`]).
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
         if self.dtype == DType::F32 && self.bytes.len() == self.numel() * 4 {
-            return Some(
-                self.bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            );
+            return Some(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
         }
-        self.to_f64_vec()
-            .map(|v| v.into_iter().map(|x| x as f32).collect())
+        self.to_f64_vec().map(|v| v.into_iter().map(|x| x as f32).collect())
     }
 
     /// Values as i64 for integer and bool dtypes (exact); `None` otherwise.
@@ -133,9 +109,7 @@ impl Tensor {
                 if b.len() != n * w {
                     return None;
                 }
-                b.chunks_exact(w)
-                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect()
+                b.chunks_exact(w).map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as i64).collect()
             }};
         }
         Some(match self.dtype {
@@ -171,11 +145,7 @@ impl Tensor {
                 _ => return None,
             }
         }
-        Some(Tensor {
-            dtype,
-            dims: dims.to_vec(),
-            bytes,
-        })
+        Some(Tensor { dtype, dims: dims.to_vec(), bytes })
     }
 
     /// Builds a tensor of an integer/bool `dtype` from i64 values exactly.
@@ -199,11 +169,7 @@ impl Tensor {
                 _ => return None,
             }
         }
-        Some(Tensor {
-            dtype,
-            dims: dims.to_vec(),
-            bytes,
-        })
+        Some(Tensor { dtype, dims: dims.to_vec(), bytes })
     }
 }
 

@@ -14,11 +14,8 @@ pub fn to_text(graph: &Graph) -> String {
     };
     let number: BTreeMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut s = String::new();
-    let opsets: Vec<String> = graph
-        .opsets
-        .iter()
-        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
-        .collect();
+    let opsets: Vec<String> =
+        graph.opsets.iter().map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d })).collect();
     let _ = writeln!(s, "graph {} opsets({}) {{", graph.name, opsets.join(","));
     for &id in &order {
         let node = &graph.graph[id];
@@ -32,11 +29,7 @@ pub fn to_text(graph: &Graph) -> String {
                 None => "_".into(),
             });
         }
-        let outs: Vec<String> = node
-            .outputs
-            .iter()
-            .map(|o| format!("{}{}", o.dtype, o.shape))
-            .collect();
+        let outs: Vec<String> = node.outputs.iter().map(|o| format!("{}{}", o.dtype, o.shape)).collect();
         let value = match &node.op {
             Op::Constant(t) if t.numel() <= 8 => match (t.to_i64_vec(), t.to_f64_vec()) {
                 (Some(v), _) => format!(" {v:?}"),
@@ -54,11 +47,7 @@ pub fn to_text(graph: &Graph) -> String {
             args.join(", "),
             value,
             node.name,
-            if outs.is_empty() {
-                "()".to_string()
-            } else {
-                outs.join(", ")
-            }
+            if outs.is_empty() { "()".to_string() } else { outs.join(", ") }
         );
     }
     s.push_str("}\n");

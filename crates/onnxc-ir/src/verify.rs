@@ -11,11 +11,7 @@ use petgraph::Direction;
 pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
     let mut errors = Vec::new();
     if let Err(e) = graph.topo_order() {
-        errors.push(NodeError {
-            node: graph.name.clone(),
-            op: "graph".into(),
-            message: e,
-        });
+        errors.push(NodeError { node: graph.name.clone(), op: "graph".into(), message: e });
     }
     for id in graph.graph.node_indices() {
         let node = &graph.graph[id];
@@ -31,11 +27,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
                 continue;
             }
             if seen[w.dst_slot] {
-                errors.push(NodeError::new(
-                    graph,
-                    id,
-                    format!("input slot {} has two producers", w.dst_slot),
-                ));
+                errors.push(NodeError::new(graph, id, format!("input slot {} has two producers", w.dst_slot)));
             }
             seen[w.dst_slot] = true;
             let src = &graph.graph[e.source()];
@@ -43,12 +35,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
                 errors.push(NodeError::new(
                     graph,
                     id,
-                    format!(
-                        "reads output {} of '{}', which has {}",
-                        w.src_slot,
-                        src.name,
-                        src.outputs.len()
-                    ),
+                    format!("reads output {} of '{}', which has {}", w.src_slot, src.name, src.outputs.len()),
                 ));
             }
         }
@@ -62,11 +49,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
         };
         for (slot, present) in seen.iter().enumerate().take(required) {
             if !present {
-                errors.push(NodeError::new(
-                    graph,
-                    id,
-                    format!("required input {slot} is not connected"),
-                ));
+                errors.push(NodeError::new(graph, id, format!("required input {slot} is not connected")));
             }
         }
         if let Op::Constant(t) = &node.op {
@@ -74,11 +57,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
                 && node.outputs[0].dtype == t.dtype
                 && node.outputs[0].shape.as_known().as_deref() == Some(&t.dims[..]);
             if !ok {
-                errors.push(NodeError::new(
-                    graph,
-                    id,
-                    "constant's output type differs from its value",
-                ));
+                errors.push(NodeError::new(graph, id, "constant's output type differs from its value"));
             }
         }
     }

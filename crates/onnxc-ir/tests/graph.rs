@@ -8,11 +8,7 @@ use onnxc_ir::verify::verify;
 use onnxc_ir::*;
 
 fn info(name: &str, dtype: DType, shape: Shape) -> ValueInfo {
-    ValueInfo {
-        name: name.into(),
-        dtype,
-        shape,
-    }
+    ValueInfo { name: name.into(), dtype, shape }
 }
 
 fn untyped(name: &str) -> Vec<ValueInfo> {
@@ -22,27 +18,11 @@ fn untyped(name: &str) -> Vec<ValueInfo> {
 /// x[2,3,4] -> Shape -> Gather(0) -> Unsqueeze -> Concat([-1]) -> Reshape(x) -> Relu -> y,
 /// the shape subgraph exporters write.
 fn exporter_graph() -> Graph {
-    let mut g = Graph {
-        name: "exporter".into(),
-        ..Graph::default()
-    };
+    let mut g = Graph { name: "exporter".into(), ..Graph::default() };
     g.opsets.insert(String::new(), 17);
-    let x = g.add_node(
-        "x",
-        Op::Input { index: 0 },
-        0,
-        vec![info("x", DType::F32, Shape::known(&[2, 3, 4]))],
-    );
+    let x = g.add_node("x", Op::Input { index: 0 }, 0, vec![info("x", DType::F32, Shape::known(&[2, 3, 4]))]);
     g.inputs.push(x);
-    let shape = g.add_node(
-        "shape",
-        Op::Shape {
-            start: 0,
-            end: None,
-        },
-        1,
-        untyped("s"),
-    );
+    let shape = g.add_node("shape", Op::Shape { start: 0, end: None }, 1, untyped("s"));
     g.connect(x, 0, shape, 0);
     let zero = g.add_constant("zero", Tensor::from_i64(&[], &[0]));
     let gather = g.add_node("gather", Op::Gather { axis: 0 }, 2, untyped("n"));
@@ -56,12 +36,7 @@ fn exporter_graph() -> Graph {
     let concat = g.add_node("concat", Op::Concat { axis: 0 }, 2, untyped("target"));
     g.connect(unsq, 0, concat, 0);
     g.connect(minus_one, 0, concat, 1);
-    let reshape = g.add_node(
-        "reshape",
-        Op::Reshape { allow_zero: false },
-        2,
-        untyped("r"),
-    );
+    let reshape = g.add_node("reshape", Op::Reshape { allow_zero: false }, 2, untyped("r"));
     g.connect(x, 0, reshape, 0);
     g.connect(concat, 0, reshape, 1);
     let relu = g.add_node("relu", Op::Unary(UnaryOp::Relu), 1, untyped("y"));
@@ -80,20 +55,11 @@ fn text_form_before_inference() {
 #[test]
 fn inference_folds_the_shape_subgraph() {
     let mut g = exporter_graph();
-    infer_and_fold(
-        &mut g,
-        InferOptions {
-            fold_constants: true,
-        },
-    )
-    .unwrap();
+    infer_and_fold(&mut g, InferOptions { fold_constants: true }).unwrap();
     g.remove_dead_nodes();
     verify(&g).unwrap();
     insta::assert_snapshot!(to_text(&g));
-    assert_eq!(
-        g.op_histogram().keys().cloned().collect::<Vec<_>>(),
-        ["Constant", "Relu", "Reshape"]
-    );
+    assert_eq!(g.op_histogram().keys().cloned().collect::<Vec<_>>(), ["Constant", "Relu", "Reshape"]);
 }
 
 #[test]
@@ -101,41 +67,18 @@ fn inference_without_folding_keeps_nodes_and_types_them() {
     let mut g = exporter_graph();
     let before = g.graph.node_count();
     // Reshape needs its shape input constant, so without folding it cannot be typed.
-    let errors = infer_and_fold(
-        &mut g,
-        InferOptions {
-            fold_constants: false,
-        },
-    )
-    .unwrap_err();
+    let errors = infer_and_fold(&mut g, InferOptions { fold_constants: false }).unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].node, "reshape");
-    assert!(
-        errors[0].message.contains("must be known at compile time"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].message.contains("must be known at compile time"), "{}", errors[0]);
     assert_eq!(g.graph.node_count(), before);
 }
 
 #[test]
 fn inference_reports_the_failing_node_only() {
-    let mut g = Graph {
-        name: "bad".into(),
-        ..Graph::default()
-    };
-    let a = g.add_node(
-        "a",
-        Op::Input { index: 0 },
-        0,
-        vec![info("a", DType::F32, Shape::known(&[2, 3]))],
-    );
-    let b = g.add_node(
-        "b",
-        Op::Input { index: 1 },
-        0,
-        vec![info("b", DType::F32, Shape::known(&[4, 5]))],
-    );
+    let mut g = Graph { name: "bad".into(), ..Graph::default() };
+    let a = g.add_node("a", Op::Input { index: 0 }, 0, vec![info("a", DType::F32, Shape::known(&[2, 3]))]);
+    let b = g.add_node("b", Op::Input { index: 1 }, 0, vec![info("b", DType::F32, Shape::known(&[4, 5]))]);
     g.inputs = vec![a, b];
     let mm = g.add_node("mm", Op::MatMul, 2, untyped("c"));
     g.connect(a, 0, mm, 0);
@@ -145,28 +88,15 @@ fn inference_reports_the_failing_node_only() {
     let out = g.add_node("d", Op::Output { index: 0 }, 1, untyped("d"));
     g.connect(relu, 0, out, 0);
     g.outputs.push(out);
-    let errors = infer_and_fold(
-        &mut g,
-        InferOptions {
-            fold_constants: true,
-        },
-    )
-    .unwrap_err();
+    let errors = infer_and_fold(&mut g, InferOptions { fold_constants: true }).unwrap_err();
     assert_eq!(errors.len(), 1);
-    assert_eq!(
-        errors[0].to_string(),
-        "node 'mm' (MatMul): inner dims differ: [2, 3] x [4, 5]"
-    );
+    assert_eq!(errors[0].to_string(), "node 'mm' (MatMul): inner dims differ: [2, 3] x [4, 5]");
 }
 
 #[test]
 fn verifier_catches_missing_inputs_cycles_and_bad_constants() {
     let mut g = exporter_graph();
-    let relu = g
-        .graph
-        .node_indices()
-        .find(|&n| g.graph[n].name == "relu")
-        .unwrap();
+    let relu = g.graph.node_indices().find(|&n| g.graph[n].name == "relu").unwrap();
     let e = g
         .graph
         .edges_directed(relu, petgraph::Direction::Incoming)
@@ -176,51 +106,22 @@ fn verifier_catches_missing_inputs_cycles_and_bad_constants() {
     g.graph.remove_edge(e);
     let errors = verify(&g).unwrap_err();
     assert!(
-        errors
-            .iter()
-            .any(|e| e.node == "relu" && e.message.contains("required input 0 is not connected")),
+        errors.iter().any(|e| e.node == "relu" && e.message.contains("required input 0 is not connected")),
         "{errors:?}"
     );
 
     let mut g = exporter_graph();
-    let relu = g
-        .graph
-        .node_indices()
-        .find(|&n| g.graph[n].name == "relu")
-        .unwrap();
-    let reshape = g
-        .graph
-        .node_indices()
-        .find(|&n| g.graph[n].name == "reshape")
-        .unwrap();
-    g.graph.add_edge(
-        relu,
-        reshape,
-        Edge {
-            src_slot: 0,
-            dst_slot: 1,
-        },
-    );
+    let relu = g.graph.node_indices().find(|&n| g.graph[n].name == "relu").unwrap();
+    let reshape = g.graph.node_indices().find(|&n| g.graph[n].name == "reshape").unwrap();
+    g.graph.add_edge(relu, reshape, Edge { src_slot: 0, dst_slot: 1 });
     let errors = verify(&g).unwrap_err();
-    assert!(
-        errors.iter().any(|e| e.message.contains("cycle")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.message.contains("cycle")), "{errors:?}");
 
     let mut g = exporter_graph();
-    let zero = g
-        .graph
-        .node_indices()
-        .find(|&n| g.graph[n].name == "zero")
-        .unwrap();
+    let zero = g.graph.node_indices().find(|&n| g.graph[n].name == "zero").unwrap();
     g.graph[zero].outputs[0].dtype = DType::F32;
     let errors = verify(&g).unwrap_err();
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.node == "zero" && e.message.contains("differs from its value")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.node == "zero" && e.message.contains("differs from its value")), "{errors:?}");
 }
 
 #[test]
@@ -228,49 +129,18 @@ fn reference_evaluator_matches_hand_computed_values() {
     use onnxc_ir::eval::eval_op;
     let a = Tensor::from_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     let b = Tensor::from_f32(&[3], &[10.0, 20.0, 30.0]);
-    let sum = eval_op(
-        &Op::Binary(BinaryOp::Add),
-        &[Some(&a), Some(&b)],
-        &[(DType::F32, vec![2, 3])],
-    )
-    .unwrap();
-    assert_eq!(
-        sum[0].to_f32_vec().unwrap(),
-        [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]
-    );
-    let t = eval_op(
-        &Op::Transpose { perm: None },
-        &[Some(&a)],
-        &[(DType::F32, vec![3, 2])],
-    )
-    .unwrap();
+    let sum = eval_op(&Op::Binary(BinaryOp::Add), &[Some(&a), Some(&b)], &[(DType::F32, vec![2, 3])]).unwrap();
+    assert_eq!(sum[0].to_f32_vec().unwrap(), [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+    let t = eval_op(&Op::Transpose { perm: None }, &[Some(&a)], &[(DType::F32, vec![3, 2])]).unwrap();
     assert_eq!(t[0].to_f32_vec().unwrap(), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     let w = Tensor::from_f32(&[3, 1], &[1.0, 0.0, -1.0]);
-    let mm = eval_op(
-        &Op::MatMul,
-        &[Some(&a), Some(&w)],
-        &[(DType::F32, vec![2, 1])],
-    )
-    .unwrap();
+    let mm = eval_op(&Op::MatMul, &[Some(&a), Some(&w)], &[(DType::F32, vec![2, 1])]).unwrap();
     assert_eq!(mm[0].to_f32_vec().unwrap(), [-2.0, -2.0]);
     let idx = Tensor::from_i64(&[2], &[-1, 0]);
-    let g = eval_op(
-        &Op::Gather { axis: 1 },
-        &[Some(&a), Some(&idx)],
-        &[(DType::F32, vec![2, 2])],
-    )
-    .unwrap();
+    let g = eval_op(&Op::Gather { axis: 1 }, &[Some(&a), Some(&idx)], &[(DType::F32, vec![2, 2])]).unwrap();
     assert_eq!(g[0].to_f32_vec().unwrap(), [3.0, 1.0, 6.0, 4.0]);
-    let c = eval_op(
-        &Op::Concat { axis: 0 },
-        &[Some(&b), Some(&b)],
-        &[(DType::F32, vec![6])],
-    )
-    .unwrap();
-    assert_eq!(
-        c[0].to_f32_vec().unwrap(),
-        [10.0, 20.0, 30.0, 10.0, 20.0, 30.0]
-    );
+    let c = eval_op(&Op::Concat { axis: 0 }, &[Some(&b), Some(&b)], &[(DType::F32, vec![6])]).unwrap();
+    assert_eq!(c[0].to_f32_vec().unwrap(), [10.0, 20.0, 30.0, 10.0, 20.0, 30.0]);
 }
 
 #[test]

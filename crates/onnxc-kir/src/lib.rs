@@ -47,10 +47,7 @@ impl ScalarType {
 
     /// True for the signed integer types.
     pub fn is_signed_int(self) -> bool {
-        matches!(
-            self,
-            ScalarType::I8 | ScalarType::I16 | ScalarType::I32 | ScalarType::I64
-        )
+        matches!(self, ScalarType::I8 | ScalarType::I16 | ScalarType::I32 | ScalarType::I64)
     }
 }
 
@@ -157,18 +154,9 @@ pub enum Expr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `for var in start..end` (step 1); `var` is an `I64` variable.
-    For {
-        var: VarId,
-        start: i64,
-        end: i64,
-        body: Vec<Stmt>,
-    },
+    For { var: VarId, start: i64, end: i64, body: Vec<Stmt> },
     /// `buf[index] = value`.
-    Store {
-        buf: BufferId,
-        index: Expr,
-        value: Expr,
-    },
+    Store { buf: BufferId, index: Expr, value: Expr },
     /// `var = value` (variables hold accumulators across loop iterations).
     Assign { var: VarId, value: Expr },
 }
@@ -236,10 +224,7 @@ pub mod build {
     }
     /// `buf[index]`.
     pub fn load(buf: BufferId, index: Expr) -> Expr {
-        Expr::Load {
-            buf,
-            index: Box::new(index),
-        }
+        Expr::Load { buf, index: Box::new(index) }
     }
     /// `a op b`.
     pub fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
@@ -255,11 +240,7 @@ pub mod build {
     }
     /// `cond ? then : otherwise`.
     pub fn select(cond: Expr, then: Expr, otherwise: Expr) -> Expr {
-        Expr::Select {
-            cond: Box::new(cond),
-            then: Box::new(then),
-            otherwise: Box::new(otherwise),
-        }
+        Expr::Select { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) }
     }
     /// `a + b`, folding integer zeros.
     pub fn add(a: Expr, b: Expr) -> Expr {
@@ -282,9 +263,7 @@ pub mod build {
     }
     /// `sum(vars[k] * strides[k])` as an `I64` index.
     pub fn linear(vars: &[Expr], strides: &[i64]) -> Expr {
-        vars.iter()
-            .zip(strides)
-            .fold(int(0), |acc, (v, &s)| add(acc, mul(v.clone(), int(s))))
+        vars.iter().zip(strides).fold(int(0), |acc, (v, &s)| add(acc, mul(v.clone(), int(s))))
     }
 }
 
@@ -297,22 +276,15 @@ impl fmt::Display for ScalarType {
 /// Checks that no two arena buffers whose lifetimes overlap share bytes.
 /// `lifetimes[b]` is the inclusive `(first, last)` kernel index using buffer
 /// `b` (`None` for unused or non-arena buffers). Returns the first clash.
-pub fn check_arena_plan(
-    program: &Program,
-    lifetimes: &[Option<(usize, usize)>],
-) -> Result<(), String> {
+pub fn check_arena_plan(program: &Program, lifetimes: &[Option<(usize, usize)>]) -> Result<(), String> {
     let arena: Vec<(usize, u64, u64, (usize, usize))> = program
         .buffers
         .iter()
         .enumerate()
-        .filter_map(
-            |(i, b)| match (&b.kind, lifetimes.get(i).copied().flatten()) {
-                (BufferKind::Arena { offset }, Some(life)) => {
-                    Some((i, *offset, offset + b.bytes(), life))
-                }
-                _ => None,
-            },
-        )
+        .filter_map(|(i, b)| match (&b.kind, lifetimes.get(i).copied().flatten()) {
+            (BufferKind::Arena { offset }, Some(life)) => Some((i, *offset, offset + b.bytes(), life)),
+            _ => None,
+        })
         .collect();
     for (x, a) in arena.iter().enumerate() {
         if a.2 > program.arena_bytes || a.1 % 64 != 0 {
@@ -325,10 +297,7 @@ pub fn check_arena_plan(
             let live = a.3 .0 <= b.3 .1 && b.3 .0 <= a.3 .1;
             let overlap = a.1 < b.2 && b.1 < a.2;
             if live && overlap {
-                return Err(format!(
-                    "buffers {} and {} are live together and overlap",
-                    a.0, b.0
-                ));
+                return Err(format!("buffers {} and {} are live together and overlap", a.0, b.0));
             }
         }
     }

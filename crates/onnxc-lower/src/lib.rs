@@ -35,19 +35,9 @@ pub fn scalar_type(dt: DType) -> Option<ScalarType> {
 /// Lowers a fully typed graph (all dims known) to a program. Collects one
 /// error per node that cannot be lowered.
 pub fn lower(graph: &Graph) -> Result<Program, Vec<NodeError>> {
-    let order = graph.topo_order().map_err(|e| {
-        vec![NodeError {
-            node: graph.name.clone(),
-            op: "graph".into(),
-            message: e,
-        }]
-    })?;
-    let mut cx = Lowering {
-        graph,
-        buffers: Vec::new(),
-        values: BTreeMap::new(),
-        kernels: Vec::new(),
-    };
+    let order =
+        graph.topo_order().map_err(|e| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: e }])?;
+    let mut cx = Lowering { graph, buffers: Vec::new(), values: BTreeMap::new(), kernels: Vec::new() };
     let mut errors = Vec::new();
     cx.bind_outputs();
     for &id in &order {
@@ -65,16 +55,10 @@ pub fn lower(graph: &Graph) -> Result<Program, Vec<NodeError>> {
                 let (value, info) = if is_input {
                     ((n, 0), graph.graph[n].outputs[0].clone())
                 } else {
-                    let src = graph
-                        .input_of(n, 0)
-                        .ok_or("graph output is not connected")?;
+                    let src = graph.input_of(n, 0).ok_or("graph output is not connected")?;
                     (src, graph.graph[src.0].outputs[src.1].clone())
                 };
-                let buffer = if is_input {
-                    cx.value_buffer(value)?
-                } else {
-                    cx.output_buffer(n)?
-                };
+                let buffer = if is_input { cx.value_buffer(value)? } else { cx.output_buffer(n)? };
                 Ok(IoDesc {
                     name: info.name.clone(),
                     dtype: info.dtype.name().to_string(),
@@ -84,27 +68,11 @@ pub fn lower(graph: &Graph) -> Result<Program, Vec<NodeError>> {
             })
             .collect()
     };
-    let inputs = io(&mut cx, &graph.inputs, true).map_err(|m| {
-        vec![NodeError {
-            node: graph.name.clone(),
-            op: "graph".into(),
-            message: m,
-        }]
-    })?;
-    let outputs = io(&mut cx, &graph.outputs, false).map_err(|m| {
-        vec![NodeError {
-            node: graph.name.clone(),
-            op: "graph".into(),
-            message: m,
-        }]
-    })?;
-    let mut program = Program {
-        buffers: cx.buffers,
-        kernels: cx.kernels,
-        inputs,
-        outputs,
-        arena_bytes: 0,
-    };
+    let inputs = io(&mut cx, &graph.inputs, true)
+        .map_err(|m| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: m }])?;
+    let outputs = io(&mut cx, &graph.outputs, false)
+        .map_err(|m| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: m }])?;
+    let mut program = Program { buffers: cx.buffers, kernels: cx.kernels, inputs, outputs, arena_bytes: 0 };
     plan::assign_arena(&mut program);
     Ok(program)
 }
@@ -128,9 +96,7 @@ impl<'g> Lowering<'g> {
                 continue;
             };
             let producer = &self.graph.graph[src.0];
-            if matches!(producer.op, Op::Input { .. } | Op::Constant(_))
-                || self.values.contains_key(&src)
-            {
+            if matches!(producer.op, Op::Input { .. } | Op::Constant(_)) || self.values.contains_key(&src) {
                 continue;
             }
             let info = &producer.outputs[src.1];
@@ -142,19 +108,8 @@ impl<'g> Lowering<'g> {
         }
     }
 
-    pub fn push_buffer(
-        &mut self,
-        name: String,
-        elem: ScalarType,
-        len: u64,
-        kind: BufferKind,
-    ) -> BufferId {
-        self.buffers.push(Buffer {
-            name,
-            elem,
-            len,
-            kind,
-        });
+    pub fn push_buffer(&mut self, name: String, elem: ScalarType, len: u64, kind: BufferKind) -> BufferId {
+        self.buffers.push(Buffer { name, elem, len, kind });
         BufferId(self.buffers.len() as u32 - 1)
     }
 
@@ -171,16 +126,9 @@ impl<'g> Lowering<'g> {
         let node = &self.graph.graph[value.0];
         let info = &node.outputs[value.1];
         let elem = scalar_type(info.dtype).ok_or_else(|| {
-            format!(
-                "dtype {} of '{}' is not supported by the CPU backend yet",
-                info.dtype, info.name
-            )
+            format!("dtype {} of '{}' is not supported by the CPU backend yet", info.dtype, info.name)
         })?;
-        let len = info
-            .shape
-            .numel()
-            .ok_or_else(|| format!("'{}' has unknown dims {}", info.name, info.shape))?
-            as u64;
+        let len = info.shape.numel().ok_or_else(|| format!("'{}' has unknown dims {}", info.name, info.shape))? as u64;
         let kind = match &node.op {
             Op::Input { index } => BufferKind::Input(*index),
             Op::Constant(t) => {
@@ -200,10 +148,7 @@ impl<'g> Lowering<'g> {
 
     /// The buffer of input `slot` of `node`.
     pub fn input(&mut self, node: NodeId, slot: usize) -> Result<BufferId, String> {
-        let src = self
-            .graph
-            .input_of(node, slot)
-            .ok_or_else(|| format!("input {slot} is missing"))?;
+        let src = self.graph.input_of(node, slot).ok_or_else(|| format!("input {slot} is missing"))?;
         self.value_buffer(src)
     }
 
@@ -218,10 +163,7 @@ impl<'g> Lowering<'g> {
         let Op::Output { index } = self.graph.graph[out].op else {
             return Err("not an output".into());
         };
-        let src = self
-            .graph
-            .input_of(out, 0)
-            .ok_or("graph output is not connected")?;
+        let src = self.graph.input_of(out, 0).ok_or("graph output is not connected")?;
         let value = self.value_buffer(src)?;
         if self.buffers[value.0 as usize].kind == BufferKind::Output(index) {
             return Ok(value);
@@ -236,35 +178,20 @@ impl<'g> Lowering<'g> {
 
     /// Dims of input `slot` of `node`.
     pub fn in_dims(&self, node: NodeId, slot: usize) -> Result<Vec<usize>, String> {
-        let info = self
-            .graph
-            .input_info(node, slot)
-            .ok_or_else(|| format!("input {slot} is missing"))?;
-        info.shape
-            .as_known()
-            .ok_or_else(|| format!("input {slot} has unknown dims {}", info.shape))
+        let info = self.graph.input_info(node, slot).ok_or_else(|| format!("input {slot} is missing"))?;
+        info.shape.as_known().ok_or_else(|| format!("input {slot} has unknown dims {}", info.shape))
     }
 
     /// Storage type of input `slot` of `node`.
     pub fn in_type(&self, node: NodeId, slot: usize) -> Result<ScalarType, String> {
-        let info = self
-            .graph
-            .input_info(node, slot)
-            .ok_or_else(|| format!("input {slot} is missing"))?;
-        scalar_type(info.dtype).ok_or_else(|| {
-            format!(
-                "dtype {} is not supported by the CPU backend yet",
-                info.dtype
-            )
-        })
+        let info = self.graph.input_info(node, slot).ok_or_else(|| format!("input {slot} is missing"))?;
+        scalar_type(info.dtype).ok_or_else(|| format!("dtype {} is not supported by the CPU backend yet", info.dtype))
     }
 
     /// Dims of output 0 of `node`.
     pub fn out_dims(&self, node: NodeId) -> Result<Vec<usize>, String> {
         let info = &self.graph.graph[node].outputs[0];
-        info.shape
-            .as_known()
-            .ok_or_else(|| format!("output has unknown dims {}", info.shape))
+        info.shape.as_known().ok_or_else(|| format!("output has unknown dims {}", info.shape))
     }
 
     fn lower_node(&mut self, id: NodeId) -> Result<(), String> {
@@ -280,10 +207,7 @@ pub(crate) struct KernelBuilder {
 
 impl KernelBuilder {
     pub fn new(name: impl Into<String>) -> KernelBuilder {
-        KernelBuilder {
-            name: name.into(),
-            vars: Vec::new(),
-        }
+        KernelBuilder { name: name.into(), vars: Vec::new() }
     }
 
     /// A new variable.
@@ -300,10 +224,7 @@ impl KernelBuilder {
         extents: &[usize],
         inner: impl FnOnce(&mut KernelBuilder, &[onnxc_kir::Expr]) -> Vec<Stmt>,
     ) -> Vec<Stmt> {
-        let vars: Vec<Option<VarId>> = extents
-            .iter()
-            .map(|&e| (e != 1).then(|| self.var(ScalarType::I64)))
-            .collect();
+        let vars: Vec<Option<VarId>> = extents.iter().map(|&e| (e != 1).then(|| self.var(ScalarType::I64))).collect();
         let exprs: Vec<onnxc_kir::Expr> = vars
             .iter()
             .map(|v| match v {
@@ -314,12 +235,7 @@ impl KernelBuilder {
         let mut body = inner(self, &exprs);
         for (v, &e) in vars.iter().zip(extents).rev() {
             if let Some(v) = v {
-                body = vec![Stmt::For {
-                    var: *v,
-                    start: 0,
-                    end: e as i64,
-                    body,
-                }];
+                body = vec![Stmt::For { var: *v, start: 0, end: e as i64, body }];
             }
         }
         if extents.contains(&0) {
@@ -329,10 +245,6 @@ impl KernelBuilder {
     }
 
     pub fn finish(self, body: Vec<Stmt>) -> Kernel {
-        Kernel {
-            name: self.name,
-            vars: self.vars,
-            body,
-        }
+        Kernel { name: self.name, vars: self.vars, body }
     }
 }

@@ -12,13 +12,8 @@ type R = Result<(), String>;
 /// Flat copy `dst[i] = src[i]` for `len` elements.
 pub fn copy_kernel(name: String, src: BufferId, dst: BufferId, len: usize) -> Kernel {
     let mut k = KernelBuilder::new(name);
-    let body = k.nest(&[len], |_, v| {
-        vec![Stmt::Store {
-            buf: dst,
-            index: v[0].clone(),
-            value: load(src, v[0].clone()),
-        }]
-    });
+    let body =
+        k.nest(&[len], |_, v| vec![Stmt::Store { buf: dst, index: v[0].clone(), value: load(src, v[0].clone()) }]);
     k.finish(body)
 }
 
@@ -30,15 +25,7 @@ fn strides_i64(dims: &[usize]) -> Vec<i64> {
 fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<i64> {
     let s = strides_of(dims);
     let off = out.len() - dims.len();
-    (0..out.len())
-        .map(|k| {
-            if k < off || dims[k - off] == 1 {
-                0
-            } else {
-                s[k - off] as i64
-            }
-        })
-        .collect()
+    (0..out.len()).map(|k| if k < off || dims[k - off] == 1 { 0 } else { s[k - off] as i64 }).collect()
 }
 
 /// Merges adjacent dims that every operand walks contiguously (or not at
@@ -50,11 +37,8 @@ fn collapse(dims: &[usize], strides: &[Vec<i64>]) -> (Vec<usize>, Vec<Vec<i64>>)
         if dims[k] == 1 {
             continue;
         }
-        let mergeable = !d.is_empty()
-            && strides
-                .iter()
-                .enumerate()
-                .all(|(o, st)| *s[o].last().unwrap() == st[k] * dims[k] as i64);
+        let mergeable =
+            !d.is_empty() && strides.iter().enumerate().all(|(o, st)| *s[o].last().unwrap() == st[k] * dims[k] as i64);
         if mergeable {
             *d.last_mut().unwrap() *= dims[k];
             for (o, st) in strides.iter().enumerate() {
@@ -89,16 +73,8 @@ fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: impl Fn(&[Expr
     let (dims, strides) = collapse(&out_dims, &strides);
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let body = k.nest(&dims, |_, v| {
-        let args: Vec<Expr> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| load(b, linear(v, &strides[i + 1])))
-            .collect();
-        vec![Stmt::Store {
-            buf: out,
-            index: linear(v, &strides[0]),
-            value: f(&args),
-        }]
+        let args: Vec<Expr> = bufs.iter().enumerate().map(|(i, &b)| load(b, linear(v, &strides[i + 1]))).collect();
+        vec![Stmt::Store { buf: out, index: linear(v, &strides[0]), value: f(&args) }]
     });
     cx.kernels.push(k.finish(body));
     Ok(())
@@ -107,9 +83,7 @@ fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: impl Fn(&[Expr
 fn require_f32(cx: &Lowering, id: NodeId) -> R {
     let t = cx.in_type(id, 0)?;
     if t != ScalarType::F32 {
-        return Err(format!(
-            "dtype {t} is not supported for this op yet (f32 only)"
-        ));
+        return Err(format!("dtype {t} is not supported for this op yet (f32 only)"));
     }
     Ok(())
 }
@@ -135,9 +109,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             cx.kernels.push(copy_kernel(name, src, dst, len));
             Ok(())
         }
-        Op::Shape { .. } => {
-            Err("Shape must be folded at compile time; its input's dims are unknown".into())
-        }
+        Op::Shape { .. } => Err("Shape must be folded at compile time; its input's dims are unknown".into()),
         Op::Cast { .. } => {
             let out = cx.output(id)?;
             let to = cx.buffers[out.0 as usize].elem;
@@ -146,11 +118,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             elementwise(cx, id, &[0], |a| {
                 if to_bool {
                     let zero = float_const(from, 0.0);
-                    select(
-                        cmp(CmpOp::Ne, a[0].clone(), zero),
-                        Expr::Int(1, to),
-                        Expr::Int(0, to),
-                    )
+                    select(cmp(CmpOp::Ne, a[0].clone(), zero), Expr::Int(1, to), Expr::Int(0, to))
                 } else {
                     Expr::Cast(to, Box::new(a[0].clone()))
                 }
@@ -168,11 +136,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                     UnaryOp::Sigmoid => bin(
                         BinOp::Div,
                         float_const(t, 1.0),
-                        bin(
-                            BinOp::Add,
-                            float_const(t, 1.0),
-                            un(UnOp::Exp, un(UnOp::Neg, x)),
-                        ),
+                        bin(BinOp::Add, float_const(t, 1.0), un(UnOp::Exp, un(UnOp::Neg, x))),
                     ),
                     UnaryOp::Tanh => un(UnOp::Tanh, x),
                     UnaryOp::Neg => un(UnOp::Neg, x),
@@ -200,10 +164,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                     return Ok(None);
                 }
                 if let Some(c) = cx.graph.const_input(id, slot) {
-                    let v = c
-                        .to_f64_vec()
-                        .and_then(|v| v.first().copied())
-                        .ok_or("bound must be a numeric scalar")?;
+                    let v = c.to_f64_vec().and_then(|v| v.first().copied()).ok_or("bound must be a numeric scalar")?;
                     return Ok(Some(float_const(t, v)));
                 }
                 Ok(Some(load(cx.input(id, slot)?, int(0))))
@@ -232,11 +193,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             let (dims, st) = collapse(&od, &[strides_i64(&od), in_strides]);
             let mut k = KernelBuilder::new(name);
             let body = k.nest(&dims, |_, v| {
-                vec![Stmt::Store {
-                    buf: out,
-                    index: linear(v, &st[0]),
-                    value: load(x, linear(v, &st[1])),
-                }]
+                vec![Stmt::Store { buf: out, index: linear(v, &st[0]), value: load(x, linear(v, &st[1])) }]
             });
             cx.kernels.push(k.finish(body));
             Ok(())
@@ -285,43 +242,26 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             // Indices outside [-n, n) are clamped so no load leaves the data.
             let body = k.nest(&[outer, count], |k, v| {
                 let raw = load(indices, v[1].clone());
-                let raw = if idx_t == ScalarType::I64 {
-                    raw
-                } else {
-                    Expr::Cast(ScalarType::I64, Box::new(raw))
-                };
-                let norm = select(
-                    cmp(CmpOp::Lt, raw.clone(), int(0)),
-                    add(raw.clone(), int(n)),
-                    raw,
-                );
+                let raw = if idx_t == ScalarType::I64 { raw } else { Expr::Cast(ScalarType::I64, Box::new(raw)) };
+                let norm = select(cmp(CmpOp::Lt, raw.clone(), int(0)), add(raw.clone(), int(n)), raw);
                 let clamped = bin(BinOp::Min, bin(BinOp::Max, norm, int(0)), int(n - 1));
                 let inner_loop = k.nest(&[inner], |_, w| {
                     vec![Stmt::Store {
                         buf: out,
                         index: add(
-                            linear(
-                                &[v[0].clone(), v[1].clone()],
-                                &[(count * inner) as i64, inner as i64],
-                            ),
+                            linear(&[v[0].clone(), v[1].clone()], &[(count * inner) as i64, inner as i64]),
                             w[0].clone(),
                         ),
                         value: load(
                             data,
                             add(
-                                add(
-                                    mul(v[0].clone(), int(n * inner as i64)),
-                                    mul(var(iv), int(inner as i64)),
-                                ),
+                                add(mul(v[0].clone(), int(n * inner as i64)), mul(var(iv), int(inner as i64))),
                                 w[0].clone(),
                             ),
                         ),
                     }]
                 });
-                let mut s = vec![Stmt::Assign {
-                    var: iv,
-                    value: clamped,
-                }];
+                let mut s = vec![Stmt::Assign { var: iv, value: clamped }];
                 s.extend(inner_loop);
                 s
             });
@@ -332,32 +272,17 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             require_f32(cx, id)?;
             let ad = cx.in_dims(id, 0)?;
             let bd = cx.in_dims(id, 1)?;
-            let a2: Vec<usize> = if ad.len() == 1 {
-                vec![1, ad[0]]
-            } else {
-                ad.clone()
-            };
-            let b2: Vec<usize> = if bd.len() == 1 {
-                vec![bd[0], 1]
-            } else {
-                bd.clone()
-            };
+            let a2: Vec<usize> = if ad.len() == 1 { vec![1, ad[0]] } else { ad.clone() };
+            let b2: Vec<usize> = if bd.len() == 1 { vec![bd[0], 1] } else { bd.clone() };
             let (m, kk) = (a2[a2.len() - 2], a2[a2.len() - 1]);
             let n = b2[b2.len() - 1];
             let batch = onnxc_ir::shape::broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
                 .ok_or("batch dims do not broadcast")?;
-            let sa: Vec<i64> = broadcast_strides(&a2[..a2.len() - 2], &batch)
-                .iter()
-                .map(|s| s * (m * kk) as i64)
-                .collect();
-            let sb: Vec<i64> = broadcast_strides(&b2[..b2.len() - 2], &batch)
-                .iter()
-                .map(|s| s * (kk * n) as i64)
-                .collect();
-            let so: Vec<i64> = strides_i64(&batch)
-                .iter()
-                .map(|s| s * (m * n) as i64)
-                .collect();
+            let sa: Vec<i64> =
+                broadcast_strides(&a2[..a2.len() - 2], &batch).iter().map(|s| s * (m * kk) as i64).collect();
+            let sb: Vec<i64> =
+                broadcast_strides(&b2[..b2.len() - 2], &batch).iter().map(|s| s * (kk * n) as i64).collect();
+            let so: Vec<i64> = strides_i64(&batch).iter().map(|s| s * (m * n) as i64).collect();
             let a = cx.input(id, 0)?;
             let b = cx.input(id, 1)?;
             let out = cx.output(id)?;
@@ -383,12 +308,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             cx.kernels.push(k.finish(body));
             Ok(())
         }
-        Op::Gemm {
-            alpha,
-            beta,
-            trans_a,
-            trans_b,
-        } => {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
             require_f32(cx, id)?;
             let ad = cx.in_dims(id, 0)?;
             let bd = cx.in_dims(id, 1)?;
@@ -397,10 +317,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             let kk = if trans_a { ad[0] } else { ad[1] };
             let a = cx.input(id, 0)?;
             // A constant B^T is transposed here, once, so the inner loop reads it contiguously.
-            let (b, b_strides) = match (
-                trans_b,
-                cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec()),
-            ) {
+            let (b, b_strides) = match (trans_b, cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec())) {
                 (true, Some(w)) => {
                     let mut t = Vec::with_capacity(w.len() * 4);
                     for p in 0..kk {
@@ -408,41 +325,20 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                             t.extend_from_slice(&w[j * kk + p].to_le_bytes());
                         }
                     }
-                    let bname = format!(
-                        "{}_packed",
-                        cx.graph
-                            .input_info(id, 1)
-                            .map(|i| i.name.clone())
-                            .unwrap_or_default()
-                    );
-                    (
-                        cx.push_buffer(
-                            bname,
-                            ScalarType::F32,
-                            (kk * n) as u64,
-                            BufferKind::Constant(t),
-                        ),
-                        (n as i64, 1),
-                    )
+                    let bname =
+                        format!("{}_packed", cx.graph.input_info(id, 1).map(|i| i.name.clone()).unwrap_or_default());
+                    (cx.push_buffer(bname, ScalarType::F32, (kk * n) as u64, BufferKind::Constant(t)), (n as i64, 1))
                 }
                 (true, None) => (cx.input(id, 1)?, (1, bd[1] as i64)),
                 (false, _) => (cx.input(id, 1)?, (n as i64, 1)),
             };
             let out = cx.output(id)?;
             let c = if cx.graph.input_of(id, 2).is_some() && beta != 0.0 {
-                Some((
-                    cx.input(id, 2)?,
-                    broadcast_strides(&cx.in_dims(id, 2)?, &od),
-                    beta,
-                ))
+                Some((cx.input(id, 2)?, broadcast_strides(&cx.in_dims(id, 2)?, &od), beta))
             } else {
                 None
             };
-            let a_strides = if trans_a {
-                (1, m as i64)
-            } else {
-                (kk as i64, 1)
-            };
+            let a_strides = if trans_a { (1, m as i64) } else { (kk as i64, 1) };
             let mut k = KernelBuilder::new(name);
             let spec = GemmSpec {
                 a,
@@ -464,20 +360,14 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::Conv { window, group } => conv(cx, id, &window, group),
         Op::MaxPool { window } => pool(cx, id, &window, PoolKind::Max),
-        Op::AveragePool {
-            window,
-            count_include_pad,
-        } => pool(cx, id, &window, PoolKind::Average { count_include_pad }),
+        Op::AveragePool { window, count_include_pad } => pool(cx, id, &window, PoolKind::Average { count_include_pad }),
         Op::GlobalAveragePool => {
             require_f32(cx, id)?;
             let xd = cx.in_dims(id, 0)?;
             let spatial: usize = xd[2..].iter().product();
             reduce_inner(cx, id, xd[0] * xd[1], spatial, 1.0 / spatial as f64)
         }
-        Op::ReduceMean {
-            noop_with_empty_axes,
-            ..
-        } => {
+        Op::ReduceMean { noop_with_empty_axes, .. } => {
             require_f32(cx, id)?;
             let xd = cx.in_dims(id, 0)?;
             let axes = onnxc_ir::infer::reduce_axes(cx.graph, id, xd.len(), noop_with_empty_axes)?;
@@ -499,18 +389,11 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             let body = k.nest(&kept_dims, |k, kv| {
                 let base = linear(kv, &kept.iter().map(|&i| xs[i]).collect::<Vec<_>>());
                 let red_strides: Vec<i64> = axes.iter().map(|&i| xs[i]).collect();
-                let mut s = vec![Stmt::Assign {
-                    var: acc,
-                    value: f32c(0.0),
-                }];
+                let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
                 s.extend(k.nest(&red_dims, |_, rv| {
                     vec![Stmt::Assign {
                         var: acc,
-                        value: bin(
-                            BinOp::Add,
-                            var(acc),
-                            load(x, add(base.clone(), linear(rv, &red_strides))),
-                        ),
+                        value: bin(BinOp::Add, var(acc), load(x, add(base.clone(), linear(rv, &red_strides)))),
                     }]
                 }));
                 s.push(Stmt::Store {
@@ -528,11 +411,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             let xd = cx.in_dims(id, 0)?;
             let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
             let outer: usize = xd[..a].iter().product();
-            let (n, inner) = if legacy {
-                (xd[a..].iter().product(), 1)
-            } else {
-                (xd[a], xd[a + 1..].iter().product())
-            };
+            let (n, inner) = if legacy { (xd[a..].iter().product(), 1) } else { (xd[a], xd[a + 1..].iter().product()) };
             let x = cx.input(id, 0)?;
             let out = cx.output(id)?;
             let mut k = KernelBuilder::new(name);
@@ -540,27 +419,15 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             let body = k.nest(&[outer, inner], |k, v| {
                 let at = |j: &Expr| {
                     add(
-                        add(
-                            mul(v[0].clone(), int((n * inner) as i64)),
-                            mul(j.clone(), int(inner as i64)),
-                        ),
+                        add(mul(v[0].clone(), int((n * inner) as i64)), mul(j.clone(), int(inner as i64))),
                         v[1].clone(),
                     )
                 };
-                let mut s = vec![Stmt::Assign {
-                    var: mx,
-                    value: f32c(f32::NEG_INFINITY),
-                }];
+                let mut s = vec![Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) }];
                 s.extend(k.nest(&[n], |_, j| {
-                    vec![Stmt::Assign {
-                        var: mx,
-                        value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))),
-                    }]
+                    vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))) }]
                 }));
-                s.push(Stmt::Assign {
-                    var: sum,
-                    value: f32c(0.0),
-                });
+                s.push(Stmt::Assign { var: sum, value: f32c(0.0) });
                 s.extend(k.nest(&[n], |_, j| {
                     vec![
                         Stmt::Store {
@@ -568,16 +435,10 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                             index: at(&j[0]),
                             value: un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx))),
                         },
-                        Stmt::Assign {
-                            var: sum,
-                            value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))),
-                        },
+                        Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))) },
                     ]
                 }));
-                s.push(Stmt::Assign {
-                    var: sum,
-                    value: bin(BinOp::Div, f32c(1.0), var(sum)),
-                });
+                s.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
                 s.extend(k.nest(&[n], |_, j| {
                     vec![Stmt::Store {
                         buf: out,
@@ -604,25 +465,14 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                 let inv = bin(
                     BinOp::Div,
                     load(p[0], c.clone()),
-                    un(
-                        UnOp::Sqrt,
-                        bin(BinOp::Add, load(p[3], c.clone()), f32c(epsilon)),
-                    ),
+                    un(UnOp::Sqrt, bin(BinOp::Add, load(p[3], c.clone()), f32c(epsilon))),
                 );
                 let y = bin(
                     BinOp::Add,
-                    bin(
-                        BinOp::Mul,
-                        bin(BinOp::Sub, load(x, idx.clone()), load(p[2], c.clone())),
-                        inv,
-                    ),
+                    bin(BinOp::Mul, bin(BinOp::Sub, load(x, idx.clone()), load(p[2], c.clone())), inv),
                     load(p[1], c),
                 );
-                vec![Stmt::Store {
-                    buf: out,
-                    index: idx,
-                    value: y,
-                }]
+                vec![Stmt::Store { buf: out, index: idx, value: y }]
             });
             cx.kernels.push(k.finish(body));
             Ok(())
@@ -637,25 +487,14 @@ fn reduce_inner(cx: &mut Lowering, id: NodeId, rows: usize, len: usize, scale: f
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let acc = k.var(ScalarType::F32);
     let body = k.nest(&[rows], |k, r| {
-        let mut s = vec![Stmt::Assign {
-            var: acc,
-            value: f32c(0.0),
-        }];
+        let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
         s.extend(k.nest(&[len], |_, j| {
             vec![Stmt::Assign {
                 var: acc,
-                value: bin(
-                    BinOp::Add,
-                    var(acc),
-                    load(x, add(mul(r[0].clone(), int(len as i64)), j[0].clone())),
-                ),
+                value: bin(BinOp::Add, var(acc), load(x, add(mul(r[0].clone(), int(len as i64)), j[0].clone()))),
             }]
         }));
-        s.push(Stmt::Store {
-            buf: out,
-            index: r[0].clone(),
-            value: bin(BinOp::Mul, var(acc), f32c(scale as f32)),
-        });
+        s.push(Stmt::Store { buf: out, index: r[0].clone(), value: bin(BinOp::Mul, var(acc), f32c(scale as f32)) });
         s
     });
     cx.kernels.push(k.finish(body));
@@ -681,11 +520,7 @@ struct GemmSpec {
 
 /// `out = alpha * A @ B (+ beta * C)`: for each row, initialise it, then
 /// accumulate `A[i,p] * B[p,:]` so the inner loop walks rows of B and out.
-fn gemm_nest(
-    k: &mut KernelBuilder,
-    g: &GemmSpec,
-    c: Option<(BufferId, Vec<i64>, f32)>,
-) -> Vec<Stmt> {
+fn gemm_nest(k: &mut KernelBuilder, g: &GemmSpec, c: Option<(BufferId, Vec<i64>, f32)>) -> Vec<Stmt> {
     k.nest(&[g.m], |k, i| {
         let i = i[0].clone();
         let row = add(g.out_off.clone(), mul(i.clone(), int(g.n as i64)));
@@ -701,31 +536,16 @@ fn gemm_nest(
                 }
                 None => f32c(0.0),
             };
-            vec![Stmt::Store {
-                buf: g.out,
-                index: add(row.clone(), j[0].clone()),
-                value: init,
-            }]
+            vec![Stmt::Store { buf: g.out, index: add(row.clone(), j[0].clone()), value: init }]
         });
         s.extend(k.nest(&[g.k, g.n], |_, v| {
             let (p, j) = (v[0].clone(), v[1].clone());
-            let mut av = load(
-                g.a,
-                add(
-                    g.a_off.clone(),
-                    linear(&[i.clone(), p.clone()], &[g.a_strides.0, g.a_strides.1]),
-                ),
-            );
+            let mut av =
+                load(g.a, add(g.a_off.clone(), linear(&[i.clone(), p.clone()], &[g.a_strides.0, g.a_strides.1])));
             if g.alpha != 1.0 {
                 av = bin(BinOp::Mul, av, f32c(g.alpha));
             }
-            let bv = load(
-                g.b,
-                add(
-                    g.b_off.clone(),
-                    linear(&[p, j.clone()], &[g.b_strides.0, g.b_strides.1]),
-                ),
-            );
+            let bv = load(g.b, add(g.b_off.clone(), linear(&[p, j.clone()], &[g.b_strides.0, g.b_strides.1])));
             let o = add(row.clone(), j);
             vec![Stmt::Store {
                 buf: g.out,
@@ -759,26 +579,12 @@ fn padded(
     let name = cx.graph.graph[id].name.clone();
     let xp = cx.temp(format!("{name}_padded"), ScalarType::F32, len);
     let mut k = KernelBuilder::new(format!("{name}_pad"));
-    let mut body = k.nest(&[len], |_, v| {
-        vec![Stmt::Store {
-            buf: xp,
-            index: v[0].clone(),
-            value: f32c(fill),
-        }]
-    });
+    let mut body = k.nest(&[len], |_, v| vec![Stmt::Store { buf: xp, index: v[0].clone(), value: f32c(fill) }]);
     let ps = strides_i64(&pd);
     let xs = strides_i64(xd);
     body.extend(k.nest(xd, |_, v| {
-        let shift: i64 = begin
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| b as i64 * ps[2 + i])
-            .sum();
-        vec![Stmt::Store {
-            buf: xp,
-            index: add(linear(v, &ps), int(shift)),
-            value: load(x, linear(v, &xs)),
-        }]
+        let shift: i64 = begin.iter().enumerate().map(|(i, &b)| b as i64 * ps[2 + i]).sum();
+        vec![Stmt::Store { buf: xp, index: add(linear(v, &ps), int(shift)), value: load(x, linear(v, &xs)) }]
     }));
     cx.kernels.push(k.finish(body));
     (xp, pd)
@@ -792,11 +598,7 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     let sp = xd.len() - 2;
     let x = cx.input(id, 0)?;
     let wb = cx.input(id, 1)?;
-    let bias = if cx.graph.input_of(id, 2).is_some() {
-        Some(cx.input(id, 2)?)
-    } else {
-        None
-    };
+    let bias = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
     let out = cx.output(id)?;
     let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &w.pads[sp..], 0.0);
     let (m, cg) = (wd[0], wd[1]);
@@ -808,11 +610,7 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
             Some(b) => load(b, v[1].clone()),
             None => f32c(0.0),
         };
-        vec![Stmt::Store {
-            buf: out,
-            index: linear(v, &[(m * ospatial) as i64, ospatial as i64, 1]),
-            value: init,
-        }]
+        vec![Stmt::Store { buf: out, index: linear(v, &[(m * ospatial) as i64, ospatial as i64, 1]), value: init }]
     });
     let mut extents = vec![od[0], group, mg, cg];
     extents.extend(&wd[2..]);
@@ -829,19 +627,12 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         let mut oi = add(mul(n.clone(), int(os[0])), mul(och, int(os[1])));
         for i in 0..sp {
             wi = add(wi, mul(kv[i].clone(), int(ws[2 + i])));
-            let pos = add(
-                mul(ov[i].clone(), int(w.strides[i] as i64)),
-                mul(kv[i].clone(), int(w.dilations[i] as i64)),
-            );
+            let pos = add(mul(ov[i].clone(), int(w.strides[i] as i64)), mul(kv[i].clone(), int(w.dilations[i] as i64)));
             xi = add(xi, mul(pos, int(ps[2 + i])));
             oi = add(oi, mul(ov[i].clone(), int(os[2 + i])));
         }
         let prod = bin(BinOp::Mul, load(wb, wi), load(xp, xi));
-        vec![Stmt::Store {
-            buf: out,
-            index: oi.clone(),
-            value: bin(BinOp::Add, load(out, oi), prod),
-        }]
+        vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(BinOp::Add, load(out, oi), prod) }]
     }));
     cx.kernels.push(k.finish(body));
     Ok(())
@@ -870,22 +661,13 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
             end[i] += need - have;
         }
     }
-    let fill = if kind == PoolKind::Max {
-        f32::NEG_INFINITY
-    } else {
-        0.0
-    };
+    let fill = if kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
     let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &end, fill);
     let channels = od[0] * od[1];
     let ospatial: usize = od[2..].iter().product();
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
-    let mut body = k.nest(&[channels * ospatial], |_, v| {
-        vec![Stmt::Store {
-            buf: out,
-            index: v[0].clone(),
-            value: f32c(fill),
-        }]
-    });
+    let mut body =
+        k.nest(&[channels * ospatial], |_, v| vec![Stmt::Store { buf: out, index: v[0].clone(), value: f32c(fill) }]);
     let mut extents = vec![channels];
     extents.extend(&w.kernel);
     extents.extend(&od[2..]);
@@ -899,23 +681,12 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
         let mut xi = mul(c.clone(), int(plane as i64));
         let mut oi = mul(c.clone(), int(ospatial as i64));
         for i in 0..sp {
-            let pos = add(
-                mul(ov[i].clone(), int(w.strides[i] as i64)),
-                mul(kv[i].clone(), int(w.dilations[i] as i64)),
-            );
+            let pos = add(mul(ov[i].clone(), int(w.strides[i] as i64)), mul(kv[i].clone(), int(w.dilations[i] as i64)));
             xi = add(xi, mul(pos, int(ps[i])));
             oi = add(oi, mul(ov[i].clone(), int(os[i])));
         }
-        let op = if kind == PoolKind::Max {
-            BinOp::Max
-        } else {
-            BinOp::Add
-        };
-        vec![Stmt::Store {
-            buf: out,
-            index: oi.clone(),
-            value: bin(op, load(out, oi), load(xp, xi)),
-        }]
+        let op = if kind == PoolKind::Max { BinOp::Max } else { BinOp::Add };
+        vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(op, load(out, oi), load(xp, xi)) }]
     }));
     if let PoolKind::Average { count_include_pad } = kind {
         // Divisors depend only on the output position: computed here, once.
@@ -940,12 +711,7 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
             recip.extend_from_slice(&(1.0 / count.max(1) as f32).to_le_bytes());
         }
         let name = format!("{}_divisors", cx.graph.graph[id].name);
-        let rb = cx.push_buffer(
-            name,
-            ScalarType::F32,
-            ospatial as u64,
-            BufferKind::Constant(recip),
-        );
+        let rb = cx.push_buffer(name, ScalarType::F32, ospatial as u64, BufferKind::Constant(recip));
         body.extend(k.nest(&[channels, ospatial], |_, v| {
             let oi = linear(v, &[ospatial as i64, 1]);
             vec![Stmt::Store {

@@ -30,11 +30,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                     expr(a, mark);
                     expr(b, mark);
                 }
-                Expr::Select {
-                    cond,
-                    then,
-                    otherwise,
-                } => {
+                Expr::Select { cond, then, otherwise } => {
                     expr(cond, mark);
                     expr(then, mark);
                     expr(otherwise, mark);
@@ -63,9 +59,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
 pub fn assign_arena(program: &mut Program) {
     let life = lifetimes(program);
     let mut order: Vec<usize> = (0..program.buffers.len())
-        .filter(|&i| {
-            matches!(program.buffers[i].kind, BufferKind::Arena { .. }) && life[i].is_some()
-        })
+        .filter(|&i| matches!(program.buffers[i].kind, BufferKind::Arena { .. }) && life[i].is_some())
         .collect();
     order.sort_by_key(|&i| (life[i].map(|l| l.0), i));
     let mut placed: Vec<(u64, u64, (usize, usize))> = Vec::new();
@@ -73,11 +67,8 @@ pub fn assign_arena(program: &mut Program) {
     for i in order {
         let size = program.buffers[i].bytes().div_ceil(64).max(1) * 64;
         let l = life[i].expect("filtered to live buffers");
-        let mut clashes: Vec<(u64, u64)> = placed
-            .iter()
-            .filter(|p| p.2 .0 <= l.1 && l.0 <= p.2 .1)
-            .map(|p| (p.0, p.1))
-            .collect();
+        let mut clashes: Vec<(u64, u64)> =
+            placed.iter().filter(|p| p.2 .0 <= l.1 && l.0 <= p.2 .1).map(|p| (p.0, p.1)).collect();
         clashes.sort();
         let mut offset = 0u64;
         for (start, end) in clashes {

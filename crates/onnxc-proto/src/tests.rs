@@ -11,10 +11,7 @@ fn tensor_type(elem: DataType, dims: &[tensor_shape_proto::dimension::Value]) ->
             shape: Some(TensorShapeProto {
                 dim: dims
                     .iter()
-                    .map(|v| tensor_shape_proto::Dimension {
-                        value: Some(v.clone()),
-                        ..Default::default()
-                    })
+                    .map(|v| tensor_shape_proto::Dimension { value: Some(v.clone()), ..Default::default() })
                     .collect(),
             }),
         })),
@@ -23,20 +20,13 @@ fn tensor_type(elem: DataType, dims: &[tensor_shape_proto::dimension::Value]) ->
 }
 
 fn value_info(name: &str, ty: TypeProto) -> ValueInfoProto {
-    ValueInfoProto {
-        name: Some(name.to_owned()),
-        r#type: Some(ty),
-        ..Default::default()
-    }
+    ValueInfoProto { name: Some(name.to_owned()), r#type: Some(ty), ..Default::default() }
 }
 
 fn sample_model() -> ModelProto {
     use tensor_shape_proto::dimension::Value as Dim;
 
-    let weights: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let weights: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     let initializer = TensorProto {
         name: Some("w".to_owned()),
         dims: vec![2, 2],
@@ -83,27 +73,18 @@ fn sample_model() -> ModelProto {
     ModelProto {
         ir_version: Some(Version::IrVersion as i64),
         producer_name: Some("onnxc-proto-test".to_owned()),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(21),
-        }],
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(21) }],
         graph: Some(GraphProto {
             name: Some("g".to_owned()),
             node: vec![node],
             initializer: vec![initializer],
             input: vec![value_info(
                 "x",
-                tensor_type(
-                    DataType::Float,
-                    &[Dim::DimParam("N".to_owned()), Dim::DimValue(2)],
-                ),
+                tensor_type(DataType::Float, &[Dim::DimParam("N".to_owned()), Dim::DimValue(2)]),
             )],
             output: vec![value_info(
                 "y",
-                tensor_type(
-                    DataType::Float,
-                    &[Dim::DimParam("N".to_owned()), Dim::DimValue(2)],
-                ),
+                tensor_type(DataType::Float, &[Dim::DimParam("N".to_owned()), Dim::DimValue(2)]),
             )],
             ..Default::default()
         }),
@@ -131,11 +112,7 @@ fn model_round_trip() {
     let init = &graph.initializer[0];
     assert_eq!(DataType::try_from(init.data_type()), Ok(DataType::Float));
     assert_eq!(init.dims, [2, 2]);
-    let floats: Vec<f32> = init
-        .raw_data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let floats: Vec<f32> = init.raw_data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(floats, [1.0, 2.0, 3.0, 4.0]);
     assert_eq!(init.data_location(), tensor_proto::DataLocation::Default);
     assert!(init.external_data.is_empty());
@@ -162,10 +139,7 @@ const UPSTREAM_MODEL_HEX: &str = "\
 050a0312014e42040a001015";
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 #[test]
@@ -185,18 +159,10 @@ fn decode_upstream_serialized_model() {
     assert_eq!(node.op_type(), "Mul");
     assert_eq!(node.input, ["x", "w"]);
     assert_eq!(node.output, ["y"]);
-    let attrs: Vec<(&str, AttributeType)> = node
-        .attribute
-        .iter()
-        .map(|a| (a.name(), a.r#type()))
-        .collect();
+    let attrs: Vec<(&str, AttributeType)> = node.attribute.iter().map(|a| (a.name(), a.r#type())).collect();
     assert_eq!(
         attrs,
-        [
-            ("alpha", AttributeType::Float),
-            ("axes", AttributeType::Ints),
-            ("mode", AttributeType::String),
-        ]
+        [("alpha", AttributeType::Float), ("axes", AttributeType::Ints), ("mode", AttributeType::String),]
     );
     assert_eq!(node.attribute[0].f(), 0.5);
     assert_eq!(node.attribute[1].ints, [0, -1]);
@@ -208,18 +174,12 @@ fn decode_upstream_serialized_model() {
     assert_eq!(DataType::try_from(w.data_type()), Ok(DataType::Float));
     assert_eq!(w.raw_data(), [0, 0, 0x80, 0x3f, 0, 0, 0, 0x40]);
 
-    let Some(type_proto::Value::TensorType(t)) = &graph.output[0].r#type.as_ref().unwrap().value
-    else {
+    let Some(type_proto::Value::TensorType(t)) = &graph.output[0].r#type.as_ref().unwrap().value else {
         panic!("expected tensor type");
     };
     assert_eq!(t.elem_type(), DataType::Float as i32);
     let dim = &t.shape.as_ref().unwrap().dim[0];
-    assert_eq!(
-        dim.value,
-        Some(tensor_shape_proto::dimension::Value::DimParam(
-            "N".to_owned()
-        ))
-    );
+    assert_eq!(dim.value, Some(tensor_shape_proto::dimension::Value::DimParam("N".to_owned())));
 
     // Re-encoding with prost and decoding again must preserve the model.
     let again = ModelProto::decode(model.encode_to_vec().as_slice()).expect("re-decode");
@@ -240,8 +200,5 @@ fn newer_data_types_are_present() {
         assert_eq!(dt as i32, code);
         assert_eq!(DataType::try_from(code), Ok(dt));
     }
-    assert_eq!(
-        DataType::from_str_name("FLOAT4E2M1"),
-        Some(DataType::Float4e2m1)
-    );
+    assert_eq!(DataType::from_str_name("FLOAT4E2M1"), Some(DataType::Float4e2m1));
 }

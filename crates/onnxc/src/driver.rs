@@ -1,7 +1,6 @@
 //! The compile pipeline and its options.
 
 use onnxc_frontend::FrontendError;
-use onnxc_ir::infer::{infer_and_fold, InferOptions};
 use onnxc_ir::{Dim, Graph, NodeError, Op, Shape, Tensor};
 use onnxc_kir::Program;
 use std::collections::BTreeMap;
@@ -45,11 +44,7 @@ fn format_node_errors(errors: &[NodeError]) -> String {
         return errors[0].to_string();
     }
     let lines: Vec<String> = errors.iter().map(|e| format!("  - {e}")).collect();
-    format!(
-        "{} nodes cannot be compiled:\n{}",
-        errors.len(),
-        lines.join("\n")
-    )
+    format!("{} nodes cannot be compiled:\n{}", errors.len(), lines.join("\n"))
 }
 
 /// The files one compile produces.
@@ -75,10 +70,7 @@ impl Artifacts {
         std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
         let files = [
             (dir.join(format!("{}.o", self.name)), self.object.as_slice()),
-            (
-                dir.join(format!("lib{}.a", self.name)),
-                self.archive.as_slice(),
-            ),
+            (dir.join(format!("lib{}.a", self.name)), self.archive.as_slice()),
             (dir.join(format!("{}.h", self.name)), self.header.as_bytes()),
         ];
         let mut written = Vec::new();
@@ -101,15 +93,19 @@ pub fn parse_input_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<usize
     let mut out = BTreeMap::new();
     for spec in specs.iter().flat_map(|s| s.split(',')) {
         let (name, dims) = spec.rsplit_once('=').ok_or_else(|| {
-            Error::Input(format!(
-                "--input-shape '{spec}' is not NAME=D0xD1x... (e.g. input=1x3x224x224)"
-            ))
+            Error::Input(format!("--input-shape '{spec}' is not NAME=D0xD1x... (e.g. input=1x3x224x224)"))
         })?;
         let dims = if dims.trim().is_empty() {
             Vec::new()
         } else {
             dims.split(['x', 'X'])
-                .map(|d| d.trim().parse::<usize>().map_err(|_| Error::Input(format!("--input-shape '{spec}': '{d}' is not a dim (use positive integers joined by 'x')"))))
+                .map(|d| {
+                    d.trim().parse::<usize>().map_err(|_| {
+                        Error::Input(format!(
+                            "--input-shape '{spec}': '{d}' is not a dim (use non-negative integers joined by 'x')"
+                        ))
+                    })
+                })
                 .collect::<Result<_, _>>()?
         };
         out.insert(name.trim().to_string(), dims);
@@ -132,15 +128,8 @@ fn shape_hint(shape: &Shape) -> String {
 /// Pins graph input dims from `shapes`; a symbolic dim pinned on one input
 /// takes the same value wherever else it appears. Errors name the input and
 /// dim and show the flag that fixes them.
-pub fn pin_input_shapes(
-    graph: &mut Graph,
-    shapes: &BTreeMap<String, Vec<usize>>,
-) -> Result<(), Error> {
-    let names: Vec<String> = graph
-        .inputs
-        .iter()
-        .map(|&n| graph.graph[n].outputs[0].name.clone())
-        .collect();
+pub fn pin_input_shapes(graph: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(), Error> {
+    let names: Vec<String> = graph.inputs.iter().map(|&n| graph.graph[n].outputs[0].name.clone()).collect();
     for name in shapes.keys() {
         if !names.contains(name) {
             return Err(Error::Input(format!(
@@ -175,9 +164,7 @@ pub fn pin_input_shapes(
                 Dim::Symbolic(s) => {
                     if let Some(&prev) = symbols.get(s) {
                         if prev != v {
-                            return Err(Error::Input(format!(
-                                "dim '{s}' is pinned to both {prev} and {v}"
-                            )));
+                            return Err(Error::Input(format!("dim '{s}' is pinned to both {prev} and {v}")));
                         }
                     }
                     symbols.insert(s.clone(), v);
@@ -198,6 +185,17 @@ pub fn pin_input_shapes(
     }
     for &n in &graph.inputs {
         let info = &graph.graph[n].outputs[0];
+        if let (Some(dims), Some(width)) = (info.shape.as_known(), info.dtype.size_bytes()) {
+            let bytes = dims.iter().try_fold(width as u128, |a, &d| a.checked_mul(d as u128)).unwrap_or(u128::MAX);
+            if bytes > onnxc_ir::infer::MAX_TENSOR_BYTES {
+                return Err(Error::Input(format!(
+                    "input '{}' of shape {} would take {bytes} bytes, over onnxc's limit of {} bytes per tensor",
+                    info.name,
+                    info.shape,
+                    onnxc_ir::infer::MAX_TENSOR_BYTES
+                )));
+            }
+        }
         if let Some(sym) = info.shape.first_symbolic() {
             return Err(Error::Shape(format!(
                 "input '{}' has symbolic dim '{sym}' (shape {}); pin it with --input-shape {}={}",
@@ -211,18 +209,10 @@ pub fn pin_input_shapes(
     Ok(())
 }
 
-/// Infers types, folds constants, removes dead nodes and verifies.
-pub fn prepare(graph: &mut Graph) -> Result<(), Error> {
-    infer_and_fold(
-        graph,
-        InferOptions {
-            fold_constants: true,
-        },
-    )
-    .map_err(Error::Nodes)?;
-    graph.remove_dead_nodes();
-    onnxc_ir::verify::verify(graph).map_err(Error::Nodes)?;
-    Ok(())
+/// Runs the default pass pipeline (inference with constant folding, dead
+/// code), verifying after each pass.
+pub fn prepare(graph: &mut Graph) -> Result<Vec<onnxc_passes::PassStats>, Error> {
+    onnxc_passes::run_pipeline(graph, onnxc_passes::DEFAULT_PIPELINE).map_err(Error::Nodes)
 }
 
 /// Lowers a prepared graph to a kernel program.
@@ -238,18 +228,14 @@ pub fn model_name(path: &Path, name: Option<&str>) -> Result<String, Error> {
             && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !n.starts_with(|c: char| c.is_ascii_digit());
         if !ok {
-            return Err(Error::Input(format!("--name '{n}' is not a C identifier (letters, digits and '_', not starting with a digit)")));
+            return Err(Error::Input(format!(
+                "--name '{n}' is not a C identifier (letters, digits and '_', not starting with a digit)"
+            )));
         }
         return Ok(n.to_string());
     }
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let mut id: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let mut id: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
         id.insert(0, '_');
     }
@@ -257,10 +243,7 @@ pub fn model_name(path: &Path, name: Option<&str>) -> Result<String, Error> {
 }
 
 /// Loads, pins, prepares and lowers a model.
-pub fn build_program(
-    path: &Path,
-    shapes: &BTreeMap<String, Vec<usize>>,
-) -> Result<(Graph, Program), Error> {
+pub fn build_program(path: &Path, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(Graph, Program), Error> {
     let mut graph = load(path)?;
     pin_input_shapes(&mut graph, shapes)?;
     prepare(&mut graph)?;
@@ -273,24 +256,11 @@ pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Err
     let name = model_name(path, opts.name.as_deref())?;
     let (_, program) = build_program(path, &opts.input_shapes)?;
     let object = onnxc_cpu::compile_object(&program, &name, opts.target.as_deref())?;
-    let symbols = vec![
-        format!("{name}_input_bytes"),
-        format!("{name}_output_bytes"),
-        format!("{name}_run"),
-    ];
+    let symbols = vec![format!("{name}_input_bytes"), format!("{name}_output_bytes"), format!("{name}_run")];
     let archive = crate::archive::build_archive(&format!("{name}.o"), &object, &symbols);
-    let source = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let source = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let header = crate::header::render_header(&program, &name, &source);
-    Ok(Artifacts {
-        name,
-        object,
-        archive,
-        header,
-        arena_bytes: program.arena_bytes,
-    })
+    Ok(Artifacts { name, object, archive, header, arena_bytes: program.arena_bytes })
 }
 
 /// A model compiled into this process, with its input/output names.
@@ -305,9 +275,7 @@ impl LoadedModel {
     pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> {
         let mut bufs = Vec::new();
         for io in &self.program.inputs {
-            let t = inputs
-                .get(&io.name)
-                .ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
+            let t = inputs.get(&io.name).ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
             bufs.push(t.bytes.as_slice());
         }
         let outs = self.jit.run(&bufs)?;
@@ -317,22 +285,11 @@ impl LoadedModel {
             .iter()
             .zip(outs)
             .map(|(io, bytes)| {
-                let dtype = self.graph.graph[self.graph.outputs[self
-                    .program
-                    .outputs
-                    .iter()
-                    .position(|o| o.name == io.name)
-                    .unwrap_or(0)]]
+                let dtype = self.graph.graph
+                    [self.graph.outputs[self.program.outputs.iter().position(|o| o.name == io.name).unwrap_or(0)]]
                 .outputs[0]
                     .dtype;
-                (
-                    io.name.clone(),
-                    Tensor {
-                        dtype,
-                        dims: io.dims.clone(),
-                        bytes,
-                    },
-                )
+                (io.name.clone(), Tensor { dtype, dims: io.dims.clone(), bytes })
             })
             .collect())
     }
@@ -340,10 +297,7 @@ impl LoadedModel {
 
 /// Compiles a model in-process, taking input shapes from `inputs` (arrays
 /// keyed by input name) and checking their dtypes and fixed dims.
-pub fn load_for_inputs(
-    path: &Path,
-    inputs: &BTreeMap<String, Tensor>,
-) -> Result<LoadedModel, Error> {
+pub fn load_for_inputs(path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result<LoadedModel, Error> {
     let mut graph = load(path)?;
     let mut shapes = BTreeMap::new();
     let mut missing = Vec::new();
@@ -359,12 +313,7 @@ pub fn load_for_inputs(
                     )));
                 }
                 if t.dims.len() != info.shape.rank()
-                    || info
-                        .shape
-                        .0
-                        .iter()
-                        .zip(&t.dims)
-                        .any(|(d, &v)| matches!(d, Dim::Known(k) if *k != v))
+                    || info.shape.0.iter().zip(&t.dims).any(|(d, &v)| matches!(d, Dim::Known(k) if *k != v))
                 {
                     return Err(Error::Input(format!(
                         "input '{}' must have shape {}, but the given array has shape {:?}",
@@ -387,11 +336,7 @@ pub fn load_for_inputs(
     prepare(&mut graph)?;
     let program = lower(&graph)?;
     let jit = JitModel::new(&program)?;
-    Ok(LoadedModel {
-        graph,
-        program,
-        jit,
-    })
+    Ok(LoadedModel { graph, program, jit })
 }
 
 /// Parameter count and bytes of a graph's constants (initializers and

@@ -30,10 +30,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compile a model into NAME.o, libNAME.a and NAME.h in an output folder.
-    #[command(
-        after_help = "Symbolic input dims (e.g. a batch dim 'N') must be pinned with --input-shape.
-The header documents the calling convention; see docs/abi.md."
-    )]
+    #[command(after_help = "Symbolic input dims (e.g. a batch dim 'N') must be pinned with --input-shape.
+The header documents the calling convention; see docs/abi.md.")]
     Compile {
         /// The ONNX model file.
         model: PathBuf,
@@ -54,10 +52,8 @@ The header documents the calling convention; see docs/abi.md."
         quiet: bool,
     },
     /// Compile a model in-process (JIT) and run it on inputs from a file.
-    #[command(
-        after_help = "Input shapes are taken from the given arrays; arrays that are not model inputs
-(e.g. reference outputs stored alongside) are ignored."
-    )]
+    #[command(after_help = "Input shapes are taken from the given arrays; arrays that are not model inputs
+(e.g. reference outputs stored alongside) are ignored.")]
     Run {
         /// The ONNX model file.
         model: PathBuf,
@@ -77,31 +73,32 @@ The header documents the calling convention; see docs/abi.md."
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // A panic is a compiler bug: report it as one error paragraph, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        eprintln!("error: internal compiler error{location}: {message}. This is a bug in onnxc; please report it with the model that triggers it.");
+    }));
+    match std::panic::catch_unwind(|| dispatch(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(_) => ExitCode::from(2),
     }
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compile {
-            model,
-            output,
-            input_shape,
-            name,
-            target,
-            quiet,
-        } => {
+        Command::Compile { model, output, input_shape, name, target, quiet } => {
             let started = std::time::Instant::now();
-            let opts = onnxc::CompileOptions {
-                name,
-                input_shapes: onnxc::parse_input_shapes(&input_shape)?,
-                target,
-            };
+            let opts = onnxc::CompileOptions { name, input_shapes: onnxc::parse_input_shapes(&input_shape)?, target };
             let artifacts = onnxc::compile_file(&model, &opts)?;
             let files = artifacts.write_to(&output)?;
             if !quiet {
@@ -117,11 +114,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run {
-            model,
-            inputs,
-            outputs,
-        } => run(&model, &inputs, outputs.as_deref()),
+        Command::Run { model, inputs, outputs } => run(&model, &inputs, outputs.as_deref()),
         Command::Inspect { model } => inspect(&model),
     }
 }
@@ -130,10 +123,13 @@ fn read_inputs(path: &Path, model: &onnxc_ir::Graph) -> Result<BTreeMap<String, 
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "npy" {
         if model.inputs.len() != 1 {
-            bail!("'{}' is a single .npy array, but the model has {} inputs; pass an .npz keyed by input names", path.display(), model.inputs.len());
+            bail!(
+                "'{}' is a single .npy array, but the model has {} inputs; pass an .npz keyed by input names",
+                path.display(),
+                model.inputs.len()
+            );
         }
-        let t = npz::read_npy(path)
-            .with_context(|| format!("cannot read inputs from '{}'", path.display()))?;
+        let t = npz::read_npy(path).with_context(|| format!("cannot read inputs from '{}'", path.display()))?;
         let name = model.graph[model.inputs[0]].outputs[0].name.clone();
         return Ok(BTreeMap::from([(name, t)]));
     }
@@ -155,11 +151,7 @@ fn summary(t: &Tensor) -> String {
     }
     let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
     let more = if v.len() > 6 { ", ..." } else { "" };
-    format!(
-        "min {lo:.6} max {hi:.6} mean {:.6} [{}{more}]",
-        sum / v.len() as f64,
-        head.join(", ")
-    )
+    format!("min {lo:.6} max {hi:.6} mean {:.6} [{}{more}]", sum / v.len() as f64, head.join(", "))
 }
 
 fn run(model: &Path, inputs: &Path, outputs: Option<&Path>) -> Result<()> {
@@ -174,25 +166,18 @@ fn run(model: &Path, inputs: &Path, outputs: Option<&Path>) -> Result<()> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "npy" {
             if results.len() != 1 {
-                bail!(
-                    "the model has {} outputs; write them to an .npz instead of '{}'",
-                    results.len(),
-                    path.display()
-                );
+                bail!("the model has {} outputs; write them to an .npz instead of '{}'", results.len(), path.display());
             }
-            npz::write_npy(path, &results[0].1)
-                .with_context(|| format!("cannot write '{}'", path.display()))?;
+            npz::write_npy(path, &results[0].1).with_context(|| format!("cannot write '{}'", path.display()))?;
         } else {
-            npz::write_npz(path, &results)
-                .with_context(|| format!("cannot write '{}'", path.display()))?;
+            npz::write_npz(path, &results).with_context(|| format!("cannot write '{}'", path.display()))?;
         }
     }
     Ok(())
 }
 
 fn inspect(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Io(format!("cannot read '{}': {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("cannot read '{}': {e}", path.display())))?;
     let proto = onnxc_frontend::decode_model(&bytes, &path.display().to_string())?;
     let graph = onnxc::load(path)?;
     println!("model: {}", path.display());
@@ -202,11 +187,8 @@ fn inspect(path: &Path) -> Result<()> {
         proto.producer_name.clone().unwrap_or_default(),
         proto.producer_version.clone().unwrap_or_default()
     );
-    let opsets: Vec<String> = graph
-        .opsets
-        .iter()
-        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
-        .collect();
+    let opsets: Vec<String> =
+        graph.opsets.iter().map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d })).collect();
     println!("opsets: {}", opsets.join(", "));
     println!("inputs:");
     for &n in &graph.inputs {
@@ -219,15 +201,8 @@ fn inspect(path: &Path) -> Result<()> {
         println!("  {}: {} {}", i.name, i.dtype, i.shape);
     }
     let mut hist: BTreeMap<String, usize> = BTreeMap::new();
-    for n in &proto
-        .graph
-        .as_ref()
-        .map(|g| g.node.clone())
-        .unwrap_or_default()
-    {
-        *hist
-            .entry(n.op_type.clone().unwrap_or_default())
-            .or_insert(0) += 1;
+    for n in &proto.graph.as_ref().map(|g| g.node.clone()).unwrap_or_default() {
+        *hist.entry(n.op_type.clone().unwrap_or_default()).or_insert(0) += 1;
     }
     println!("ops ({} nodes):", hist.values().sum::<usize>());
     let mut sorted: Vec<_> = hist.into_iter().collect();
@@ -236,11 +211,7 @@ fn inspect(path: &Path) -> Result<()> {
         println!("  {op:<24} {count}");
     }
     let (params, bytes) = onnxc::parameter_stats(&graph);
-    let constants = graph
-        .graph
-        .node_weights()
-        .filter(|n| matches!(n.op, Op::Constant(_)))
-        .count();
+    let constants = graph.graph.node_weights().filter(|n| matches!(n.op, Op::Constant(_))).count();
     println!(
         "parameters: {params} in {constants} tensors, {bytes} bytes ({:.2} MiB)",
         bytes as f64 / (1024.0 * 1024.0)

@@ -8,10 +8,7 @@ use std::io;
 use std::path::Path;
 
 fn invalid(path: &Path, message: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("'{}': {message}", path.display()),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("'{}': {message}", path.display()))
 }
 
 fn dtype_of(descr: &str) -> Option<DType> {
@@ -34,33 +31,18 @@ fn dtype_of(descr: &str) -> Option<DType> {
 
 fn read_array<R: io::Read>(file: npyz::NpyFile<R>, path: &Path, name: &str) -> io::Result<Tensor> {
     if file.order() == npyz::Order::Fortran {
-        return Err(invalid(
-            path,
-            format!("array '{name}' is in Fortran order; save it C-contiguous"),
-        ));
+        return Err(invalid(path, format!("array '{name}' is in Fortran order; save it C-contiguous")));
     }
     let descr = match file.dtype() {
         npyz::DType::Plain(ts) => ts.to_string(),
-        other => {
-            return Err(invalid(
-                path,
-                format!("array '{name}' has an unsupported dtype {}", other.descr()),
-            ))
-        }
+        other => return Err(invalid(path, format!("array '{name}' has an unsupported dtype {}", other.descr()))),
     };
-    let dtype = dtype_of(&descr).ok_or_else(|| {
-        invalid(
-            path,
-            format!("array '{name}' has an unsupported dtype '{descr}'"),
-        )
-    })?;
+    let dtype =
+        dtype_of(&descr).ok_or_else(|| invalid(path, format!("array '{name}' has an unsupported dtype '{descr}'")))?;
     let dims: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
     macro_rules! bytes {
         ($t:ty) => {
-            file.into_vec::<$t>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>()
+            file.into_vec::<$t>()?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
         };
     }
     let bytes = match dtype {
@@ -83,14 +65,12 @@ fn read_array<R: io::Read>(file: npyz::NpyFile<R>, path: &Path, name: &str) -> i
 
 /// Reads every array of an `.npz` file.
 pub fn read_npz(path: &Path) -> io::Result<BTreeMap<String, Tensor>> {
-    let mut archive = npyz::npz::NpzArchive::open(path)
-        .map_err(|e| invalid(path, format!("not a readable .npz file ({e})")))?;
+    let mut archive =
+        npyz::npz::NpzArchive::open(path).map_err(|e| invalid(path, format!("not a readable .npz file ({e})")))?;
     let names: Vec<String> = archive.array_names().map(String::from).collect();
     let mut out = BTreeMap::new();
     for name in names {
-        let file = archive
-            .by_name(&name)?
-            .ok_or_else(|| invalid(path, format!("array '{name}' vanished")))?;
+        let file = archive.by_name(&name)?.ok_or_else(|| invalid(path, format!("array '{name}' vanished")))?;
         out.insert(name.clone(), read_array(file, path, &name)?);
     }
     Ok(out)
@@ -99,8 +79,7 @@ pub fn read_npz(path: &Path) -> io::Result<BTreeMap<String, Tensor>> {
 /// Reads one `.npy` file.
 pub fn read_npy(path: &Path) -> io::Result<Tensor> {
     let bytes = std::fs::read(path)?;
-    let file = npyz::NpyFile::new(&bytes[..])
-        .map_err(|e| invalid(path, format!("not a readable .npy file ({e})")))?;
+    let file = npyz::NpyFile::new(&bytes[..]).map_err(|e| invalid(path, format!("not a readable .npy file ({e})")))?;
     read_array(file, path, "array")
 }
 
@@ -108,20 +87,14 @@ fn write_array<W: io::Write>(w: &mut W, t: &Tensor) -> io::Result<()> {
     let shape: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
     macro_rules! write {
         ($t:ty, $values:expr) => {{
-            let mut writer = npyz::WriteOptions::<$t>::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(w)
-                .begin_nd()?;
+            let mut writer = npyz::WriteOptions::<$t>::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
             writer.extend($values)?;
             writer.finish()
         }};
     }
     macro_rules! le {
         ($t:ty) => {
-            t.bytes
-                .chunks_exact(std::mem::size_of::<$t>())
-                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()))
+            t.bytes.chunks_exact(std::mem::size_of::<$t>()).map(|c| <$t>::from_le_bytes(c.try_into().unwrap()))
         };
     }
     match t.dtype {
@@ -136,10 +109,7 @@ fn write_array<W: io::Write>(w: &mut W, t: &Tensor) -> io::Result<()> {
         DType::U32 => write!(u32, le!(u32)),
         DType::U64 => write!(u64, le!(u64)),
         DType::Bool => write!(bool, t.bytes.iter().map(|&b| b != 0)),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("cannot write dtype {other} to .npy"),
-        )),
+        other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cannot write dtype {other} to .npy"))),
     }
 }
 
@@ -148,10 +118,8 @@ fn write_array<W: io::Write>(w: &mut W, t: &Tensor) -> io::Result<()> {
 pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> io::Result<()> {
     let mut npz = npyz::npz::NpzWriter::create(path)?;
     for (name, t) in arrays {
-        let options =
-            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
-        npz.zip_writer()
-            .start_file(npyz::npz::file_name_from_array_name(name), options)?;
+        let options = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        npz.zip_writer().start_file(npyz::npz::file_name_from_array_name(name), options)?;
         write_array(npz.zip_writer(), t)?;
     }
     npz.zip_writer().finish()?;

@@ -7,27 +7,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn onnxc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnxc"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_onnxc")).args(args).current_dir(common::root()).output().unwrap()
 }
 
 /// Runs a command that must fail cleanly; returns its stderr.
 fn fails(args: &[&str]) -> String {
     let out = onnxc(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "onnxc {args:?} should exit 1, got {:?}; stderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "onnxc {args:?} panicked:\n{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(1), "onnxc {args:?} should exit 1, got {:?}; stderr:\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "onnxc {args:?} panicked:\n{stderr}");
     assert!(stderr.starts_with("error: "), "onnxc {args:?}: {stderr}");
     stderr
 }
@@ -44,11 +32,7 @@ fn run_prints_outputs_and_writes_npz() {
         "--outputs",
         out_path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("logits: f32 [1, 10]  min "), "{stdout}");
     let written = common::npz(&out_path);
@@ -67,11 +51,7 @@ fn compile_writes_object_library_and_header() {
         "--input-shape",
         "input=1x64",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for f in ["mlp_digits.o", "libmlp_digits.a", "mlp_digits.h"] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
@@ -95,14 +75,9 @@ fn inspect_describes_the_model() {
     let out = onnxc(&["inspect", "testdata/cnn_digits.onnx"]);
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    for needle in [
-        "input: f32 [N,1,8,8]",
-        "logits: f32 [N,10]",
-        "Conv ",
-        "BatchNormalization",
-        "parameters: ",
-        "ai.onnx=17",
-    ] {
+    for needle in
+        ["input: f32 [N,1,8,8]", "logits: f32 [N,10]", "Conv ", "BatchNormalization", "parameters: ", "ai.onnx=17"]
+    {
         assert!(s.contains(needle), "inspect output lacks '{needle}':\n{s}");
     }
 }
@@ -115,59 +90,27 @@ fn truncated_and_non_onnx_files_are_refused() {
         fails(&["compile", f, "-o", "target/never"]);
     }
     let e = fails(&["inspect", "testdata/bad/does_not_exist.onnx"]);
-    assert!(
-        e.contains("cannot read 'testdata/bad/does_not_exist.onnx'"),
-        "{e}"
-    );
+    assert!(e.contains("cannot read 'testdata/bad/does_not_exist.onnx'"), "{e}");
 }
 
 #[test]
 fn all_unknown_ops_are_listed_at_once() {
-    let e = fails(&[
-        "compile",
-        "testdata/bad/unknown_ops.onnx",
-        "-o",
-        "target/never",
-    ]);
+    let e = fails(&["compile", "testdata/bad/unknown_ops.onnx", "-o", "target/never"]);
     assert!(e.contains("2 unsupported ops"), "{e}");
-    assert!(
-        e.contains("node 'foo_1': FooBar (domain ai.onnx, opset"),
-        "{e}"
-    );
-    assert!(
-        e.contains("node 'custom_2': Custom (domain com.example, opset 1)"),
-        "{e}"
-    );
+    assert!(e.contains("node 'foo_1': FooBar (domain ai.onnx, opset"), "{e}");
+    assert!(e.contains("node 'custom_2': Custom (domain com.example, opset 1)"), "{e}");
 }
 
 #[test]
 fn missing_initializer_names_the_node_and_input() {
-    let e = fails(&[
-        "compile",
-        "testdata/bad/missing_initializer.onnx",
-        "-o",
-        "target/never",
-    ]);
-    assert!(
-        e.contains(
-            "(MatMul): input 'W' is not a graph input, an initializer, or the output of any node"
-        ),
-        "{e}"
-    );
+    let e = fails(&["compile", "testdata/bad/missing_initializer.onnx", "-o", "target/never"]);
+    assert!(e.contains("(MatMul): input 'W' is not a graph input, an initializer, or the output of any node"), "{e}");
 }
 
 #[test]
 fn external_data_outside_the_model_folder_is_refused() {
-    let e = fails(&[
-        "compile",
-        "testdata/bad/external_escape/model.onnx",
-        "-o",
-        "target/never",
-    ]);
-    assert!(
-        e.contains("'../secret.bin' leaves the model's folder"),
-        "{e}"
-    );
+    let e = fails(&["compile", "testdata/bad/external_escape/model.onnx", "-o", "target/never"]);
+    assert!(e.contains("'../secret.bin' leaves the model's folder"), "{e}");
 }
 
 #[test]
@@ -180,42 +123,13 @@ fn external_data_inside_the_model_folder_loads() {
 
 #[test]
 fn unpinned_symbolic_dim_names_it_and_shows_the_flag() {
-    let e = fails(&[
-        "compile",
-        "testdata/bad/symbolic_dim.onnx",
-        "-o",
-        "target/never",
-    ]);
-    assert!(
-        e.contains("input 'x' has symbolic dim 'batch'") && e.contains("--input-shape x=1x4"),
-        "{e}"
-    );
-    let e = fails(&[
-        "compile",
-        "testdata/mlp_digits.onnx",
-        "-o",
-        "target/never",
-        "--input-shape",
-        "nope=1x64",
-    ]);
+    let e = fails(&["compile", "testdata/bad/symbolic_dim.onnx", "-o", "target/never"]);
+    assert!(e.contains("input 'x' has symbolic dim 'batch'") && e.contains("--input-shape x=1x4"), "{e}");
+    let e = fails(&["compile", "testdata/mlp_digits.onnx", "-o", "target/never", "--input-shape", "nope=1x64"]);
     assert!(e.contains("the model's inputs are: input"), "{e}");
-    let e = fails(&[
-        "compile",
-        "testdata/mlp_digits.onnx",
-        "-o",
-        "target/never",
-        "--input-shape",
-        "input=1x63",
-    ]);
+    let e = fails(&["compile", "testdata/mlp_digits.onnx", "-o", "target/never", "--input-shape", "input=1x63"]);
     assert!(e.contains("fixed dim 1 = 64"), "{e}");
-    let e = fails(&[
-        "compile",
-        "testdata/mlp_digits.onnx",
-        "-o",
-        "target/never",
-        "--input-shape",
-        "input=1xq",
-    ]);
+    let e = fails(&["compile", "testdata/mlp_digits.onnx", "-o", "target/never", "--input-shape", "input=1xq"]);
     assert!(e.contains("'q' is not a dim"), "{e}");
 }
 
@@ -227,46 +141,17 @@ fn run_refuses_wrong_input_shapes_dtypes_and_names() {
         onnxc::npz::write_npz(&p, &arrays).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let wrong_shape = write(
-        "shape.npz",
-        vec![(
-            "input".into(),
-            onnxc_ir::Tensor::from_f32(&[1, 63], &[0.0; 63]),
-        )],
-    );
+    let wrong_shape = write("shape.npz", vec![("input".into(), onnxc_ir::Tensor::from_f32(&[1, 63], &[0.0; 63]))]);
     let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", &wrong_shape]);
-    assert!(
-        e.contains("input 'input' must have shape [N,64], but the given array has shape [1, 63]"),
-        "{e}"
-    );
-    let wrong_dtype = write(
-        "dtype.npz",
-        vec![(
-            "input".into(),
-            onnxc_ir::Tensor::from_f64(&[1, 64], &[0.0; 64]),
-        )],
-    );
+    assert!(e.contains("input 'input' must have shape [N,64], but the given array has shape [1, 63]"), "{e}");
+    let wrong_dtype = write("dtype.npz", vec![("input".into(), onnxc_ir::Tensor::from_f64(&[1, 64], &[0.0; 64]))]);
     let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", &wrong_dtype]);
-    assert!(
-        e.contains("input 'input' must be f32, but the given array is f64"),
-        "{e}"
-    );
-    let wrong_name = write(
-        "name.npz",
-        vec![("x".into(), onnxc_ir::Tensor::from_f32(&[1, 64], &[0.0; 64]))],
-    );
+    assert!(e.contains("input 'input' must be f32, but the given array is f64"), "{e}");
+    let wrong_name = write("name.npz", vec![("x".into(), onnxc_ir::Tensor::from_f32(&[1, 64], &[0.0; 64]))]);
     let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", &wrong_name]);
     assert!(e.contains("missing model input 'input'"), "{e}");
-    let e = fails(&[
-        "run",
-        "testdata/mlp_digits.onnx",
-        "--inputs",
-        "testdata/mlp_digits.onnx",
-    ]);
-    assert!(
-        e.contains("cannot read inputs from 'testdata/mlp_digits.onnx'"),
-        "{e}"
-    );
+    let e = fails(&["run", "testdata/mlp_digits.onnx", "--inputs", "testdata/mlp_digits.onnx"]);
+    assert!(e.contains("cannot read inputs from 'testdata/mlp_digits.onnx'"), "{e}");
 }
 
 #[test]
@@ -275,14 +160,8 @@ fn unwritable_output_folder_is_reported() {
     let file = dir.path().join("a_file");
     std::fs::write(&file, b"x").unwrap();
     let target = file.join("sub");
-    let e = fails(&[
-        "compile",
-        "testdata/mlp_digits.onnx",
-        "-o",
-        target.to_str().unwrap(),
-        "--input-shape",
-        "input=1x64",
-    ]);
+    let e =
+        fails(&["compile", "testdata/mlp_digits.onnx", "-o", target.to_str().unwrap(), "--input-shape", "input=1x64"]);
     assert!(e.contains("cannot write to the output folder"), "{e}");
 }
 
@@ -310,4 +189,12 @@ fn bad_names_and_targets_are_refused() {
         "riscv-nope",
     ]);
     assert!(e.contains("unsupported target 'riscv-nope'"), "{e}");
+}
+
+#[test]
+fn header_snapshot() {
+    let opts =
+        onnxc::CompileOptions { input_shapes: [("input".to_string(), vec![1, 64])].into(), ..Default::default() };
+    let artifacts = onnxc::compile_file(&common::root().join("testdata/mlp_digits.onnx"), &opts).unwrap();
+    insta::assert_snapshot!(artifacts.header);
 }

@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Asserts `actual` matches `expected` the way the corpus is held to:
@@ -24,18 +21,14 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
         let e = expected.to_f64_vec().unwrap();
         let scale = e.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         let tol = 1e-4 * scale;
-        let (worst, at) = a
-            .iter()
-            .zip(&e)
-            .enumerate()
-            .fold((0.0f64, 0), |(w, at), (i, (x, y))| {
-                let d = (x - y).abs();
-                if d > w || d.is_nan() {
-                    (if d.is_nan() { f64::INFINITY } else { d }, i)
-                } else {
-                    (w, at)
-                }
-            });
+        let (worst, at) = a.iter().zip(&e).enumerate().fold((0.0f64, 0), |(w, at), (i, (x, y))| {
+            let d = (x - y).abs();
+            if d > w || d.is_nan() {
+                (if d.is_nan() { f64::INFINITY } else { d }, i)
+            } else {
+                (w, at)
+            }
+        });
         assert!(
             worst <= tol,
             "{what}: max abs error {worst:e} at element {at} (got {}, want {}) exceeds {tol:e}",
@@ -56,15 +49,11 @@ pub fn npz(path: &Path) -> BTreeMap<String, Tensor> {
 /// checks every output against the reference's arrays of the same names.
 pub fn check_model_against_reference(model: &Path, reference: &Path) -> Vec<(String, Tensor)> {
     let arrays = npz(reference);
-    let loaded = onnxc::load_for_inputs(model, &arrays)
-        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
-    let outputs = loaded
-        .run(&arrays)
-        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let loaded = onnxc::load_for_inputs(model, &arrays).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let outputs = loaded.run(&arrays).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     for (name, t) in &outputs {
-        let expected = arrays
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no reference for output '{name}'", reference.display()));
+        let expected =
+            arrays.get(name).unwrap_or_else(|| panic!("{}: no reference for output '{name}'", reference.display()));
         assert_close(&format!("{} output '{name}'", model.display()), t, expected);
     }
     outputs

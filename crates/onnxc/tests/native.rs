@@ -8,37 +8,20 @@ use onnxc_ir::Tensor;
 use std::path::Path;
 use std::process::Command;
 
-fn compile(
-    model: &Path,
-    dir: &Path,
-    name: Option<&str>,
-    shapes: &[(&str, &[usize])],
-) -> onnxc::Artifacts {
+fn compile(model: &Path, dir: &Path, name: Option<&str>, shapes: &[(&str, &[usize])]) -> onnxc::Artifacts {
     let opts = onnxc::CompileOptions {
         name: name.map(String::from),
-        input_shapes: shapes
-            .iter()
-            .map(|(n, d)| (n.to_string(), d.to_vec()))
-            .collect(),
+        input_shapes: shapes.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect(),
         target: None,
     };
-    let artifacts =
-        onnxc::compile_file(model, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let artifacts = onnxc::compile_file(model, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     artifacts.write_to(dir).unwrap();
     artifacts
 }
 
 fn cc(args: &[&str], cwd: &Path) {
-    let out = Command::new("cc")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the system C compiler `cc` runs");
-    assert!(
-        out.status.success(),
-        "cc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("cc").args(args).current_dir(cwd).output().expect("the system C compiler `cc` runs");
+    assert!(out.status.success(), "cc {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Builds examples/c/run_model.c against `name` in `dir`, runs it on the
@@ -101,43 +84,24 @@ fn check_linked_model(model: &str, reference: &str, input: &str) {
     let inputs = vec![(input.to_string(), arrays[input].clone())];
     let linked = run_linked(dir.path(), &name, &inputs, &jit);
     for ((out_name, jit_t), linked_t) in jit.iter().zip(&linked) {
-        common::assert_close(
-            &format!("linked {name} '{out_name}' vs reference"),
-            linked_t,
-            &arrays[out_name],
-        );
-        assert_eq!(
-            linked_t.bytes, jit_t.bytes,
-            "linked object and JIT differ on '{out_name}'"
-        );
+        common::assert_close(&format!("linked {name} '{out_name}' vs reference"), linked_t, &arrays[out_name]);
+        assert_eq!(linked_t.bytes, jit_t.bytes, "linked object and JIT differ on '{out_name}'");
     }
 }
 
 #[test]
 fn linked_mlp_matches_reference_and_jit() {
-    check_linked_model(
-        "testdata/mlp_digits.onnx",
-        "testdata/mlp_digits.npz",
-        "input",
-    );
+    check_linked_model("testdata/mlp_digits.onnx", "testdata/mlp_digits.npz", "input");
 }
 
 #[test]
 fn linked_mlp_batch4_matches_reference_and_jit() {
-    check_linked_model(
-        "testdata/mlp_digits.onnx",
-        "testdata/mlp_digits_b4.npz",
-        "input",
-    );
+    check_linked_model("testdata/mlp_digits.onnx", "testdata/mlp_digits_b4.npz", "input");
 }
 
 #[test]
 fn linked_cnn_matches_reference_and_jit() {
-    check_linked_model(
-        "testdata/cnn_digits.onnx",
-        "testdata/cnn_digits.npz",
-        "input",
-    );
+    check_linked_model("testdata/cnn_digits.onnx", "testdata/cnn_digits.npz", "input");
 }
 
 #[test]
@@ -163,11 +127,7 @@ fn two_models_with_different_names_link_into_one_program() {
         dir.path(),
     );
     let out = Command::new(&exe).output().unwrap();
-    assert!(
-        out.status.success(),
-        "two_models exited with {}",
-        out.status
-    );
+    assert!(out.status.success(), "two_models exited with {}", out.status);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("class "));
 }
 
@@ -181,10 +141,7 @@ fn compiling_twice_gives_identical_artifacts() {
     for file in ["cnn_digits.o", "libcnn_digits.a", "cnn_digits.h"] {
         let x = std::fs::read(a.path().join(file)).unwrap();
         let y = std::fs::read(b.path().join(file)).unwrap();
-        assert!(
-            !x.is_empty() && x == y,
-            "{file} differs between two compiles"
-        );
+        assert!(!x.is_empty() && x == y, "{file} differs between two compiles");
     }
 }
 
@@ -218,39 +175,18 @@ fn object_imports_only_libm_and_has_no_writable_data() {
         .filter(|s| s.is_undefined() && !s.name().unwrap_or("").is_empty())
         .map(|s| s.name().unwrap().to_string())
         .collect();
-    assert!(
-        undefined.iter().any(|s| s == "expf"),
-        "softmax calls expf: {undefined:?}"
-    );
+    assert!(undefined.iter().any(|s| s == "expf"), "softmax calls expf: {undefined:?}");
     for s in &undefined {
-        assert!(
-            allowed.contains(&s.as_str()),
-            "unexpected undefined symbol {s}"
-        );
+        assert!(allowed.contains(&s.as_str()), "unexpected undefined symbol {s}");
     }
     for section in file.sections() {
         let writable = matches!(
             section.kind(),
-            SectionKind::Data
-                | SectionKind::UninitializedData
-                | SectionKind::Tls
-                | SectionKind::UninitializedTls
+            SectionKind::Data | SectionKind::UninitializedData | SectionKind::Tls | SectionKind::UninitializedTls
         );
-        assert!(
-            !(writable && section.size() > 0),
-            "writable section {:?} of {} bytes",
-            section.name(),
-            section.size()
-        );
+        assert!(!(writable && section.size() > 0), "writable section {:?} of {} bytes", section.name(), section.size());
     }
-    let exported: Vec<String> = file
-        .symbols()
-        .filter(|s| s.is_global() && s.is_definition())
-        .map(|s| s.name().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        exported,
-        ["sm_input_bytes", "sm_output_bytes", "sm_run"],
-        "exported symbols"
-    );
+    let exported: Vec<String> =
+        file.symbols().filter(|s| s.is_global() && s.is_definition()).map(|s| s.name().unwrap().to_string()).collect();
+    assert_eq!(exported, ["sm_input_bytes", "sm_output_bytes", "sm_run"], "exported symbols");
 }

@@ -14,33 +14,19 @@ fn every_op_case_matches_onnx_runtime() {
         })
         .collect();
     cases.sort();
-    assert!(
-        cases.len() >= 60,
-        "expected the op cases in {}",
-        dir.display()
-    );
+    assert!(cases.len() >= 60, "expected the op cases in {}", dir.display());
     let mut failures = Vec::new();
     for model in &cases {
         let reference = model.with_extension("npz");
-        let result =
-            std::panic::catch_unwind(|| common::check_model_against_reference(model, &reference));
+        let result = std::panic::catch_unwind(|| common::check_model_against_reference(model, &reference));
         if let Err(e) = result {
             let msg = e
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            failures.push(format!(
-                "{}: {msg}",
-                model.file_name().unwrap().to_string_lossy()
-            ));
+            failures.push(format!("{}: {msg}", model.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }

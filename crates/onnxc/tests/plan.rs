@@ -1,0 +1,60 @@
+//! The static memory plan: on every test model, no two arena buffers that
+//! are live at the same time overlap, and sharing makes the arena smaller
+//! than the sum of the intermediates.
+
+mod common;
+
+use onnxc_kir::BufferKind;
+
+#[test]
+fn arena_plan_never_overlaps_live_buffers() {
+    let root = common::root();
+    let mut models: Vec<_> = std::fs::read_dir(root.join("testdata/ops"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    models.sort();
+    models.push(root.join("testdata/mlp_digits.onnx"));
+    models.push(root.join("testdata/cnn_digits.onnx"));
+    for model in models {
+        let arrays = common::npz(&model.with_extension("npz"));
+        let loaded = onnxc::load_for_inputs(&model, &arrays).unwrap();
+        let lifetimes = onnxc_lower::plan::lifetimes(&loaded.program);
+        onnxc_kir::check_arena_plan(&loaded.program, &lifetimes).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    }
+}
+
+#[test]
+fn arena_reuses_memory_across_the_cnn() {
+    let root = common::root();
+    let model = root.join("testdata/cnn_digits.onnx");
+    let loaded = onnxc::load_for_inputs(&model, &common::npz(&root.join("testdata/cnn_digits.npz"))).unwrap();
+    let p = &loaded.program;
+    let intermediates: u64 = p
+        .buffers
+        .iter()
+        .filter(|b| matches!(b.kind, BufferKind::Arena { .. }))
+        .map(|b| b.bytes().div_ceil(64) * 64)
+        .sum();
+    assert!(
+        p.arena_bytes > 0 && p.arena_bytes < intermediates,
+        "arena {} vs intermediates {intermediates}",
+        p.arena_bytes
+    );
+}
+
+#[test]
+fn overlap_checker_catches_a_bad_plan() {
+    let root = common::root();
+    let model = root.join("testdata/cnn_digits.onnx");
+    let loaded = onnxc::load_for_inputs(&model, &common::npz(&root.join("testdata/cnn_digits.npz"))).unwrap();
+    let mut p = loaded.program.clone();
+    let lifetimes = onnxc_lower::plan::lifetimes(&p);
+    for b in &mut p.buffers {
+        if let BufferKind::Arena { offset } = &mut b.kind {
+            *offset = 0;
+        }
+    }
+    assert!(onnxc_kir::check_arena_plan(&p, &lifetimes).is_err(), "every buffer at offset 0 must clash");
+}
