@@ -728,6 +728,18 @@ def gen_bad():
     onnx.checker.check_model(m, full_check=True)
     write_bytes(os.path.join(BAD_DIR, "symbolic_dim.onnx"), m.SerializeToString())
 
+    # An input with an element type but no shape at all (rank unknown).
+    x_no_shape = helper.make_tensor_value_info("x", F32, None)
+    m = simple_model("no_shape", [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+                     [x_no_shape], [vi("y", F32, [2, 2])])
+    write_bytes(os.path.join(BAD_DIR, "no_shape.onnx"), m.SerializeToString())
+
+    # MatMul of f32 by f64: a type error ORT's checker would refuse.
+    w64 = numpy_helper.from_array(np.ones((4, 3), dtype=np.float64), "W")
+    m = simple_model("mixed_dtypes", [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+                     [vi("x", F32, [2, 4])], [vi("y", F32, [2, 3])], inits=[w64])
+    write_bytes(os.path.join(BAD_DIR, "mixed_dtypes.onnx"), m.SerializeToString())
+
 
 # --------------------------------------------------------------------------
 # verification

@@ -661,3 +661,22 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
         _ => false,
     }
 }
+
+/// Counts the innermost loops of `program` that the code generator runs
+/// four lanes at a time (the same decision `define_program` makes).
+pub fn vectorized_loop_count(program: &Program) -> usize {
+    fn walk(program: &Program, kernel: &Kernel, stmts: &[Stmt]) -> usize {
+        stmts
+            .iter()
+            .map(|s| match s {
+                Stmt::For { var, body, .. } => {
+                    let inner = walk(program, kernel, body);
+                    let innermost = !body.iter().any(|b| matches!(b, Stmt::For { .. }));
+                    inner + usize::from(innermost && vector_plan(program, kernel, *var, body).is_some())
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+    program.kernels.iter().map(|k| walk(program, k, &k.body)).sum()
+}

@@ -68,6 +68,7 @@ fn vector_body_and_scalar_remainder_match_naive_loop() {
         let naive: Vec<f32> = (0..n).map(|i| (x[i] * w[i] + 0.25).max(0.0)).collect();
         assert_eq!(out, naive, "n = {n}");
     }
+    assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&fused_program(13)), 1);
 }
 
 #[test]
@@ -106,6 +107,7 @@ fn loop_carried_dependence_is_not_vectorized() {
     let out = f32s(&onnxc_cpu::JitModel::new(&program).unwrap().run(&[&f32_bytes(&x)]).unwrap()[0]);
     let naive: Vec<f32> = (1..=n).map(|k| (k * (k + 1) / 2) as f32).collect();
     assert_eq!(out, naive);
+    assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&program), 0);
 }
 
 #[test]

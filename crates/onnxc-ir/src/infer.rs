@@ -174,7 +174,7 @@ fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec
             || w.pads[i] > limit
             || w.pads[i + n] > limit
         {
-            return Err("kernel, stride, dilation and pad values must be below 2^32".into());
+            return Err("kernel, stride, dilation and pad values may not exceed 2^32".into());
         }
         if in_dims[i] == 0 {
             return Err(format!("spatial dim {i} of the input is 0"));

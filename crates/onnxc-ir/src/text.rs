@@ -1,5 +1,5 @@
-//! The stable text form of a graph, used by snapshot tests, `--print-after`
-//! and `inspect`. Nodes print in topological order and are renumbered, so the
+//! The stable text form of a graph, used by snapshot tests and by
+//! `onnxc inspect --ir`. Nodes print in topological order and are renumbered, so the
 //! text does not depend on node ids left by rewrites.
 
 use crate::{Graph, NodeId, Op};

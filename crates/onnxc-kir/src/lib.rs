@@ -103,7 +103,7 @@ pub enum UnOp {
 }
 
 /// Binary operations; both operands have the same type. Integer division
-/// truncates; `Rem` is integer-only.
+/// truncates; float `Rem` is C's `fmod`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinOp {
     Add,

@@ -68,6 +68,12 @@ The header documents the calling convention; see docs/abi.md.")]
     Inspect {
         /// The ONNX model file.
         model: PathBuf,
+        /// Also print the graph IR after the compile passes (inference, constant folding, dead code); symbolic dims must be pinned.
+        #[arg(long)]
+        ir: bool,
+        /// Pin an input's dims for --ir, e.g. `input=1x64`.
+        #[arg(long = "input-shape", value_name = "NAME=D0xD1x...")]
+        input_shape: Vec<String>,
     },
 }
 
@@ -115,7 +121,17 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { model, inputs, outputs } => run(&model, &inputs, outputs.as_deref()),
-        Command::Inspect { model } => inspect(&model),
+        Command::Inspect { model, ir, input_shape } => {
+            inspect(&model)?;
+            if ir {
+                let mut graph = onnxc::load(&model)?;
+                onnxc::pin_input_shapes(&mut graph, &onnxc::parse_input_shapes(&input_shape)?)?;
+                onnxc::prepare(&mut graph)?;
+                println!("ir after passes:");
+                print!("{}", onnxc_ir::text::to_text(&graph));
+            }
+            Ok(())
+        }
     }
 }
 

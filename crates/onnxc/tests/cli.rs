@@ -198,3 +198,47 @@ fn header_snapshot() {
     let artifacts = onnxc::compile_file(&common::root().join("testdata/mlp_digits.onnx"), &opts).unwrap();
     insta::assert_snapshot!(artifacts.header);
 }
+
+#[test]
+fn inputs_without_shape_and_mixed_dtypes_are_refused() {
+    let e = fails(&["compile", "testdata/bad/no_shape.onnx", "-o", "target/never"]);
+    assert!(e.contains("graph input 'x' has no shape"), "{e}");
+    let e = fails(&["compile", "testdata/bad/mixed_dtypes.onnx", "-o", "target/never"]);
+    assert!(e.contains("node 'mm' (MatMul): input 1 ('W') is f64, but input 0 is f32"), "{e}");
+}
+
+#[test]
+fn oversized_inputs_and_big_endian_targets_are_refused() {
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "input=1000000000000000000x64",
+    ]);
+    assert!(e.contains("over onnxc's limit of 1099511627776 bytes per tensor"), "{e}");
+    let e = fails(&[
+        "compile",
+        "testdata/mlp_digits.onnx",
+        "-o",
+        "target/never",
+        "--input-shape",
+        "input=1x64",
+        "--target",
+        "aarch64_be-unknown-linux-gnu",
+    ]);
+    assert!(e.contains("only little-endian targets are supported"), "{e}");
+}
+
+#[test]
+fn inspect_ir_prints_the_folded_graph() {
+    let out = onnxc(&["inspect", "testdata/cnn_digits.onnx", "--ir", "--input-shape", "input=1x1x8x8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    let ir = s.split("ir after passes:\n").nth(1).expect("an IR section");
+    assert!(ir.contains("= Conv{"), "{ir}");
+    for folded in ["= Shape", "= Gather", "= Concat", "= Squeeze"] {
+        assert!(!ir.contains(folded), "'{folded}' should be folded away:\n{ir}");
+    }
+}

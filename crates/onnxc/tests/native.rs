@@ -190,3 +190,28 @@ fn object_imports_only_libm_and_has_no_writable_data() {
         file.symbols().filter(|s| s.is_global() && s.is_definition()).map(|s| s.name().unwrap().to_string()).collect();
     assert_eq!(exported, ["sm_input_bytes", "sm_output_bytes", "sm_run"], "exported symbols");
 }
+
+#[test]
+fn readme_digits_example_builds_and_classifies() {
+    let root = common::root();
+    let dir = tempfile::tempdir().unwrap();
+    compile(&root.join("testdata/mlp_digits.onnx"), dir.path(), None, &[("input", &[1, 64])]);
+    let exe = dir.path().join("digits");
+    cc(
+        &[
+            "-Wall",
+            "-Werror",
+            &format!("-I{}", dir.path().display()),
+            root.join("examples/c/digits.c").to_str().unwrap(),
+            "libmlp_digits.a",
+            "-lm",
+            "-o",
+            exe.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("predicted digit: 2 (logit 9.066)"), "{stdout}");
+}

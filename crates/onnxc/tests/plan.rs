@@ -58,3 +58,15 @@ fn overlap_checker_catches_a_bad_plan() {
     }
     assert!(onnxc_kir::check_arena_plan(&p, &lifetimes).is_err(), "every buffer at offset 0 must clash");
 }
+
+#[test]
+fn real_models_get_vector_loops() {
+    let root = common::root();
+    for (model, min) in [("testdata/cnn_digits", 4), ("testdata/ops/add_broadcast", 1), ("testdata/ops/conv_basic", 2)]
+    {
+        let path = root.join(format!("{model}.onnx"));
+        let loaded = onnxc::load_for_inputs(&path, &common::npz(&root.join(format!("{model}.npz")))).unwrap();
+        let n = onnxc_cpu::codegen::vectorized_loop_count(&loaded.program);
+        assert!(n >= min, "{model}: {n} vectorized loops, expected at least {min}");
+    }
+}
