@@ -7,6 +7,7 @@
 //! cargo xtask gen-proto --check   # fail if the committed file is stale
 //! ```
 
+mod conformance;
 mod models;
 
 use std::env;
@@ -27,6 +28,11 @@ commands:
   corpus [DIR]          run the real models in DIR (default ../shared/corpus)
                         through the JIT and a linked object; compare with
                         ONNX Runtime's reference outputs
+  conformance [--update] [--filter S] [--verbose]
+                        run the ONNX node tests (generated with onnx in a
+                        virtualenv under target/conformance) through onnxc;
+                        fail on regressions against the committed manifest;
+                        --update rewrites it and docs/operators.md
   cross-aarch64         compile the testdata models for aarch64, link with
                         aarch64-linux-gnu-gcc, run under qemu-aarch64 and
                         compare (installs both with apt-get if missing)
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "gen-proto" => gen_proto(rest),
         "corpus" => models::corpus(&workspace_root(), rest),
+        "conformance" => conformance::conformance(&workspace_root(), rest),
         "cross-aarch64" => models::cross_aarch64(&workspace_root()),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

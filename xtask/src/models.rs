@@ -39,7 +39,7 @@ impl Toolchain {
 
 /// Compiles `model` for the toolchain's target, links examples/c/run_model.c,
 /// runs it on `inputs` and returns the outputs.
-fn run_linked(
+pub fn run_linked(
     root: &Path,
     work: &Path,
     model: &Path,

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use ops::SUPPORTED_OPS;
 pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_proto};
 
 /// An op the frontend cannot import.
