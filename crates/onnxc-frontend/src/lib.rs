@@ -11,11 +11,12 @@ mod ops;
 pub mod tensor;
 
 use onnxc_ir::{DType, Dim, Graph, NodeId, Op, Shape, ValueInfo};
-use onnxc_proto::{Message, ModelProto, ValueInfoProto};
+use onnxc_proto::{Message, ModelProto};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use onnxc_proto::ValueInfoProto;
 pub use ops::SUPPORTED_OPS;
 pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_proto};
 
@@ -80,7 +81,8 @@ pub fn import_model(bytes: &[u8], path: &str, model_dir: Option<&Path>) -> Resul
     import_proto(&model, model_dir)
 }
 
-fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, String> {
+/// The name, dtype and shape a graph input or output declares.
+pub fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, String> {
     use onnxc_proto::type_proto::Value;
     let name = v.name.clone().unwrap_or_default();
     let Some(Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {

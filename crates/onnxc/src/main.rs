@@ -88,6 +88,10 @@ fn main() -> ExitCode {
             .cloned()
             .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
+        if message.contains("failed printing to stdout") {
+            // The reader went away (e.g. `onnxc inspect m.onnx | head`): stop quietly.
+            std::process::exit(0);
+        }
         eprintln!("error: internal compiler error{location}: {message}. This is a bug in onnxc; please report it with the model that triggers it.");
     }));
     match std::panic::catch_unwind(|| dispatch(cli)) {
@@ -195,7 +199,7 @@ fn run(model: &Path, inputs: &Path, outputs: Option<&Path>) -> Result<()> {
 fn inspect(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("cannot read '{}': {e}", path.display())))?;
     let proto = onnxc_frontend::decode_model(&bytes, &path.display().to_string())?;
-    let graph = onnxc::load(path)?;
+    let graph_proto = proto.graph.clone().unwrap_or_default();
     println!("model: {}", path.display());
     println!(
         "ir_version: {}  producer: {} {}",
@@ -203,21 +207,31 @@ fn inspect(path: &Path) -> Result<()> {
         proto.producer_name.clone().unwrap_or_default(),
         proto.producer_version.clone().unwrap_or_default()
     );
-    let opsets: Vec<String> =
-        graph.opsets.iter().map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d })).collect();
+    let opsets: Vec<String> = proto
+        .opset_import
+        .iter()
+        .map(|o| {
+            let d = o.domain.clone().unwrap_or_default();
+            format!("{}={}", if d.is_empty() { "ai.onnx".to_string() } else { d }, o.version.unwrap_or(1))
+        })
+        .collect();
     println!("opsets: {}", opsets.join(", "));
+    let initializer_names: std::collections::BTreeSet<&str> =
+        graph_proto.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    let describe = |v: &onnxc_frontend::ValueInfoProto| match onnxc_frontend::value_info(v) {
+        Ok(i) => format!("  {}: {} {}", i.name, i.dtype, i.shape),
+        Err(e) => format!("  {e}"),
+    };
     println!("inputs:");
-    for &n in &graph.inputs {
-        let i = &graph.graph[n].outputs[0];
-        println!("  {}: {} {}", i.name, i.dtype, i.shape);
+    for v in graph_proto.input.iter().filter(|v| !initializer_names.contains(v.name.as_deref().unwrap_or(""))) {
+        println!("{}", describe(v));
     }
     println!("outputs:");
-    for &n in &graph.outputs {
-        let i = &graph.graph[n].outputs[0];
-        println!("  {}: {} {}", i.name, i.dtype, i.shape);
+    for v in &graph_proto.output {
+        println!("{}", describe(v));
     }
     let mut hist: BTreeMap<String, usize> = BTreeMap::new();
-    for n in &proto.graph.as_ref().map(|g| g.node.clone()).unwrap_or_default() {
+    for n in &graph_proto.node {
         *hist.entry(n.op_type.clone().unwrap_or_default()).or_insert(0) += 1;
     }
     println!("ops ({} nodes):", hist.values().sum::<usize>());
@@ -226,11 +240,16 @@ fn inspect(path: &Path) -> Result<()> {
     for (op, count) in sorted {
         println!("  {op:<24} {count}");
     }
-    let (params, bytes) = onnxc::parameter_stats(&graph);
-    let constants = graph.graph.node_weights().filter(|n| matches!(n.op, Op::Constant(_))).count();
-    println!(
-        "parameters: {params} in {constants} tensors, {bytes} bytes ({:.2} MiB)",
-        bytes as f64 / (1024.0 * 1024.0)
-    );
+    match onnxc::load(path) {
+        Ok(graph) => {
+            let (params, bytes) = onnxc::parameter_stats(&graph);
+            let constants = graph.graph.node_weights().filter(|n| matches!(n.op, Op::Constant(_))).count();
+            println!(
+                "parameters: {params} in {constants} tensors, {bytes} bytes ({:.2} MiB)",
+                bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
+        Err(e) => println!("onnxc cannot import this model yet:\n{e}"),
+    }
     Ok(())
 }
