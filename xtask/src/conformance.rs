@@ -196,8 +196,13 @@ fn run_linked_case(root: &Path, dir: &Path, name: &str) -> Result<()> {
     let inputs: Vec<(String, Tensor)> = names.into_iter().zip(read_set(&data, "input")?).collect();
     let arrays: BTreeMap<String, Tensor> = inputs.iter().cloned().collect();
     let jit = onnxc::load_for_inputs(&model, &arrays)?.run(&arrays)?;
+    // Inputs that the JIT run baked in (shapes, axes, ...) are compile-time constants here too.
+    let baked = onnxc::bake_parameter_inputs(&mut graph.clone(), &arrays);
+    let constants: BTreeMap<String, Tensor> = baked.iter().map(|n| (n.clone(), arrays[n].clone())).collect();
+    let runtime: Vec<(String, Tensor)> = inputs.into_iter().filter(|(n, _)| !constants.contains_key(n)).collect();
     let work = root.join("target/conformance/linked").join(name);
-    let linked = crate::models::run_linked(root, &work, &model, &inputs, &jit, &crate::models::Toolchain::host())?;
+    let linked =
+        crate::models::run_linked(root, &work, &model, &runtime, &constants, &jit, &crate::models::Toolchain::host())?;
     for ((out, j), l) in jit.iter().zip(&linked) {
         if j.bytes != l.bytes {
             return Err(format!("output '{out}': the linked object differs from the JIT").into());

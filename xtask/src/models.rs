@@ -44,12 +44,14 @@ pub fn run_linked(
     work: &Path,
     model: &Path,
     inputs: &[(String, Tensor)],
+    constants: &BTreeMap<String, Tensor>,
     like: &[(String, Tensor)],
     tc: &Toolchain,
 ) -> Result<Vec<Tensor>> {
     let opts = onnxc::CompileOptions {
         name: None,
         input_shapes: inputs.iter().map(|(n, t)| (n.clone(), t.dims.clone())).collect(),
+        constant_inputs: constants.clone(),
         target: tc.target.clone(),
     };
     let artifacts = onnxc::compile_file(model, &opts)?;
@@ -113,7 +115,7 @@ fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs
         loaded.program.inputs.iter().map(|io| (io.name.clone(), arrays[&io.name].clone())).collect();
     let stem = model.file_stem().unwrap().to_string_lossy().into_owned();
     let work = root.join("target/xtask").join(tc.target.as_deref().unwrap_or("host")).join(&stem);
-    let linked = run_linked(root, &work, model, &inputs, &jit, tc)?;
+    let linked = run_linked(root, &work, model, &inputs, &BTreeMap::new(), &jit, tc)?;
     let mut notes = Vec::new();
     for ((name, j), l) in jit.iter().zip(&linked) {
         let expected = arrays.get(name).ok_or_else(|| format!("no reference for output '{name}'"))?;

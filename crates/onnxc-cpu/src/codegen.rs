@@ -338,15 +338,20 @@ impl<M: Module> Gen<'_, '_, M> {
                     UnOp::Abs if f => self.b.ins().fabs(x),
                     UnOp::Abs => self.b.ins().iabs(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
-                    UnOp::Exp => self.libm_call(if wide { "exp" } else { "expf" }, cl_type(t), &[x])?,
-                    UnOp::Log => self.libm_call(if wide { "log" } else { "logf" }, cl_type(t), &[x])?,
-                    UnOp::Tanh => self.libm_call(if wide { "tanh" } else { "tanhf" }, cl_type(t), &[x])?,
+                    UnOp::Floor => self.b.ins().floor(x),
+                    UnOp::Ceil => self.b.ins().ceil(x),
+                    UnOp::Round => self.b.ins().nearest(x),
+                    UnOp::Not => self.b.ins().bnot(x),
+                    other => {
+                        let (f64_name, f32_name) = libm_names(*other);
+                        self.libm_call(if wide { f64_name } else { f32_name }, cl_type(t), &[x])?
+                    }
                 }
             }
             Expr::Binary(op, a, c) => {
                 let x = self.scalar(a)?;
                 let y = self.scalar(c)?;
-                self.binary(*op, t, x, y)
+                self.binary(*op, t, x, y)?
             }
             Expr::Cmp(op, a, c) => {
                 let at = self.ty(a);
@@ -393,7 +398,15 @@ impl<M: Module> Gen<'_, '_, M> {
         })
     }
 
-    fn binary(&mut self, op: BinOp, t: ScalarType, x: Value, y: Value) -> Value {
+    fn binary(&mut self, op: BinOp, t: ScalarType, x: Value, y: Value) -> Result<Value, BackendError> {
+        if op == BinOp::Pow {
+            let name = if t == ScalarType::F64 { "pow" } else { "powf" };
+            return self.libm_call(name, cl_type(t), &[x, y]);
+        }
+        Ok(self.binary_inline(op, t, x, y))
+    }
+
+    fn binary_inline(&mut self, op: BinOp, t: ScalarType, x: Value, y: Value) -> Value {
         let ins = self.b.ins();
         if t.is_float() {
             return match op {
@@ -410,6 +423,9 @@ impl<M: Module> Gen<'_, '_, M> {
                     let p = self.b.ins().fmul(q, y);
                     self.b.ins().fsub(x, p)
                 }
+                BinOp::Pow | BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr => {
+                    unreachable!("lowering emits {op:?} on integers only (Pow goes through libm)")
+                }
             };
         }
         let signed = t.is_signed_int();
@@ -421,6 +437,18 @@ impl<M: Module> Gen<'_, '_, M> {
             BinOp::Min => ins.umin(x, y),
             BinOp::Max if signed => ins.smax(x, y),
             BinOp::Max => ins.umax(x, y),
+            BinOp::And => ins.band(x, y),
+            BinOp::Or => ins.bor(x, y),
+            BinOp::Xor => ins.bxor(x, y),
+            BinOp::Shl | BinOp::Shr => {
+                // Cranelift masks the shift amount; ONNX shifts everything out.
+                let ty = self.b.func.dfg.value_type(x);
+                let shifted = if op == BinOp::Shl { self.b.ins().ishl(x, y) } else { self.b.ins().ushr(x, y) };
+                let too_far = self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, y, ty.bits() as i64);
+                let zero = self.b.ins().iconst(ty, 0);
+                self.b.ins().select(too_far, zero, shifted)
+            }
+            BinOp::Pow => unreachable!("Pow goes through libm"),
             BinOp::Div | BinOp::Rem => {
                 // Division by zero (and i64::MIN / -1) would trap the caller's
                 // process. The divisor becomes 1 in those lanes: x / 0 yields x
@@ -513,7 +541,7 @@ impl<M: Module> Gen<'_, '_, M> {
                     BinOp::Div => ins.fdiv(x, y),
                     BinOp::Min => ins.fmin(x, y),
                     BinOp::Max => ins.fmax(x, y),
-                    BinOp::Rem => unreachable!("vector_plan admits no Rem"),
+                    _ => unreachable!("vector_plan admits only arithmetic"),
                 }
             }
             Expr::Select { cond, then, otherwise } => {
@@ -680,3 +708,61 @@ pub fn vectorized_loop_count(program: &Program) -> usize {
     }
     program.kernels.iter().map(|k| walk(program, k, &k.body)).sum()
 }
+
+/// libm names (f64, f32) of a transcendental op.
+pub fn libm_names(op: UnOp) -> (&'static str, &'static str) {
+    match op {
+        UnOp::Exp => ("exp", "expf"),
+        UnOp::Log => ("log", "logf"),
+        UnOp::Tanh => ("tanh", "tanhf"),
+        UnOp::Sin => ("sin", "sinf"),
+        UnOp::Cos => ("cos", "cosf"),
+        UnOp::Tan => ("tan", "tanf"),
+        UnOp::Asin => ("asin", "asinf"),
+        UnOp::Acos => ("acos", "acosf"),
+        UnOp::Atan => ("atan", "atanf"),
+        UnOp::Sinh => ("sinh", "sinhf"),
+        UnOp::Cosh => ("cosh", "coshf"),
+        UnOp::Asinh => ("asinh", "asinhf"),
+        UnOp::Acosh => ("acosh", "acoshf"),
+        UnOp::Atanh => ("atanh", "atanhf"),
+        UnOp::Erf => ("erf", "erff"),
+        other => unreachable!("{other:?} is not a libm call"),
+    }
+}
+
+/// Every libm function generated code may import, (name, arity, is_f64).
+pub const LIBM_FUNCTIONS: &[(&str, usize, bool)] = &[
+    ("exp", 1, true),
+    ("expf", 1, false),
+    ("log", 1, true),
+    ("logf", 1, false),
+    ("tanh", 1, true),
+    ("tanhf", 1, false),
+    ("sin", 1, true),
+    ("sinf", 1, false),
+    ("cos", 1, true),
+    ("cosf", 1, false),
+    ("tan", 1, true),
+    ("tanf", 1, false),
+    ("asin", 1, true),
+    ("asinf", 1, false),
+    ("acos", 1, true),
+    ("acosf", 1, false),
+    ("atan", 1, true),
+    ("atanf", 1, false),
+    ("sinh", 1, true),
+    ("sinhf", 1, false),
+    ("cosh", 1, true),
+    ("coshf", 1, false),
+    ("asinh", 1, true),
+    ("asinhf", 1, false),
+    ("acosh", 1, true),
+    ("acoshf", 1, false),
+    ("atanh", 1, true),
+    ("atanhf", 1, false),
+    ("erf", 1, true),
+    ("erff", 1, false),
+    ("pow", 2, true),
+    ("powf", 2, false),
+];

@@ -10,9 +10,74 @@ unsafe extern "C" {
     fn expf(x: f32) -> f32;
     fn logf(x: f32) -> f32;
     fn tanhf(x: f32) -> f32;
+    fn sinf(x: f32) -> f32;
+    fn cosf(x: f32) -> f32;
+    fn tanf(x: f32) -> f32;
+    fn asinf(x: f32) -> f32;
+    fn acosf(x: f32) -> f32;
+    fn atanf(x: f32) -> f32;
+    fn sinhf(x: f32) -> f32;
+    fn coshf(x: f32) -> f32;
+    fn asinhf(x: f32) -> f32;
+    fn acoshf(x: f32) -> f32;
+    fn atanhf(x: f32) -> f32;
+    fn erff(x: f32) -> f32;
     fn exp(x: f64) -> f64;
     fn log(x: f64) -> f64;
     fn tanh(x: f64) -> f64;
+    fn sin(x: f64) -> f64;
+    fn cos(x: f64) -> f64;
+    fn tan(x: f64) -> f64;
+    fn asin(x: f64) -> f64;
+    fn acos(x: f64) -> f64;
+    fn atan(x: f64) -> f64;
+    fn sinh(x: f64) -> f64;
+    fn cosh(x: f64) -> f64;
+    fn asinh(x: f64) -> f64;
+    fn acosh(x: f64) -> f64;
+    fn atanh(x: f64) -> f64;
+    fn erf(x: f64) -> f64;
+    fn powf(x: f32, y: f32) -> f32;
+    fn pow(x: f64, y: f64) -> f64;
+}
+
+/// Addresses of the libm functions generated code may call (see
+/// `codegen::LIBM_FUNCTIONS`).
+fn libm_symbols() -> Vec<(&'static str, *const u8)> {
+    vec![
+        ("expf", expf as *const u8),
+        ("logf", logf as *const u8),
+        ("tanhf", tanhf as *const u8),
+        ("sinf", sinf as *const u8),
+        ("cosf", cosf as *const u8),
+        ("tanf", tanf as *const u8),
+        ("asinf", asinf as *const u8),
+        ("acosf", acosf as *const u8),
+        ("atanf", atanf as *const u8),
+        ("sinhf", sinhf as *const u8),
+        ("coshf", coshf as *const u8),
+        ("asinhf", asinhf as *const u8),
+        ("acoshf", acoshf as *const u8),
+        ("atanhf", atanhf as *const u8),
+        ("erff", erff as *const u8),
+        ("exp", exp as *const u8),
+        ("log", log as *const u8),
+        ("tanh", tanh as *const u8),
+        ("sin", sin as *const u8),
+        ("cos", cos as *const u8),
+        ("tan", tan as *const u8),
+        ("asin", asin as *const u8),
+        ("acos", acos as *const u8),
+        ("atan", atan as *const u8),
+        ("sinh", sinh as *const u8),
+        ("cosh", cosh as *const u8),
+        ("asinh", asinh as *const u8),
+        ("acosh", acosh as *const u8),
+        ("atanh", atanh as *const u8),
+        ("erf", erf as *const u8),
+        ("powf", powf as *const u8),
+        ("pow", pow as *const u8),
+    ]
 }
 
 type Entry = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
@@ -38,12 +103,9 @@ impl JitModel {
     pub fn new(program: &Program) -> Result<JitModel, BackendError> {
         let isa = isa_for(None, false)?;
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-        builder.symbol("expf", expf as *const u8);
-        builder.symbol("logf", logf as *const u8);
-        builder.symbol("tanhf", tanhf as *const u8);
-        builder.symbol("exp", exp as *const u8);
-        builder.symbol("log", log as *const u8);
-        builder.symbol("tanh", tanh as *const u8);
+        for (name, ptr) in libm_symbols() {
+            builder.symbol(name, ptr);
+        }
         let mut module = JITModule::new(builder);
         let run = codegen::define_program(&mut module, program, "jit")?;
         module

@@ -2,7 +2,7 @@
 
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use crate::FrontendError;
-use onnxc_ir::{AutoPad, BinaryOp, Graph, Op, Tensor, UnaryOp, Window};
+use onnxc_ir::{ActKind, AutoPad, BinaryOp, Graph, Op, PadMode, ReduceKind, Tensor, UnaryOp, Window};
 use onnxc_proto::attribute_proto::AttributeType;
 use onnxc_proto::{AttributeProto, NodeProto};
 use std::path::Path;
@@ -89,40 +89,112 @@ fn axes_tensor(v: Vec<i64>) -> Tensor {
 /// conformance results).
 pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Abs", 1),
+    ("Acos", 1),
+    ("Acosh", 1),
     ("Add", 1),
+    ("And", 1),
+    ("ArgMax", 1),
+    ("ArgMin", 1),
+    ("Asin", 1),
+    ("Asinh", 1),
+    ("Atan", 1),
+    ("Atanh", 1),
     ("AveragePool", 1),
     ("BatchNormalization", 1),
+    ("BitShift", 1),
+    ("BitwiseAnd", 1),
+    ("BitwiseNot", 1),
+    ("BitwiseOr", 1),
+    ("BitwiseXor", 1),
     ("Cast", 1),
+    ("Ceil", 1),
+    ("Celu", 1),
     ("Clip", 1),
     ("Concat", 1),
     ("Constant", 1),
+    ("ConstantOfShape", 1),
     ("Conv", 1),
+    ("Cos", 1),
+    ("Cosh", 1),
     ("Div", 1),
     ("Dropout", 1),
+    ("Elu", 1),
+    ("Equal", 1),
+    ("Erf", 1),
     ("Exp", 1),
+    ("Expand", 1),
     ("Flatten", 1),
+    ("Floor", 1),
     ("Gather", 1),
+    ("GatherND", 1),
+    ("Gelu", 1),
     ("Gemm", 1),
     ("GlobalAveragePool", 1),
+    ("Greater", 1),
+    ("GreaterOrEqual", 1),
+    ("HardSigmoid", 1),
+    ("HardSwish", 1),
     ("Identity", 1),
+    ("IsNaN", 1),
+    ("LayerNormalization", 1),
+    ("LeakyRelu", 1),
+    ("Less", 1),
+    ("LessOrEqual", 1),
     ("Log", 1),
+    ("LogSoftmax", 1),
     ("MatMul", 1),
+    ("Max", 1),
     ("MaxPool", 1),
+    ("Mean", 1),
+    ("Min", 1),
+    ("Mish", 1),
+    ("Mod", 1),
     ("Mul", 1),
     ("Neg", 1),
+    ("Not", 1),
+    ("Or", 1),
+    ("PRelu", 1),
+    ("Pad", 1),
+    ("Pow", 1),
+    ("Range", 1),
     ("Reciprocal", 1),
+    ("ReduceL1", 1),
+    ("ReduceL2", 1),
+    ("ReduceLogSum", 1),
+    ("ReduceLogSumExp", 1),
+    ("ReduceMax", 1),
     ("ReduceMean", 1),
+    ("ReduceMin", 1),
+    ("ReduceProd", 1),
+    ("ReduceSum", 1),
+    ("ReduceSumSquare", 1),
     ("Relu", 1),
     ("Reshape", 5),
+    ("Round", 1),
+    ("Selu", 1),
     ("Shape", 1),
     ("Sigmoid", 1),
+    ("Sign", 1),
+    ("Sin", 1),
+    ("Sinh", 1),
+    ("Size", 1),
+    ("Slice", 1),
     ("Softmax", 1),
+    ("Softplus", 1),
+    ("Softsign", 1),
+    ("Split", 1),
     ("Sqrt", 1),
     ("Squeeze", 1),
     ("Sub", 1),
+    ("Sum", 1),
+    ("Tan", 1),
     ("Tanh", 1),
+    ("ThresholdedRelu", 1),
+    ("Tile", 1),
     ("Transpose", 1),
     ("Unsqueeze", 1),
+    ("Where", 1),
+    ("Xor", 1),
 ];
 
 /// Imports one node of `domain` ("" for ai.onnx) at `opset`.
@@ -198,20 +270,178 @@ pub fn import_op(
             Op::AveragePool { window: window(&a, true)?, count_include_pad: a.int("count_include_pad", 0)? != 0 }
         }
         "GlobalAveragePool" => Op::GlobalAveragePool,
-        "ReduceMean" => {
-            if opset < 18 {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
+        | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => {
+            let axes_became_input = if op_type == "ReduceSum" { 13 } else { 18 };
+            if opset < axes_became_input {
                 if let Some(axes) = a.ints("axes") {
                     extra.push((1, axes_tensor(axes)));
                 }
             }
-            Op::ReduceMean {
+            let kind = match op_type {
+                "ReduceMean" => ReduceKind::Mean,
+                "ReduceSum" => ReduceKind::Sum,
+                "ReduceMax" => ReduceKind::Max,
+                "ReduceMin" => ReduceKind::Min,
+                "ReduceProd" => ReduceKind::Prod,
+                "ReduceL1" => ReduceKind::L1,
+                "ReduceL2" => ReduceKind::L2,
+                "ReduceLogSum" => ReduceKind::LogSum,
+                "ReduceLogSumExp" => ReduceKind::LogSumExp,
+                _ => ReduceKind::SumSquare,
+            };
+            Op::Reduce {
+                kind,
                 keepdims: a.int("keepdims", 1)? != 0,
                 noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
             }
         }
-        "Softmax" => {
+        "ArgMax" | "ArgMin" => Op::ArgMinMax {
+            max: op_type == "ArgMax",
+            axis: a.int("axis", 0)?,
+            keepdims: a.int("keepdims", 1)? != 0,
+            select_last_index: a.int("select_last_index", 0)? != 0,
+        },
+        "Sin" | "Cos" | "Tan" | "Asin" | "Acos" | "Atan" | "Sinh" | "Cosh" | "Asinh" | "Acosh" | "Atanh" | "Erf"
+        | "Floor" | "Ceil" | "Round" | "Sign" | "Not" | "BitwiseNot" | "IsNaN" | "Softplus" | "Softsign" | "Mish"
+        | "HardSwish" => Op::Unary(match op_type {
+            "Sin" => UnaryOp::Sin,
+            "Cos" => UnaryOp::Cos,
+            "Tan" => UnaryOp::Tan,
+            "Asin" => UnaryOp::Asin,
+            "Acos" => UnaryOp::Acos,
+            "Atan" => UnaryOp::Atan,
+            "Sinh" => UnaryOp::Sinh,
+            "Cosh" => UnaryOp::Cosh,
+            "Asinh" => UnaryOp::Asinh,
+            "Acosh" => UnaryOp::Acosh,
+            "Atanh" => UnaryOp::Atanh,
+            "Erf" => UnaryOp::Erf,
+            "Floor" => UnaryOp::Floor,
+            "Ceil" => UnaryOp::Ceil,
+            "Round" => UnaryOp::Round,
+            "Sign" => UnaryOp::Sign,
+            "Not" => UnaryOp::Not,
+            "BitwiseNot" => UnaryOp::BitwiseNot,
+            "IsNaN" => UnaryOp::IsNaN,
+            "Softplus" => UnaryOp::Softplus,
+            "Softsign" => UnaryOp::Softsign,
+            "Mish" => UnaryOp::Mish,
+            _ => UnaryOp::HardSwish,
+        }),
+        "Elu" => Op::Activation { kind: ActKind::Elu, alpha: a.float("alpha", 1.0)?, beta: 0.0 },
+        "Selu" => Op::Activation {
+            kind: ActKind::Selu,
+            alpha: a.float("alpha", 1.673_263_2)?,
+            beta: a.float("gamma", 1.050_701)?,
+        },
+        "LeakyRelu" => Op::Activation { kind: ActKind::LeakyRelu, alpha: a.float("alpha", 0.01)?, beta: 0.0 },
+        "HardSigmoid" => {
+            Op::Activation { kind: ActKind::HardSigmoid, alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? }
+        }
+        "ThresholdedRelu" => {
+            Op::Activation { kind: ActKind::ThresholdedRelu, alpha: a.float("alpha", 1.0)?, beta: 0.0 }
+        }
+        "Celu" => Op::Activation { kind: ActKind::Celu, alpha: a.float("alpha", 1.0)?, beta: 0.0 },
+        "Gelu" => {
+            let kind = match a.string("approximate").as_deref() {
+                None | Some("none") => ActKind::Gelu,
+                Some("tanh") => ActKind::GeluTanh,
+                Some(other) => return Err(format!("attribute 'approximate' has unknown value '{other}'").into()),
+            };
+            Op::Activation { kind, alpha: 0.0, beta: 0.0 }
+        }
+        "Pow" | "And" | "Or" | "Xor" | "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual"
+        | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "PRelu" => Op::Binary(match op_type {
+            "Pow" => BinaryOp::Pow,
+            "And" => BinaryOp::And,
+            "Or" => BinaryOp::Or,
+            "Xor" => BinaryOp::Xor,
+            "Equal" => BinaryOp::Equal,
+            "Less" => BinaryOp::Less,
+            "LessOrEqual" => BinaryOp::LessOrEqual,
+            "Greater" => BinaryOp::Greater,
+            "GreaterOrEqual" => BinaryOp::GreaterOrEqual,
+            "BitwiseAnd" => BinaryOp::BitwiseAnd,
+            "BitwiseOr" => BinaryOp::BitwiseOr,
+            "BitwiseXor" => BinaryOp::BitwiseXor,
+            _ => BinaryOp::PRelu,
+        }),
+        "Mod" => Op::Binary(if a.int("fmod", 0)? != 0 { BinaryOp::FMod } else { BinaryOp::Mod }),
+        "BitShift" => Op::Binary(match a.string("direction").as_deref() {
+            Some("LEFT") => BinaryOp::BitShiftLeft,
+            Some("RIGHT") => BinaryOp::BitShiftRight,
+            _ => return Err("attribute 'direction' must be LEFT or RIGHT".to_string().into()),
+        }),
+        "Max" | "Min" | "Sum" | "Mean" => Op::Variadic {
+            op: match op_type {
+                "Max" => BinaryOp::Max,
+                "Min" => BinaryOp::Min,
+                _ => BinaryOp::Add,
+            },
+            mean: op_type == "Mean",
+        },
+        "Where" => Op::Where,
+        "LayerNormalization" => {
+            if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err("the Mean and InvStdDev outputs are not supported".to_string().into());
+            }
+            Op::LayerNormalization { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? }
+        }
+        "Expand" => Op::Expand,
+        "Tile" => Op::Tile,
+        "Range" => Op::Range,
+        "Size" => Op::Size,
+        "GatherND" => Op::GatherND { batch_dims: a.int("batch_dims", 0)?.max(0) as usize },
+        "ConstantOfShape" => Op::ConstantOfShape(match a.get("value").and_then(|v| v.t.as_ref()) {
+            Some(t) => {
+                let t = tensor_from_proto(t, model_dir).map_err(ImportError::Frontend)?;
+                if t.numel() != 1 {
+                    return Err("attribute 'value' must hold one element".to_string().into());
+                }
+                Tensor { dims: vec![], ..t }
+            }
+            None => Tensor::from_f32(&[], &[0.0]),
+        }),
+        "Slice" => {
+            if opset < 10 {
+                let starts = a.ints("starts").ok_or_else(|| "attribute 'starts' is required".to_string())?;
+                let ends = a.ints("ends").ok_or_else(|| "attribute 'ends' is required".to_string())?;
+                extra.push((1, axes_tensor(starts)));
+                extra.push((2, axes_tensor(ends)));
+                if let Some(axes) = a.ints("axes") {
+                    extra.push((3, axes_tensor(axes)));
+                }
+            }
+            Op::Slice
+        }
+        "Split" => {
+            if opset < 13 {
+                if let Some(split) = a.ints("split") {
+                    extra.push((1, axes_tensor(split)));
+                }
+            }
+            let num_outputs = a.get("num_outputs").and_then(|x| x.i).map(|v| v.max(0) as usize);
+            Op::Split { axis: a.int("axis", 0)?, num_outputs }
+        }
+        "Pad" => {
+            let mode = match a.string("mode").as_deref() {
+                None | Some("constant") => PadMode::Constant,
+                Some("reflect") => PadMode::Reflect,
+                Some("edge") => PadMode::Edge,
+                Some("wrap") => PadMode::Wrap,
+                Some(other) => return Err(format!("attribute 'mode' has unknown value '{other}'").into()),
+            };
+            if opset < 11 {
+                let pads = a.ints("pads").ok_or_else(|| "attribute 'pads' is required".to_string())?;
+                extra.push((1, axes_tensor(pads)));
+                extra.push((2, Tensor::from_f32(&[], &[a.float("value", 0.0)?])));
+            }
+            Op::Pad { mode }
+        }
+        "Softmax" | "LogSoftmax" => {
             let legacy = opset < 13;
-            Op::Softmax { axis: a.int("axis", if legacy { 1 } else { -1 })?, legacy }
+            Op::Softmax { axis: a.int("axis", if legacy { 1 } else { -1 })?, legacy, log: op_type == "LogSoftmax" }
         }
         "BatchNormalization" => {
             if a.int("training_mode", 0)? != 0 || n.output.iter().skip(1).any(|o| !o.is_empty()) {
@@ -302,7 +532,7 @@ mod tests {
             let r = import_op(&mut g, &n, "n", "", opset.max(13), None);
             assert!(!matches!(r, Err(ImportError::Unsupported)), "{op} is listed but not imported");
         }
-        let n = NodeProto { op_type: Some("Acosh".into()), ..Default::default() };
+        let n = NodeProto { op_type: Some("Det".into()), ..Default::default() };
         assert!(matches!(import_op(&mut g, &n, "n", "", 13, None), Err(ImportError::Unsupported)));
     }
 }

@@ -27,7 +27,8 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
         }
         Op::Unary(u) => {
             let v = x?.to_f64_vec()?;
-            if !odt.is_float() && *u != UnaryOp::Neg && *u != UnaryOp::Abs && *u != UnaryOp::Relu {
+            let int_ok = matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::Not);
+            if !x?.dtype.is_float() && !int_ok {
                 return None;
             }
             let r: Vec<f64> = v.iter().map(|&a| unary(*u, a)).collect();
@@ -37,25 +38,135 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
             let a = x?;
             let c = inputs.get(1).copied().flatten()?;
             let idx = broadcast_index(&a.dims, &c.dims, &odims)?;
-            if odt.is_float() {
+            if a.dtype.is_float() {
                 let av = a.to_f64_vec()?;
                 let cv = c.to_f64_vec()?;
-                let r: Vec<f64> = idx.iter().map(|&(i, j)| binary_f(*b, av[i], cv[j])).collect();
+                let r: Vec<f64> = idx.iter().map(|&(i, j)| binary_f(*b, av[i], cv[j])).collect::<Option<_>>()?;
                 Tensor::from_f64_as(odt, &odims, &r)?
             } else {
                 let av = a.to_i64_vec()?;
                 let cv = c.to_i64_vec()?;
-                let mut r = Vec::with_capacity(idx.len());
-                for &(i, j) in &idx {
-                    r.push(match b {
-                        BinaryOp::Add => av[i].wrapping_add(cv[j]),
-                        BinaryOp::Sub => av[i].wrapping_sub(cv[j]),
-                        BinaryOp::Mul => av[i].wrapping_mul(cv[j]),
-                        BinaryOp::Div => av[i].checked_div(cv[j])?,
-                    });
-                }
+                let r: Vec<i64> = idx.iter().map(|&(i, j)| binary_i(*b, av[i], cv[j])).collect::<Option<_>>()?;
                 Tensor::from_i64_as(odt, &odims, &r)?
             }
+        }
+        Op::Variadic { op, mean } => {
+            let parts: Vec<&Tensor> = inputs.iter().map(|t| t.ok_or(())).collect::<Result<_, _>>().ok()?;
+            let mut acc = parts.first()?.to_f64_vec()?;
+            let mut acc_dims = parts[0].dims.clone();
+            for p in &parts[1..] {
+                let pd = crate::shape::broadcast_shapes(&acc_dims, &p.dims)?;
+                let idx = broadcast_index(&acc_dims, &p.dims, &pd)?;
+                let pv = p.to_f64_vec()?;
+                acc = idx.iter().map(|&(i, j)| binary_f(*op, acc[i], pv[j])).collect::<Option<_>>()?;
+                acc_dims = pd;
+            }
+            let idx = broadcast_index(&acc_dims, &[], &odims)?;
+            let n = parts.len() as f64;
+            let r: Vec<f64> = idx.iter().map(|&(i, _)| if *mean { acc[i] / n } else { acc[i] }).collect();
+            Tensor::from_f64_as(odt, &odims, &r)?
+        }
+        Op::Where => {
+            let cond = x?;
+            let (a, b) = (inputs.get(1).copied().flatten()?, inputs.get(2).copied().flatten()?);
+            let w = a.dtype.size_bytes()?;
+            let ab = crate::shape::broadcast_shapes(&a.dims, &b.dims)?;
+            let ci = broadcast_index(&cond.dims, &ab, &odims)?;
+            let ai = broadcast_index(&a.dims, &b.dims, &odims)?;
+            let mut bytes = Vec::with_capacity(ci.len() * w);
+            for (k, &(c, _)) in ci.iter().enumerate() {
+                let (ia, ib) = ai[k];
+                let src =
+                    if cond.bytes[c] != 0 { &a.bytes[ia * w..(ia + 1) * w] } else { &b.bytes[ib * w..(ib + 1) * w] };
+                bytes.extend_from_slice(src);
+            }
+            Tensor { dtype: a.dtype, dims: odims, bytes }
+        }
+        Op::Expand | Op::Tile => {
+            let x = x?;
+            let w = x.dtype.size_bytes()?;
+            let n: usize = odims.iter().product();
+            let rank = odims.len();
+            let xd: Vec<usize> = std::iter::repeat_n(1, rank - x.dims.len()).chain(x.dims.iter().copied()).collect();
+            let xs = strides_of(&xd);
+            let mut bytes = Vec::with_capacity(n * w);
+            let mut coord = vec![0usize; rank];
+            for _ in 0..n {
+                let src: usize = (0..rank).map(|k| (coord[k] % xd[k]) * xs[k]).sum();
+                bytes.extend_from_slice(&x.bytes[src * w..(src + 1) * w]);
+                for k in (0..rank).rev() {
+                    coord[k] += 1;
+                    if coord[k] < odims[k] {
+                        break;
+                    }
+                    coord[k] = 0;
+                }
+            }
+            Tensor { dtype: x.dtype, dims: odims, bytes }
+        }
+        Op::ConstantOfShape(value) => {
+            let n: usize = odims.iter().product();
+            Tensor { dtype: value.dtype, dims: odims, bytes: value.bytes.repeat(n) }
+        }
+        Op::Range => {
+            let start = x?;
+            let delta = inputs.get(2).copied().flatten()?;
+            let n: usize = odims.iter().product();
+            if start.dtype.is_float() {
+                let (s, d) = (*start.to_f64_vec()?.first()?, *delta.to_f64_vec()?.first()?);
+                let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
+                Tensor::from_f64_as(odt, &odims, &v)?
+            } else {
+                let (s, d) = (*start.to_i64_vec()?.first()?, *delta.to_i64_vec()?.first()?);
+                let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
+                Tensor::from_i64_as(odt, &odims, &v)?
+            }
+        }
+        Op::Slice => {
+            let x = x?;
+            let w = x.dtype.size_bytes()?;
+            let plan = crate::infer::slice_plan(
+                &x.dims,
+                inputs.get(1).copied().flatten()?,
+                inputs.get(2).copied().flatten()?,
+                inputs.get(3).copied().flatten(),
+                inputs.get(4).copied().flatten(),
+            )
+            .ok()?;
+            let xs = strides_of(&x.dims);
+            let n: usize = odims.iter().product();
+            let rank = odims.len();
+            let mut bytes = Vec::with_capacity(n * w);
+            let mut coord = vec![0usize; rank];
+            for _ in 0..n {
+                let src: i64 = (0..rank).map(|k| (plan[k].0 + coord[k] as i64 * plan[k].1) * xs[k] as i64).sum();
+                let src = src as usize;
+                bytes.extend_from_slice(&x.bytes[src * w..(src + 1) * w]);
+                for k in (0..rank).rev() {
+                    coord[k] += 1;
+                    if coord[k] < odims[k] {
+                        break;
+                    }
+                    coord[k] = 0;
+                }
+            }
+            Tensor { dtype: x.dtype, dims: odims, bytes }
+        }
+        Op::Reduce { kind, .. }
+            if matches!(kind, crate::ReduceKind::Prod | crate::ReduceKind::Sum) && !odt.is_float() =>
+        {
+            // Shape arithmetic (e.g. the product of dims) on integers.
+            let v = x?.to_i64_vec()?;
+            if odims.iter().product::<usize>() != 1 {
+                return None;
+            }
+            let r = if *kind == crate::ReduceKind::Prod { v.iter().product() } else { v.iter().sum() };
+            Tensor::from_i64_as(odt, &odims, &[r])?
+        }
+        Op::Activation { kind, alpha, beta } => {
+            let v = x?.to_f64_vec()?;
+            let r: Vec<f64> = v.iter().map(|&a| activation(*kind, *alpha as f64, *beta as f64, a)).collect();
+            Tensor::from_f64_as(odt, &odims, &r)?
         }
         Op::Clip => {
             let v = x?.to_f64_vec()?;
@@ -181,16 +292,171 @@ fn unary(u: UnaryOp, a: f64) -> f64 {
         UnaryOp::Log => a.ln(),
         UnaryOp::Sqrt => a.sqrt(),
         UnaryOp::Reciprocal => 1.0 / a,
+        UnaryOp::Sin => a.sin(),
+        UnaryOp::Cos => a.cos(),
+        UnaryOp::Tan => a.tan(),
+        UnaryOp::Asin => a.asin(),
+        UnaryOp::Acos => a.acos(),
+        UnaryOp::Atan => a.atan(),
+        UnaryOp::Sinh => a.sinh(),
+        UnaryOp::Cosh => a.cosh(),
+        UnaryOp::Asinh => a.asinh(),
+        UnaryOp::Acosh => a.acosh(),
+        UnaryOp::Atanh => a.atanh(),
+        UnaryOp::Erf => erf(a),
+        UnaryOp::Floor => a.floor(),
+        UnaryOp::Ceil => a.ceil(),
+        UnaryOp::Round => a.round_ties_even(),
+        UnaryOp::Sign => {
+            if a > 0.0 {
+                1.0
+            } else if a < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Not => (a == 0.0) as u8 as f64,
+        UnaryOp::BitwiseNot => !(a as i64) as f64,
+        UnaryOp::IsNaN => a.is_nan() as u8 as f64,
+        UnaryOp::Softplus => a.exp().ln_1p(),
+        UnaryOp::Softsign => a / (1.0 + a.abs()),
+        UnaryOp::Mish => a * a.exp().ln_1p().tanh(),
+        UnaryOp::HardSwish => a * (a / 6.0 + 0.5).clamp(0.0, 1.0),
     }
 }
 
-fn binary_f(b: BinaryOp, x: f64, y: f64) -> f64 {
-    match b {
+/// The error function (Abramowitz-Stegun 7.1.26 refined by one Newton step
+/// is not exact enough; this uses the series/continued-fraction split).
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let t = x.abs();
+    let r = if t < 2.5 {
+        // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
+        let mut term = t;
+        let mut sum = t;
+        let x2 = t * t;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x2 / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        // Continued fraction for erfc.
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (t + f);
+        }
+        1.0 - (-t * t).exp() / (std::f64::consts::PI.sqrt() * (t + f))
+    };
+    r.copysign(x)
+}
+
+/// One activation in f64.
+pub fn activation(kind: crate::ActKind, alpha: f64, beta: f64, x: f64) -> f64 {
+    use crate::ActKind::*;
+    match kind {
+        Elu => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha * (x.exp() - 1.0)
+            }
+        }
+        Selu => {
+            if x > 0.0 {
+                beta * x
+            } else {
+                beta * (alpha * x.exp() - alpha)
+            }
+        }
+        LeakyRelu => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+        HardSigmoid => (alpha * x + beta).clamp(0.0, 1.0),
+        ThresholdedRelu => {
+            if x > alpha {
+                x
+            } else {
+                0.0
+            }
+        }
+        Celu => x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0),
+        Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+        GeluTanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+    }
+}
+
+fn binary_f(b: BinaryOp, x: f64, y: f64) -> Option<f64> {
+    let bool_f = |c: bool| c as u8 as f64;
+    Some(match b {
         BinaryOp::Add => x + y,
         BinaryOp::Sub => x - y,
         BinaryOp::Mul => x * y,
         BinaryOp::Div => x / y,
-    }
+        BinaryOp::Pow => x.powf(y),
+        BinaryOp::FMod | BinaryOp::Mod => x % y,
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::Equal => bool_f(x == y),
+        BinaryOp::Less => bool_f(x < y),
+        BinaryOp::LessOrEqual => bool_f(x <= y),
+        BinaryOp::Greater => bool_f(x > y),
+        BinaryOp::GreaterOrEqual => bool_f(x >= y),
+        BinaryOp::PRelu => {
+            if x < 0.0 {
+                x * y
+            } else {
+                x
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn binary_i(b: BinaryOp, x: i64, y: i64) -> Option<i64> {
+    Some(match b {
+        BinaryOp::Add => x.wrapping_add(y),
+        BinaryOp::Sub => x.wrapping_sub(y),
+        BinaryOp::Mul => x.wrapping_mul(y),
+        BinaryOp::Div => x.checked_div(y)?,
+        BinaryOp::Mod => {
+            let r = x.checked_rem(y)?;
+            if r != 0 && (r < 0) != (y < 0) {
+                r + y
+            } else {
+                r
+            }
+        }
+        BinaryOp::FMod => x.checked_rem(y)?,
+        BinaryOp::Pow => x.checked_pow(u32::try_from(y).ok()?)?,
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::And | BinaryOp::BitwiseAnd => x & y,
+        BinaryOp::Or | BinaryOp::BitwiseOr => x | y,
+        BinaryOp::Xor | BinaryOp::BitwiseXor => x ^ y,
+        BinaryOp::Equal => (x == y) as i64,
+        BinaryOp::Less => (x < y) as i64,
+        BinaryOp::LessOrEqual => (x <= y) as i64,
+        BinaryOp::Greater => (x > y) as i64,
+        BinaryOp::GreaterOrEqual => (x >= y) as i64,
+        BinaryOp::PRelu => {
+            if x < 0 {
+                x.wrapping_mul(y)
+            } else {
+                x
+            }
+        }
+        BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight => return None,
+    })
 }
 
 /// For each element of `out`, the flat indices into broadcast operands `a`

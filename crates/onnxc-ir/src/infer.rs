@@ -5,7 +5,7 @@
 
 use crate::eval::eval_op;
 use crate::shape::{broadcast_shapes, normalize_axis};
-use crate::{AutoPad, DType, Graph, NodeError, NodeId, Op, Shape, Tensor, Window};
+use crate::{AutoPad, BinaryOp, DType, Graph, NodeError, NodeId, Op, Shape, Tensor, UnaryOp, Window};
 
 /// Options for [`infer_and_fold`].
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +79,12 @@ fn check_sizes(outs: Vec<(DType, Vec<usize>)>) -> Result<Vec<(DType, Vec<usize>)
 fn fold_node(graph: &mut Graph, id: NodeId, outs: &[(DType, Vec<usize>)]) {
     let node = &graph.graph[id];
     if matches!(node.op, Op::Output { .. }) {
+        return;
+    }
+    if let Op::Size = node.op {
+        if let Some(n) = graph.input_info(id, 0).and_then(|i| i.shape.numel()) {
+            graph.make_constant(id, Tensor::from_i64(&[], &[n as i64]));
+        }
         return;
     }
     if let Op::Shape { .. } = node.op {
@@ -241,7 +247,161 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
     let x = || input(graph, id, 0);
     let out = match op {
         Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
-        Op::Output { .. } | Op::Identity | Op::Unary(_) => x()?,
+        Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::LayerNormalization { .. } => x()?,
+        Op::Unary(u) => {
+            let (dt, d) = x()?;
+            match u {
+                UnaryOp::IsNaN => (DType::Bool, d),
+                UnaryOp::Not if dt != DType::Bool => return Err(format!("Not needs a bool input, got {dt}")),
+                _ => (dt, d),
+            }
+        }
+        Op::Variadic { .. } => {
+            let (dt, mut d) = x()?;
+            for slot in 1..graph.graph[id].num_inputs {
+                let (odt, od) = input(graph, id, slot)?;
+                if odt != dt {
+                    return Err(format!("input {slot} is {odt}, but input 0 is {dt}"));
+                }
+                d = broadcast_shapes(&d, &od)
+                    .ok_or_else(|| format!("input {slot} {od:?} does not broadcast with {d:?}"))?;
+            }
+            (dt, d)
+        }
+        Op::Where => {
+            let (cdt, c) = x()?;
+            let (adt, a) = input(graph, id, 1)?;
+            let (bdt, b) = input(graph, id, 2)?;
+            if cdt != DType::Bool || adt != bdt {
+                return Err(format!("needs a bool condition and two inputs of one dtype, got {cdt}, {adt}, {bdt}"));
+            }
+            let ab = broadcast_shapes(&a, &b).ok_or_else(|| format!("{a:?} and {b:?} do not broadcast"))?;
+            (adt, broadcast_shapes(&c, &ab).ok_or_else(|| format!("condition {c:?} does not broadcast with {ab:?}"))?)
+        }
+        Op::ArgMinMax { axis, keepdims, .. } => {
+            let (_, xd) = x()?;
+            let a = normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            let mut d = xd.clone();
+            if keepdims {
+                d[a] = 1;
+            } else {
+                d.remove(a);
+            }
+            (DType::I64, d)
+        }
+        Op::Expand => {
+            let (dt, xd) = x()?;
+            let spec = const_i64s(graph, id, 1, "the shape")?.ok_or("the shape input is missing")?;
+            let spec: Vec<usize> = spec
+                .iter()
+                .map(|&v| usize::try_from(v).map_err(|_| format!("shape has a negative dim {v}")))
+                .collect::<Result<_, _>>()?;
+            (dt, broadcast_shapes(&xd, &spec).ok_or_else(|| format!("{xd:?} does not broadcast to {spec:?}"))?)
+        }
+        Op::Tile => {
+            let (dt, xd) = x()?;
+            let reps = const_i64s(graph, id, 1, "repeats")?.ok_or("the repeats input is missing")?;
+            if reps.len() != xd.len() || reps.iter().any(|&r| r < 0) {
+                return Err(format!("repeats {reps:?} must be {} non-negative values", xd.len()));
+            }
+            (dt, xd.iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect())
+        }
+        Op::ConstantOfShape(ref value) => {
+            let spec = const_i64s(graph, id, 0, "the shape")?.ok_or("the shape input is missing")?;
+            let dims: Vec<usize> = spec
+                .iter()
+                .map(|&v| usize::try_from(v).map_err(|_| format!("shape has a negative dim {v}")))
+                .collect::<Result<_, _>>()?;
+            (value.dtype, dims)
+        }
+        Op::Range => {
+            let (dt, _) = x()?;
+            let vals: Vec<Tensor> = (0..3)
+                .map(|s| {
+                    graph.const_input(id, s).cloned().ok_or_else(|| {
+                        format!("input {s} must be known at compile time (the output's length depends on it)")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let f: Vec<f64> = vals
+                .iter()
+                .map(|t| t.to_f64_vec().and_then(|v| v.first().copied()).ok_or("inputs must be numeric scalars"))
+                .collect::<Result<_, _>>()?;
+            if f[2] == 0.0 {
+                return Err("delta is 0".into());
+            }
+            let n = ((f[1] - f[0]) / f[2]).ceil().max(0.0) as usize;
+            (dt, vec![n])
+        }
+        Op::Size => (DType::I64, vec![]),
+        Op::Slice => {
+            let (dt, xd) = x()?;
+            let c = |s: usize| graph.const_input(id, s).cloned();
+            let need =
+                |s: usize, what: &str| c(s).ok_or_else(|| format!("{what} (input {s}) must be known at compile time"));
+            let (starts, ends) = (need(1, "starts")?, need(2, "ends")?);
+            let axes = if graph.input_of(id, 3).is_some() { Some(need(3, "axes")?) } else { None };
+            let steps = if graph.input_of(id, 4).is_some() { Some(need(4, "steps")?) } else { None };
+            let plan = slice_plan(&xd, &starts, &ends, axes.as_ref(), steps.as_ref())?;
+            (dt, plan.iter().map(|p| p.2).collect())
+        }
+        Op::Pad { .. } => {
+            let (dt, xd) = x()?;
+            let (begin, end) = pad_amounts(graph, id, xd.len())?;
+            let d: Vec<usize> = (0..xd.len())
+                .map(|i| {
+                    let n = xd[i] as i64 + begin[i] + end[i];
+                    usize::try_from(n).map_err(|_| format!("pads shrink dim {i} ({}) below zero", xd[i]))
+                })
+                .collect::<Result<_, _>>()?;
+            (dt, d)
+        }
+        Op::GatherND { batch_dims } => {
+            let (dt, xd) = x()?;
+            let (idt, id_dims) = input(graph, id, 1)?;
+            if idt != DType::I64 {
+                return Err(format!("indices must be i64, got {idt}"));
+            }
+            let k = *id_dims.last().ok_or("indices must have rank >= 1")?;
+            if batch_dims + k > xd.len() || batch_dims >= id_dims.len() || xd[..batch_dims] != id_dims[..batch_dims] {
+                return Err(format!("indices {id_dims:?} do not fit data {xd:?} with batch_dims {batch_dims}"));
+            }
+            let mut d = id_dims[..id_dims.len() - 1].to_vec();
+            d.extend(&xd[batch_dims + k..]);
+            (dt, d)
+        }
+        Op::Split { axis, num_outputs } => {
+            let (dt, xd) = x()?;
+            let a = normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            let outs = graph.graph[id].outputs.len();
+            let sizes: Vec<usize> = match const_i64s(graph, id, 1, "split")? {
+                Some(s) => s
+                    .iter()
+                    .map(|&v| usize::try_from(v).map_err(|_| format!("split has a negative size {v}")))
+                    .collect::<Result<_, _>>()?,
+                None => {
+                    let n = num_outputs.unwrap_or(outs);
+                    if n == 0 {
+                        return Err("no outputs to split into".into());
+                    }
+                    let chunk = xd[a].div_ceil(n);
+                    (0..n).map(|i| chunk.min(xd[a].saturating_sub(i * chunk))).collect()
+                }
+            };
+            if sizes.len() != outs || sizes.iter().sum::<usize>() != xd[a] {
+                return Err(format!("split sizes {sizes:?} do not cover axis {a} of {xd:?} in {outs} outputs"));
+            }
+            return Ok(sizes
+                .iter()
+                .map(|&s| {
+                    let mut d = xd.clone();
+                    d[a] = s;
+                    (dt, d)
+                })
+                .collect());
+        }
         Op::Clip => {
             let (dt, d) = x()?;
             for slot in 1..3 {
@@ -255,14 +415,18 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             (dt, d)
         }
         Op::Cast { to } => (to, x()?.1),
-        Op::Binary(_) => {
+        Op::Binary(b) => {
             let (adt, a) = x()?;
-            let (bdt, b) = input(graph, id, 1)?;
+            let (bdt, bd) = input(graph, id, 1)?;
             if adt != bdt {
                 return Err(format!("operand dtypes differ: {adt} and {bdt}"));
             }
-            let d = broadcast_shapes(&a, &b).ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))?;
-            (adt, d)
+            let logical = matches!(b, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor);
+            if logical && adt != DType::Bool {
+                return Err(format!("{b:?} needs bool operands, got {adt}"));
+            }
+            let d = broadcast_shapes(&a, &bd).ok_or_else(|| format!("shapes {a:?} and {bd:?} do not broadcast"))?;
+            (if b.is_comparison() || logical { DType::Bool } else { adt }, d)
         }
         Op::Gemm { trans_a, trans_b, .. } => {
             let (dt, a) = x()?;
@@ -363,7 +527,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             d.resize(xd.len(), 1);
             (dt, d)
         }
-        Op::ReduceMean { keepdims, noop_with_empty_axes } => {
+        Op::Reduce { keepdims, noop_with_empty_axes, .. } => {
             let (dt, xd) = x()?;
             let axes = reduce_axes(graph, id, xd.len(), noop_with_empty_axes)?;
             let mut d = Vec::new();
@@ -540,4 +704,87 @@ pub fn reshape_dims(xd: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<
         return Err(format!("shape {spec:?} does not hold the input's {total} elements ({xd:?})"));
     }
     Ok(d)
+}
+
+/// Per axis of `dims`: (first index, step, count) of an ONNX Slice.
+pub fn slice_plan(
+    dims: &[usize],
+    starts: &Tensor,
+    ends: &Tensor,
+    axes: Option<&Tensor>,
+    steps: Option<&Tensor>,
+) -> Result<Vec<(i64, i64, usize)>, String> {
+    let ints = |t: &Tensor, what: &str| t.to_i64_vec().ok_or_else(|| format!("{what} must be integers"));
+    let starts = ints(starts, "starts")?;
+    let ends = ints(ends, "ends")?;
+    if starts.len() != ends.len() {
+        return Err(format!("starts {starts:?} and ends {ends:?} differ in length"));
+    }
+    let axes: Vec<i64> = match axes {
+        Some(a) => ints(a, "axes")?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps: Vec<i64> = match steps {
+        Some(s) => ints(s, "steps")?,
+        None => vec![1; starts.len()],
+    };
+    if axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("starts, ends, axes and steps must have one entry per sliced axis".into());
+    }
+    let mut plan: Vec<(i64, i64, usize)> = dims.iter().map(|&d| (0, 1, d)).collect();
+    for k in 0..starts.len() {
+        let a = normalize_axis(axes[k], dims.len()).ok_or_else(|| format!("axis {} is out of range", axes[k]))?;
+        let n = dims[a] as i64;
+        let step = steps[k];
+        if step == 0 {
+            return Err("a step is 0".into());
+        }
+        let (mut s, mut e) = (starts[k], ends[k]);
+        if s < 0 {
+            s = s.saturating_add(n);
+        }
+        if e < 0 {
+            e = e.saturating_add(n);
+        }
+        let count = if step > 0 {
+            s = s.clamp(0, n);
+            e = e.clamp(0, n);
+            if e > s {
+                (e - s + step - 1) / step
+            } else {
+                0
+            }
+        } else {
+            s = s.clamp(0, n - 1);
+            e = e.clamp(-1, n - 1);
+            if s > e {
+                (s - e + (-step) - 1) / (-step)
+            } else {
+                0
+            }
+        };
+        plan[a] = (s, step, count as usize);
+    }
+    Ok(plan)
+}
+
+/// Begin and end pads per axis of a Pad node (negative pads crop).
+pub fn pad_amounts(graph: &Graph, id: NodeId, rank: usize) -> Result<(Vec<i64>, Vec<i64>), String> {
+    let pads = const_i64s(graph, id, 1, "pads")?.ok_or("the pads input is missing")?;
+    let axes: Vec<usize> = match const_i64s(graph, id, 3, "axes")? {
+        Some(a) => a
+            .iter()
+            .map(|&v| normalize_axis(v, rank).ok_or_else(|| format!("axis {v} is out of range")))
+            .collect::<Result<_, _>>()?,
+        None => (0..rank).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(format!("pads has {} values; {} axes need {}", pads.len(), axes.len(), 2 * axes.len()));
+    }
+    let (mut begin, mut end) = (vec![0; rank], vec![0; rank]);
+    for (k, &a) in axes.iter().enumerate() {
+        begin[a] = pads[k];
+        end[a] = pads[k + axes.len()];
+    }
+    Ok((begin, end))
 }

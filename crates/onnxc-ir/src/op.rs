@@ -17,6 +17,71 @@ pub enum UnaryOp {
     Log,
     Sqrt,
     Reciprocal,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Erf,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+    Sign,
+    /// Logical not (bool).
+    Not,
+    BitwiseNot,
+    IsNaN,
+    Softplus,
+    Softsign,
+    Mish,
+    HardSwish,
+}
+
+/// Activations with parameters (`alpha`, `beta` as ONNX names them; Selu's
+/// `gamma` is `beta` here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActKind {
+    Elu,
+    Selu,
+    LeakyRelu,
+    HardSigmoid,
+    ThresholdedRelu,
+    Celu,
+    /// Exact GELU (erf).
+    Gelu,
+    /// GELU's tanh approximation.
+    GeluTanh,
+}
+
+/// Reductions over axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+/// Pad modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
 }
 
 /// Elementwise two-input ops with numpy broadcasting.
@@ -26,6 +91,40 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    Pow,
+    /// Integer modulo with the divisor's sign (ONNX Mod, fmod=0).
+    Mod,
+    /// C `fmod` (ONNX Mod, fmod=1).
+    FMod,
+    Max,
+    Min,
+    /// Logical ops on bools.
+    And,
+    Or,
+    Xor,
+    /// Comparisons, producing bools.
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    BitShiftLeft,
+    BitShiftRight,
+    BitwiseAnd,
+    BitwiseOr,
+    BitwiseXor,
+    /// `x < 0 ? slope * x : x` with `slope` broadcast.
+    PRelu,
+}
+
+impl BinaryOp {
+    /// True when the result is a bool whatever the operands are.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Equal | BinaryOp::Less | BinaryOp::LessOrEqual | BinaryOp::Greater | BinaryOp::GreaterOrEqual
+        )
+    }
 }
 
 /// Convolution / pooling window geometry, resolved to explicit pads.
@@ -92,14 +191,65 @@ pub enum Op {
     },
     GlobalAveragePool,
     /// Inputs: data, optional axes (i64).
-    ReduceMean {
+    Reduce {
+        kind: ReduceKind,
         keepdims: bool,
         noop_with_empty_axes: bool,
     },
-    /// `legacy` is the opset < 13 behaviour (coerce to 2-D at `axis`).
+    /// `legacy` is the opset < 13 behaviour (coerce to 2-D at `axis`);
+    /// `log` makes it LogSoftmax.
     Softmax {
         axis: i64,
         legacy: bool,
+        log: bool,
+    },
+    Activation {
+        kind: ActKind,
+        alpha: f32,
+        beta: f32,
+    },
+    /// Max, Min, Sum (`Add`) or Mean (`Add`, `mean`) of any number of inputs.
+    Variadic {
+        op: BinaryOp,
+        mean: bool,
+    },
+    /// Inputs: condition (bool), x, y.
+    Where,
+    /// Output i64 indices.
+    ArgMinMax {
+        max: bool,
+        axis: i64,
+        keepdims: bool,
+        select_last_index: bool,
+    },
+    /// Inputs: x, scale, optional bias.
+    LayerNormalization {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// Inputs: data, shape (i64).
+    Expand,
+    /// Inputs: data, indices (i64).
+    GatherND {
+        batch_dims: usize,
+    },
+    /// Input: shape (i64). Output filled with the value (a one-element tensor).
+    ConstantOfShape(Tensor),
+    /// Inputs: data, starts, ends, optional axes, optional steps.
+    Slice,
+    /// Inputs: data, optional split sizes.
+    Split {
+        axis: i64,
+        num_outputs: Option<usize>,
+    },
+    /// Inputs: data, repeats.
+    Tile,
+    /// Inputs: start, limit, delta (scalars).
+    Range,
+    Size,
+    /// Inputs: data, pads, optional constant value, optional axes.
+    Pad {
+        mode: PadMode,
     },
     /// Inference mode. Inputs: x, scale, bias, mean, var.
     BatchNormalization {
@@ -154,8 +304,26 @@ impl Op {
             Op::MaxPool { .. } => "MaxPool".into(),
             Op::AveragePool { .. } => "AveragePool".into(),
             Op::GlobalAveragePool => "GlobalAveragePool".into(),
-            Op::ReduceMean { .. } => "ReduceMean".into(),
-            Op::Softmax { .. } => "Softmax".into(),
+            Op::Reduce { kind, .. } => format!("Reduce{kind:?}"),
+            Op::Softmax { log: false, .. } => "Softmax".into(),
+            Op::Softmax { log: true, .. } => "LogSoftmax".into(),
+            Op::Activation { kind, .. } => format!("{kind:?}"),
+            Op::Variadic { op: BinaryOp::Add, mean: true } => "Mean".into(),
+            Op::Variadic { op: BinaryOp::Add, .. } => "Sum".into(),
+            Op::Variadic { op, .. } => format!("{op:?}"),
+            Op::Where => "Where".into(),
+            Op::ArgMinMax { max: true, .. } => "ArgMax".into(),
+            Op::ArgMinMax { max: false, .. } => "ArgMin".into(),
+            Op::LayerNormalization { .. } => "LayerNormalization".into(),
+            Op::Expand => "Expand".into(),
+            Op::GatherND { .. } => "GatherND".into(),
+            Op::ConstantOfShape(_) => "ConstantOfShape".into(),
+            Op::Slice => "Slice".into(),
+            Op::Split { .. } => "Split".into(),
+            Op::Tile => "Tile".into(),
+            Op::Range => "Range".into(),
+            Op::Size => "Size".into(),
+            Op::Pad { .. } => "Pad".into(),
             Op::BatchNormalization { .. } => "BatchNormalization".into(),
             Op::Reshape { .. } => "Reshape".into(),
             Op::Flatten { .. } => "Flatten".into(),
@@ -201,10 +369,21 @@ impl Op {
             Op::AveragePool { window: w, count_include_pad } => {
                 format!("{},count_include_pad={}", window(w), *count_include_pad as u8)
             }
-            Op::ReduceMean { keepdims, noop_with_empty_axes } => {
+            Op::Reduce { keepdims, noop_with_empty_axes, .. } => {
                 format!("keepdims={},noop_with_empty_axes={}", *keepdims as u8, *noop_with_empty_axes as u8)
             }
-            Op::Softmax { axis, legacy } => format!("axis={axis},legacy={}", *legacy as u8),
+            Op::Softmax { axis, legacy, .. } => format!("axis={axis},legacy={}", *legacy as u8),
+            Op::Activation { alpha, beta, .. } => format!("alpha={alpha},beta={beta}"),
+            Op::ArgMinMax { axis, keepdims, select_last_index, .. } => {
+                format!("axis={axis},keepdims={},select_last_index={}", *keepdims as u8, *select_last_index as u8)
+            }
+            Op::LayerNormalization { axis, epsilon } => format!("axis={axis},epsilon={epsilon}"),
+            Op::GatherND { batch_dims } => format!("batch_dims={batch_dims}"),
+            Op::Split { axis, num_outputs } => match num_outputs {
+                Some(n) => format!("axis={axis},num_outputs={n}"),
+                None => format!("axis={axis}"),
+            },
+            Op::Pad { mode } => format!("mode={mode:?}"),
             Op::BatchNormalization { epsilon } => format!("epsilon={epsilon}"),
             Op::Reshape { allow_zero } => format!("allow_zero={}", *allow_zero as u8),
             Op::Flatten { axis } | Op::Concat { axis } | Op::Gather { axis } => {

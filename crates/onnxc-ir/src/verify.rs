@@ -43,7 +43,9 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Clip => 1,
             Op::Gemm { .. } => 2,
             Op::Conv { .. } => 2,
-            Op::ReduceMean { .. } | Op::Squeeze => 1,
+            Op::Reduce { .. } | Op::Squeeze | Op::Split { .. } | Op::Pad { .. } => 1,
+            Op::LayerNormalization { .. } => 2,
+            Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,
             _ => node.num_inputs,
         };

@@ -100,6 +100,32 @@ pub enum UnOp {
     /// Natural logarithm.
     Log,
     Tanh,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
+    /// The error function.
+    Erf,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+    /// Bitwise complement (integers).
+    Not,
+}
+
+impl UnOp {
+    /// True for the ops a CPU backend implements with a libm call.
+    pub fn is_transcendental(self) -> bool {
+        !matches!(self, UnOp::Neg | UnOp::Abs | UnOp::Sqrt | UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Not)
+    }
 }
 
 /// Binary operations; both operands have the same type. Integer division
@@ -113,6 +139,15 @@ pub enum BinOp {
     Rem,
     Min,
     Max,
+    /// `a` to the power `b` (floats).
+    Pow,
+    /// Bitwise and, or, xor (integers; booleans are 0/1 bytes).
+    And,
+    Or,
+    Xor,
+    /// Shifts (unsigned integers); a shift by the bit width or more gives 0.
+    Shl,
+    Shr,
 }
 
 /// Comparisons, producing [`ScalarType::Bool`].

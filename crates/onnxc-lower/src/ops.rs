@@ -3,7 +3,7 @@
 
 use crate::{KernelBuilder, Lowering};
 use onnxc_ir::shape::{normalize_axis, strides_of};
-use onnxc_ir::{BinaryOp, NodeId, Op, UnaryOp, Window};
+use onnxc_ir::{NodeId, Op, UnaryOp, Window};
 use onnxc_kir::build::*;
 use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, ScalarType, Stmt, UnOp};
 
@@ -17,12 +17,12 @@ pub fn copy_kernel(name: String, src: BufferId, dst: BufferId, len: usize) -> Ke
     k.finish(body)
 }
 
-fn strides_i64(dims: &[usize]) -> Vec<i64> {
+pub(crate) fn strides_i64(dims: &[usize]) -> Vec<i64> {
     strides_of(dims).into_iter().map(|s| s as i64).collect()
 }
 
 /// Strides of an operand broadcast to `out` dims (0 on broadcast dims).
-fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<i64> {
+pub(crate) fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<i64> {
     let s = strides_of(dims);
     let off = out.len() - dims.len();
     (0..out.len()).map(|k| if k < off || dims[k - off] == 1 { 0 } else { s[k - off] as i64 }).collect()
@@ -61,7 +61,7 @@ fn collapse(dims: &[usize], strides: &[Vec<i64>]) -> (Vec<usize>, Vec<Vec<i64>>)
 }
 
 /// `out = f(inputs...)` elementwise with broadcasting.
-fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: impl Fn(&[Expr]) -> Expr) -> R {
+pub(crate) fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: impl Fn(&[Expr]) -> Expr) -> R {
     let out_dims = cx.out_dims(id)?;
     let out = cx.output(id)?;
     let mut bufs = Vec::new();
@@ -80,7 +80,7 @@ fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: impl Fn(&[Expr
     Ok(())
 }
 
-fn require_f32(cx: &Lowering, id: NodeId) -> R {
+pub(crate) fn require_f32(cx: &Lowering, id: NodeId) -> R {
     let t = cx.in_type(id, 0)?;
     if t != ScalarType::F32 {
         return Err(format!("dtype {t} is not supported for this op yet (f32 only)"));
@@ -88,7 +88,7 @@ fn require_f32(cx: &Lowering, id: NodeId) -> R {
     Ok(())
 }
 
-fn float_const(t: ScalarType, v: f64) -> Expr {
+pub(crate) fn float_const(t: ScalarType, v: f64) -> Expr {
     if t.is_float() {
         Expr::Float(v, t)
     } else {
@@ -126,6 +126,25 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::Unary(u) => {
             let t = cx.in_type(id, 0)?;
+            let first_set = matches!(
+                u,
+                UnaryOp::Relu
+                    | UnaryOp::Sigmoid
+                    | UnaryOp::Tanh
+                    | UnaryOp::Neg
+                    | UnaryOp::Abs
+                    | UnaryOp::Exp
+                    | UnaryOp::Log
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Reciprocal
+            );
+            if !first_set {
+                let probe = crate::more_ops::unary(u, t, f32c(0.0));
+                probe?;
+                return elementwise(cx, id, &[0], |a| {
+                    crate::more_ops::unary(u, t, a[0].clone()).expect("checked above")
+                });
+            }
             if !t.is_float() && !matches!(u, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) {
                 return Err(format!("dtype {t} is not supported for {u:?}"));
             }
@@ -145,18 +164,41 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                     UnaryOp::Log => un(UnOp::Log, x),
                     UnaryOp::Sqrt => un(UnOp::Sqrt, x),
                     UnaryOp::Reciprocal => bin(BinOp::Div, float_const(t, 1.0), x),
+                    other => crate::more_ops::unary(other, t, x).expect("the first set only reaches here"),
                 }
             })
         }
         Op::Binary(b) => {
-            let op = match b {
-                BinaryOp::Add => BinOp::Add,
-                BinaryOp::Sub => BinOp::Sub,
-                BinaryOp::Mul => BinOp::Mul,
-                BinaryOp::Div => BinOp::Div,
-            };
-            elementwise(cx, id, &[0, 1], |a| bin(op, a[0].clone(), a[1].clone()))
+            let t = cx.in_type(id, 0)?;
+            let out_buf = cx.output(id)?;
+            let out_t = cx.buffers[out_buf.0 as usize].elem;
+            crate::more_ops::binary(b, t, out_t, f32c(0.0), f32c(0.0))?;
+            elementwise(cx, id, &[0, 1], |a| {
+                crate::more_ops::binary(b, t, out_t, a[0].clone(), a[1].clone()).expect("checked above")
+            })
         }
+        Op::Activation { kind, alpha, beta } => {
+            let t = cx.in_type(id, 0)?;
+            crate::more_ops::activation(kind, t, alpha, beta, f32c(0.0))?;
+            elementwise(cx, id, &[0], |a| {
+                crate::more_ops::activation(kind, t, alpha, beta, a[0].clone()).expect("checked above")
+            })
+        }
+        Op::Variadic { op, mean } => crate::more_ops::variadic(cx, id, op, mean),
+        Op::Where => crate::more_ops::where_(cx, id),
+        Op::Expand => elementwise(cx, id, &[0], |a| a[0].clone()),
+        Op::Tile => crate::more_ops::tile(cx, id),
+        Op::ConstantOfShape(value) => crate::more_ops::constant_of_shape(cx, id, &value),
+        Op::Slice => crate::more_ops::slice(cx, id),
+        Op::Split { axis, .. } => crate::more_ops::split(cx, id, axis),
+        Op::Pad { mode } => crate::more_ops::pad(cx, id, mode),
+        Op::GatherND { batch_dims } => crate::more_ops::gather_nd(cx, id, batch_dims),
+        Op::ArgMinMax { max, axis, select_last_index, .. } => {
+            crate::more_ops::arg_min_max(cx, id, max, axis, select_last_index)
+        }
+        Op::LayerNormalization { axis, epsilon } => crate::more_ops::layer_norm(cx, id, axis, epsilon),
+        Op::Reduce { kind, noop_with_empty_axes, .. } => crate::more_ops::reduce(cx, id, kind, noop_with_empty_axes),
+        Op::Range | Op::Size => Err("must be folded at compile time; its inputs are not constant".into()),
         Op::Clip => {
             let t = cx.in_type(id, 0)?;
             let bound = |cx: &mut Lowering, slot: usize| -> Result<Option<Expr>, String> {
@@ -367,46 +409,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             let spatial: usize = xd[2..].iter().product();
             reduce_inner(cx, id, xd[0] * xd[1], spatial, 1.0 / spatial as f64)
         }
-        Op::ReduceMean { noop_with_empty_axes, .. } => {
-            require_f32(cx, id)?;
-            let xd = cx.in_dims(id, 0)?;
-            let axes = onnxc_ir::infer::reduce_axes(cx.graph, id, xd.len(), noop_with_empty_axes)?;
-            let x = cx.input(id, 0)?;
-            let out = cx.output(id)?;
-            if axes.is_empty() {
-                let len = xd.iter().product();
-                cx.kernels.push(copy_kernel(name, x, out, len));
-                return Ok(());
-            }
-            let xs = strides_i64(&xd);
-            let kept: Vec<usize> = (0..xd.len()).filter(|i| !axes.contains(i)).collect();
-            let kept_dims: Vec<usize> = kept.iter().map(|&i| xd[i]).collect();
-            let red_dims: Vec<usize> = axes.iter().map(|&i| xd[i]).collect();
-            let count: usize = red_dims.iter().product();
-            let out_strides = strides_i64(&kept_dims);
-            let mut k = KernelBuilder::new(name);
-            let acc = k.var(ScalarType::F32);
-            let body = k.nest(&kept_dims, |k, kv| {
-                let base = linear(kv, &kept.iter().map(|&i| xs[i]).collect::<Vec<_>>());
-                let red_strides: Vec<i64> = axes.iter().map(|&i| xs[i]).collect();
-                let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
-                s.extend(k.nest(&red_dims, |_, rv| {
-                    vec![Stmt::Assign {
-                        var: acc,
-                        value: bin(BinOp::Add, var(acc), load(x, add(base.clone(), linear(rv, &red_strides)))),
-                    }]
-                }));
-                s.push(Stmt::Store {
-                    buf: out,
-                    index: linear(kv, &out_strides),
-                    value: bin(BinOp::Mul, var(acc), f32c(1.0 / count as f32)),
-                });
-                s
-            });
-            cx.kernels.push(k.finish(body));
-            Ok(())
-        }
-        Op::Softmax { axis, legacy } => {
+        Op::Softmax { axis, legacy, log } => {
             require_f32(cx, id)?;
             let xd = cx.in_dims(id, 0)?;
             let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
@@ -438,14 +441,26 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
                         Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))) },
                     ]
                 }));
-                s.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
-                s.extend(k.nest(&[n], |_, j| {
-                    vec![Stmt::Store {
-                        buf: out,
-                        index: at(&j[0]),
-                        value: bin(BinOp::Mul, load(out, at(&j[0])), var(sum)),
-                    }]
-                }));
+                if log {
+                    // log softmax = x - max - log(sum exp(x - max))
+                    s.push(Stmt::Assign { var: sum, value: bin(BinOp::Add, var(mx), un(UnOp::Log, var(sum))) });
+                    s.extend(k.nest(&[n], |_, j| {
+                        vec![Stmt::Store {
+                            buf: out,
+                            index: at(&j[0]),
+                            value: bin(BinOp::Sub, load(x, at(&j[0])), var(sum)),
+                        }]
+                    }));
+                } else {
+                    s.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
+                    s.extend(k.nest(&[n], |_, j| {
+                        vec![Stmt::Store {
+                            buf: out,
+                            index: at(&j[0]),
+                            value: bin(BinOp::Mul, load(out, at(&j[0])), var(sum)),
+                        }]
+                    }));
+                }
                 s
             });
             cx.kernels.push(k.finish(body));

@@ -16,6 +16,9 @@ pub struct CompileOptions {
     pub name: Option<String>,
     /// Dims for graph inputs, pinning their symbolic dims.
     pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Graph inputs whose values are fixed at compile time: they become
+    /// constants and leave the artifact's inputs.
+    pub constant_inputs: BTreeMap<String, Tensor>,
     /// Target triple; `None` compiles for this machine's architecture
     /// (baseline features, so the object runs on any CPU of that kind).
     pub target: Option<String>,
@@ -243,8 +246,13 @@ pub fn model_name(path: &Path, name: Option<&str>) -> Result<String, Error> {
 }
 
 /// Loads, pins, prepares and lowers a model.
-pub fn build_program(path: &Path, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(Graph, Program), Error> {
+pub fn build_program(
+    path: &Path,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    constants: &BTreeMap<String, Tensor>,
+) -> Result<(Graph, Program), Error> {
     let mut graph = load(path)?;
+    bake_inputs(&mut graph, constants)?;
     pin_input_shapes(&mut graph, shapes)?;
     prepare(&mut graph)?;
     let program = lower(&graph)?;
@@ -254,7 +262,7 @@ pub fn build_program(path: &Path, shapes: &BTreeMap<String, Vec<usize>>) -> Resu
 /// Compiles a model file to an object, static library and header.
 pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Error> {
     let name = model_name(path, opts.name.as_deref())?;
-    let (_, program) = build_program(path, &opts.input_shapes)?;
+    let (_, program) = build_program(path, &opts.input_shapes, &opts.constant_inputs)?;
     let object = onnxc_cpu::compile_object(&program, &name, opts.target.as_deref())?;
     let symbols = vec![format!("{name}_input_bytes"), format!("{name}_output_bytes"), format!("{name}_run")];
     let archive = crate::archive::build_archive(&format!("{name}.o"), &object, &symbols);
@@ -299,7 +307,7 @@ impl LoadedModel {
 /// keyed by input name) and checking their dtypes and fixed dims.
 pub fn load_for_inputs(path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result<LoadedModel, Error> {
     let mut graph = load(path)?;
-    let mut shapes = BTreeMap::new();
+    let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut missing = Vec::new();
     for &n in &graph.inputs {
         let info = &graph.graph[n].outputs[0];
@@ -332,11 +340,81 @@ pub fn load_for_inputs(path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result
             missing.join(", ")
         )));
     }
+    bake_parameter_inputs(&mut graph, inputs);
+    shapes.retain(|name, _| graph.inputs.iter().any(|&n| graph.graph[n].outputs[0].name == *name));
     pin_input_shapes(&mut graph, &shapes)?;
     prepare(&mut graph)?;
     let program = lower(&graph)?;
     let jit = JitModel::new(&program)?;
     Ok(LoadedModel { graph, program, jit })
+}
+
+/// True when input `slot` of `op` must be known at compile time (a shape,
+/// axes, pads, repeats, split sizes or a Range bound).
+pub fn is_parameter_slot(op: &Op, slot: usize) -> bool {
+    match op {
+        Op::Reshape { .. }
+        | Op::Expand
+        | Op::Tile
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Reduce { .. }
+        | Op::Split { .. } => slot == 1,
+        Op::Slice => (1..5).contains(&slot),
+        Op::Pad { .. } => slot == 1 || slot == 3,
+        Op::ConstantOfShape(_) => slot == 0,
+        Op::Range => slot < 3,
+        _ => false,
+    }
+}
+
+/// For an in-process run, whose input values are known when compiling:
+/// graph inputs that feed compile-time parameters (see
+/// [`is_parameter_slot`]) become constants, so models that compute shapes
+/// from such inputs compile. Returns the baked input names.
+pub fn bake_parameter_inputs(graph: &mut Graph, inputs: &BTreeMap<String, Tensor>) -> Vec<String> {
+    let chosen: BTreeMap<String, Tensor> = graph
+        .inputs
+        .iter()
+        .filter(|&&n| graph.consumers(n, 0).iter().any(|&(c, slot)| is_parameter_slot(&graph.graph[c].op, slot)))
+        .filter_map(|&n| {
+            let name = &graph.graph[n].outputs[0].name;
+            inputs.get(name).map(|t| (name.clone(), t.clone()))
+        })
+        .collect();
+    let names = chosen.keys().cloned().collect();
+    // The values were checked against the inputs' types by the caller.
+    let _ = bake_inputs(graph, &chosen);
+    names
+}
+
+/// Turns the named graph inputs into constants holding `values` (checking
+/// dtype and shape); the remaining inputs keep their order.
+pub fn bake_inputs(graph: &mut Graph, values: &BTreeMap<String, Tensor>) -> Result<(), Error> {
+    for (name, t) in values {
+        let Some(&n) = graph.inputs.iter().find(|&&n| graph.graph[n].outputs[0].name == *name) else {
+            let names: Vec<&str> = graph.inputs.iter().map(|&n| graph.graph[n].outputs[0].name.as_str()).collect();
+            return Err(Error::Input(format!(
+                "--const-input names '{name}', but the model's inputs are: {}",
+                names.join(", ")
+            )));
+        };
+        let info = &graph.graph[n].outputs[0];
+        let fits = t.dims.len() == info.shape.rank()
+            && info.shape.0.iter().zip(&t.dims).all(|(d, &v)| !matches!(d, Dim::Known(k) if *k != v));
+        if t.dtype != info.dtype || !fits {
+            return Err(Error::Input(format!(
+                "constant for input '{name}' is {}{:?}, but the input is {} {}",
+                t.dtype, t.dims, info.dtype, info.shape
+            )));
+        }
+        graph.make_constant(n, t.clone());
+    }
+    graph.inputs.retain(|&n| matches!(graph.graph[n].op, Op::Input { .. }));
+    for (index, &n) in graph.inputs.clone().iter().enumerate() {
+        graph.graph[n].op = Op::Input { index };
+    }
+    Ok(())
 }
 
 /// Parameter count and bytes of a graph's constants (initializers and

@@ -44,6 +44,9 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Symbol prefix and file stem (a C identifier); default: the model file's stem.
         #[arg(long)]
         name: Option<String>,
+        /// Fix an input's value at compile time, e.g. `mask=mask.npy`: it becomes a constant and leaves the artifact's inputs. Repeatable.
+        #[arg(long = "const-input", value_name = "NAME=FILE.npy")]
+        const_input: Vec<String>,
         /// Target triple, e.g. x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu; default: this machine's architecture.
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
@@ -106,9 +109,23 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compile { model, output, input_shape, name, target, quiet } => {
+        Command::Compile { model, output, input_shape, name, const_input, target, quiet } => {
             let started = std::time::Instant::now();
-            let opts = onnxc::CompileOptions { name, input_shapes: onnxc::parse_input_shapes(&input_shape)?, target };
+            let mut constant_inputs = BTreeMap::new();
+            for spec in &const_input {
+                let (input, file) = spec
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--const-input '{spec}' is not NAME=FILE.npy"))?;
+                let t =
+                    npz::read_npy(Path::new(file)).with_context(|| format!("cannot read --const-input '{spec}'"))?;
+                constant_inputs.insert(input.to_string(), t);
+            }
+            let opts = onnxc::CompileOptions {
+                name,
+                input_shapes: onnxc::parse_input_shapes(&input_shape)?,
+                constant_inputs,
+                target,
+            };
             let artifacts = onnxc::compile_file(&model, &opts)?;
             let files = artifacts.write_to(&output)?;
             if !quiet {

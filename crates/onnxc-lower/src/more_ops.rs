@@ -1,0 +1,549 @@
+//! Lowerings of the elementwise math, reduction, normalization and layout
+//! ops beyond the first models' set.
+
+use crate::ops::{broadcast_strides, elementwise, float_const, require_f32, strides_i64};
+use crate::{KernelBuilder, Lowering};
+use onnxc_ir::shape::normalize_axis;
+use onnxc_ir::{ActKind, BinaryOp, NodeId, PadMode, ReduceKind, UnaryOp};
+use onnxc_kir::build::*;
+use onnxc_kir::{BinOp, BufferKind, CmpOp, Expr, ScalarType, Stmt, UnOp, VarId};
+
+type R = Result<(), String>;
+
+fn lt(a: Expr, b: Expr) -> Expr {
+    cmp(CmpOp::Lt, a, b)
+}
+
+fn min_max(t: ScalarType, max: bool) -> Expr {
+    if t.is_float() {
+        return float_const(t, if max { f64::INFINITY } else { f64::NEG_INFINITY });
+    }
+    let v = match (t, max) {
+        (ScalarType::I8, false) => i8::MIN as i64,
+        (ScalarType::I8, true) => i8::MAX as i64,
+        (ScalarType::I16, false) => i16::MIN as i64,
+        (ScalarType::I16, true) => i16::MAX as i64,
+        (ScalarType::I32, false) => i32::MIN as i64,
+        (ScalarType::I32, true) => i32::MAX as i64,
+        (ScalarType::I64, false) => i64::MIN,
+        (ScalarType::I64, true) => i64::MAX,
+        (ScalarType::U8, true) => u8::MAX as i64,
+        (ScalarType::U16, true) => u16::MAX as i64,
+        (ScalarType::U32, true) => u32::MAX as i64,
+        (ScalarType::U64, true) => -1,
+        _ => 0,
+    };
+    Expr::Int(v, t)
+}
+
+/// Unary ops added for operator coverage; `None` for the first set.
+pub fn unary(u: UnaryOp, t: ScalarType, x: Expr) -> Result<Expr, String> {
+    let c = |v: f64| float_const(t, v);
+    let float_only = |e: Expr| if t.is_float() { Ok(e) } else { Err(format!("{u:?} needs a float input, got {t}")) };
+    let softplus = |x: Expr| {
+        select(cmp(CmpOp::Gt, x.clone(), c(15.0)), x.clone(), un(UnOp::Log, bin(BinOp::Add, c(1.0), un(UnOp::Exp, x))))
+    };
+    let math = |op: UnOp| float_only(un(op, x.clone()));
+    match u {
+        UnaryOp::Sin => math(UnOp::Sin),
+        UnaryOp::Cos => math(UnOp::Cos),
+        UnaryOp::Tan => math(UnOp::Tan),
+        UnaryOp::Asin => math(UnOp::Asin),
+        UnaryOp::Acos => math(UnOp::Acos),
+        UnaryOp::Atan => math(UnOp::Atan),
+        UnaryOp::Sinh => math(UnOp::Sinh),
+        UnaryOp::Cosh => math(UnOp::Cosh),
+        UnaryOp::Asinh => math(UnOp::Asinh),
+        UnaryOp::Acosh => math(UnOp::Acosh),
+        UnaryOp::Atanh => math(UnOp::Atanh),
+        UnaryOp::Erf => math(UnOp::Erf),
+        UnaryOp::Floor => math(UnOp::Floor),
+        UnaryOp::Ceil => math(UnOp::Ceil),
+        UnaryOp::Round => math(UnOp::Round),
+        UnaryOp::Sign => Ok(select(cmp(CmpOp::Gt, x.clone(), c(0.0)), c(1.0), select(lt(x, c(0.0)), c(-1.0), c(0.0)))),
+        UnaryOp::Not => Ok(bin(BinOp::Xor, x, Expr::Int(1, t))),
+        UnaryOp::BitwiseNot => Ok(un(UnOp::Not, x)),
+        UnaryOp::IsNaN => float_only(cmp(CmpOp::Ne, x.clone(), x.clone())),
+        UnaryOp::Softplus => float_only(softplus(x.clone())),
+        UnaryOp::Softsign => float_only(bin(BinOp::Div, x.clone(), bin(BinOp::Add, c(1.0), un(UnOp::Abs, x.clone())))),
+        UnaryOp::Mish => float_only(bin(BinOp::Mul, x.clone(), un(UnOp::Tanh, softplus(x.clone())))),
+        UnaryOp::HardSwish => float_only(bin(
+            BinOp::Mul,
+            x.clone(),
+            bin(BinOp::Max, c(0.0), bin(BinOp::Min, c(1.0), bin(BinOp::Add, bin(BinOp::Mul, x, c(1.0 / 6.0)), c(0.5)))),
+        )),
+        other => Err(format!("internal: {other:?} is lowered elsewhere")),
+    }
+}
+
+/// Binary ops added for operator coverage.
+pub fn binary(b: BinaryOp, t: ScalarType, out: ScalarType, x: Expr, y: Expr) -> Result<Expr, String> {
+    Ok(match b {
+        BinaryOp::Pow if t.is_float() && out == t => bin(BinOp::Pow, x, y),
+        BinaryOp::Pow => {
+            let f = |e: Expr| Expr::Cast(ScalarType::F64, Box::new(e));
+            Expr::Cast(out, Box::new(bin(BinOp::Pow, f(x), f(y))))
+        }
+        BinaryOp::Mod if t.is_float() => return Err("Mod with fmod=0 is not defined for floats".into()),
+        BinaryOp::Mod => {
+            let r = bin(BinOp::Rem, x, y.clone());
+            let zero = Expr::Int(0, t);
+            let sign_differs = cmp(CmpOp::Ne, lt(r.clone(), zero.clone()), lt(y.clone(), zero.clone()));
+            let fix = bin(BinOp::And, cmp(CmpOp::Ne, r.clone(), zero), sign_differs);
+            select(fix, bin(BinOp::Add, r.clone(), y), r)
+        }
+        BinaryOp::FMod => bin(BinOp::Rem, x, y),
+        BinaryOp::Max => bin(BinOp::Max, x, y),
+        BinaryOp::Min => bin(BinOp::Min, x, y),
+        BinaryOp::And | BinaryOp::BitwiseAnd => bin(BinOp::And, x, y),
+        BinaryOp::Or | BinaryOp::BitwiseOr => bin(BinOp::Or, x, y),
+        BinaryOp::Xor | BinaryOp::BitwiseXor => bin(BinOp::Xor, x, y),
+        BinaryOp::Equal => cmp(CmpOp::Eq, x, y),
+        BinaryOp::Less => cmp(CmpOp::Lt, x, y),
+        BinaryOp::LessOrEqual => cmp(CmpOp::Le, x, y),
+        BinaryOp::Greater => cmp(CmpOp::Gt, x, y),
+        BinaryOp::GreaterOrEqual => cmp(CmpOp::Ge, x, y),
+        BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight if t.is_float() || t.is_signed_int() => {
+            return Err(format!("BitShift needs unsigned integers, got {t}"))
+        }
+        BinaryOp::BitShiftLeft => bin(BinOp::Shl, x, y),
+        BinaryOp::BitShiftRight => bin(BinOp::Shr, x, y),
+        BinaryOp::PRelu => select(lt(x.clone(), float_const(t, 0.0)), bin(BinOp::Mul, x.clone(), y), x),
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => {
+            let op = match b {
+                BinaryOp::Add => BinOp::Add,
+                BinaryOp::Sub => BinOp::Sub,
+                BinaryOp::Mul => BinOp::Mul,
+                _ => BinOp::Div,
+            };
+            bin(op, x, y)
+        }
+    })
+}
+
+/// Parameterized activations (floats).
+pub fn activation(kind: ActKind, t: ScalarType, alpha: f32, beta: f32, x: Expr) -> Result<Expr, String> {
+    if !t.is_float() {
+        return Err(format!("{kind:?} needs a float input, got {t}"));
+    }
+    let c = |v: f64| float_const(t, v);
+    let (a, b) = (alpha as f64, beta as f64);
+    let mul = |p: Expr, q: Expr| bin(BinOp::Mul, p, q);
+    let add = |p: Expr, q: Expr| bin(BinOp::Add, p, q);
+    let expm1 = |p: Expr| bin(BinOp::Sub, un(UnOp::Exp, p), c(1.0));
+    Ok(match kind {
+        ActKind::Elu => select(cmp(CmpOp::Ge, x.clone(), c(0.0)), x.clone(), mul(c(a), expm1(x))),
+        ActKind::Selu => {
+            select(cmp(CmpOp::Gt, x.clone(), c(0.0)), mul(c(b), x.clone()), mul(c(b), mul(c(a), expm1(x))))
+        }
+        ActKind::LeakyRelu => select(cmp(CmpOp::Ge, x.clone(), c(0.0)), x.clone(), mul(c(a), x)),
+        ActKind::HardSigmoid => bin(BinOp::Max, c(0.0), bin(BinOp::Min, c(1.0), add(mul(c(a), x), c(b)))),
+        ActKind::ThresholdedRelu => select(cmp(CmpOp::Gt, x.clone(), c(a)), x, c(0.0)),
+        ActKind::Celu => {
+            add(bin(BinOp::Max, c(0.0), x.clone()), bin(BinOp::Min, c(0.0), mul(c(a), expm1(bin(BinOp::Div, x, c(a))))))
+        }
+        ActKind::Gelu => {
+            mul(mul(c(0.5), x.clone()), add(c(1.0), un(UnOp::Erf, mul(x, c(std::f64::consts::FRAC_1_SQRT_2)))))
+        }
+        ActKind::GeluTanh => {
+            let inner = mul(
+                c((2.0 / std::f64::consts::PI).sqrt()),
+                add(x.clone(), mul(c(0.044715), mul(x.clone(), mul(x.clone(), x.clone())))),
+            );
+            mul(mul(c(0.5), x), add(c(1.0), un(UnOp::Tanh, inner)))
+        }
+    })
+}
+
+pub fn variadic(cx: &mut Lowering, id: NodeId, op: BinaryOp, mean: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    let n = cx.graph.graph[id].num_inputs;
+    let slots: Vec<usize> = (0..n).collect();
+    elementwise(cx, id, &slots, |a| {
+        let mut acc = a[0].clone();
+        for x in &a[1..] {
+            acc = match op {
+                BinaryOp::Max => bin(BinOp::Max, acc, x.clone()),
+                BinaryOp::Min => bin(BinOp::Min, acc, x.clone()),
+                _ => bin(BinOp::Add, acc, x.clone()),
+            };
+        }
+        if mean {
+            if t.is_float() {
+                acc = bin(BinOp::Mul, acc, float_const(t, 1.0 / n as f64));
+            } else {
+                acc = bin(BinOp::Div, acc, Expr::Int(n as i64, t));
+            }
+        }
+        acc
+    })
+}
+
+pub fn where_(cx: &mut Lowering, id: NodeId) -> R {
+    elementwise(cx, id, &[0, 1, 2], |a| {
+        select(cmp(CmpOp::Ne, a[0].clone(), Expr::Int(0, ScalarType::U8)), a[1].clone(), a[2].clone())
+    })
+}
+
+pub fn reduce(cx: &mut Lowering, id: NodeId, kind: ReduceKind, noop_with_empty_axes: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    let float_kinds = matches!(kind, ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp);
+    if float_kinds && !t.is_float() {
+        return Err(format!("{kind:?} needs a float input, got {t}"));
+    }
+    let xd = cx.in_dims(id, 0)?;
+    let axes = onnxc_ir::infer::reduce_axes(cx.graph, id, xd.len(), noop_with_empty_axes)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let name = cx.graph.graph[id].name.clone();
+    if axes.is_empty() {
+        let len = xd.iter().product();
+        cx.kernels.push(crate::ops::copy_kernel(name, x, out, len));
+        return Ok(());
+    }
+    let xs = strides_i64(&xd);
+    let kept: Vec<usize> = (0..xd.len()).filter(|i| !axes.contains(i)).collect();
+    let kept_dims: Vec<usize> = kept.iter().map(|&i| xd[i]).collect();
+    let red_dims: Vec<usize> = axes.iter().map(|&i| xd[i]).collect();
+    let count: usize = red_dims.iter().product();
+    let out_strides = strides_i64(&kept_dims);
+    let kept_strides: Vec<i64> = kept.iter().map(|&i| xs[i]).collect();
+    let red_strides: Vec<i64> = axes.iter().map(|&i| xs[i]).collect();
+    let c = |v: f64| float_const(t, v);
+    let mut k = KernelBuilder::new(name);
+    let acc = k.var(t);
+    let mx = k.var(t);
+    let body = k.nest(&kept_dims, |k, kv| {
+        let base = linear(kv, &kept_strides);
+        let mut s = Vec::new();
+        let at = |rv: &[Expr]| load(x, add(base.clone(), linear(rv, &red_strides)));
+        if kind == ReduceKind::LogSumExp {
+            s.push(Stmt::Assign { var: mx, value: min_max(t, false) });
+            s.extend(
+                k.nest(&red_dims, |_, rv| vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), at(rv)) }]),
+            );
+        }
+        let init = match kind {
+            ReduceKind::Prod => c(1.0),
+            ReduceKind::Max => min_max(t, false),
+            ReduceKind::Min => min_max(t, true),
+            _ => c(0.0),
+        };
+        s.push(Stmt::Assign { var: acc, value: init });
+        s.extend(k.nest(&red_dims, |_, rv| {
+            let v = at(rv);
+            let value = match kind {
+                ReduceKind::Prod => bin(BinOp::Mul, var(acc), v),
+                ReduceKind::Max => bin(BinOp::Max, var(acc), v),
+                ReduceKind::Min => bin(BinOp::Min, var(acc), v),
+                ReduceKind::L1 => bin(BinOp::Add, var(acc), un(UnOp::Abs, v)),
+                ReduceKind::L2 | ReduceKind::SumSquare => bin(BinOp::Add, var(acc), bin(BinOp::Mul, v.clone(), v)),
+                ReduceKind::LogSumExp => bin(BinOp::Add, var(acc), un(UnOp::Exp, bin(BinOp::Sub, v, var(mx)))),
+                ReduceKind::Mean | ReduceKind::Sum | ReduceKind::LogSum => bin(BinOp::Add, var(acc), v),
+            };
+            vec![Stmt::Assign { var: acc, value }]
+        }));
+        let result = match kind {
+            ReduceKind::Mean if t.is_float() => bin(BinOp::Mul, var(acc), c(1.0 / count.max(1) as f64)),
+            ReduceKind::Mean => bin(BinOp::Div, var(acc), Expr::Int(count.max(1) as i64, t)),
+            ReduceKind::L2 => un(UnOp::Sqrt, var(acc)),
+            ReduceKind::LogSum => un(UnOp::Log, var(acc)),
+            ReduceKind::LogSumExp => bin(BinOp::Add, var(mx), un(UnOp::Log, var(acc))),
+            _ => var(acc),
+        };
+        s.push(Stmt::Store { buf: out, index: linear(kv, &out_strides), value: result });
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn arg_min_max(cx: &mut Lowering, id: NodeId, max: bool, axis: i64, select_last: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    let xd = cx.in_dims(id, 0)?;
+    let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+    let (outer, n, inner) = (xd[..a].iter().product::<usize>(), xd[a], xd[a + 1..].iter().product::<usize>());
+    if n == 0 {
+        return Err("cannot take ArgMax/ArgMin over an empty axis".into());
+    }
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (best, idx, j) = (k.var(t), k.var(ScalarType::I64), k.var(ScalarType::I64));
+    let body = k.nest(&[outer, inner], |_, v| {
+        let at = |jj: Expr| {
+            load(x, add(add(mul(v[0].clone(), int((n * inner) as i64)), mul(jj, int(inner as i64))), v[1].clone()))
+        };
+        let op = match (max, select_last) {
+            (true, false) => CmpOp::Gt,
+            (true, true) => CmpOp::Ge,
+            (false, false) => CmpOp::Lt,
+            (false, true) => CmpOp::Le,
+        };
+        let better = cmp(op, at(var(j)), var(best));
+        let mut s = vec![Stmt::Assign { var: best, value: at(int(0)) }, Stmt::Assign { var: idx, value: int(0) }];
+        if n > 1 {
+            s.push(Stmt::For {
+                var: j,
+                start: 1,
+                end: n as i64,
+                body: vec![
+                    Stmt::Assign { var: idx, value: select(better.clone(), var(j), var(idx)) },
+                    Stmt::Assign { var: best, value: select(better, at(var(j)), var(best)) },
+                ],
+            });
+        }
+        s.push(Stmt::Store {
+            buf: out,
+            index: add(mul(v[0].clone(), int(inner as i64)), v[1].clone()),
+            value: var(idx),
+        });
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn layer_norm(cx: &mut Lowering, id: NodeId, axis: i64, epsilon: f32) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+    let outer: usize = xd[..a].iter().product();
+    let norm_dims = xd[a..].to_vec();
+    let n: usize = norm_dims.iter().product();
+    let x = cx.input(id, 0)?;
+    let scale = cx.input(id, 1)?;
+    let scale_strides = broadcast_strides(&cx.in_dims(id, 1)?, &norm_dims);
+    let bias = if cx.graph.input_of(id, 2).is_some() {
+        Some((cx.input(id, 2)?, broadcast_strides(&cx.in_dims(id, 2)?, &norm_dims)))
+    } else {
+        None
+    };
+    let out = cx.output(id)?;
+    let ns = strides_i64(&norm_dims);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (mean, acc) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
+    let body = k.nest(&[outer], |k, o| {
+        let base = mul(o[0].clone(), int(n as i64));
+        let xat = |v: &[Expr]| load(x, add(base.clone(), linear(v, &ns)));
+        let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
+        s.extend(k.nest(&norm_dims, |_, v| vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), xat(v)) }]));
+        s.push(Stmt::Assign { var: mean, value: bin(BinOp::Mul, var(acc), f32c(1.0 / n as f32)) });
+        s.push(Stmt::Assign { var: acc, value: f32c(0.0) });
+        s.extend(k.nest(&norm_dims, |_, v| {
+            let d = bin(BinOp::Sub, xat(v), var(mean));
+            vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, d.clone(), d)) }]
+        }));
+        s.push(Stmt::Assign {
+            var: acc,
+            value: bin(
+                BinOp::Div,
+                f32c(1.0),
+                un(UnOp::Sqrt, bin(BinOp::Add, bin(BinOp::Mul, var(acc), f32c(1.0 / n as f32)), f32c(epsilon))),
+            ),
+        });
+        s.extend(k.nest(&norm_dims, |_, v| {
+            let mut y = bin(
+                BinOp::Mul,
+                bin(BinOp::Mul, bin(BinOp::Sub, xat(v), var(mean)), var(acc)),
+                load(scale, linear(v, &scale_strides)),
+            );
+            if let Some((b, bs)) = &bias {
+                y = bin(BinOp::Add, y, load(*b, linear(v, bs)));
+            }
+            vec![Stmt::Store { buf: out, index: add(base.clone(), linear(v, &ns)), value: y }]
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn tile(cx: &mut Lowering, id: NodeId) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let od = cx.out_dims(id)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let xs = strides_i64(&xd);
+    let os = strides_i64(&od);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        let src = v.iter().enumerate().fold(int(0), |acc, (i, e)| {
+            let wrapped = if xd[i] == od[i] { e.clone() } else { bin(BinOp::Rem, e.clone(), int(xd[i] as i64)) };
+            add(acc, mul(wrapped, int(xs[i])))
+        });
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value: load(x, src) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn constant_of_shape(cx: &mut Lowering, id: NodeId, value: &onnxc_ir::Tensor) -> R {
+    let out = cx.output(id)?;
+    let t = cx.buffers[out.0 as usize].elem;
+    let c = if t.is_float() {
+        Expr::Float(*value.to_f64_vec().and_then(|v| v.first().copied()).as_ref().ok_or("unreadable value")?, t)
+    } else {
+        Expr::Int(*value.to_i64_vec().and_then(|v| v.first().copied()).as_ref().ok_or("unreadable value")?, t)
+    };
+    let n: usize = cx.out_dims(id)?.iter().product();
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&[n], |_, v| vec![Stmt::Store { buf: out, index: v[0].clone(), value: c.clone() }]);
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn slice(cx: &mut Lowering, id: NodeId) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let g = cx.graph;
+    let need = |s: usize| g.const_input(id, s).ok_or_else(|| format!("input {s} must be known at compile time"));
+    let axes = if g.input_of(id, 3).is_some() { Some(need(3)?) } else { None };
+    let steps = if g.input_of(id, 4).is_some() { Some(need(4)?) } else { None };
+    let plan = onnxc_ir::infer::slice_plan(&xd, need(1)?, need(2)?, axes, steps)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let od = cx.out_dims(id)?;
+    let xs = strides_i64(&xd);
+    let base: i64 = plan.iter().zip(&xs).map(|(p, s)| p.0 * s).sum();
+    let step_strides: Vec<i64> = plan.iter().zip(&xs).map(|(p, s)| p.1 * s).collect();
+    let os = strides_i64(&od);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value: load(x, add(int(base), linear(v, &step_strides))) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn split(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+    let x = cx.input(id, 0)?;
+    let outer: usize = xd[..a].iter().product();
+    let inner: usize = xd[a + 1..].iter().product();
+    let mut offset = 0usize;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let mut body = Vec::new();
+    for slot in 0..cx.graph.graph[id].outputs.len() {
+        let size = cx.graph.graph[id].outputs[slot].shape.as_known().ok_or("unknown output dims")?[a];
+        let out = cx.value_buffer((id, slot))?;
+        let chunk = size * inner;
+        let off = (offset * inner) as i64;
+        body.extend(k.nest(&[outer, chunk], |_, v| {
+            vec![Stmt::Store {
+                buf: out,
+                index: linear(v, &[chunk as i64, 1]),
+                value: load(x, add(linear(v, &[(xd[a] * inner) as i64, 1]), int(off))),
+            }]
+        }));
+        offset += size;
+    }
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn pad(cx: &mut Lowering, id: NodeId, mode: PadMode) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let od = cx.out_dims(id)?;
+    let t = cx.in_type(id, 0)?;
+    let (begin, _) = onnxc_ir::infer::pad_amounts(cx.graph, id, xd.len())?;
+    let x = cx.input(id, 0)?;
+    let fill = if cx.graph.input_of(id, 2).is_some() {
+        match cx.graph.const_input(id, 2) {
+            Some(c) if t.is_float() => {
+                float_const(t, *c.to_f64_vec().and_then(|v| v.first().copied()).as_ref().ok_or("bad value")?)
+            }
+            Some(c) => Expr::Int(*c.to_i64_vec().and_then(|v| v.first().copied()).as_ref().ok_or("bad value")?, t),
+            None => load(cx.input(id, 2)?, int(0)),
+        }
+    } else {
+        float_const(t, 0.0)
+    };
+    if xd.contains(&0) && mode != PadMode::Constant {
+        return Err(format!("{mode:?} padding of an empty tensor"));
+    }
+    let out = cx.output(id)?;
+    let xs = strides_i64(&xd);
+    let os = strides_i64(&od);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        let mut index = int(0);
+        let mut valid: Option<Expr> = None;
+        for i in 0..xd.len() {
+            let n = xd[i] as i64;
+            let p = add(v[i].clone(), int(-begin[i]));
+            let clamp = |e: Expr| bin(BinOp::Min, bin(BinOp::Max, e, int(0)), int((n - 1).max(0)));
+            let j = match mode {
+                PadMode::Constant => {
+                    if begin[i] != 0 || od[i] != xd[i] {
+                        let inside = bin(BinOp::And, cmp(CmpOp::Ge, p.clone(), int(0)), lt(p.clone(), int(n)));
+                        valid = Some(match valid.take() {
+                            Some(prev) => bin(BinOp::And, prev, inside),
+                            None => inside,
+                        });
+                    }
+                    clamp(p)
+                }
+                PadMode::Edge => clamp(p),
+                PadMode::Reflect => {
+                    let neg = select(lt(p.clone(), int(0)), un(UnOp::Neg, p.clone()), p);
+                    clamp(select(
+                        cmp(CmpOp::Ge, neg.clone(), int(n)),
+                        bin(BinOp::Sub, int(2 * (n - 1)), neg.clone()),
+                        neg,
+                    ))
+                }
+                PadMode::Wrap => bin(BinOp::Rem, add(bin(BinOp::Rem, p, int(n)), int(n)), int(n)),
+            };
+            index = add(index, mul(j, int(xs[i])));
+        }
+        let value = match valid {
+            Some(ok) if !xd.contains(&0) => select(ok, load(x, index), fill.clone()),
+            _ if xd.contains(&0) => fill.clone(),
+            _ => load(x, index),
+        };
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn gather_nd(cx: &mut Lowering, id: NodeId, batch_dims: usize) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let idd = cx.in_dims(id, 1)?;
+    let kdim = *idd.last().ok_or("indices must have rank >= 1")?;
+    let x = cx.input(id, 0)?;
+    let indices = cx.input(id, 1)?;
+    let out = cx.output(id)?;
+    let positions: usize = idd[..idd.len() - 1].iter().product();
+    let per_batch: usize = idd[batch_dims..idd.len() - 1].iter().product();
+    let batch_stride: usize = xd[batch_dims..].iter().product();
+    let slice: usize = xd[batch_dims + kdim..].iter().product();
+    let xs = strides_i64(&xd);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let off: VarId = k.var(ScalarType::I64);
+    let body = k.nest(&[positions], |k, p| {
+        let p = p[0].clone();
+        let batch = if per_batch == 0 { int(0) } else { bin(BinOp::Div, p.clone(), int(per_batch.max(1) as i64)) };
+        let mut offset = mul(batch, int(batch_stride as i64));
+        for j in 0..kdim {
+            let n = xd[batch_dims + j] as i64;
+            let raw = load(indices, add(mul(p.clone(), int(kdim as i64)), int(j as i64)));
+            let norm = select(lt(raw.clone(), int(0)), add(raw.clone(), int(n)), raw);
+            let clamped = bin(BinOp::Min, bin(BinOp::Max, norm, int(0)), int((n - 1).max(0)));
+            offset = add(offset, mul(clamped, int(xs[batch_dims + j])));
+        }
+        let mut s = vec![Stmt::Assign { var: off, value: offset }];
+        s.extend(k.nest(&[slice], |_, r| {
+            vec![Stmt::Store {
+                buf: out,
+                index: add(mul(p.clone(), int(slice as i64)), r[0].clone()),
+                value: load(x, add(var(off), r[0].clone())),
+            }]
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    let _ = BufferKind::Input(0);
+    Ok(())
+}
