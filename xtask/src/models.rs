@@ -166,7 +166,7 @@ pub fn corpus(root: &Path, args: &[String]) -> Result<()> {
     }
     let tc = Toolchain::host();
     let mut results = Vec::new();
-    for m in ["mlp_digits", "cnn_digits", "resnet18", "mobilenet_v2"] {
+    for m in ["mlp_digits", "cnn_digits", "resnet18", "mobilenet_v2", "minilm_l6"] {
         let r = check(root, &dir.join(format!("{m}.onnx")), &dir.join(format!("{m}.npz")), &tc, true);
         results.push((m.to_string(), r));
     }

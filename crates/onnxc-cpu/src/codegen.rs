@@ -443,10 +443,19 @@ impl<M: Module> Gen<'_, '_, M> {
             BinOp::Shl | BinOp::Shr => {
                 // Cranelift masks the shift amount; ONNX shifts everything out.
                 let ty = self.b.func.dfg.value_type(x);
-                let shifted = if op == BinOp::Shl { self.b.ins().ishl(x, y) } else { self.b.ins().ushr(x, y) };
+                let shifted = match (op, signed) {
+                    (BinOp::Shl, _) => self.b.ins().ishl(x, y),
+                    (_, false) => self.b.ins().ushr(x, y),
+                    (_, true) => self.b.ins().sshr(x, y),
+                };
                 let too_far = self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, y, ty.bits() as i64);
-                let zero = self.b.ins().iconst(ty, 0);
-                self.b.ins().select(too_far, zero, shifted)
+                // Shifted out entirely: 0, or the sign for an arithmetic right shift.
+                let all_out = if op == BinOp::Shr && signed {
+                    self.b.ins().sshr_imm_u(x, ty.bits() as i64 - 1)
+                } else {
+                    self.b.ins().iconst(ty, 0)
+                };
+                self.b.ins().select(too_far, all_out, shifted)
             }
             BinOp::Pow => unreachable!("Pow goes through libm"),
             BinOp::Div | BinOp::Rem => {
@@ -673,7 +682,7 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
             matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt) && f32_typed && vector_expr_ok(program, kernel, var, a)
         }
         Expr::Binary(op, a, b) => {
-            *op != BinOp::Rem
+            matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Min | BinOp::Max)
                 && f32_typed
                 && vector_expr_ok(program, kernel, var, a)
                 && vector_expr_ok(program, kernel, var, b)

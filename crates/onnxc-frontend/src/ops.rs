@@ -2,7 +2,7 @@
 
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use crate::FrontendError;
-use onnxc_ir::{ActKind, AutoPad, BinaryOp, Graph, Op, PadMode, ReduceKind, Tensor, UnaryOp, Window};
+use onnxc_ir::{ActKind, AutoPad, BinaryOp, Graph, Op, PadMode, ReduceKind, ScatterReduction, Tensor, UnaryOp, Window};
 use onnxc_proto::attribute_proto::AttributeType;
 use onnxc_proto::{AttributeProto, NodeProto};
 use std::path::Path;
@@ -107,6 +107,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("BitwiseOr", 1),
     ("BitwiseXor", 1),
     ("Cast", 1),
+    ("CastLike", 1),
     ("Ceil", 1),
     ("Celu", 1),
     ("Clip", 1),
@@ -116,6 +117,8 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Conv", 1),
     ("Cos", 1),
     ("Cosh", 1),
+    ("CumSum", 1),
+    ("DepthToSpace", 1),
     ("Div", 1),
     ("Dropout", 1),
     ("Elu", 1),
@@ -126,6 +129,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Flatten", 1),
     ("Floor", 1),
     ("Gather", 1),
+    ("GatherElements", 1),
     ("GatherND", 1),
     ("Gelu", 1),
     ("Gemm", 1),
@@ -134,7 +138,9 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("GreaterOrEqual", 1),
     ("HardSigmoid", 1),
     ("HardSwish", 1),
+    ("Hardmax", 1),
     ("Identity", 1),
+    ("IsInf", 1),
     ("IsNaN", 1),
     ("LayerNormalization", 1),
     ("LeakyRelu", 1),
@@ -142,6 +148,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("LessOrEqual", 1),
     ("Log", 1),
     ("LogSoftmax", 1),
+    ("LpNormalization", 1),
     ("MatMul", 1),
     ("Max", 1),
     ("MaxPool", 1),
@@ -152,10 +159,12 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Mul", 1),
     ("Neg", 1),
     ("Not", 1),
+    ("OneHot", 1),
     ("Or", 1),
     ("PRelu", 1),
     ("Pad", 1),
     ("Pow", 1),
+    ("RMSNormalization", 1),
     ("Range", 1),
     ("Reciprocal", 1),
     ("ReduceL1", 1),
@@ -171,6 +180,9 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Relu", 1),
     ("Reshape", 5),
     ("Round", 1),
+    ("Scatter", 1),
+    ("ScatterElements", 1),
+    ("ScatterND", 1),
     ("Selu", 1),
     ("Shape", 1),
     ("Sigmoid", 1),
@@ -182,6 +194,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Softmax", 1),
     ("Softplus", 1),
     ("Softsign", 1),
+    ("SpaceToDepth", 1),
     ("Split", 1),
     ("Sqrt", 1),
     ("Squeeze", 1),
@@ -192,6 +205,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("ThresholdedRelu", 1),
     ("Tile", 1),
     ("Transpose", 1),
+    ("Trilu", 1),
     ("Unsqueeze", 1),
     ("Where", 1),
     ("Xor", 1),
@@ -382,13 +396,59 @@ pub fn import_op(
             mean: op_type == "Mean",
         },
         "Where" => Op::Where,
-        "LayerNormalization" => {
-            if n.output.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err("the Mean and InvStdDev outputs are not supported".to_string().into());
-            }
-            Op::LayerNormalization { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? }
-        }
+        "LayerNormalization" => Op::LayerNormalization { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? },
         "Expand" => Op::Expand,
+        "CastLike" => Op::CastLike,
+        "RMSNormalization" => Op::RmsNormalization { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? },
+        "Trilu" => Op::Trilu { upper: a.int("upper", 1)? != 0 },
+        "IsInf" => {
+            Op::IsInf { negative: a.int("detect_negative", 1)? != 0, positive: a.int("detect_positive", 1)? != 0 }
+        }
+        "Hardmax" => {
+            let legacy = opset < 13;
+            Op::Hardmax { axis: a.int("axis", if legacy { 1 } else { -1 })?, legacy }
+        }
+        "CumSum" => Op::CumSum { exclusive: a.int("exclusive", 0)? != 0, reverse: a.int("reverse", 0)? != 0 },
+        "DepthToSpace" | "SpaceToDepth" => {
+            let blocksize =
+                a.get("blocksize").and_then(|x| x.i).ok_or_else(|| "attribute 'blocksize' is required".to_string())?;
+            let blocksize =
+                usize::try_from(blocksize).map_err(|_| "attribute 'blocksize' must be positive".to_string())?;
+            if op_type == "SpaceToDepth" {
+                Op::SpaceToDepth { blocksize }
+            } else {
+                let crd = match a.string("mode").as_deref() {
+                    None | Some("DCR") => false,
+                    Some("CRD") => true,
+                    Some(other) => return Err(format!("attribute 'mode' has unknown value '{other}'").into()),
+                };
+                Op::DepthToSpace { blocksize, crd }
+            }
+        }
+        "OneHot" => Op::OneHot { axis: a.int("axis", -1)? },
+        "LpNormalization" => {
+            let p = a.int("p", 2)?;
+            if p != 1 && p != 2 {
+                return Err(format!("attribute 'p' must be 1 or 2, got {p}").into());
+            }
+            Op::LpNormalization { axis: a.int("axis", -1)?, p: p as u32 }
+        }
+        "GatherElements" => Op::GatherElements { axis: a.int("axis", 0)? },
+        "ScatterElements" | "Scatter" | "ScatterND" => {
+            let reduction = match a.string("reduction").as_deref() {
+                None | Some("none") => ScatterReduction::None,
+                Some("add") => ScatterReduction::Add,
+                Some("mul") => ScatterReduction::Mul,
+                Some("max") => ScatterReduction::Max,
+                Some("min") => ScatterReduction::Min,
+                Some(other) => return Err(format!("attribute 'reduction' has unknown value '{other}'").into()),
+            };
+            if op_type == "ScatterND" {
+                Op::ScatterND { reduction }
+            } else {
+                Op::ScatterElements { axis: a.int("axis", 0)?, reduction }
+            }
+        }
         "Tile" => Op::Tile,
         "Range" => Op::Range,
         "Size" => Op::Size,

@@ -16,7 +16,8 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
     let relabel = |t: &Tensor| Tensor { dtype: t.dtype, dims: odims.clone(), bytes: t.bytes.clone() };
     let t = match op {
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => relabel(x?),
-        Op::Cast { to } => {
+        Op::Cast { .. } | Op::CastLike => {
+            let to = &odt;
             let x = x?;
             if x.dtype.is_float() || !to.is_int() && *to != DType::Bool {
                 // Float to int saturates at the target type, as compiled casts do.

@@ -247,7 +247,61 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
     let x = || input(graph, id, 0);
     let out = match op {
         Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
-        Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::LayerNormalization { .. } => x()?,
+        Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::RmsNormalization { .. } => x()?,
+        Op::Trilu { .. } | Op::CumSum { .. } | Op::LpNormalization { .. } | Op::Hardmax { .. } => x()?,
+        Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
+        Op::CastLike => (input(graph, id, 1)?.0, x()?.1),
+        Op::IsInf { .. } => (DType::Bool, x()?.1),
+        Op::LayerNormalization { axis, .. } => {
+            let (dt, xd) = x()?;
+            let a = normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            let mut stat = xd.clone();
+            stat[a..].iter_mut().for_each(|d| *d = 1);
+            let mut outs = vec![(dt, xd)];
+            for _ in 1..graph.graph[id].outputs.len() {
+                outs.push((DType::F32, stat.clone()));
+            }
+            return Ok(outs);
+        }
+        Op::DepthToSpace { blocksize: b, .. } => {
+            let (dt, xd) = x()?;
+            if xd.len() != 4 || b == 0 || xd[1] % (b * b) != 0 {
+                return Err(format!("input {xd:?} must be NCHW with C divisible by blocksize^2 = {}", b * b));
+            }
+            (dt, vec![xd[0], xd[1] / (b * b), xd[2] * b, xd[3] * b])
+        }
+        Op::SpaceToDepth { blocksize: b } => {
+            let (dt, xd) = x()?;
+            if xd.len() != 4 || b == 0 || xd[2] % b != 0 || xd[3] % b != 0 {
+                return Err(format!("input {xd:?} must be NCHW with H and W divisible by blocksize {b}"));
+            }
+            (dt, vec![xd[0], xd[1] * b * b, xd[2] / b, xd[3] / b])
+        }
+        Op::OneHot { axis } => {
+            let (_, id_dims) = x()?;
+            let depth = graph
+                .const_input(id, 1)
+                .and_then(|t| t.to_f64_vec())
+                .and_then(|v| v.first().copied())
+                .ok_or("depth (input 1) must be a constant scalar")?;
+            let (vdt, _) = input(graph, id, 2)?;
+            let r = id_dims.len() + 1;
+            let a = normalize_axis(axis, r).ok_or_else(|| format!("axis {axis} is out of range for rank {r}"))?;
+            let mut d = id_dims.clone();
+            d.insert(a, depth.max(0.0) as usize);
+            (vdt, d)
+        }
+        Op::GatherElements { axis } => {
+            let (dt, xd) = x()?;
+            let (_, idd) = input(graph, id, 1)?;
+            normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            if idd.len() != xd.len() {
+                return Err(format!("indices {idd:?} must have the data's rank ({xd:?})"));
+            }
+            (dt, idd)
+        }
         Op::Unary(u) => {
             let (dt, d) = x()?;
             match u {

@@ -75,6 +75,16 @@ pub enum ReduceKind {
     SumSquare,
 }
 
+/// How Scatter ops combine an update with the existing value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScatterReduction {
+    None,
+    Add,
+    Mul,
+    Max,
+    Min,
+}
+
 /// Pad modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PadMode {
@@ -251,6 +261,59 @@ pub enum Op {
     Pad {
         mode: PadMode,
     },
+    /// Cast to the dtype of input 1.
+    CastLike,
+    /// Inputs: x, scale. Outputs: y.
+    RmsNormalization {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// Inputs: x, optional k.
+    Trilu {
+        upper: bool,
+    },
+    IsInf {
+        negative: bool,
+        positive: bool,
+    },
+    Hardmax {
+        axis: i64,
+        legacy: bool,
+    },
+    /// Inputs: x, axis (scalar).
+    CumSum {
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// `crd`: the CRD mode (else DCR).
+    DepthToSpace {
+        blocksize: usize,
+        crd: bool,
+    },
+    SpaceToDepth {
+        blocksize: usize,
+    },
+    /// Inputs: indices, depth, values ([off, on]).
+    OneHot {
+        axis: i64,
+    },
+    LpNormalization {
+        axis: i64,
+        p: u32,
+    },
+    /// Inputs: data, indices.
+    GatherElements {
+        axis: i64,
+    },
+    /// Inputs: data, indices, updates.
+    ScatterElements {
+        axis: i64,
+        reduction: ScatterReduction,
+    },
+    /// Inputs: data, indices, updates.
+    ScatterND {
+        reduction: ScatterReduction,
+    },
     /// Inference mode. Inputs: x, scale, bias, mean, var.
     BatchNormalization {
         epsilon: f32,
@@ -324,6 +387,19 @@ impl Op {
             Op::Range => "Range".into(),
             Op::Size => "Size".into(),
             Op::Pad { .. } => "Pad".into(),
+            Op::CastLike => "CastLike".into(),
+            Op::RmsNormalization { .. } => "RMSNormalization".into(),
+            Op::Trilu { .. } => "Trilu".into(),
+            Op::IsInf { .. } => "IsInf".into(),
+            Op::Hardmax { .. } => "Hardmax".into(),
+            Op::CumSum { .. } => "CumSum".into(),
+            Op::DepthToSpace { .. } => "DepthToSpace".into(),
+            Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
+            Op::OneHot { .. } => "OneHot".into(),
+            Op::LpNormalization { .. } => "LpNormalization".into(),
+            Op::GatherElements { .. } => "GatherElements".into(),
+            Op::ScatterElements { .. } => "ScatterElements".into(),
+            Op::ScatterND { .. } => "ScatterND".into(),
             Op::BatchNormalization { .. } => "BatchNormalization".into(),
             Op::Reshape { .. } => "Reshape".into(),
             Op::Flatten { .. } => "Flatten".into(),

@@ -145,7 +145,8 @@ pub enum BinOp {
     And,
     Or,
     Xor,
-    /// Shifts (unsigned integers); a shift by the bit width or more gives 0.
+    /// Shifts; `Shr` is arithmetic on signed types. Shifting by the bit
+    /// width or more shifts everything out.
     Shl,
     Shr,
 }

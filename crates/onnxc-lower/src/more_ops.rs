@@ -4,9 +4,10 @@
 use crate::ops::{broadcast_strides, elementwise, float_const, require_f32, strides_i64};
 use crate::{KernelBuilder, Lowering};
 use onnxc_ir::shape::normalize_axis;
+use onnxc_ir::ScatterReduction;
 use onnxc_ir::{ActKind, BinaryOp, NodeId, PadMode, ReduceKind, UnaryOp};
 use onnxc_kir::build::*;
-use onnxc_kir::{BinOp, BufferKind, CmpOp, Expr, ScalarType, Stmt, UnOp, VarId};
+use onnxc_kir::{BinOp, BufferId, CmpOp, Expr, ScalarType, Stmt, UnOp, VarId};
 
 type R = Result<(), String>;
 
@@ -84,7 +85,11 @@ pub fn binary(b: BinaryOp, t: ScalarType, out: ScalarType, x: Expr, y: Expr) -> 
             let f = |e: Expr| Expr::Cast(ScalarType::F64, Box::new(e));
             Expr::Cast(out, Box::new(bin(BinOp::Pow, f(x), f(y))))
         }
-        BinaryOp::Mod if t.is_float() => return Err("Mod with fmod=0 is not defined for floats".into()),
+        BinaryOp::Mod if t.is_float() => {
+            // Python's modulo: the result takes the divisor's sign.
+            let q = un(UnOp::Floor, bin(BinOp::Div, x.clone(), y.clone()));
+            bin(BinOp::Sub, x, bin(BinOp::Mul, q, y))
+        }
         BinaryOp::Mod => {
             let r = bin(BinOp::Rem, x, y.clone());
             let zero = Expr::Int(0, t);
@@ -103,8 +108,8 @@ pub fn binary(b: BinaryOp, t: ScalarType, out: ScalarType, x: Expr, y: Expr) -> 
         BinaryOp::LessOrEqual => cmp(CmpOp::Le, x, y),
         BinaryOp::Greater => cmp(CmpOp::Gt, x, y),
         BinaryOp::GreaterOrEqual => cmp(CmpOp::Ge, x, y),
-        BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight if t.is_float() || t.is_signed_int() => {
-            return Err(format!("BitShift needs unsigned integers, got {t}"))
+        BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight if t.is_float() => {
+            return Err(format!("BitShift needs integers, got {t}"))
         }
         BinaryOp::BitShiftLeft => bin(BinOp::Shl, x, y),
         BinaryOp::BitShiftRight => bin(BinOp::Shr, x, y),
@@ -304,7 +309,7 @@ pub fn arg_min_max(cx: &mut Lowering, id: NodeId, max: bool, axis: i64, select_l
     Ok(())
 }
 
-pub fn layer_norm(cx: &mut Lowering, id: NodeId, axis: i64, epsilon: f32) -> R {
+pub fn layer_norm(cx: &mut Lowering, id: NodeId, axis: i64, epsilon: f32, rms: bool) -> R {
     require_f32(cx, id)?;
     let xd = cx.in_dims(id, 0)?;
     let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
@@ -314,24 +319,32 @@ pub fn layer_norm(cx: &mut Lowering, id: NodeId, axis: i64, epsilon: f32) -> R {
     let x = cx.input(id, 0)?;
     let scale = cx.input(id, 1)?;
     let scale_strides = broadcast_strides(&cx.in_dims(id, 1)?, &norm_dims);
-    let bias = if cx.graph.input_of(id, 2).is_some() {
+    let bias = if !rms && cx.graph.input_of(id, 2).is_some() {
         Some((cx.input(id, 2)?, broadcast_strides(&cx.in_dims(id, 2)?, &norm_dims)))
     } else {
         None
     };
     let out = cx.output(id)?;
+    let stats: Vec<_> =
+        (1..cx.graph.graph[id].outputs.len().min(3)).map(|s| cx.value_buffer((id, s))).collect::<Result<_, _>>()?;
     let ns = strides_i64(&norm_dims);
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let (mean, acc) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
     let body = k.nest(&[outer], |k, o| {
         let base = mul(o[0].clone(), int(n as i64));
         let xat = |v: &[Expr]| load(x, add(base.clone(), linear(v, &ns)));
-        let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
-        s.extend(k.nest(&norm_dims, |_, v| vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), xat(v)) }]));
-        s.push(Stmt::Assign { var: mean, value: bin(BinOp::Mul, var(acc), f32c(1.0 / n as f32)) });
+        let centered = |v: &[Expr]| if rms { xat(v) } else { bin(BinOp::Sub, xat(v), var(mean)) };
+        let mut s = vec![Stmt::Assign { var: mean, value: f32c(0.0) }];
+        if !rms {
+            s.push(Stmt::Assign { var: acc, value: f32c(0.0) });
+            s.extend(
+                k.nest(&norm_dims, |_, v| vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), xat(v)) }]),
+            );
+            s.push(Stmt::Assign { var: mean, value: bin(BinOp::Mul, var(acc), f32c(1.0 / n as f32)) });
+        }
         s.push(Stmt::Assign { var: acc, value: f32c(0.0) });
         s.extend(k.nest(&norm_dims, |_, v| {
-            let d = bin(BinOp::Sub, xat(v), var(mean));
+            let d = centered(v);
             vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, d.clone(), d)) }]
         }));
         s.push(Stmt::Assign {
@@ -342,12 +355,14 @@ pub fn layer_norm(cx: &mut Lowering, id: NodeId, axis: i64, epsilon: f32) -> R {
                 un(UnOp::Sqrt, bin(BinOp::Add, bin(BinOp::Mul, var(acc), f32c(1.0 / n as f32)), f32c(epsilon))),
             ),
         });
+        if let Some(&m) = stats.first() {
+            s.push(Stmt::Store { buf: m, index: o[0].clone(), value: var(mean) });
+        }
+        if let Some(&inv) = stats.get(1) {
+            s.push(Stmt::Store { buf: inv, index: o[0].clone(), value: var(acc) });
+        }
         s.extend(k.nest(&norm_dims, |_, v| {
-            let mut y = bin(
-                BinOp::Mul,
-                bin(BinOp::Mul, bin(BinOp::Sub, xat(v), var(mean)), var(acc)),
-                load(scale, linear(v, &scale_strides)),
-            );
+            let mut y = bin(BinOp::Mul, bin(BinOp::Mul, centered(v), var(acc)), load(scale, linear(v, &scale_strides)));
             if let Some((b, bs)) = &bias {
                 y = bin(BinOp::Add, y, load(*b, linear(v, bs)));
             }
@@ -544,6 +559,324 @@ pub fn gather_nd(cx: &mut Lowering, id: NodeId, batch_dims: usize) -> R {
         s
     });
     cx.kernels.push(k.finish(body));
-    let _ = BufferKind::Input(0);
+    Ok(())
+}
+
+fn clamp_index(raw: Expr, n: i64) -> Expr {
+    let raw = Expr::Cast(ScalarType::I64, Box::new(raw));
+    let norm = select(lt(raw.clone(), int(0)), add(raw.clone(), int(n)), raw);
+    bin(BinOp::Min, bin(BinOp::Max, norm, int(0)), int((n - 1).max(0)))
+}
+
+fn const_scalar_i64(cx: &Lowering, id: NodeId, slot: usize, default: i64) -> Result<i64, String> {
+    if cx.graph.input_of(id, slot).is_none() {
+        return Ok(default);
+    }
+    cx.graph
+        .const_input(id, slot)
+        .and_then(|t| t.to_i64_vec())
+        .and_then(|v| v.first().copied())
+        .ok_or_else(|| format!("input {slot} must be a constant integer scalar"))
+}
+
+pub fn trilu(cx: &mut Lowering, id: NodeId, upper: bool) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    if xd.len() < 2 {
+        return Err("Trilu needs rank >= 2".into());
+    }
+    let kk = const_scalar_i64(cx, id, 1, 0)?;
+    let t = cx.in_type(id, 0)?;
+    let (m, n) = (xd[xd.len() - 2], xd[xd.len() - 1]);
+    let batch: usize = xd[..xd.len() - 2].iter().product();
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&[batch, m, n], |_, v| {
+        let idx = linear(v, &[(m * n) as i64, n as i64, 1]);
+        let diff = bin(BinOp::Sub, v[2].clone(), v[1].clone());
+        let keep = cmp(if upper { CmpOp::Ge } else { CmpOp::Le }, diff, int(kk));
+        vec![Stmt::Store { buf: out, index: idx.clone(), value: select(keep, load(x, idx), float_const(t, 0.0)) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn is_inf(cx: &mut Lowering, id: NodeId, negative: bool, positive: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    if !t.is_float() {
+        return Err(format!("IsInf needs a float input, got {t}"));
+    }
+    elementwise(cx, id, &[0], |a| {
+        let pos = cmp(CmpOp::Eq, a[0].clone(), float_const(t, f64::INFINITY));
+        let neg = cmp(CmpOp::Eq, a[0].clone(), float_const(t, f64::NEG_INFINITY));
+        match (negative, positive) {
+            (true, true) => bin(BinOp::Or, pos, neg),
+            (false, true) => pos,
+            (true, false) => neg,
+            (false, false) => Expr::Int(0, ScalarType::U8),
+        }
+    })
+}
+
+/// (outer, n, inner) around an axis; `legacy` flattens from the axis on.
+fn around_axis(xd: &[usize], axis: i64, legacy: bool) -> Result<(usize, usize, usize), String> {
+    let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+    let outer = xd[..a].iter().product();
+    Ok(if legacy { (outer, xd[a..].iter().product(), 1) } else { (outer, xd[a], xd[a + 1..].iter().product()) })
+}
+
+pub fn hardmax(cx: &mut Lowering, id: NodeId, axis: i64, legacy: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    let (outer, n, inner) = around_axis(&cx.in_dims(id, 0)?, axis, legacy)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (best, idx) = (k.var(t), k.var(ScalarType::I64));
+    let body = k.nest(&[outer, inner], |k, v| {
+        let at =
+            |j: Expr| add(add(mul(v[0].clone(), int((n * inner) as i64)), mul(j, int(inner as i64))), v[1].clone());
+        let mut s =
+            vec![Stmt::Assign { var: best, value: min_max(t, false) }, Stmt::Assign { var: idx, value: int(0) }];
+        s.extend(k.nest(&[n], |_, j| {
+            let better = cmp(CmpOp::Gt, load(x, at(j[0].clone())), var(best));
+            vec![
+                Stmt::Assign { var: idx, value: select(better.clone(), j[0].clone(), var(idx)) },
+                Stmt::Assign { var: best, value: select(better, load(x, at(j[0].clone())), var(best)) },
+            ]
+        }));
+        s.extend(k.nest(&[n], |_, j| {
+            let one = cmp(CmpOp::Eq, j[0].clone(), var(idx));
+            vec![Stmt::Store {
+                buf: out,
+                index: at(j[0].clone()),
+                value: select(one, float_const(t, 1.0), float_const(t, 0.0)),
+            }]
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn cumsum(cx: &mut Lowering, id: NodeId, exclusive: bool, reverse: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    let xd = cx.in_dims(id, 0)?;
+    let axis = const_scalar_i64(cx, id, 1, 0)?;
+    let (outer, n, inner) = around_axis(&xd, axis, false)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let acc = k.var(t);
+    let body = k.nest(&[outer, inner], |k, v| {
+        let at =
+            |j: Expr| add(add(mul(v[0].clone(), int((n * inner) as i64)), mul(j, int(inner as i64))), v[1].clone());
+        let mut s = vec![Stmt::Assign { var: acc, value: float_const(t, 0.0) }];
+        s.extend(k.nest(&[n], |_, j| {
+            let p = if reverse { bin(BinOp::Sub, int(n as i64 - 1), j[0].clone()) } else { j[0].clone() };
+            let add_x = Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), load(x, at(p.clone()))) };
+            let store = Stmt::Store { buf: out, index: at(p), value: var(acc) };
+            if exclusive {
+                vec![store, add_x]
+            } else {
+                vec![add_x, store]
+            }
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn depth_space(cx: &mut Lowering, id: NodeId, b: usize, to_space: bool, crd: bool) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let od = cx.out_dims(id)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let (c_in, h_in, w_in) = (xd[1] as i64, xd[2] as i64, xd[3] as i64);
+    let bb = b as i64;
+    let os = strides_i64(&od);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        let (nn, c, h, w) = (v[0].clone(), v[1].clone(), v[2].clone(), v[3].clone());
+        let div = |e: Expr, d: i64| bin(BinOp::Div, e, int(d));
+        let rem = |e: Expr, d: i64| bin(BinOp::Rem, e, int(d));
+        let (ic, ih, iw) = if to_space {
+            // out (n, c, h, w) reads channel built from (c, h % b, w % b).
+            let (bh, bw) = (rem(h.clone(), bb), rem(w.clone(), bb));
+            let c_out = od[1] as i64;
+            let ic = if crd {
+                add(mul(c, int(bb * bb)), add(mul(bh, int(bb)), bw))
+            } else {
+                add(mul(add(mul(bh, int(bb)), bw), int(c_out)), c)
+            };
+            (ic, div(h, bb), div(w, bb))
+        } else {
+            // SpaceToDepth: out channel = (bh * b + bw) * C + c.
+            let (blk, cc) = (div(c.clone(), c_in), rem(c, c_in));
+            let (bh, bw) = (div(blk.clone(), bb), rem(blk, bb));
+            (cc, add(mul(h, int(bb)), bh), add(mul(w, int(bb)), bw))
+        };
+        let src = add(mul(add(mul(add(mul(nn, int(c_in)), ic), int(h_in)), ih), int(w_in)), iw);
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value: load(x, src) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn one_hot(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+    let idd = cx.in_dims(id, 0)?;
+    let od = cx.out_dims(id)?;
+    let a = normalize_axis(axis, od.len()).ok_or("axis out of range")?;
+    let depth = od[a] as i64;
+    let (indices, values) = (cx.input(id, 0)?, cx.input(id, 2)?);
+    let out = cx.output(id)?;
+    let is = strides_i64(&idd);
+    let os = strides_i64(&od);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        let mut rest: Vec<Expr> = v.to_vec();
+        let d = rest.remove(a);
+        let raw = Expr::Cast(ScalarType::I64, Box::new(load(indices, linear(&rest, &is))));
+        let norm = select(lt(raw.clone(), int(0)), add(raw.clone(), int(depth)), raw);
+        let hit = cmp(CmpOp::Eq, norm, d);
+        vec![Stmt::Store {
+            buf: out,
+            index: linear(v, &os),
+            value: select(hit, load(values, int(1)), load(values, int(0))),
+        }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn lp_norm(cx: &mut Lowering, id: NodeId, axis: i64, p: u32) -> R {
+    let t = cx.in_type(id, 0)?;
+    if !t.is_float() {
+        return Err(format!("LpNormalization needs a float input, got {t}"));
+    }
+    let (outer, n, inner) = around_axis(&cx.in_dims(id, 0)?, axis, false)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let acc = k.var(t);
+    let body = k.nest(&[outer, inner], |k, v| {
+        let at =
+            |j: Expr| add(add(mul(v[0].clone(), int((n * inner) as i64)), mul(j, int(inner as i64))), v[1].clone());
+        let mut s = vec![Stmt::Assign { var: acc, value: float_const(t, 0.0) }];
+        s.extend(k.nest(&[n], |_, j| {
+            let xv = load(x, at(j[0].clone()));
+            let term = if p == 1 { un(UnOp::Abs, xv) } else { bin(BinOp::Mul, xv.clone(), xv) };
+            vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), term) }]
+        }));
+        if p == 2 {
+            s.push(Stmt::Assign { var: acc, value: un(UnOp::Sqrt, var(acc)) });
+        }
+        s.extend(k.nest(&[n], |_, j| {
+            vec![Stmt::Store {
+                buf: out,
+                index: at(j[0].clone()),
+                value: bin(BinOp::Div, load(x, at(j[0].clone())), var(acc)),
+            }]
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn gather_elements(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let idd = cx.in_dims(id, 1)?;
+    let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+    let (x, indices) = (cx.input(id, 0)?, cx.input(id, 1)?);
+    let out = cx.output(id)?;
+    let (xs, is) = (strides_i64(&xd), strides_i64(&idd));
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&idd, |_, v| {
+        let j = clamp_index(load(indices, linear(v, &is)), xd[a] as i64);
+        let mut src = mul(j, int(xs[a]));
+        for (d, e) in v.iter().enumerate() {
+            if d != a {
+                src = add(src, mul(e.clone(), int(xs[d])));
+            }
+        }
+        vec![Stmt::Store { buf: out, index: linear(v, &is), value: load(x, src) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+fn combine(r: ScatterReduction, old: Expr, new: Expr) -> Expr {
+    match r {
+        ScatterReduction::None => new,
+        ScatterReduction::Add => bin(BinOp::Add, old, new),
+        ScatterReduction::Mul => bin(BinOp::Mul, old, new),
+        ScatterReduction::Max => bin(BinOp::Max, old, new),
+        ScatterReduction::Min => bin(BinOp::Min, old, new),
+    }
+}
+
+fn copy_into(cx: &mut Lowering, id: NodeId, x: BufferId, out: BufferId, len: usize) {
+    cx.kernels.push(crate::ops::copy_kernel(format!("{}_copy", cx.graph.graph[id].name), x, out, len));
+}
+
+pub fn scatter_elements(cx: &mut Lowering, id: NodeId, axis: i64, reduction: ScatterReduction) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let idd = cx.in_dims(id, 1)?;
+    let a = normalize_axis(axis, xd.len()).ok_or("axis out of range")?;
+    let (x, indices, updates) = (cx.input(id, 0)?, cx.input(id, 1)?, cx.input(id, 2)?);
+    let out = cx.output(id)?;
+    copy_into(cx, id, x, out, xd.iter().product());
+    let (xs, is) = (strides_i64(&xd), strides_i64(&idd));
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&idd, |_, v| {
+        let j = clamp_index(load(indices, linear(v, &is)), xd[a] as i64);
+        let mut dst = mul(j, int(xs[a]));
+        for (d, e) in v.iter().enumerate() {
+            if d != a {
+                dst = add(dst, mul(e.clone(), int(xs[d])));
+            }
+        }
+        vec![Stmt::Store {
+            buf: out,
+            index: dst.clone(),
+            value: combine(reduction, load(out, dst), load(updates, linear(v, &is))),
+        }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn scatter_nd(cx: &mut Lowering, id: NodeId, reduction: ScatterReduction) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let idd = cx.in_dims(id, 1)?;
+    let kdim = *idd.last().ok_or("indices must have rank >= 1")?;
+    if kdim > xd.len() {
+        return Err(format!("indices' last dim {kdim} exceeds the data's rank {}", xd.len()));
+    }
+    let (x, indices, updates) = (cx.input(id, 0)?, cx.input(id, 1)?, cx.input(id, 2)?);
+    let out = cx.output(id)?;
+    copy_into(cx, id, x, out, xd.iter().product());
+    let positions: usize = idd[..idd.len() - 1].iter().product();
+    let slice: usize = xd[kdim..].iter().product();
+    let xs = strides_i64(&xd);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let off = k.var(ScalarType::I64);
+    let body = k.nest(&[positions], |k, p| {
+        let p = p[0].clone();
+        let mut offset = int(0);
+        for j in 0..kdim {
+            let raw = load(indices, add(mul(p.clone(), int(kdim as i64)), int(j as i64)));
+            offset = add(offset, mul(clamp_index(raw, xd[j] as i64), int(xs[j])));
+        }
+        let mut s = vec![Stmt::Assign { var: off, value: offset }];
+        s.extend(k.nest(&[slice], |_, r| {
+            let dst = add(var(off), r[0].clone());
+            let upd = load(updates, add(mul(p.clone(), int(slice as i64)), r[0].clone()));
+            vec![Stmt::Store { buf: out, index: dst.clone(), value: combine(reduction, load(out, dst), upd) }]
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
     Ok(())
 }

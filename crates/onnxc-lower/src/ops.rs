@@ -110,7 +110,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             Ok(())
         }
         Op::Shape { .. } => Err("Shape must be folded at compile time; its input's dims are unknown".into()),
-        Op::Cast { .. } => {
+        Op::Cast { .. } | Op::CastLike => {
             let out = cx.output(id)?;
             let to = cx.buffers[out.0 as usize].elem;
             let to_bool = cx.graph.graph[id].outputs[0].dtype == onnxc_ir::DType::Bool;
@@ -196,7 +196,19 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::ArgMinMax { max, axis, select_last_index, .. } => {
             crate::more_ops::arg_min_max(cx, id, max, axis, select_last_index)
         }
-        Op::LayerNormalization { axis, epsilon } => crate::more_ops::layer_norm(cx, id, axis, epsilon),
+        Op::LayerNormalization { axis, epsilon } => crate::more_ops::layer_norm(cx, id, axis, epsilon, false),
+        Op::RmsNormalization { axis, epsilon } => crate::more_ops::layer_norm(cx, id, axis, epsilon, true),
+        Op::Trilu { upper } => crate::more_ops::trilu(cx, id, upper),
+        Op::IsInf { negative, positive } => crate::more_ops::is_inf(cx, id, negative, positive),
+        Op::Hardmax { axis, legacy } => crate::more_ops::hardmax(cx, id, axis, legacy),
+        Op::CumSum { exclusive, reverse } => crate::more_ops::cumsum(cx, id, exclusive, reverse),
+        Op::DepthToSpace { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, true, crd),
+        Op::SpaceToDepth { blocksize } => crate::more_ops::depth_space(cx, id, blocksize, false, false),
+        Op::OneHot { axis } => crate::more_ops::one_hot(cx, id, axis),
+        Op::LpNormalization { axis, p } => crate::more_ops::lp_norm(cx, id, axis, p),
+        Op::GatherElements { axis } => crate::more_ops::gather_elements(cx, id, axis),
+        Op::ScatterElements { axis, reduction } => crate::more_ops::scatter_elements(cx, id, axis, reduction),
+        Op::ScatterND { reduction } => crate::more_ops::scatter_nd(cx, id, reduction),
         Op::Reduce { kind, noop_with_empty_axes, .. } => crate::more_ops::reduce(cx, id, kind, noop_with_empty_axes),
         Op::Range | Op::Size => Err("must be folded at compile time; its inputs are not constant".into()),
         Op::Clip => {
