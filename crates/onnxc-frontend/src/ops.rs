@@ -117,15 +117,18 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Conv", 1),
     ("Cos", 1),
     ("Cosh", 1),
+    ("CumProd", 1),
     ("CumSum", 1),
     ("DepthToSpace", 1),
     ("Div", 1),
     ("Dropout", 1),
+    ("Einsum", 1),
     ("Elu", 1),
     ("Equal", 1),
     ("Erf", 1),
     ("Exp", 1),
     ("Expand", 1),
+    ("EyeLike", 1),
     ("Flatten", 1),
     ("Floor", 1),
     ("Gather", 1),
@@ -149,6 +152,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Log", 1),
     ("LogSoftmax", 1),
     ("LpNormalization", 1),
+    ("LpPool", 1),
     ("MatMul", 1),
     ("Max", 1),
     ("MaxPool", 1),
@@ -200,10 +204,12 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Squeeze", 1),
     ("Sub", 1),
     ("Sum", 1),
+    ("Swish", 1),
     ("Tan", 1),
     ("Tanh", 1),
     ("ThresholdedRelu", 1),
     ("Tile", 1),
+    ("TopK", 1),
     ("Transpose", 1),
     ("Trilu", 1),
     ("Unsqueeze", 1),
@@ -408,7 +414,41 @@ pub fn import_op(
             let legacy = opset < 13;
             Op::Hardmax { axis: a.int("axis", if legacy { 1 } else { -1 })?, legacy }
         }
-        "CumSum" => Op::CumSum { exclusive: a.int("exclusive", 0)? != 0, reverse: a.int("reverse", 0)? != 0 },
+        "CumSum" | "CumProd" => Op::CumSum {
+            exclusive: a.int("exclusive", 0)? != 0,
+            reverse: a.int("reverse", 0)? != 0,
+            product: op_type == "CumProd",
+        },
+        "Swish" => Op::Activation { kind: ActKind::Swish, alpha: a.float("alpha", 1.0)?, beta: 0.0 },
+        "EyeLike" => Op::EyeLike {
+            dtype: match a.get("dtype").and_then(|x| x.i) {
+                Some(code) => Some(
+                    dtype_from_onnx(code as i32)
+                        .ok_or_else(|| format!("attribute 'dtype' has unknown value {code}"))?,
+                ),
+                None => None,
+            },
+            k: a.int("k", 0)?,
+        },
+        "LpPool" => {
+            let p = a.int("p", 2)?;
+            if p < 1 {
+                return Err(format!("attribute 'p' must be positive, got {p}").into());
+            }
+            Op::LpPool { window: window(&a, true)?, p: p as u32 }
+        }
+        "TopK" => {
+            if opset < 10 {
+                extra.push((1, Tensor::from_i64(&[1], &[a.int("k", 1)?])));
+            }
+            if a.int("sorted", 1)? == 0 {
+                // Any order is allowed; sorted output is one of them.
+            }
+            Op::TopK { axis: a.int("axis", -1)?, largest: a.int("largest", 1)? != 0 }
+        }
+        "Einsum" => {
+            Op::Einsum { equation: a.string("equation").ok_or_else(|| "attribute 'equation' is required".to_string())? }
+        }
         "DepthToSpace" | "SpaceToDepth" => {
             let blocksize =
                 a.get("blocksize").and_then(|x| x.i).ok_or_else(|| "attribute 'blocksize' is required".to_string())?;

@@ -392,6 +392,7 @@ pub fn activation(kind: crate::ActKind, alpha: f64, beta: f64, x: f64) -> f64 {
         }
         Celu => x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0),
         Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+        Swish => x / (1.0 + (-alpha * x).exp()),
         GeluTanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
     }
 }

@@ -252,6 +252,46 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
         Op::CastLike => (input(graph, id, 1)?.0, x()?.1),
         Op::IsInf { .. } => (DType::Bool, x()?.1),
+        Op::EyeLike { dtype, .. } => {
+            let (dt, xd) = x()?;
+            if xd.len() != 2 {
+                return Err(format!("input must be 2-D, got {xd:?}"));
+            }
+            (dtype.unwrap_or(dt), xd)
+        }
+        Op::LpPool { mut window, p } => {
+            let (dt, xd) = x()?;
+            if xd.len() < 3 {
+                return Err(format!("input {xd:?} must have rank >= 3"));
+            }
+            let mut d = xd[..2].to_vec();
+            d.extend(window_out(&mut window, &xd[2..], true)?);
+            graph.graph[id].op = Op::LpPool { window, p };
+            (dt, d)
+        }
+        Op::TopK { axis, .. } => {
+            let (dt, xd) = x()?;
+            let a = normalize_axis(axis, xd.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+            let k = graph
+                .const_input(id, 1)
+                .and_then(|t| t.to_i64_vec())
+                .and_then(|v| v.first().copied())
+                .ok_or("k (input 1) must be a constant")?;
+            if k < 0 || k as usize > xd[a] {
+                return Err(format!("k = {k} is out of range for axis {a} of extent {}", xd[a]));
+            }
+            let mut d = xd.clone();
+            d[a] = k as usize;
+            return Ok(vec![(dt, d.clone()), (DType::I64, d)]);
+        }
+        Op::Einsum { ref equation } => {
+            let (dt, _) = x()?;
+            let operands: Vec<Vec<usize>> =
+                (0..graph.graph[id].num_inputs).map(|s| input(graph, id, s).map(|t| t.1)).collect::<Result<_, _>>()?;
+            let plan = einsum_plan(equation, &operands)?;
+            (dt, plan.output.iter().map(|c| plan.extents[c]).collect())
+        }
         Op::LayerNormalization { axis, .. } => {
             let (dt, xd) = x()?;
             let a = normalize_axis(axis, xd.len())
@@ -841,4 +881,81 @@ pub fn pad_amounts(graph: &Graph, id: NodeId, rank: usize) -> Result<(Vec<i64>, 
         end[a] = pads[k + axes.len()];
     }
     Ok((begin, end))
+}
+
+/// A parsed Einsum: each operand's letters (ellipses expanded), the output
+/// letters, and every letter's extent.
+#[derive(Clone, Debug)]
+pub struct EinsumPlan {
+    pub inputs: Vec<Vec<char>>,
+    pub output: Vec<char>,
+    pub extents: std::collections::BTreeMap<char, usize>,
+}
+
+/// Parses `equation` against operand dims. Ellipses become upper-case
+/// letters; broadcast (extent-1) ellipsis dims take the larger extent.
+pub fn einsum_plan(equation: &str, operands: &[Vec<usize>]) -> Result<EinsumPlan, String> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != operands.len() {
+        return Err(format!(
+            "equation '{equation}' has {} operands, but {} inputs are given",
+            terms.len(),
+            operands.len()
+        ));
+    }
+    let ell_rank = terms
+        .iter()
+        .zip(operands)
+        .filter(|(t, _)| t.contains("..."))
+        .map(|(t, d)| d.len().saturating_sub(t.replace("...", "").len()))
+        .max()
+        .unwrap_or(0);
+    let ell: Vec<char> = (0..ell_rank).map(|i| (b'A' + i as u8) as char).collect();
+    let expand = |t: &str, rank: usize| -> Vec<char> {
+        match t.split_once("...") {
+            Some((a, b)) => {
+                let n = rank.saturating_sub(a.len() + b.len());
+                a.chars().chain(ell[ell_rank - n..].iter().copied()).chain(b.chars()).collect()
+            }
+            None => t.chars().collect(),
+        }
+    };
+    let mut extents = std::collections::BTreeMap::new();
+    let mut inputs = Vec::new();
+    for (t, d) in terms.iter().zip(operands) {
+        let letters = expand(t, d.len());
+        if letters.len() != d.len() {
+            return Err(format!("term '{t}' does not match an operand of rank {}", d.len()));
+        }
+        for (&c, &n) in letters.iter().zip(d) {
+            let e = extents.entry(c).or_insert(n);
+            if *e == 1 {
+                *e = n;
+            } else if n != 1 && *e != n {
+                return Err(format!("letter '{c}' has extents {e} and {n}"));
+            }
+        }
+        inputs.push(letters);
+    }
+    let output: Vec<char> = match rhs {
+        Some(r) => expand(&r, ell_rank + r.replace("...", "").len()),
+        None => {
+            let mut counts = std::collections::BTreeMap::new();
+            for c in inputs.iter().flatten() {
+                *counts.entry(*c).or_insert(0) += 1;
+            }
+            let mut out: Vec<char> = ell.clone();
+            out.extend(counts.iter().filter(|(c, &n)| n == 1 && c.is_ascii_lowercase()).map(|(c, _)| *c));
+            out
+        }
+    };
+    if let Some(c) = output.iter().find(|c| !extents.contains_key(c)) {
+        return Err(format!("output letter '{c}' appears in no input"));
+    }
+    Ok(EinsumPlan { inputs, output, extents })
 }

@@ -58,6 +58,8 @@ pub enum ActKind {
     Gelu,
     /// GELU's tanh approximation.
     GeluTanh,
+    /// `x * sigmoid(alpha * x)`.
+    Swish,
 }
 
 /// Reductions over axes.
@@ -284,6 +286,27 @@ pub enum Op {
     CumSum {
         exclusive: bool,
         reverse: bool,
+        /// CumProd instead of CumSum.
+        product: bool,
+    },
+    /// Identity-matrix-like output of the input's shape.
+    EyeLike {
+        dtype: Option<crate::DType>,
+        k: i64,
+    },
+    /// Lp pooling.
+    LpPool {
+        window: Window,
+        p: u32,
+    },
+    /// Inputs: x, k. Outputs: values, indices.
+    TopK {
+        axis: i64,
+        largest: bool,
+    },
+    /// Einstein summation; the equation as given.
+    Einsum {
+        equation: String,
     },
     /// `crd`: the CRD mode (else DCR).
     DepthToSpace {
@@ -392,7 +415,12 @@ impl Op {
             Op::Trilu { .. } => "Trilu".into(),
             Op::IsInf { .. } => "IsInf".into(),
             Op::Hardmax { .. } => "Hardmax".into(),
-            Op::CumSum { .. } => "CumSum".into(),
+            Op::CumSum { product: false, .. } => "CumSum".into(),
+            Op::CumSum { product: true, .. } => "CumProd".into(),
+            Op::EyeLike { .. } => "EyeLike".into(),
+            Op::LpPool { .. } => "LpPool".into(),
+            Op::TopK { .. } => "TopK".into(),
+            Op::Einsum { .. } => "Einsum".into(),
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::OneHot { .. } => "OneHot".into(),

@@ -46,6 +46,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Reduce { .. } | Op::Squeeze | Op::Split { .. } | Op::Pad { .. } => 1,
             Op::LayerNormalization { .. } => 2,
             Op::Trilu { .. } => 1,
+            Op::Einsum { .. } => 1,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,
             _ => node.num_inputs,

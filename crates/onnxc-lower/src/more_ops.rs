@@ -150,6 +150,7 @@ pub fn activation(kind: ActKind, t: ScalarType, alpha: f32, beta: f32, x: Expr) 
         ActKind::Gelu => {
             mul(mul(c(0.5), x.clone()), add(c(1.0), un(UnOp::Erf, mul(x, c(std::f64::consts::FRAC_1_SQRT_2)))))
         }
+        ActKind::Swish => bin(BinOp::Div, x.clone(), add(c(1.0), un(UnOp::Exp, mul(c(-a), x)))),
         ActKind::GeluTanh => {
             let inner = mul(
                 c((2.0 / std::f64::consts::PI).sqrt()),
@@ -658,7 +659,7 @@ pub fn hardmax(cx: &mut Lowering, id: NodeId, axis: i64, legacy: bool) -> R {
     Ok(())
 }
 
-pub fn cumsum(cx: &mut Lowering, id: NodeId, exclusive: bool, reverse: bool) -> R {
+pub fn cumsum(cx: &mut Lowering, id: NodeId, exclusive: bool, reverse: bool, product: bool) -> R {
     let t = cx.in_type(id, 0)?;
     let xd = cx.in_dims(id, 0)?;
     let axis = const_scalar_i64(cx, id, 1, 0)?;
@@ -670,10 +671,11 @@ pub fn cumsum(cx: &mut Lowering, id: NodeId, exclusive: bool, reverse: bool) -> 
     let body = k.nest(&[outer, inner], |k, v| {
         let at =
             |j: Expr| add(add(mul(v[0].clone(), int((n * inner) as i64)), mul(j, int(inner as i64))), v[1].clone());
-        let mut s = vec![Stmt::Assign { var: acc, value: float_const(t, 0.0) }];
+        let mut s = vec![Stmt::Assign { var: acc, value: float_const(t, if product { 1.0 } else { 0.0 }) }];
         s.extend(k.nest(&[n], |_, j| {
             let p = if reverse { bin(BinOp::Sub, int(n as i64 - 1), j[0].clone()) } else { j[0].clone() };
-            let add_x = Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), load(x, at(p.clone()))) };
+            let op = if product { BinOp::Mul } else { BinOp::Add };
+            let add_x = Stmt::Assign { var: acc, value: bin(op, var(acc), load(x, at(p.clone()))) };
             let store = Stmt::Store { buf: out, index: at(p), value: var(acc) };
             if exclusive {
                 vec![store, add_x]
@@ -875,6 +877,126 @@ pub fn scatter_nd(cx: &mut Lowering, id: NodeId, reduction: ScatterReduction) ->
             let upd = load(updates, add(mul(p.clone(), int(slice as i64)), r[0].clone()));
             vec![Stmt::Store { buf: out, index: dst.clone(), value: combine(reduction, load(out, dst), upd) }]
         }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn eye_like(cx: &mut Lowering, id: NodeId, kk: i64) -> R {
+    let od = cx.out_dims(id)?;
+    let out = cx.output(id)?;
+    let t = cx.buffers[out.0 as usize].elem;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        let on = cmp(CmpOp::Eq, bin(BinOp::Sub, v[1].clone(), v[0].clone()), int(kk));
+        vec![Stmt::Store {
+            buf: out,
+            index: linear(v, &strides_i64(&od)),
+            value: select(on, float_const(t, 1.0), float_const(t, 0.0)),
+        }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// TopK by k selection passes: pass r takes the best element ordered after
+/// pass r-1's (value, index), ties broken by the lower index.
+pub fn top_k(cx: &mut Lowering, id: NodeId, axis: i64, largest: bool) -> R {
+    let t = cx.in_type(id, 0)?;
+    let xd = cx.in_dims(id, 0)?;
+    let (outer, n, inner) = around_axis(&xd, axis, false)?;
+    let kk = cx.out_dims(id)?[normalize_axis(axis, xd.len()).ok_or("axis out of range")?];
+    let x = cx.input(id, 0)?;
+    let values = cx.output(id)?;
+    let indices = cx.value_buffer((id, 1))?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (pv, pj, bv, bj) = (k.var(t), k.var(ScalarType::I64), k.var(t), k.var(ScalarType::I64));
+    let (better_op, after_op) = if largest { (CmpOp::Gt, CmpOp::Lt) } else { (CmpOp::Lt, CmpOp::Gt) };
+    let body = k.nest(&[outer, inner], |k, v| {
+        let at = |j: Expr, len: usize| {
+            add(add(mul(v[0].clone(), int((len * inner) as i64)), mul(j, int(inner as i64))), v[1].clone())
+        };
+        let mut s =
+            vec![Stmt::Assign { var: pv, value: min_max(t, largest) }, Stmt::Assign { var: pj, value: int(-1) }];
+        s.extend(k.nest(&[kk], |k, r| {
+            let mut s = vec![
+                Stmt::Assign { var: bv, value: min_max(t, !largest) },
+                Stmt::Assign { var: bj, value: int(n as i64) },
+            ];
+            s.extend(k.nest(&[n], |_, j| {
+                let xv = load(x, at(j[0].clone(), n));
+                let after = bin(
+                    BinOp::Or,
+                    cmp(after_op, xv.clone(), var(pv)),
+                    bin(BinOp::And, cmp(CmpOp::Eq, xv.clone(), var(pv)), cmp(CmpOp::Gt, j[0].clone(), var(pj))),
+                );
+                let better = bin(
+                    BinOp::Or,
+                    cmp(better_op, xv.clone(), var(bv)),
+                    bin(BinOp::And, cmp(CmpOp::Eq, xv.clone(), var(bv)), lt(j[0].clone(), var(bj))),
+                );
+                let take = bin(BinOp::And, after, better);
+                vec![
+                    Stmt::Assign { var: bj, value: select(take.clone(), j[0].clone(), var(bj)) },
+                    Stmt::Assign { var: bv, value: select(take, xv, var(bv)) },
+                ]
+            }));
+            s.push(Stmt::Store { buf: values, index: at(r[0].clone(), kk), value: var(bv) });
+            s.push(Stmt::Store { buf: indices, index: at(r[0].clone(), kk), value: var(bj) });
+            s.push(Stmt::Assign { var: pv, value: var(bv) });
+            s.push(Stmt::Assign { var: pj, value: var(bj) });
+            s
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn einsum(cx: &mut Lowering, id: NodeId, equation: &str) -> R {
+    let t = cx.in_type(id, 0)?;
+    let n = cx.graph.graph[id].num_inputs;
+    let dims: Vec<Vec<usize>> = (0..n).map(|s| cx.in_dims(id, s)).collect::<Result<_, _>>()?;
+    let plan = onnxc_ir::infer::einsum_plan(equation, &dims)?;
+    let bufs: Vec<BufferId> = (0..n).map(|s| cx.input(id, s)).collect::<Result<_, _>>()?;
+    let out = cx.output(id)?;
+    let summed: Vec<char> = plan.extents.keys().copied().filter(|c| !plan.output.contains(c)).collect();
+    let out_ext: Vec<usize> = plan.output.iter().map(|c| plan.extents[c]).collect();
+    let sum_ext: Vec<usize> = summed.iter().map(|c| plan.extents[c]).collect();
+    let os = strides_i64(&out_ext);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let acc = k.var(t);
+    let body = k.nest(&out_ext, |k, ov| {
+        let mut s = vec![Stmt::Assign { var: acc, value: float_const(t, 0.0) }];
+        s.extend(k.nest(&sum_ext, |_, sv| {
+            let letter = |c: char| -> Expr {
+                match plan.output.iter().position(|&o| o == c) {
+                    Some(p) => ov[p].clone(),
+                    None => {
+                        sv[summed.iter().position(|&o| o == c).expect("every letter is an output or summed")].clone()
+                    }
+                }
+            };
+            let mut prod: Option<Expr> = None;
+            for (i, letters) in plan.inputs.iter().enumerate() {
+                let st = strides_i64(&dims[i]);
+                let idx = letters.iter().enumerate().fold(int(0), |a, (d, &c)| {
+                    if dims[i][d] == 1 {
+                        a
+                    } else {
+                        add(a, mul(letter(c), int(st[d])))
+                    }
+                });
+                let v = load(bufs[i], idx);
+                prod = Some(match prod {
+                    Some(p) => bin(BinOp::Mul, p, v),
+                    None => v,
+                });
+            }
+            vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), prod.expect("at least one operand")) }]
+        }));
+        s.push(Stmt::Store { buf: out, index: linear(ov, &os), value: var(acc) });
         s
     });
     cx.kernels.push(k.finish(body));

@@ -201,7 +201,11 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Trilu { upper } => crate::more_ops::trilu(cx, id, upper),
         Op::IsInf { negative, positive } => crate::more_ops::is_inf(cx, id, negative, positive),
         Op::Hardmax { axis, legacy } => crate::more_ops::hardmax(cx, id, axis, legacy),
-        Op::CumSum { exclusive, reverse } => crate::more_ops::cumsum(cx, id, exclusive, reverse),
+        Op::CumSum { exclusive, reverse, product } => crate::more_ops::cumsum(cx, id, exclusive, reverse, product),
+        Op::EyeLike { k, .. } => crate::more_ops::eye_like(cx, id, k),
+        Op::LpPool { window, p } => pool(cx, id, &window, PoolKind::Lp { p }),
+        Op::TopK { axis, largest } => crate::more_ops::top_k(cx, id, axis, largest),
+        Op::Einsum { equation } => crate::more_ops::einsum(cx, id, &equation),
         Op::DepthToSpace { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, true, crd),
         Op::SpaceToDepth { blocksize } => crate::more_ops::depth_space(cx, id, blocksize, false, false),
         Op::OneHot { axis } => crate::more_ops::one_hot(cx, id, axis),
@@ -669,6 +673,7 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
 enum PoolKind {
     Max,
     Average { count_include_pad: bool },
+    Lp { p: u32 },
 }
 
 fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
@@ -712,9 +717,30 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
             xi = add(xi, mul(pos, int(ps[i])));
             oi = add(oi, mul(ov[i].clone(), int(os[i])));
         }
-        let op = if kind == PoolKind::Max { BinOp::Max } else { BinOp::Add };
-        vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(op, load(out, oi), load(xp, xi)) }]
+        let value = match kind {
+            PoolKind::Max => bin(BinOp::Max, load(out, oi.clone()), load(xp, xi)),
+            PoolKind::Average { .. } => bin(BinOp::Add, load(out, oi.clone()), load(xp, xi)),
+            PoolKind::Lp { p: 1 } => bin(BinOp::Add, load(out, oi.clone()), un(UnOp::Abs, load(xp, xi))),
+            PoolKind::Lp { p: 2 } => {
+                bin(BinOp::Add, load(out, oi.clone()), bin(BinOp::Mul, load(xp, xi.clone()), load(xp, xi)))
+            }
+            PoolKind::Lp { p } => {
+                bin(BinOp::Add, load(out, oi.clone()), bin(BinOp::Pow, un(UnOp::Abs, load(xp, xi)), f32c(p as f32)))
+            }
+        };
+        vec![Stmt::Store { buf: out, index: oi, value }]
     }));
+    if let PoolKind::Lp { p } = kind {
+        body.extend(k.nest(&[channels * ospatial], |_, v| {
+            let acc = load(out, v[0].clone());
+            let value = match p {
+                1 => acc,
+                2 => un(UnOp::Sqrt, acc),
+                _ => bin(BinOp::Pow, acc, f32c(1.0 / p as f32)),
+            };
+            vec![Stmt::Store { buf: out, index: v[0].clone(), value }]
+        }));
+    }
     if let PoolKind::Average { count_include_pad } = kind {
         // Divisors depend only on the output position: computed here, once.
         let mut recip = Vec::with_capacity(ospatial * 4);
