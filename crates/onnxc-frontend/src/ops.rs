@@ -99,6 +99,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Asinh", 1),
     ("Atan", 1),
     ("Atanh", 1),
+    ("Attention", 1),
     ("AveragePool", 1),
     ("BatchNormalization", 1),
     ("BitShift", 1),
@@ -445,6 +446,29 @@ pub fn import_op(
                 // Any order is allowed; sorted output is one of them.
             }
             Op::TopK { axis: a.int("axis", -1)?, largest: a.int("largest", 1)? != 0 }
+        }
+        "Attention" => {
+            let heads = |name: &str| -> Result<Option<usize>, ImportError> {
+                match a.get(name).and_then(|x| x.i) {
+                    Some(v) if v > 0 => Ok(Some(v as usize)),
+                    Some(v) => Err(format!("attribute '{name}' must be positive, got {v}").into()),
+                    None => Ok(None),
+                }
+            };
+            let qk_mode = a.int("qk_matmul_output_mode", 0)?;
+            if !(0..=3).contains(&qk_mode) {
+                return Err(format!("attribute 'qk_matmul_output_mode' must be 0..3, got {qk_mode}").into());
+            }
+            Op::Attention(onnxc_ir::AttentionAttrs {
+                is_causal: a.int("is_causal", 0)? != 0,
+                q_heads: heads("q_num_heads")?,
+                kv_heads: heads("kv_num_heads")?,
+                qk_mode: qk_mode as u8,
+                scale: a.get("scale").and_then(|x| x.f),
+                softcap: a.float("softcap", 0.0)?,
+                left_window: a.int("left_window_size", -1)?,
+                right_window: a.int("right_window_size", -1)?,
+            })
         }
         "Einsum" => {
             Op::Einsum { equation: a.string("equation").ok_or_else(|| "attribute 'equation' is required".to_string())? }

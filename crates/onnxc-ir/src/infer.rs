@@ -285,6 +285,21 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             d[a] = k as usize;
             return Ok(vec![(dt, d.clone()), (DType::I64, d)]);
         }
+        Op::Attention(ref at) => {
+            let g = attention_geometry(graph, id, at)?;
+            let mut outs = vec![(g.dtype, g.y_dims.clone())];
+            let n = graph.graph[id].outputs.len();
+            if n > 1 {
+                outs.push((g.dtype, vec![g.batch, g.kv_heads, g.total, g.head]));
+            }
+            if n > 2 {
+                outs.push((g.dtype, vec![g.batch, g.kv_heads, g.total, g.v_head]));
+            }
+            if n > 3 {
+                outs.push((g.dtype, vec![g.batch, g.q_heads, g.q_seq, g.total]));
+            }
+            return Ok(outs);
+        }
         Op::Einsum { ref equation } => {
             let (dt, _) = x()?;
             let operands: Vec<Vec<usize>> =
@@ -958,4 +973,92 @@ pub fn einsum_plan(equation: &str, operands: &[Vec<usize>]) -> Result<EinsumPlan
         return Err(format!("output letter '{c}' appears in no input"));
     }
     Ok(EinsumPlan { inputs, output, extents })
+}
+
+/// Sizes of an Attention node.
+#[derive(Clone, Debug)]
+pub struct AttentionGeometry {
+    pub dtype: DType,
+    pub batch: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub q_seq: usize,
+    /// New keys/values in K and V.
+    pub kv_seq: usize,
+    /// Keys in the past cache.
+    pub past: usize,
+    /// past + kv_seq.
+    pub total: usize,
+    pub head: usize,
+    pub v_head: usize,
+    /// Q, K, V given as [batch, seq, heads * head] (else [batch, heads, seq, head]).
+    pub three_d: bool,
+    pub y_dims: Vec<usize>,
+}
+
+/// Checks an Attention node's inputs and derives its sizes.
+pub fn attention_geometry(graph: &Graph, id: NodeId, at: &crate::AttentionAttrs) -> Result<AttentionGeometry, String> {
+    let (dt, q) = input(graph, id, 0)?;
+    let (_, k) = input(graph, id, 1)?;
+    let (_, v) = input(graph, id, 2)?;
+    same_dtypes(graph, id, 1..3)?;
+    if graph.input_of(id, 6).is_some() {
+        return Err("the nonpad_kv_seqlen input is not supported yet".into());
+    }
+    let three_d = q.len() == 3;
+    if q.len() != k.len() || q.len() != v.len() || !(q.len() == 3 || q.len() == 4) {
+        return Err(format!("Q {q:?}, K {k:?} and V {v:?} must all be 3-D or all 4-D"));
+    }
+    let (batch, q_heads, q_seq, head, kv_heads, kv_seq, v_head) = if three_d {
+        let qh = at.q_heads.ok_or("3-D inputs need the q_num_heads attribute")?;
+        let kh = at.kv_heads.ok_or("3-D inputs need the kv_num_heads attribute")?;
+        if qh == 0 || kh == 0 || q[2] % qh != 0 || k[2] % kh != 0 || v[2] % kh != 0 {
+            return Err(format!("hidden sizes {}, {}, {} do not divide into {qh} and {kh} heads", q[2], k[2], v[2]));
+        }
+        (q[0], qh, q[1], q[2] / qh, kh, k[1], v[2] / kh)
+    } else {
+        (q[0], q[1], q[2], q[3], k[1], k[2], v[3])
+    };
+    if k[0] != batch
+        || v[0] != batch
+        || (!three_d && (k[3] != head || v[1] != kv_heads || v[2] != kv_seq))
+        || (three_d && (v[1] != kv_seq || k[2] / kv_heads != head))
+    {
+        return Err(format!("Q {q:?}, K {k:?} and V {v:?} do not agree"));
+    }
+    if kv_heads == 0 || q_heads % kv_heads != 0 {
+        return Err(format!("{q_heads} query heads are not a multiple of {kv_heads} key/value heads"));
+    }
+    let past = match graph.input_info(id, 4) {
+        Some(info) => {
+            let pd = info.shape.as_known().ok_or("past_key has unknown dims")?;
+            if pd.len() != 4 || pd[0] != batch || pd[1] != kv_heads || pd[3] != head {
+                return Err(format!("past_key {pd:?} does not match [batch, kv_heads, past, head]"));
+            }
+            let pv = graph
+                .input_info(id, 5)
+                .and_then(|i| i.shape.as_known())
+                .ok_or("past_value is missing or has unknown dims")?;
+            if pv.len() != 4 || pv[2] != pd[2] || pv[3] != v_head {
+                return Err(format!("past_value {pv:?} does not match past_key {pd:?}"));
+            }
+            pd[2]
+        }
+        None => 0,
+    };
+    let y_dims = if three_d { vec![batch, q_seq, q_heads * v_head] } else { vec![batch, q_heads, q_seq, v_head] };
+    Ok(AttentionGeometry {
+        dtype: dt,
+        batch,
+        q_heads,
+        kv_heads,
+        q_seq,
+        kv_seq,
+        past,
+        total: past + kv_seq,
+        head,
+        v_head,
+        three_d,
+        y_dims,
+    })
 }

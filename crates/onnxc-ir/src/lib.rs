@@ -22,6 +22,6 @@ pub mod verify;
 
 pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
-pub use op::{ActKind, AutoPad, BinaryOp, Op, PadMode, ReduceKind, ScatterReduction, UnaryOp, Window};
+pub use op::{ActKind, AttentionAttrs, AutoPad, BinaryOp, Op, PadMode, ReduceKind, ScatterReduction, UnaryOp, Window};
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

@@ -77,6 +77,24 @@ pub enum ReduceKind {
     SumSquare,
 }
 
+/// Attributes of [`Op::Attention`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionAttrs {
+    pub is_causal: bool,
+    /// Heads of 3-D Q (and of K/V), required for 3-D inputs.
+    pub q_heads: Option<usize>,
+    pub kv_heads: Option<usize>,
+    /// Which QK matrix output 3 holds: 0/1 scaled (and soft-capped), 2 with
+    /// the mask bias added, 3 after softmax.
+    pub qk_mode: u8,
+    pub scale: Option<f32>,
+    /// `c * tanh(x / c)` on the scores when positive.
+    pub softcap: f32,
+    /// Sliding window bounds (-1: unbounded).
+    pub left_window: i64,
+    pub right_window: i64,
+}
+
 /// How Scatter ops combine an update with the existing value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScatterReduction {
@@ -308,6 +326,10 @@ pub enum Op {
     Einsum {
         equation: String,
     },
+    /// Scaled dot-product attention (ONNX Attention). Inputs: Q, K, V,
+    /// optional mask, past key, past value. Outputs: Y, optional present
+    /// key, present value, QK matrix.
+    Attention(AttentionAttrs),
     /// `crd`: the CRD mode (else DCR).
     DepthToSpace {
         blocksize: usize,
@@ -421,6 +443,7 @@ impl Op {
             Op::LpPool { .. } => "LpPool".into(),
             Op::TopK { .. } => "TopK".into(),
             Op::Einsum { .. } => "Einsum".into(),
+            Op::Attention(_) => "Attention".into(),
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::OneHot { .. } => "OneHot".into(),

@@ -47,6 +47,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::LayerNormalization { .. } => 2,
             Op::Trilu { .. } => 1,
             Op::Einsum { .. } => 1,
+            Op::Attention(_) => 3,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,
             _ => node.num_inputs,

@@ -8,6 +8,7 @@
 //! vectorizes. All shapes must be known; lowering reads constant operands
 //! (shapes, axes, bounds) directly from the graph.
 
+mod attention;
 mod more_ops;
 mod ops;
 pub mod plan;

@@ -206,6 +206,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::LpPool { window, p } => pool(cx, id, &window, PoolKind::Lp { p }),
         Op::TopK { axis, largest } => crate::more_ops::top_k(cx, id, axis, largest),
         Op::Einsum { equation } => crate::more_ops::einsum(cx, id, &equation),
+        Op::Attention(at) => crate::attention::attention(cx, id, &at),
         Op::DepthToSpace { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, true, crd),
         Op::SpaceToDepth { blocksize } => crate::more_ops::depth_space(cx, id, blocksize, false, false),
         Op::OneHot { axis } => crate::more_ops::one_hot(cx, id, axis),
