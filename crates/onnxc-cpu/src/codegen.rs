@@ -24,7 +24,7 @@ fn cl_type(t: ScalarType) -> Type {
         ScalarType::F32 => types::F32,
         ScalarType::F64 => types::F64,
         ScalarType::I8 | ScalarType::U8 | ScalarType::Bool => types::I8,
-        ScalarType::I16 | ScalarType::U16 => types::I16,
+        ScalarType::I16 | ScalarType::U16 | ScalarType::F16 | ScalarType::BF16 => types::I16,
         ScalarType::I32 | ScalarType::U32 => types::I32,
         ScalarType::I64 | ScalarType::U64 => types::I64,
     }
@@ -226,7 +226,11 @@ impl<M: Module> Gen<'_, '_, M> {
                 Stmt::For { var, start, end, body } => self.for_loop(*var, *start, *end, body)?,
                 Stmt::Store { buf, index, value } => {
                     let v = self.scalar(value)?;
-                    let v = self.coerce(v, self.ty(value), self.program.buffers[buf.0 as usize].elem);
+                    let v = match self.program.buffers[buf.0 as usize].elem {
+                        ScalarType::F16 => self.f32_to_f16(v),
+                        ScalarType::BF16 => self.f32_to_bf16(v),
+                        _ => v,
+                    };
                     let addr = self.address(*buf, index)?;
                     self.b.ins().store(flags(), v, addr, 0);
                 }
@@ -239,10 +243,84 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
-    /// Stores of a comparison (Bool) into a u8 buffer need no conversion;
-    /// other mismatches are lowering bugs caught by the verifier.
-    fn coerce(&mut self, v: Value, _from: ScalarType, _to: ScalarType) -> Value {
-        v
+    /// IEEE half (in an i16) to f32, exactly.
+    fn f16_to_f32(&mut self, h: Value) -> Value {
+        let b = &mut self.b;
+        let w = b.ins().uextend(types::I32, h);
+        let sign = b.ins().band_imm_u(w, 0x8000);
+        let sign = b.ins().ishl_imm_u(sign, 16);
+        let exp = b.ins().ushr_imm_u(w, 10);
+        let exp = b.ins().band_imm_u(exp, 0x1f);
+        let mant = b.ins().band_imm_u(w, 0x3ff);
+        let mant13 = b.ins().ishl_imm_u(mant, 13);
+        // Normal numbers: rebias the exponent by 112.
+        let e_norm = b.ins().iadd_imm_u(exp, 112);
+        let e_norm = b.ins().ishl_imm_u(e_norm, 23);
+        let normal = b.ins().bor(e_norm, mant13);
+        // Inf and NaN.
+        let special = b.ins().bor_imm_u(mant13, 0x7f80_0000);
+        let is_special = b.ins().icmp_imm_u(IntCC::Equal, exp, 0x1f);
+        let bits = b.ins().select(is_special, special, normal);
+        let bits = b.ins().bor(bits, sign);
+        let normal_f = b.ins().bitcast(types::F32, MemFlagsData::new(), bits);
+        // Zero and subnormals: mant * 2^-24, signed.
+        let mf = b.ins().fcvt_from_uint(types::F32, mant);
+        let scale = b.ins().f32const(1.0 / 16_777_216.0);
+        let sub = b.ins().fmul(mf, scale);
+        let neg = b.ins().fneg(sub);
+        let has_sign = b.ins().icmp_imm_u(IntCC::NotEqual, sign, 0);
+        let sub = b.ins().select(has_sign, neg, sub);
+        let is_sub = b.ins().icmp_imm_u(IntCC::Equal, exp, 0);
+        b.ins().select(is_sub, sub, normal_f)
+    }
+
+    /// f32 to IEEE half (in an i16), rounding to nearest even.
+    fn f32_to_f16(&mut self, f: Value) -> Value {
+        let b = &mut self.b;
+        let x = b.ins().bitcast(types::I32, MemFlagsData::new(), f);
+        let sign = b.ins().band_imm_u(x, 0x8000_0000u32 as i64);
+        let a = b.ins().bxor(x, sign);
+        // Overflow to inf, NaN stays NaN.
+        let is_nan = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, a, 0x7f80_0000);
+        let nan = b.ins().iconst(types::I32, 0x7e00);
+        let inf = b.ins().iconst(types::I32, 0x7c00);
+        let big = b.ins().select(is_nan, nan, inf);
+        let too_big = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, a, (127 + 16) << 23);
+        // Subnormal results: let the float adder round by adding a magic number.
+        let magic_bits: i64 = ((127 - 15) + (23 - 10) + 1) << 23;
+        let af = b.ins().bitcast(types::F32, MemFlagsData::new(), a);
+        let magic = b.ins().f32const(f32::from_bits(magic_bits as u32));
+        let sum = b.ins().fadd(af, magic);
+        let sum_bits = b.ins().bitcast(types::I32, MemFlagsData::new(), sum);
+        let sub = b.ins().iadd_imm_s(sum_bits, -magic_bits);
+        let is_sub = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, a, 113 << 23);
+        // Normal results: rebias and round to nearest even.
+        let odd = b.ins().ushr_imm_u(a, 13);
+        let odd = b.ins().band_imm_u(odd, 1);
+        let r = b.ins().iadd_imm_s(a, ((15 - 127) << 23) + 0xfff);
+        let r = b.ins().iadd(r, odd);
+        let normal = b.ins().ushr_imm_u(r, 13);
+        let v = b.ins().select(is_sub, sub, normal);
+        let v = b.ins().select(too_big, big, v);
+        let s16 = b.ins().ushr_imm_u(sign, 16);
+        let v = b.ins().bor(v, s16);
+        b.ins().ireduce(types::I16, v)
+    }
+
+    /// f32 to bfloat16 (in an i16), rounding to nearest even; NaN stays NaN.
+    fn f32_to_bf16(&mut self, f: Value) -> Value {
+        let b = &mut self.b;
+        let x = b.ins().bitcast(types::I32, MemFlagsData::new(), f);
+        let lsb = b.ins().ushr_imm_u(x, 16);
+        let lsb = b.ins().band_imm_u(lsb, 1);
+        let r = b.ins().iadd_imm_s(x, 0x7fff);
+        let r = b.ins().iadd(r, lsb);
+        let rounded = b.ins().ushr_imm_u(r, 16);
+        let quiet = b.ins().ushr_imm_u(x, 16);
+        let quiet = b.ins().bor_imm_u(quiet, 0x40);
+        let is_nan = b.ins().fcmp(FloatCC::Unordered, f, f);
+        let v = b.ins().select(is_nan, quiet, rounded);
+        b.ins().ireduce(types::I16, v)
     }
 
     fn for_loop(&mut self, var: VarId, start: i64, end: i64, body: &[Stmt]) -> Result<(), BackendError> {
@@ -326,7 +404,19 @@ impl<M: Module> Gen<'_, '_, M> {
             Expr::Float(v, _) => self.b.ins().f32const(*v as f32),
             Expr::Load { buf, index } => {
                 let addr = self.address(*buf, index)?;
-                self.b.ins().load(cl_type(t), flags(), addr, 0)
+                match self.program.buffers[buf.0 as usize].elem {
+                    ScalarType::F16 => {
+                        let h = self.b.ins().load(types::I16, flags(), addr, 0);
+                        self.f16_to_f32(h)
+                    }
+                    ScalarType::BF16 => {
+                        let h = self.b.ins().load(types::I16, flags(), addr, 0);
+                        let w = self.b.ins().uextend(types::I32, h);
+                        let bits = self.b.ins().ishl_imm_u(w, 16);
+                        self.b.ins().bitcast(types::F32, MemFlagsData::new(), bits)
+                    }
+                    _ => self.b.ins().load(cl_type(t), flags(), addr, 0),
+                }
             }
             Expr::Unary(op, a) => {
                 let x = self.scalar(a)?;

@@ -27,6 +27,10 @@ pub enum ScalarType {
     U32,
     U64,
     Bool,
+    /// IEEE half precision, storage only: loads give F32, stores round to nearest even.
+    F16,
+    /// bfloat16, storage only, like F16.
+    BF16,
 }
 
 impl ScalarType {
@@ -35,14 +39,22 @@ impl ScalarType {
         match self {
             ScalarType::F64 | ScalarType::I64 | ScalarType::U64 => 8,
             ScalarType::F32 | ScalarType::I32 | ScalarType::U32 => 4,
-            ScalarType::I16 | ScalarType::U16 => 2,
+            ScalarType::I16 | ScalarType::U16 | ScalarType::F16 | ScalarType::BF16 => 2,
             ScalarType::I8 | ScalarType::U8 | ScalarType::Bool => 1,
         }
     }
 
-    /// True for F32 and F64.
+    /// True for the float types (storage-only halves included).
     pub fn is_float(self) -> bool {
-        matches!(self, ScalarType::F32 | ScalarType::F64)
+        matches!(self, ScalarType::F32 | ScalarType::F64 | ScalarType::F16 | ScalarType::BF16)
+    }
+
+    /// The type expressions compute in: F32 for the storage-only halves.
+    pub fn compute(self) -> ScalarType {
+        match self {
+            ScalarType::F16 | ScalarType::BF16 => ScalarType::F32,
+            t => t,
+        }
     }
 
     /// True for the signed integer types.
@@ -234,7 +246,7 @@ impl Kernel {
         match e {
             Expr::Var(v) => self.vars[v.0 as usize],
             Expr::Int(_, t) | Expr::Float(_, t) | Expr::Cast(t, _) => *t,
-            Expr::Load { buf, .. } => program.buffers[buf.0 as usize].elem,
+            Expr::Load { buf, .. } => program.buffers[buf.0 as usize].elem.compute(),
             Expr::Unary(_, a) | Expr::Binary(_, a, _) => self.type_of(program, a),
             Expr::Cmp(..) => ScalarType::Bool,
             Expr::Select { then, .. } => self.type_of(program, then),

@@ -22,6 +22,8 @@ pub fn scalar_type(dt: DType) -> Option<ScalarType> {
     Some(match dt {
         DType::F32 => ScalarType::F32,
         DType::F64 => ScalarType::F64,
+        DType::F16 => ScalarType::F16,
+        DType::BF16 => ScalarType::BF16,
         DType::I8 => ScalarType::I8,
         DType::I16 => ScalarType::I16,
         DType::I32 => ScalarType::I32,
@@ -187,7 +189,9 @@ impl<'g> Lowering<'g> {
     /// Storage type of input `slot` of `node`.
     pub fn in_type(&self, node: NodeId, slot: usize) -> Result<ScalarType, String> {
         let info = self.graph.input_info(node, slot).ok_or_else(|| format!("input {slot} is missing"))?;
-        scalar_type(info.dtype).ok_or_else(|| format!("dtype {} is not supported by the CPU backend yet", info.dtype))
+        scalar_type(info.dtype)
+            .map(ScalarType::compute)
+            .ok_or_else(|| format!("dtype {} is not supported by the CPU backend yet", info.dtype))
     }
 
     /// Dims of output 0 of `node`.

@@ -396,7 +396,7 @@ pub fn tile(cx: &mut Lowering, id: NodeId) -> R {
 
 pub fn constant_of_shape(cx: &mut Lowering, id: NodeId, value: &onnxc_ir::Tensor) -> R {
     let out = cx.output(id)?;
-    let t = cx.buffers[out.0 as usize].elem;
+    let t = cx.buffers[out.0 as usize].elem.compute();
     let c = if t.is_float() {
         Expr::Float(*value.to_f64_vec().and_then(|v| v.first().copied()).as_ref().ok_or("unreadable value")?, t)
     } else {
@@ -886,7 +886,7 @@ pub fn scatter_nd(cx: &mut Lowering, id: NodeId, reduction: ScatterReduction) ->
 pub fn eye_like(cx: &mut Lowering, id: NodeId, kk: i64) -> R {
     let od = cx.out_dims(id)?;
     let out = cx.output(id)?;
-    let t = cx.buffers[out.0 as usize].elem;
+    let t = cx.buffers[out.0 as usize].elem.compute();
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let body = k.nest(&od, |_, v| {
         let on = cmp(CmpOp::Eq, bin(BinOp::Sub, v[1].clone(), v[0].clone()), int(kk));

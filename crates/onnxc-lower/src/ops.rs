@@ -112,7 +112,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Shape { .. } => Err("Shape must be folded at compile time; its input's dims are unknown".into()),
         Op::Cast { .. } | Op::CastLike => {
             let out = cx.output(id)?;
-            let to = cx.buffers[out.0 as usize].elem;
+            let to = cx.buffers[out.0 as usize].elem.compute();
             let to_bool = cx.graph.graph[id].outputs[0].dtype == onnxc_ir::DType::Bool;
             let from = cx.in_type(id, 0)?;
             elementwise(cx, id, &[0], |a| {
@@ -171,7 +171,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Binary(b) => {
             let t = cx.in_type(id, 0)?;
             let out_buf = cx.output(id)?;
-            let out_t = cx.buffers[out_buf.0 as usize].elem;
+            let out_t = cx.buffers[out_buf.0 as usize].elem.compute();
             crate::more_ops::binary(b, t, out_t, f32c(0.0), f32c(0.0))?;
             elementwise(cx, id, &[0, 1], |a| {
                 crate::more_ops::binary(b, t, out_t, a[0].clone(), a[1].clone()).expect("checked above")
