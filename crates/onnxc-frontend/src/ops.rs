@@ -163,6 +163,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Mod", 1),
     ("Mul", 1),
     ("Neg", 1),
+    ("NegativeLogLikelihoodLoss", 1),
     ("Not", 1),
     ("OneHot", 1),
     ("Or", 1),
@@ -197,6 +198,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Size", 1),
     ("Slice", 1),
     ("Softmax", 1),
+    ("SoftmaxCrossEntropyLoss", 1),
     ("Softplus", 1),
     ("Softsign", 1),
     ("SpaceToDepth", 1),
@@ -446,6 +448,19 @@ pub fn import_op(
                 // Any order is allowed; sorted output is one of them.
             }
             Op::TopK { axis: a.int("axis", -1)?, largest: a.int("largest", 1)? != 0 }
+        }
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => {
+            let reduction = match a.string("reduction").as_deref() {
+                Some("none") => 0,
+                Some("sum") => 1,
+                None | Some("mean") => 2,
+                Some(other) => return Err(format!("attribute 'reduction' has unknown value '{other}'").into()),
+            };
+            Op::Loss {
+                softmax: op_type == "SoftmaxCrossEntropyLoss",
+                reduction,
+                ignore_index: a.get("ignore_index").and_then(|x| x.i),
+            }
         }
         "Attention" => {
             let heads = |name: &str| -> Result<Option<usize>, ImportError> {

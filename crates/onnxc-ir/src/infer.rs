@@ -285,6 +285,22 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             d[a] = k as usize;
             return Ok(vec![(dt, d.clone()), (DType::I64, d)]);
         }
+        Op::Loss { reduction, .. } => {
+            let (dt, xd) = x()?;
+            let (tdt, td) = input(graph, id, 1)?;
+            if !tdt.is_int() {
+                return Err(format!("the target must be integers, got {tdt}"));
+            }
+            if xd.len() < 2 || td.len() + 1 != xd.len() || td[0] != xd[0] || td[1..] != xd[2..] {
+                return Err(format!("input {xd:?} and target {td:?} do not match ([N, C, d...] and [N, d...])"));
+            }
+            let loss = if reduction == 0 { td.clone() } else { vec![] };
+            let mut outs = vec![(dt, loss)];
+            if graph.graph[id].outputs.len() > 1 {
+                outs.push((dt, xd));
+            }
+            return Ok(outs);
+        }
         Op::Attention(ref at) => {
             let g = attention_geometry(graph, id, at)?;
             let mut outs = vec![(g.dtype, g.y_dims.clone())];

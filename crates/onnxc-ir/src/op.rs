@@ -330,6 +330,15 @@ pub enum Op {
     /// optional mask, past key, past value. Outputs: Y, optional present
     /// key, present value, QK matrix.
     Attention(AttentionAttrs),
+    /// NegativeLogLikelihoodLoss (`softmax: false`, inputs: log-probs,
+    /// target, optional weight) or SoftmaxCrossEntropyLoss (`softmax: true`,
+    /// inputs: scores, labels, optional weight; optional log-prob output).
+    /// `reduction`: 0 none, 1 sum, 2 mean.
+    Loss {
+        softmax: bool,
+        reduction: u8,
+        ignore_index: Option<i64>,
+    },
     /// `crd`: the CRD mode (else DCR).
     DepthToSpace {
         blocksize: usize,
@@ -444,6 +453,8 @@ impl Op {
             Op::TopK { .. } => "TopK".into(),
             Op::Einsum { .. } => "Einsum".into(),
             Op::Attention(_) => "Attention".into(),
+            Op::Loss { softmax: false, .. } => "NegativeLogLikelihoodLoss".into(),
+            Op::Loss { softmax: true, .. } => "SoftmaxCrossEntropyLoss".into(),
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::OneHot { .. } => "OneHot".into(),

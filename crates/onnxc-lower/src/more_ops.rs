@@ -1002,3 +1002,84 @@ pub fn einsum(cx: &mut Lowering, id: NodeId, equation: &str) -> R {
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+/// NegativeLogLikelihoodLoss, or SoftmaxCrossEntropyLoss (log-softmax over
+/// the class axis first), with the reference's weighting and mean rules.
+pub fn loss(cx: &mut Lowering, id: NodeId, softmax: bool, reduction: u8, ignore_index: Option<i64>) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let (n, c) = (xd[0], xd[1]);
+    let d: usize = xd[2..].iter().product();
+    let x = cx.input(id, 0)?;
+    let target = cx.input(id, 1)?;
+    let weight = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let out = cx.output(id)?;
+    let name = cx.graph.graph[id].name.clone();
+    let logp = if softmax {
+        let lp = if cx.graph.graph[id].outputs.len() > 1 {
+            cx.value_buffer((id, 1))?
+        } else {
+            cx.temp(format!("{name}_log_prob"), ScalarType::F32, n * c * d)
+        };
+        let mut k = KernelBuilder::new(format!("{name}_log_softmax"));
+        let (mx, sum) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
+        let body = k.nest(&[n, d], |k, v| {
+            let at = |j: &Expr| {
+                add(add(mul(v[0].clone(), int((c * d) as i64)), mul(j.clone(), int(d as i64))), v[1].clone())
+            };
+            let mut s = vec![Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) }];
+            s.extend(k.nest(&[c], |_, j| {
+                vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))) }]
+            }));
+            s.push(Stmt::Assign { var: sum, value: f32c(0.0) });
+            s.extend(k.nest(&[c], |_, j| {
+                vec![Stmt::Assign {
+                    var: sum,
+                    value: bin(BinOp::Add, var(sum), un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx)))),
+                }]
+            }));
+            s.push(Stmt::Assign { var: sum, value: bin(BinOp::Add, var(mx), un(UnOp::Log, var(sum))) });
+            s.extend(k.nest(&[c], |_, j| {
+                vec![Stmt::Store { buf: lp, index: at(&j[0]), value: bin(BinOp::Sub, load(x, at(&j[0])), var(sum)) }]
+            }));
+            s
+        });
+        cx.kernels.push(k.finish(body));
+        lp
+    } else {
+        x
+    };
+    let mut k = KernelBuilder::new(name);
+    let (total, wsum, t, w) =
+        (k.var(ScalarType::F32), k.var(ScalarType::F32), k.var(ScalarType::I64), k.var(ScalarType::F32));
+    let mut body = vec![Stmt::Assign { var: total, value: f32c(0.0) }, Stmt::Assign { var: wsum, value: f32c(0.0) }];
+    body.extend(k.nest(&[n, d], |_, v| {
+        let pos = add(mul(v[0].clone(), int(d as i64)), v[1].clone());
+        let raw = Expr::Cast(ScalarType::I64, Box::new(load(target, pos.clone())));
+        let tc = bin(BinOp::Min, bin(BinOp::Max, var(t), int(0)), int(c as i64 - 1));
+        let mut wv = match weight {
+            Some(wb) => load(wb, tc.clone()),
+            None => f32c(1.0),
+        };
+        if let Some(ig) = ignore_index {
+            wv = select(cmp(CmpOp::Eq, var(t), int(ig)), f32c(0.0), wv);
+        }
+        let xv = load(logp, add(add(mul(v[0].clone(), int((c * d) as i64)), mul(tc, int(d as i64))), v[1].clone()));
+        let l = select(cmp(CmpOp::Eq, var(w), f32c(0.0)), f32c(0.0), un(UnOp::Neg, bin(BinOp::Mul, xv, var(w))));
+        let mut s = vec![Stmt::Assign { var: t, value: raw }, Stmt::Assign { var: w, value: wv }];
+        if reduction == 0 {
+            s.push(Stmt::Store { buf: out, index: pos, value: l });
+        } else {
+            s.push(Stmt::Assign { var: total, value: bin(BinOp::Add, var(total), l) });
+            s.push(Stmt::Assign { var: wsum, value: bin(BinOp::Add, var(wsum), var(w)) });
+        }
+        s
+    }));
+    match reduction {
+        1 => body.push(Stmt::Store { buf: out, index: int(0), value: var(total) }),
+        2 => body.push(Stmt::Store { buf: out, index: int(0), value: bin(BinOp::Div, var(total), var(wsum)) }),
+        _ => {}
+    }
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}

@@ -207,6 +207,9 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::TopK { axis, largest } => crate::more_ops::top_k(cx, id, axis, largest),
         Op::Einsum { equation } => crate::more_ops::einsum(cx, id, &equation),
         Op::Attention(at) => crate::attention::attention(cx, id, &at),
+        Op::Loss { softmax, reduction, ignore_index } => {
+            crate::more_ops::loss(cx, id, softmax, reduction, ignore_index)
+        }
         Op::DepthToSpace { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, true, crd),
         Op::SpaceToDepth { blocksize } => crate::more_ops::depth_space(cx, id, blocksize, false, false),
         Op::OneHot { axis } => crate::more_ops::one_hot(cx, id, axis),
