@@ -185,6 +185,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("ReduceSumSquare", 1),
     ("Relu", 1),
     ("Reshape", 5),
+    ("Resize", 1),
     ("Round", 1),
     ("Scatter", 1),
     ("ScatterElements", 1),
@@ -216,6 +217,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Transpose", 1),
     ("Trilu", 1),
     ("Unsqueeze", 1),
+    ("Upsample", 1),
     ("Where", 1),
     ("Xor", 1),
 ];
@@ -461,6 +463,29 @@ pub fn import_op(
                 reduction,
                 ignore_index: a.get("ignore_index").and_then(|x| x.i),
             }
+        }
+        "Resize" | "Upsample" => {
+            let legacy = opset < 11 || op_type == "Upsample";
+            if op_type == "Upsample" && opset < 9 {
+                let scales: Vec<f32> = a.get("scales").map(|x| x.floats.clone()).unwrap_or_default();
+                extra.push((1, Tensor::from_f32(&[scales.len()], &scales)));
+            }
+            let default_coord = if legacy { "asymmetric" } else { "half_pixel" };
+            let default_nearest = if legacy { "floor" } else { "round_prefer_floor" };
+            Op::Resize(onnxc_ir::ResizeAttrs {
+                mode: a.string("mode").unwrap_or_else(|| "nearest".into()),
+                coordinate_transformation_mode: a
+                    .string("coordinate_transformation_mode")
+                    .unwrap_or_else(|| default_coord.into()),
+                nearest_mode: a.string("nearest_mode").unwrap_or_else(|| default_nearest.into()),
+                cubic_coeff_a: a.float("cubic_coeff_a", -0.75)? as f64,
+                exclude_outside: a.int("exclude_outside", 0)? != 0,
+                extrapolation_value: a.float("extrapolation_value", 0.0)? as f64,
+                antialias: a.int("antialias", 0)? != 0,
+                axes: a.ints("axes"),
+                keep_aspect_ratio_policy: a.string("keep_aspect_ratio_policy").unwrap_or_else(|| "stretch".into()),
+                legacy_inputs: legacy,
+            })
         }
         "Attention" => {
             let heads = |name: &str| -> Result<Option<usize>, ImportError> {

@@ -301,6 +301,11 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             return Ok(outs);
         }
+        Op::Resize(ref r) => {
+            let (dt, xd) = x()?;
+            let plan = crate::resize::resize_plan(graph, id, r, &xd)?;
+            (dt, plan.output)
+        }
         Op::Attention(ref at) => {
             let g = attention_geometry(graph, id, at)?;
             let mut outs = vec![(g.dtype, g.y_dims.clone())];

@@ -15,6 +15,7 @@ pub mod eval;
 mod graph;
 pub mod infer;
 mod op;
+pub mod resize;
 pub mod shape;
 mod tensor;
 pub mod text;
@@ -22,6 +23,8 @@ pub mod verify;
 
 pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
-pub use op::{ActKind, AttentionAttrs, AutoPad, BinaryOp, Op, PadMode, ReduceKind, ScatterReduction, UnaryOp, Window};
+pub use op::{
+    ActKind, AttentionAttrs, AutoPad, BinaryOp, Op, PadMode, ReduceKind, ResizeAttrs, ScatterReduction, UnaryOp, Window,
+};
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

@@ -95,6 +95,23 @@ pub struct AttentionAttrs {
     pub right_window: i64,
 }
 
+/// Attributes of [`Op::Resize`], as ONNX spells them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeAttrs {
+    /// nearest, linear or cubic.
+    pub mode: String,
+    pub coordinate_transformation_mode: String,
+    pub nearest_mode: String,
+    pub cubic_coeff_a: f64,
+    pub exclude_outside: bool,
+    pub extrapolation_value: f64,
+    pub antialias: bool,
+    pub axes: Option<Vec<i64>>,
+    pub keep_aspect_ratio_policy: String,
+    /// Opset 10 form: input 1 is the scales.
+    pub legacy_inputs: bool,
+}
+
 /// How Scatter ops combine an update with the existing value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScatterReduction {
@@ -339,6 +356,8 @@ pub enum Op {
         reduction: u8,
         ignore_index: Option<i64>,
     },
+    /// Inputs: X, roi, scales, sizes (opset 10: X, scales).
+    Resize(ResizeAttrs),
     /// `crd`: the CRD mode (else DCR).
     DepthToSpace {
         blocksize: usize,
@@ -453,6 +472,7 @@ impl Op {
             Op::TopK { .. } => "TopK".into(),
             Op::Einsum { .. } => "Einsum".into(),
             Op::Attention(_) => "Attention".into(),
+            Op::Resize(_) => "Resize".into(),
             Op::Loss { softmax: false, .. } => "NegativeLogLikelihoodLoss".into(),
             Op::Loss { softmax: true, .. } => "SoftmaxCrossEntropyLoss".into(),
             Op::DepthToSpace { .. } => "DepthToSpace".into(),

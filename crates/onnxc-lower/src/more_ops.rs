@@ -1083,3 +1083,87 @@ pub fn loss(cx: &mut Lowering, id: NodeId, softmax: bool, reduction: u8, ignore_
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+/// Resize as one gather-and-weight kernel per resized axis, from the tap
+/// tables `onnxc_ir::resize` plans at compile time.
+pub fn resize(cx: &mut Lowering, id: NodeId, r: &onnxc_ir::ResizeAttrs) -> R {
+    let t = cx.in_type(id, 0)?;
+    if !t.is_float() {
+        return Err(format!("Resize of {t} tensors is not supported yet (floats only)"));
+    }
+    let xd = cx.in_dims(id, 0)?;
+    let plan = onnxc_ir::resize::resize_plan(cx.graph, id, r, &xd)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let name = cx.graph.graph[id].name.clone();
+    if plan.tables.is_empty() {
+        cx.kernels.push(crate::ops::copy_kernel(name, x, out, xd.iter().product()));
+        return Ok(());
+    }
+    let mut cur = x;
+    let mut dims = xd.clone();
+    let last = plan.tables.len() - 1;
+    let mut k = KernelBuilder::new(name.clone());
+    let acc = k.var(ScalarType::F32);
+    let mut body = Vec::new();
+    for (step, table) in plan.tables.iter().enumerate() {
+        let a = table.axis;
+        let (outer, in_w, inner) =
+            (dims[..a].iter().product::<usize>(), dims[a], dims[a + 1..].iter().product::<usize>());
+        dims[a] = table.out;
+        let dst =
+            if step == last { out } else { cx.temp(format!("{name}_axis{a}"), ScalarType::F32, dims.iter().product()) };
+        let mut weights = Vec::with_capacity(table.weight.len() * 4);
+        let mut bias = Vec::with_capacity(table.out * 4);
+        for y in 0..table.out {
+            let extra = table.extrapolated[y];
+            for tap in 0..table.taps {
+                let w = if extra { 0.0 } else { table.weight[y * table.taps + tap] };
+                weights.extend_from_slice(&(w as f32).to_le_bytes());
+            }
+            let b = if extra { r.extrapolation_value } else { 0.0 };
+            bias.extend_from_slice(&(b as f32).to_le_bytes());
+        }
+        let index: Vec<u8> = table.index.iter().flat_map(|i| i.to_le_bytes()).collect();
+        let wb = cx.push_buffer(
+            format!("{name}_weights{a}"),
+            ScalarType::F32,
+            table.weight.len() as u64,
+            onnxc_kir::BufferKind::Constant(weights),
+        );
+        let ib = cx.push_buffer(
+            format!("{name}_taps{a}"),
+            ScalarType::I64,
+            table.index.len() as u64,
+            onnxc_kir::BufferKind::Constant(index),
+        );
+        let bb = cx.push_buffer(
+            format!("{name}_bias{a}"),
+            ScalarType::F32,
+            table.out as u64,
+            onnxc_kir::BufferKind::Constant(bias),
+        );
+        let (taps, out_w, src) = (table.taps, table.out, cur);
+        body.extend(k.nest(&[outer, out_w, inner], |k, v| {
+            let (o, y, i) = (v[0].clone(), v[1].clone(), v[2].clone());
+            let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
+            s.extend(k.nest(&[taps], |_, tv| {
+                let slot = add(mul(y.clone(), int(taps as i64)), tv[0].clone());
+                let xi = add(
+                    mul(add(mul(o.clone(), int(in_w as i64)), load(ib, slot.clone())), int(inner as i64)),
+                    i.clone(),
+                );
+                vec![Stmt::Assign {
+                    var: acc,
+                    value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, load(wb, slot), load(src, xi))),
+                }]
+            }));
+            let oi = add(mul(add(mul(o, int(out_w as i64)), y.clone()), int(inner as i64)), i);
+            s.push(Stmt::Store { buf: dst, index: oi, value: bin(BinOp::Add, var(acc), load(bb, y)) });
+            s
+        }));
+        cur = dst;
+    }
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}

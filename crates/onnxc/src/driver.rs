@@ -364,6 +364,7 @@ pub fn is_parameter_slot(op: &Op, slot: usize) -> bool {
         Op::Pad { .. } => slot == 1 || slot == 3,
         Op::ConstantOfShape(_) => slot == 0,
         Op::Range => slot < 3,
+        Op::Resize(_) => slot >= 1,
         Op::CumSum { .. } | Op::OneHot { .. } | Op::Trilu { .. } | Op::TopK { .. } => slot == 1,
         _ => false,
     }
