@@ -153,7 +153,7 @@ fn axis_table(
         let xp = x + pad;
         let p = xp.floor();
         let frac = xp - p;
-        let offset = if n % 2 == 0 {
+        let offset = if n.is_multiple_of(2) {
             if frac == 0.0 {
                 -((n / 2) as f64)
             } else {
