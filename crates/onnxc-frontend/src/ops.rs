@@ -2,7 +2,9 @@
 
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use crate::FrontendError;
-use onnxc_ir::{ActKind, AutoPad, BinaryOp, Graph, Op, PadMode, ReduceKind, ScatterReduction, Tensor, UnaryOp, Window};
+use onnxc_ir::{
+    ActKind, AutoPad, BinaryOp, CellKind, Graph, Op, PadMode, ReduceKind, ScatterReduction, Tensor, UnaryOp, Window,
+};
 use onnxc_proto::attribute_proto::AttributeType;
 use onnxc_proto::{AttributeProto, NodeProto};
 use std::path::Path;
@@ -132,6 +134,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("EyeLike", 1),
     ("Flatten", 1),
     ("Floor", 1),
+    ("GRU", 1),
     ("Gather", 1),
     ("GatherElements", 1),
     ("GatherND", 1),
@@ -146,6 +149,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Identity", 1),
     ("IsInf", 1),
     ("IsNaN", 1),
+    ("LSTM", 1),
     ("LayerNormalization", 1),
     ("LeakyRelu", 1),
     ("Less", 1),
@@ -171,6 +175,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Pad", 1),
     ("Pow", 1),
     ("RMSNormalization", 1),
+    ("RNN", 1),
     ("Range", 1),
     ("Reciprocal", 1),
     ("ReduceL1", 1),
@@ -463,6 +468,70 @@ pub fn import_op(
                 reduction,
                 ignore_index: a.get("ignore_index").and_then(|x| x.i),
             }
+        }
+        "RNN" | "GRU" | "LSTM" => {
+            let cell = match op_type {
+                "RNN" => CellKind::Rnn,
+                "GRU" => CellKind::Gru,
+                _ => CellKind::Lstm,
+            };
+            let (forward, reverse) = match a.string("direction").as_deref() {
+                None | Some("forward") => (true, false),
+                Some("reverse") => (false, true),
+                Some("bidirectional") => (true, true),
+                Some(other) => return Err(format!("attribute 'direction' has unknown value '{other}'").into()),
+            };
+            let hidden = a
+                .get("hidden_size")
+                .and_then(|x| x.i)
+                .ok_or_else(|| "attribute 'hidden_size' is required".to_string())?;
+            let dirs = forward as usize + reverse as usize;
+            let defaults: &[&str] = match cell {
+                CellKind::Rnn => &["Tanh"],
+                CellKind::Gru => &["Sigmoid", "Tanh"],
+                CellKind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+            };
+            let names: Vec<String> = match a.get("activations") {
+                Some(x) => x.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect(),
+                None => (0..dirs).flat_map(|_| defaults.iter().map(|s| s.to_string())).collect(),
+            };
+            if names.len() != defaults.len() * dirs {
+                return Err(format!(
+                    "attribute 'activations' needs {} names, got {}",
+                    defaults.len() * dirs,
+                    names.len()
+                )
+                .into());
+            }
+            let mut alphas = a.get("activation_alpha").map(|x| x.floats.clone()).unwrap_or_default().into_iter();
+            let mut betas = a.get("activation_beta").map(|x| x.floats.clone()).unwrap_or_default().into_iter();
+            let mut acts = Vec::new();
+            for name in names {
+                let (da, db, takes_a, takes_b) = match name.as_str() {
+                    "LeakyRelu" => (0.01, 0.0, true, false),
+                    "ThresholdedRelu" | "Elu" => (1.0, 0.0, true, false),
+                    "ScaledTanh" | "Affine" => (1.0, 1.0, true, true),
+                    "HardSigmoid" => (0.2, 0.5, true, true),
+                    "Sigmoid" | "Tanh" | "Relu" | "Softsign" | "Softplus" => (0.0, 0.0, false, false),
+                    other => return Err(format!("activation '{other}' is not supported").into()),
+                };
+                let al = if takes_a { alphas.next().unwrap_or(da) } else { da };
+                let be = if takes_b { betas.next().unwrap_or(db) } else { db };
+                acts.push((name, al, be));
+            }
+            let per = defaults.len();
+            let activations = acts.chunks(per).map(|c| c.to_vec()).collect();
+            Op::Recurrent(onnxc_ir::RecurrentAttrs {
+                cell,
+                forward,
+                reverse,
+                hidden: hidden.max(0) as usize,
+                activations,
+                clip: a.get("clip").and_then(|x| x.f),
+                linear_before_reset: a.int("linear_before_reset", 0)? != 0,
+                input_forget: a.int("input_forget", 0)? != 0,
+                layout: a.int("layout", 0)? as u8,
+            })
         }
         "Resize" | "Upsample" => {
             let legacy = opset < 11 || op_type == "Upsample";

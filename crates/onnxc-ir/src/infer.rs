@@ -301,6 +301,37 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             return Ok(outs);
         }
+        Op::Recurrent(ref r) => {
+            let (dt, xd) = x()?;
+            let (_, wd) = input(graph, id, 1)?;
+            let (_, rd) = input(graph, id, 2)?;
+            same_dtypes(graph, id, 1..3)?;
+            if xd.len() != 3 {
+                return Err(format!("X must be 3-D, got {xd:?}"));
+            }
+            let (seq, batch) = if r.layout == 1 { (xd[1], xd[0]) } else { (xd[0], xd[1]) };
+            let dirs = r.forward as usize + r.reverse as usize;
+            let gates = match r.cell {
+                crate::CellKind::Rnn => 1,
+                crate::CellKind::Gru => 3,
+                crate::CellKind::Lstm => 4,
+            };
+            let h = r.hidden;
+            if wd != [dirs, gates * h, xd[2]] || rd != [dirs, gates * h, h] {
+                return Err(format!(
+                    "W {wd:?} and R {rd:?} do not match {dirs} direction(s), {gates} gates, hidden {h}, input {}",
+                    xd[2]
+                ));
+            }
+            let y = if r.layout == 1 { vec![batch, seq, dirs, h] } else { vec![seq, dirs, batch, h] };
+            let state = if r.layout == 1 { vec![batch, dirs, h] } else { vec![dirs, batch, h] };
+            let n = graph.graph[id].outputs.len();
+            let mut outs = vec![(dt, y)];
+            for _ in 1..n {
+                outs.push((dt, state.clone()));
+            }
+            return Ok(outs);
+        }
         Op::Resize(ref r) => {
             let (dt, xd) = x()?;
             let plan = crate::resize::resize_plan(graph, id, r, &xd)?;

@@ -24,7 +24,8 @@ pub mod verify;
 pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
 pub use op::{
-    ActKind, AttentionAttrs, AutoPad, BinaryOp, Op, PadMode, ReduceKind, ResizeAttrs, ScatterReduction, UnaryOp, Window,
+    ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, Op, PadMode, RecurrentAttrs, ReduceKind, ResizeAttrs,
+    ScatterReduction, UnaryOp, Window,
 };
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

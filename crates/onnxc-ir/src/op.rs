@@ -112,6 +112,32 @@ pub struct ResizeAttrs {
     pub legacy_inputs: bool,
 }
 
+/// The recurrent cell kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CellKind {
+    Rnn,
+    Gru,
+    Lstm,
+}
+
+/// Attributes of [`Op::Recurrent`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentAttrs {
+    pub cell: CellKind,
+    /// Directions run: forward, reverse, or both (forward first).
+    pub forward: bool,
+    pub reverse: bool,
+    pub hidden: usize,
+    /// Per direction, the cell's activations (name, alpha, beta), in the
+    /// ONNX order (f, g[, h]).
+    pub activations: Vec<Vec<(String, f32, f32)>>,
+    pub clip: Option<f32>,
+    pub linear_before_reset: bool,
+    pub input_forget: bool,
+    /// 1: batch-major inputs and outputs.
+    pub layout: u8,
+}
+
 /// How Scatter ops combine an update with the existing value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScatterReduction {
@@ -358,6 +384,9 @@ pub enum Op {
     },
     /// Inputs: X, roi, scales, sizes (opset 10: X, scales).
     Resize(ResizeAttrs),
+    /// RNN, GRU or LSTM. Inputs: X, W, R, B, sequence_lens, initial_h,
+    /// initial_c (LSTM), P (LSTM). Outputs: Y, Y_h, Y_c (LSTM).
+    Recurrent(RecurrentAttrs),
     /// `crd`: the CRD mode (else DCR).
     DepthToSpace {
         blocksize: usize,
@@ -473,6 +502,7 @@ impl Op {
             Op::Einsum { .. } => "Einsum".into(),
             Op::Attention(_) => "Attention".into(),
             Op::Resize(_) => "Resize".into(),
+            Op::Recurrent(r) => format!("{:?}", r.cell).to_uppercase(),
             Op::Loss { softmax: false, .. } => "NegativeLogLikelihoodLoss".into(),
             Op::Loss { softmax: true, .. } => "SoftmaxCrossEntropyLoss".into(),
             Op::DepthToSpace { .. } => "DepthToSpace".into(),

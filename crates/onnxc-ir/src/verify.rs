@@ -50,6 +50,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Attention(_) => 3,
             Op::Loss { .. } => 2,
             Op::Resize(_) => 1,
+            Op::Recurrent(_) => 3,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,
             _ => node.num_inputs,

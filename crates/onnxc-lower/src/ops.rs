@@ -208,6 +208,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Einsum { equation } => crate::more_ops::einsum(cx, id, &equation),
         Op::Attention(at) => crate::attention::attention(cx, id, &at),
         Op::Resize(r) => crate::more_ops::resize(cx, id, &r),
+        Op::Recurrent(r) => crate::recurrent::recurrent(cx, id, &r),
         Op::Loss { softmax, reduction, ignore_index } => {
             crate::more_ops::loss(cx, id, softmax, reduction, ignore_index)
         }
