@@ -245,10 +245,13 @@ pub fn import_op(
     let op = match op_type {
         "Identity" => Op::Identity,
         "Dropout" => {
-            if n.output.len() > 1 && !n.output[1].is_empty() {
-                return Err("the mask output of Dropout is not supported".to_string().into());
+            if a.int("is_test", 1)? == 0 && opset < 7 {
+                return Err("training-mode Dropout (is_test=0) is not supported".to_string().into());
             }
-            Op::Identity
+            Op::Dropout
+        }
+        "NonZero" | "Unique" | "NonMaxSuppression" | "Compress" | "StringSplit" => {
+            Op::DataDependent { op_type: op_type.to_string() }
         }
         "Relu" => Op::Unary(UnaryOp::Relu),
         "Sigmoid" => Op::Unary(UnaryOp::Sigmoid),
@@ -587,14 +590,14 @@ pub fn import_op(
                 a.get("blocksize").and_then(|x| x.i).ok_or_else(|| "attribute 'blocksize' is required".to_string())?;
             let blocksize =
                 usize::try_from(blocksize).map_err(|_| "attribute 'blocksize' must be positive".to_string())?;
+            let crd = match a.string("mode").as_deref() {
+                None | Some("DCR") => false,
+                Some("CRD") => true,
+                Some(other) => return Err(format!("attribute 'mode' has unknown value '{other}'").into()),
+            };
             if op_type == "SpaceToDepth" {
-                Op::SpaceToDepth { blocksize }
+                Op::SpaceToDepth { blocksize, crd }
             } else {
-                let crd = match a.string("mode").as_deref() {
-                    None | Some("DCR") => false,
-                    Some("CRD") => true,
-                    Some(other) => return Err(format!("attribute 'mode' has unknown value '{other}'").into()),
-                };
                 Op::DepthToSpace { blocksize, crd }
             }
         }

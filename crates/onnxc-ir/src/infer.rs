@@ -252,6 +252,32 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
         Op::CastLike => (input(graph, id, 1)?.0, x()?.1),
         Op::IsInf { .. } => (DType::Bool, x()?.1),
+        Op::Dropout => {
+            let (dt, xd) = x()?;
+            if graph.input_of(id, 2).is_some() {
+                let training = graph.const_input(id, 2).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
+                match training {
+                    Some(0) => {}
+                    Some(_) => {
+                        // Training mode drops nothing only when the ratio is 0.
+                        let ratio =
+                            graph.const_input(id, 1).and_then(|t| t.to_f64_vec()).and_then(|v| v.first().copied());
+                        if ratio != Some(0.0) {
+                            return Err("training-mode Dropout is not supported (training_mode is true)".into());
+                        }
+                    }
+                    None => return Err("training_mode (input 2) must be known at compile time".into()),
+                }
+            }
+            let mut outs = vec![(dt, xd.clone())];
+            if graph.graph[id].outputs.len() > 1 {
+                outs.push((DType::Bool, xd));
+            }
+            return Ok(outs);
+        }
+        Op::DataDependent { ref op_type } => {
+            return Err(format!("{op_type}'s output shape depends on input values; onnxc compiles static shapes only"))
+        }
         Op::EyeLike { dtype, .. } => {
             let (dt, xd) = x()?;
             if xd.len() != 2 {
@@ -378,7 +404,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             (dt, vec![xd[0], xd[1] / (b * b), xd[2] * b, xd[3] * b])
         }
-        Op::SpaceToDepth { blocksize: b } => {
+        Op::SpaceToDepth { blocksize: b, .. } => {
             let (dt, xd) = x()?;
             if xd.len() != 4 || b == 0 || xd[2] % b != 0 || xd[3] % b != 0 {
                 return Err(format!("input {xd:?} must be NCHW with H and W divisible by blocksize {b}"));

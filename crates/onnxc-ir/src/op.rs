@@ -394,6 +394,15 @@ pub enum Op {
     },
     SpaceToDepth {
         blocksize: usize,
+        crd: bool,
+    },
+    /// Inference Dropout. Inputs: data, optional ratio, optional
+    /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
+    Dropout,
+    /// An op whose output shape depends on input values; compiling it is
+    /// refused with a clear message.
+    DataDependent {
+        op_type: String,
     },
     /// Inputs: indices, depth, values ([off, on]).
     OneHot {
@@ -507,6 +516,8 @@ impl Op {
             Op::Loss { softmax: true, .. } => "SoftmaxCrossEntropyLoss".into(),
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
+            Op::Dropout => "Dropout".into(),
+            Op::DataDependent { op_type } => op_type.clone(),
             Op::OneHot { .. } => "OneHot".into(),
             Op::LpNormalization { .. } => "LpNormalization".into(),
             Op::GatherElements { .. } => "GatherElements".into(),

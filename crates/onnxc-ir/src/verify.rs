@@ -49,7 +49,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Einsum { .. } => 1,
             Op::Attention(_) => 3,
             Op::Loss { .. } => 2,
-            Op::Resize(_) => 1,
+            Op::Resize(_) | Op::Dropout => 1,
             Op::Recurrent(_) => 3,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,

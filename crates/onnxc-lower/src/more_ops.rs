@@ -713,8 +713,9 @@ pub fn depth_space(cx: &mut Lowering, id: NodeId, b: usize, to_space: bool, crd:
             };
             (ic, div(h, bb), div(w, bb))
         } else {
-            // SpaceToDepth: out channel = (bh * b + bw) * C + c.
-            let (blk, cc) = (div(c.clone(), c_in), rem(c, c_in));
+            // SpaceToDepth: out channel = (bh * b + bw) * C + c (DCR) or c * b^2 + bh * b + bw (CRD).
+            let (blk, cc) =
+                if crd { (rem(c.clone(), bb * bb), div(c, bb * bb)) } else { (div(c.clone(), c_in), rem(c, c_in)) };
             let (bh, bw) = (div(blk.clone(), bb), rem(blk, bb));
             (cc, add(mul(h, int(bb)), bh), add(mul(w, int(bb)), bw))
         };
@@ -777,7 +778,12 @@ pub fn lp_norm(cx: &mut Lowering, id: NodeId, axis: i64, p: u32) -> R {
             vec![Stmt::Store {
                 buf: out,
                 index: at(j[0].clone()),
-                value: bin(BinOp::Div, load(x, at(j[0].clone())), var(acc)),
+                // A zero norm gives zeros, as the reference does.
+                value: select(
+                    cmp(CmpOp::Eq, var(acc), float_const(t, 0.0)),
+                    float_const(t, 0.0),
+                    bin(BinOp::Div, load(x, at(j[0].clone())), var(acc)),
+                ),
             }]
         }));
         s

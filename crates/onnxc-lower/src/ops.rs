@@ -213,7 +213,25 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             crate::more_ops::loss(cx, id, softmax, reduction, ignore_index)
         }
         Op::DepthToSpace { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, true, crd),
-        Op::SpaceToDepth { blocksize } => crate::more_ops::depth_space(cx, id, blocksize, false, false),
+        Op::SpaceToDepth { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, false, crd),
+        Op::Dropout => {
+            let src = cx.input(id, 0)?;
+            let dst = cx.output(id)?;
+            let len = cx.out_dims(id)?.iter().product();
+            cx.kernels.push(copy_kernel(name.clone(), src, dst, len));
+            if cx.graph.graph[id].outputs.len() > 1 {
+                let mask = cx.value_buffer((id, 1))?;
+                let mut k = KernelBuilder::new(format!("{name}_mask"));
+                let body = k.nest(&[len], |_, v| {
+                    vec![Stmt::Store { buf: mask, index: v[0].clone(), value: Expr::Int(1, ScalarType::U8) }]
+                });
+                cx.kernels.push(k.finish(body));
+            }
+            Ok(())
+        }
+        Op::DataDependent { .. } => {
+            Err("its output shape depends on input values; onnxc compiles static shapes only".into())
+        }
         Op::OneHot { axis } => crate::more_ops::one_hot(cx, id, axis),
         Op::LpNormalization { axis, p } => crate::more_ops::lp_norm(cx, id, axis, p),
         Op::GatherElements { axis } => crate::more_ops::gather_elements(cx, id, axis),

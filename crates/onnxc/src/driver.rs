@@ -1,7 +1,7 @@
 //! The compile pipeline and its options.
 
 use onnxc_frontend::FrontendError;
-use onnxc_ir::{Dim, Graph, NodeError, Op, Shape, Tensor};
+use onnxc_ir::{Dim, Graph, NodeError, NodeId, Op, Shape, Tensor};
 use onnxc_kir::Program;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -365,6 +365,7 @@ pub fn is_parameter_slot(op: &Op, slot: usize) -> bool {
         Op::ConstantOfShape(_) => slot == 0,
         Op::Range => slot < 3,
         Op::Resize(_) => slot >= 1,
+        Op::Dropout => slot >= 1,
         Op::CumSum { .. } | Op::OneHot { .. } | Op::Trilu { .. } | Op::TopK { .. } => slot == 1,
         _ => false,
     }
@@ -378,7 +379,7 @@ pub fn bake_parameter_inputs(graph: &mut Graph, inputs: &BTreeMap<String, Tensor
     let chosen: BTreeMap<String, Tensor> = graph
         .inputs
         .iter()
-        .filter(|&&n| graph.consumers(n, 0).iter().any(|&(c, slot)| is_parameter_slot(&graph.graph[c].op, slot)))
+        .filter(|&&n| feeds_parameter(graph, n))
         .filter_map(|&n| {
             let name = &graph.graph[n].outputs[0].name;
             inputs.get(name).map(|t| (name.clone(), t.clone()))
@@ -388,6 +389,27 @@ pub fn bake_parameter_inputs(graph: &mut Graph, inputs: &BTreeMap<String, Tensor
     // The values were checked against the inputs' types by the caller.
     let _ = bake_inputs(graph, &chosen);
     names
+}
+
+/// True when `input`'s value reaches a compile-time parameter slot,
+/// directly or through other ops (shape arithmetic).
+fn feeds_parameter(graph: &Graph, input: NodeId) -> bool {
+    let mut stack = vec![input];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        for slot in 0..graph.graph[n].outputs.len() {
+            for (c, s) in graph.consumers(n, slot) {
+                if is_parameter_slot(&graph.graph[c].op, s) {
+                    return true;
+                }
+                stack.push(c);
+            }
+        }
+    }
+    false
 }
 
 /// Turns the named graph inputs into constants holding `values` (checking
