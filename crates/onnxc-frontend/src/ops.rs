@@ -118,6 +118,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Constant", 1),
     ("ConstantOfShape", 1),
     ("Conv", 1),
+    ("ConvTranspose", 1),
     ("Cos", 1),
     ("Cosh", 1),
     ("CumProd", 1),
@@ -290,6 +291,19 @@ pub fn import_op(
         },
         "MatMul" => Op::MatMul,
         "Conv" => Op::Conv { window: window(&a, false)?, group: a.int("group", 1)?.max(0) as usize },
+        "ConvTranspose" => Op::ConvTranspose {
+            window: window(&a, false)?,
+            group: a.int("group", 1)?.max(0) as usize,
+            output_padding: a.usizes("output_padding")?,
+            output_shape: match a.ints("output_shape") {
+                Some(v) => Some(
+                    v.iter()
+                        .map(|&d| usize::try_from(d).map_err(|_| format!("output_shape has a negative dim {d}")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                None => None,
+            },
+        },
         "MaxPool" => {
             if n.output.len() > 1 && !n.output[1].is_empty() {
                 return Err("the Indices output of MaxPool is not supported".to_string().into());

@@ -685,6 +685,78 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             graph.graph[id].op = Op::Conv { window, group };
             (dt, d)
         }
+        Op::ConvTranspose { mut window, group, output_padding, output_shape } => {
+            let (dt, xd) = x()?;
+            let (_, wd) = input(graph, id, 1)?;
+            let sp = xd.len().saturating_sub(2);
+            if xd.len() < 3 || wd.len() != xd.len() || group == 0 || wd[0] != xd[1] || xd[1] % group != 0 {
+                return Err(format!("input {xd:?} and weights {wd:?} (group {group}) do not match"));
+            }
+            if window.kernel.is_empty() {
+                window.kernel = wd[2..].to_vec();
+            }
+            let fill = |v: &mut Vec<usize>, n: usize, d: usize| {
+                if v.is_empty() {
+                    *v = vec![d; n];
+                }
+            };
+            fill(&mut window.strides, sp, 1);
+            fill(&mut window.dilations, sp, 1);
+            fill(&mut window.pads, 2 * sp, 0);
+            let mut op_pad = output_padding.clone();
+            fill(&mut op_pad, sp, 0);
+            if window.kernel.len() != sp
+                || window.strides.len() != sp
+                || window.dilations.len() != sp
+                || window.pads.len() != 2 * sp
+                || op_pad.len() != sp
+            {
+                return Err("kernel/strides/dilations/pads/output_padding do not match the spatial rank".into());
+            }
+            let limit = 1usize << 32;
+            if window
+                .kernel
+                .iter()
+                .chain(&window.strides)
+                .chain(&window.dilations)
+                .chain(&window.pads)
+                .chain(&op_pad)
+                .any(|&v| v > limit)
+            {
+                return Err("window attributes may not exceed 2^32".into());
+            }
+            let mut out = vec![xd[0], wd[1] * group];
+            for i in 0..sp {
+                let full =
+                    window.strides[i] * (xd[2 + i] - 1) + op_pad[i] + (window.kernel[i] - 1) * window.dilations[i] + 1;
+                let target = match (&output_shape, window.auto_pad) {
+                    (Some(os), _) => Some(*os.get(i).ok_or("output_shape has too few dims")?),
+                    (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(xd[2 + i] * window.strides[i]),
+                    _ => None,
+                };
+                match target {
+                    Some(t) => {
+                        let total = full as i64 - t as i64;
+                        let total = total.max(0) as usize;
+                        let (b, e) = if window.auto_pad == AutoPad::SameUpper {
+                            (total / 2, total - total / 2)
+                        } else {
+                            (total - total / 2, total / 2)
+                        };
+                        window.pads[i] = b;
+                        window.pads[sp + i] = e;
+                        out.push(t);
+                    }
+                    None => {
+                        let pads = window.pads[i] + window.pads[sp + i];
+                        out.push(full.checked_sub(pads).ok_or("pads exceed the output extent")?);
+                    }
+                }
+            }
+            window.auto_pad = AutoPad::NotSet;
+            graph.graph[id].op = Op::ConvTranspose { window, group, output_padding: op_pad, output_shape: None };
+            (dt, out)
+        }
         Op::MaxPool { mut window } => {
             let (dt, xd) = x()?;
             if xd.len() < 3 {

@@ -396,6 +396,14 @@ pub enum Op {
         blocksize: usize,
         crd: bool,
     },
+    /// Transposed convolution. Inputs: x, w [C, M/group, k...], optional
+    /// bias. Inference resolves `output_shape` and auto_pad into pads.
+    ConvTranspose {
+        window: Window,
+        group: usize,
+        output_padding: Vec<usize>,
+        output_shape: Option<Vec<usize>>,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -475,6 +483,7 @@ impl Op {
             Op::Gemm { .. } => "Gemm".into(),
             Op::MatMul => "MatMul".into(),
             Op::Conv { .. } => "Conv".into(),
+            Op::ConvTranspose { .. } => "ConvTranspose".into(),
             Op::MaxPool { .. } => "MaxPool".into(),
             Op::AveragePool { .. } => "AveragePool".into(),
             Op::GlobalAveragePool => "GlobalAveragePool".into(),
@@ -564,6 +573,9 @@ impl Op {
                 format!("alpha={alpha},beta={beta},trans_a={},trans_b={}", *trans_a as u8, *trans_b as u8)
             }
             Op::Conv { window: w, group } => format!("{},group={group}", window(w)),
+            Op::ConvTranspose { window: w, group, output_padding, .. } => {
+                format!("{},group={group},output_padding={}", window(w), list(output_padding))
+            }
             Op::MaxPool { window: w } => window(w),
             Op::AveragePool { window: w, count_include_pad } => {
                 format!("{},count_include_pad={}", window(w), *count_include_pad as u8)

@@ -441,6 +441,9 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             Ok(())
         }
         Op::Conv { window, group } => conv(cx, id, &window, group),
+        Op::ConvTranspose { window, group, output_padding, .. } => {
+            conv_transpose(cx, id, &window, group, &output_padding)
+        }
         Op::MaxPool { window } => pool(cx, id, &window, PoolKind::Max),
         Op::AveragePool { window, count_include_pad } => pool(cx, id, &window, PoolKind::Average { count_include_pad }),
         Op::GlobalAveragePool => {
@@ -798,6 +801,68 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
             }]
         }));
     }
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Transposed convolution: scatter-accumulate every input element's
+/// contribution into an uncropped buffer, then crop by the pads and add the bias.
+fn conv_transpose(cx: &mut Lowering, id: NodeId, w: &Window, group: usize, _output_padding: &[usize]) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let wd = cx.in_dims(id, 1)?;
+    let od = cx.out_dims(id)?;
+    let sp = xd.len() - 2;
+    let x = cx.input(id, 0)?;
+    let wb = cx.input(id, 1)?;
+    let bias = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let out = cx.output(id)?;
+    let (cg, mg) = (xd[1] / group, wd[1]);
+    let m = mg * group;
+    // Uncropped extent: every contribution lands inside.
+    let mut fd = vec![xd[0], m];
+    for i in 0..sp {
+        let reach = w.strides[i] * (xd[2 + i] - 1) + (w.kernel[i] - 1) * w.dilations[i] + 1;
+        fd.push(reach.max(od[2 + i] + w.pads[i]));
+    }
+    let name = cx.graph.graph[id].name.clone();
+    let full = cx.temp(format!("{name}_uncropped"), ScalarType::F32, fd.iter().product());
+    let (fs, xs, ws, os) = (strides_i64(&fd), strides_i64(&xd), strides_i64(&wd), strides_i64(&od));
+    let mut k = KernelBuilder::new(name);
+    let mut body =
+        k.nest(&[fd.iter().product()], |_, v| vec![Stmt::Store { buf: full, index: v[0].clone(), value: f32c(0.0) }]);
+    let mut extents = vec![xd[0], group, cg, mg];
+    extents.extend(&w.kernel);
+    extents.extend(&xd[2..]);
+    body.extend(k.nest(&extents, |_, v| {
+        let (n, g, c, oc) = (&v[0], &v[1], &v[2], &v[3]);
+        let kv = &v[4..4 + sp];
+        let iv = &v[4 + sp..];
+        let ich = add(mul(g.clone(), int(cg as i64)), c.clone());
+        let och = add(mul(g.clone(), int(mg as i64)), oc.clone());
+        let mut xi = add(mul(n.clone(), int(xs[0])), mul(ich.clone(), int(xs[1])));
+        let mut wi = add(mul(ich, int(ws[0])), mul(oc.clone(), int(ws[1])));
+        let mut fi = add(mul(n.clone(), int(fs[0])), mul(och, int(fs[1])));
+        for i in 0..sp {
+            xi = add(xi, mul(iv[i].clone(), int(xs[2 + i])));
+            wi = add(wi, mul(kv[i].clone(), int(ws[2 + i])));
+            let pos = add(mul(iv[i].clone(), int(w.strides[i] as i64)), mul(kv[i].clone(), int(w.dilations[i] as i64)));
+            fi = add(fi, mul(pos, int(fs[2 + i])));
+        }
+        let prod = bin(BinOp::Mul, load(x, xi), load(wb, wi));
+        vec![Stmt::Store { buf: full, index: fi.clone(), value: bin(BinOp::Add, load(full, fi), prod) }]
+    }));
+    body.extend(k.nest(&od, |_, v| {
+        let mut src = add(mul(v[0].clone(), int(fs[0])), mul(v[1].clone(), int(fs[1])));
+        for i in 0..sp {
+            src = add(src, mul(add(v[2 + i].clone(), int(w.pads[i] as i64)), int(fs[2 + i])));
+        }
+        let value = match bias {
+            Some(b) => bin(BinOp::Add, load(full, src), load(b, v[1].clone())),
+            None => load(full, src),
+        };
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value }]
+    }));
     cx.kernels.push(k.finish(body));
     Ok(())
 }
