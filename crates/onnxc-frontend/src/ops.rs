@@ -109,6 +109,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("BitwiseNot", 1),
     ("BitwiseOr", 1),
     ("BitwiseXor", 1),
+    ("BlackmanWindow", 1),
     ("Cast", 1),
     ("CastLike", 1),
     ("Ceil", 1),
@@ -144,10 +145,14 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("GlobalAveragePool", 1),
     ("Greater", 1),
     ("GreaterOrEqual", 1),
+    ("GroupNormalization", 1),
+    ("HammingWindow", 1),
+    ("HannWindow", 1),
     ("HardSigmoid", 1),
     ("HardSwish", 1),
     ("Hardmax", 1),
     ("Identity", 1),
+    ("InstanceNormalization", 1),
     ("IsInf", 1),
     ("IsNaN", 1),
     ("LSTM", 1),
@@ -163,6 +168,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Max", 1),
     ("MaxPool", 1),
     ("Mean", 1),
+    ("MeanVarianceNormalization", 1),
     ("Min", 1),
     ("Mish", 1),
     ("Mod", 1),
@@ -198,6 +204,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("ScatterND", 1),
     ("Selu", 1),
     ("Shape", 1),
+    ("Shrink", 1),
     ("Sigmoid", 1),
     ("Sign", 1),
     ("Sin", 1),
@@ -445,6 +452,34 @@ pub fn import_op(
             exclusive: a.int("exclusive", 0)? != 0,
             reverse: a.int("reverse", 0)? != 0,
             product: op_type == "CumProd",
+        },
+        "Shrink" => {
+            Op::Activation { kind: ActKind::Shrink, alpha: a.float("lambd", 0.5)?, beta: a.float("bias", 0.0)? }
+        }
+        "InstanceNormalization" => {
+            Op::GroupNorm { groups: 0, epsilon: a.float("epsilon", 1e-5)?, per_group_params: false }
+        }
+        "GroupNormalization" => {
+            let groups = a
+                .get("num_groups")
+                .and_then(|x| x.i)
+                .ok_or_else(|| "attribute 'num_groups' is required".to_string())?;
+            Op::GroupNorm {
+                groups: groups.max(0) as usize,
+                epsilon: a.float("epsilon", 1e-5)?,
+                per_group_params: opset < 21,
+            }
+        }
+        "MeanVarianceNormalization" => Op::MeanVarianceNorm { axes: a.ints("axes").unwrap_or_else(|| vec![0, 2, 3]) },
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => Op::WindowFn {
+            kind: match op_type {
+                "HannWindow" => onnxc_ir::WindowKind::Hann,
+                "HammingWindow" => onnxc_ir::WindowKind::Hamming,
+                _ => onnxc_ir::WindowKind::Blackman,
+            },
+            periodic: a.int("periodic", 1)? != 0,
+            dtype: dtype_from_onnx(a.int("output_datatype", 1)? as i32)
+                .ok_or_else(|| "attribute 'output_datatype' is not a known dtype".to_string())?,
         },
         "Swish" => Op::Activation { kind: ActKind::Swish, alpha: a.float("alpha", 1.0)?, beta: 0.0 },
         "EyeLike" => Op::EyeLike {

@@ -105,6 +105,21 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
             }
             Tensor { dtype: x.dtype, dims: odims, bytes }
         }
+        Op::WindowFn { kind, periodic, .. } => {
+            let n = odims.first().copied().unwrap_or(0);
+            let denom = if *periodic { n as f64 } else { n as f64 - 1.0 };
+            let v: Vec<f64> = (0..n)
+                .map(|i| {
+                    let a = 2.0 * std::f64::consts::PI * i as f64 / denom;
+                    match kind {
+                        crate::WindowKind::Hann => 0.5 - 0.5 * a.cos(),
+                        crate::WindowKind::Hamming => 25.0 / 46.0 - (1.0 - 25.0 / 46.0) * a.cos(),
+                        crate::WindowKind::Blackman => 0.42 - 0.5 * a.cos() + 0.08 * (2.0 * a).cos(),
+                    }
+                })
+                .collect();
+            Tensor::from_f64_as(odt, &odims, &v)?
+        }
         Op::ConstantOfShape(value) => {
             let n: usize = odims.iter().product();
             Tensor { dtype: value.dtype, dims: odims, bytes: value.bytes.repeat(n) }
@@ -393,6 +408,15 @@ pub fn activation(kind: crate::ActKind, alpha: f64, beta: f64, x: f64) -> f64 {
         Celu => x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0),
         Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
         Swish => x / (1.0 + (-alpha * x).exp()),
+        Shrink => {
+            if x < -alpha {
+                x + beta
+            } else if x > alpha {
+                x - beta
+            } else {
+                0.0
+            }
+        }
         GeluTanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
     }
 }

@@ -252,6 +252,30 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
         Op::CastLike => (input(graph, id, 1)?.0, x()?.1),
         Op::IsInf { .. } => (DType::Bool, x()?.1),
+        Op::GroupNorm { groups, .. } => {
+            let (dt, xd) = x()?;
+            // groups == 0: one group per channel (InstanceNormalization).
+            if xd.len() < 2 || (groups != 0 && xd[1] % groups != 0) {
+                return Err(format!("input {xd:?} cannot be split into {groups} channel groups"));
+            }
+            same_dtypes(graph, id, 1..3)?;
+            (dt, xd)
+        }
+        Op::MeanVarianceNorm { ref axes } => {
+            let (dt, xd) = x()?;
+            for &a in axes {
+                normalize_axis(a, xd.len()).ok_or_else(|| format!("axis {a} is out of range for rank {}", xd.len()))?;
+            }
+            (dt, xd)
+        }
+        Op::WindowFn { dtype, .. } => {
+            let size = graph
+                .const_input(id, 0)
+                .and_then(|t| t.to_i64_vec())
+                .and_then(|v| v.first().copied())
+                .ok_or("size (input 0) must be a constant")?;
+            (dtype, vec![size.max(0) as usize])
+        }
         Op::Dropout => {
             let (dt, xd) = x()?;
             if graph.input_of(id, 2).is_some() {

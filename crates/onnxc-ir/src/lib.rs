@@ -25,7 +25,7 @@ pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
 pub use op::{
     ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, Op, PadMode, RecurrentAttrs, ReduceKind, ResizeAttrs,
-    ScatterReduction, UnaryOp, Window,
+    ScatterReduction, UnaryOp, Window, WindowKind,
 };
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

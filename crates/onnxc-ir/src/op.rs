@@ -60,6 +60,8 @@ pub enum ActKind {
     GeluTanh,
     /// `x * sigmoid(alpha * x)`.
     Swish,
+    /// `x < -alpha ? x + beta : x > alpha ? x - beta : 0` (lambd, bias).
+    Shrink,
 }
 
 /// Reductions over axes.
@@ -136,6 +138,14 @@ pub struct RecurrentAttrs {
     pub input_forget: bool,
     /// 1: batch-major inputs and outputs.
     pub layout: u8,
+}
+
+/// The window functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WindowKind {
+    Hann,
+    Hamming,
+    Blackman,
 }
 
 /// How Scatter ops combine an update with the existing value.
@@ -404,6 +414,24 @@ pub enum Op {
         output_padding: Vec<usize>,
         output_shape: Option<Vec<usize>>,
     },
+    /// Group normalization over [N, C, ...] in `groups` groups of channels
+    /// (InstanceNormalization: one group per channel). Inputs: x, scale, bias
+    /// (per channel, or per group when `per_group_params`).
+    GroupNorm {
+        groups: usize,
+        epsilon: f32,
+        per_group_params: bool,
+    },
+    /// MeanVarianceNormalization over `axes`.
+    MeanVarianceNorm {
+        axes: Vec<i64>,
+    },
+    /// Hann, Hamming or Blackman window of a constant size (folded).
+    WindowFn {
+        kind: WindowKind,
+        periodic: bool,
+        dtype: crate::DType,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -526,6 +554,10 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::GroupNorm { groups: 0, .. } => "InstanceNormalization".into(),
+            Op::GroupNorm { .. } => "GroupNormalization".into(),
+            Op::MeanVarianceNorm { .. } => "MeanVarianceNormalization".into(),
+            Op::WindowFn { kind, .. } => format!("{kind:?}Window"),
             Op::DataDependent { op_type } => op_type.clone(),
             Op::OneHot { .. } => "OneHot".into(),
             Op::LpNormalization { .. } => "LpNormalization".into(),

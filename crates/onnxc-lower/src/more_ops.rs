@@ -151,6 +151,11 @@ pub fn activation(kind: ActKind, t: ScalarType, alpha: f32, beta: f32, x: Expr) 
             mul(mul(c(0.5), x.clone()), add(c(1.0), un(UnOp::Erf, mul(x, c(std::f64::consts::FRAC_1_SQRT_2)))))
         }
         ActKind::Swish => bin(BinOp::Div, x.clone(), add(c(1.0), un(UnOp::Exp, mul(c(-a), x)))),
+        ActKind::Shrink => select(
+            cmp(CmpOp::Lt, x.clone(), c(-a)),
+            add(x.clone(), c(b)),
+            select(cmp(CmpOp::Gt, x.clone(), c(a)), bin(BinOp::Sub, x, c(b)), c(0.0)),
+        ),
         ActKind::GeluTanh => {
             let inner = mul(
                 c((2.0 / std::f64::consts::PI).sqrt()),
@@ -1170,6 +1175,110 @@ pub fn resize(cx: &mut Lowering, id: NodeId, r: &onnxc_ir::ResizeAttrs) -> R {
         }));
         cur = dst;
     }
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Group normalization; `groups == 0` means one group per channel
+/// (InstanceNormalization).
+pub fn group_norm(cx: &mut Lowering, id: NodeId, groups: usize, epsilon: f32, per_group_params: bool) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let (n, c) = (xd[0], xd[1]);
+    let groups = if groups == 0 { c } else { groups };
+    let cg = c / groups;
+    let spatial: usize = xd[2..].iter().product();
+    let per = cg * spatial;
+    let (x, scale, bias) = (cx.input(id, 0)?, cx.input(id, 1)?, cx.input(id, 2)?);
+    let per_group = per_group_params && cx.in_dims(id, 1)?.iter().product::<usize>() == groups && groups != c;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (mean, acc) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
+    let body = k.nest(&[n, groups], |k, v| {
+        let base = add(mul(v[0].clone(), int((c * spatial) as i64)), mul(v[1].clone(), int(per as i64)));
+        let at = |e: &Expr| load(x, add(base.clone(), e.clone()));
+        let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
+        s.extend(k.nest(&[per], |_, e| vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), at(&e[0])) }]));
+        s.push(Stmt::Assign { var: mean, value: bin(BinOp::Mul, var(acc), f32c(1.0 / per.max(1) as f32)) });
+        s.push(Stmt::Assign { var: acc, value: f32c(0.0) });
+        s.extend(k.nest(&[per], |_, e| {
+            let d = bin(BinOp::Sub, at(&e[0]), var(mean));
+            vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, d.clone(), d)) }]
+        }));
+        s.push(Stmt::Assign {
+            var: acc,
+            value: bin(
+                BinOp::Div,
+                f32c(1.0),
+                un(
+                    UnOp::Sqrt,
+                    bin(BinOp::Add, bin(BinOp::Mul, var(acc), f32c(1.0 / per.max(1) as f32)), f32c(epsilon)),
+                ),
+            ),
+        });
+        s.extend(k.nest(&[cg, spatial], |_, e| {
+            let ch = add(mul(v[1].clone(), int(cg as i64)), e[0].clone());
+            let p = if per_group { v[1].clone() } else { ch };
+            let off = add(mul(e[0].clone(), int(spatial as i64)), e[1].clone());
+            let y = bin(
+                BinOp::Add,
+                bin(
+                    BinOp::Mul,
+                    bin(BinOp::Mul, bin(BinOp::Sub, at(&off), var(mean)), var(acc)),
+                    load(scale, p.clone()),
+                ),
+                load(bias, p),
+            );
+            vec![Stmt::Store { buf: out, index: add(base.clone(), off), value: y }]
+        }));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// MeanVarianceNormalization: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9)
+/// over `axes`, as the ONNX function body computes it.
+pub fn mean_variance_norm(cx: &mut Lowering, id: NodeId, axes: &[i64]) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let mut red: Vec<usize> =
+        axes.iter().map(|&a| normalize_axis(a, xd.len()).ok_or("axis out of range")).collect::<Result<_, _>>()?;
+    red.sort();
+    red.dedup();
+    let kept: Vec<usize> = (0..xd.len()).filter(|i| !red.contains(i)).collect();
+    let xs = strides_i64(&xd);
+    let (kd, rd): (Vec<usize>, Vec<usize>) =
+        (kept.iter().map(|&i| xd[i]).collect(), red.iter().map(|&i| xd[i]).collect());
+    let (ks, rs): (Vec<i64>, Vec<i64>) = (kept.iter().map(|&i| xs[i]).collect(), red.iter().map(|&i| xs[i]).collect());
+    let count = rd.iter().product::<usize>().max(1) as f32;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (mean, sq) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
+    let body = k.nest(&kd, |k, kv| {
+        let base = linear(kv, &ks);
+        let at = |rv: &[Expr]| add(base.clone(), linear(rv, &rs));
+        let mut s = vec![Stmt::Assign { var: mean, value: f32c(0.0) }, Stmt::Assign { var: sq, value: f32c(0.0) }];
+        s.extend(k.nest(&rd, |_, rv| {
+            let v = load(x, at(rv));
+            vec![
+                Stmt::Assign { var: mean, value: bin(BinOp::Add, var(mean), v.clone()) },
+                Stmt::Assign { var: sq, value: bin(BinOp::Add, var(sq), bin(BinOp::Mul, v.clone(), v)) },
+            ]
+        }));
+        s.push(Stmt::Assign { var: mean, value: bin(BinOp::Mul, var(mean), f32c(1.0 / count)) });
+        let var_e = bin(BinOp::Sub, bin(BinOp::Mul, var(sq), f32c(1.0 / count)), bin(BinOp::Mul, var(mean), var(mean)));
+        s.push(Stmt::Assign { var: sq, value: bin(BinOp::Add, un(UnOp::Sqrt, var_e), f32c(1e-9)) });
+        s.extend(k.nest(&rd, |_, rv| {
+            vec![Stmt::Store {
+                buf: out,
+                index: at(rv),
+                value: bin(BinOp::Div, bin(BinOp::Sub, load(x, at(rv)), var(mean)), var(sq)),
+            }]
+        }));
+        s
+    });
     cx.kernels.push(k.finish(body));
     Ok(())
 }

@@ -214,6 +214,11 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::DepthToSpace { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, true, crd),
         Op::SpaceToDepth { blocksize, crd } => crate::more_ops::depth_space(cx, id, blocksize, false, crd),
+        Op::GroupNorm { groups, epsilon, per_group_params } => {
+            crate::more_ops::group_norm(cx, id, groups, epsilon, per_group_params)
+        }
+        Op::MeanVarianceNorm { axes } => crate::more_ops::mean_variance_norm(cx, id, &axes),
+        Op::WindowFn { .. } => Err("must be folded at compile time; its size is not constant".into()),
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;
