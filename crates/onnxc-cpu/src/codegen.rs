@@ -584,6 +584,21 @@ impl<M: Module> Gen<'_, '_, M> {
             (true, true) => ins.fdemote(tt, x),
             (false, true) if from.is_signed_int() => ins.fcvt_from_sint(tt, x),
             (false, true) => ins.fcvt_from_uint(tt, x),
+            (true, false) if tt.bits() < 32 => {
+                // Cranelift converts to 32 or 64 bits; saturate at the narrow type by hand.
+                let (lo, hi) = match to {
+                    ScalarType::I8 => (i8::MIN as i64, i8::MAX as i64),
+                    ScalarType::I16 => (i16::MIN as i64, i16::MAX as i64),
+                    ScalarType::U16 => (0, u16::MAX as i64),
+                    _ => (0, u8::MAX as i64),
+                };
+                let wide = ins.fcvt_to_sint_sat(types::I32, x);
+                let lo = self.b.ins().iconst(types::I32, lo);
+                let hi = self.b.ins().iconst(types::I32, hi);
+                let v = self.b.ins().smax(wide, lo);
+                let v = self.b.ins().smin(v, hi);
+                self.b.ins().ireduce(tt, v)
+            }
             (true, false) if to.is_signed_int() => ins.fcvt_to_sint_sat(tt, x),
             (true, false) => ins.fcvt_to_uint_sat(tt, x),
             (false, false) if ft == tt => x,

@@ -125,8 +125,10 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("CumProd", 1),
     ("CumSum", 1),
     ("DepthToSpace", 1),
+    ("DequantizeLinear", 1),
     ("Div", 1),
     ("Dropout", 1),
+    ("DynamicQuantizeLinear", 1),
     ("Einsum", 1),
     ("Elu", 1),
     ("Equal", 1),
@@ -165,6 +167,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("LpNormalization", 1),
     ("LpPool", 1),
     ("MatMul", 1),
+    ("MatMulInteger", 1),
     ("Max", 1),
     ("MaxPool", 1),
     ("Mean", 1),
@@ -181,6 +184,8 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("PRelu", 1),
     ("Pad", 1),
     ("Pow", 1),
+    ("QLinearMatMul", 1),
+    ("QuantizeLinear", 1),
     ("RMSNormalization", 1),
     ("RNN", 1),
     ("Range", 1),
@@ -481,6 +486,26 @@ pub fn import_op(
             dtype: dtype_from_onnx(a.int("output_datatype", 1)? as i32)
                 .ok_or_else(|| "attribute 'output_datatype' is not a known dtype".to_string())?,
         },
+        "QuantizeLinear" => {
+            if a.int("block_size", 0)? != 0 {
+                return Err("blocked quantization (block_size) is not supported yet".to_string().into());
+            }
+            let to = match a.int("output_dtype", 0)? {
+                0 => onnxc_ir::DType::U8,
+                code => dtype_from_onnx(code as i32)
+                    .ok_or_else(|| format!("attribute 'output_dtype' has unknown value {code}"))?,
+            };
+            Op::Quantize { axis: a.int("axis", 1)?, to }
+        }
+        "DequantizeLinear" => {
+            if a.int("block_size", 0)? != 0 {
+                return Err("blocked quantization (block_size) is not supported yet".to_string().into());
+            }
+            Op::Dequantize { axis: a.int("axis", 1)? }
+        }
+        "DynamicQuantizeLinear" => Op::DynamicQuantize,
+        "MatMulInteger" => Op::MatMulInteger { qlinear: false },
+        "QLinearMatMul" => Op::MatMulInteger { qlinear: true },
         "Swish" => Op::Activation { kind: ActKind::Swish, alpha: a.float("alpha", 1.0)?, beta: 0.0 },
         "EyeLike" => Op::EyeLike {
             dtype: match a.get("dtype").and_then(|x| x.i) {

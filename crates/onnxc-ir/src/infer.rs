@@ -276,6 +276,35 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                 .ok_or("size (input 0) must be a constant")?;
             (dtype, vec![size.max(0) as usize])
         }
+        Op::Quantize { axis, to } => {
+            let (_, xd) = x()?;
+            check_quant_scale(graph, id, &xd, axis)?;
+            let to = match graph.input_info(id, 2) {
+                Some(zp) => zp.dtype,
+                None => to,
+            };
+            (to, xd)
+        }
+        Op::Dequantize { axis } => {
+            let (_, xd) = x()?;
+            check_quant_scale(graph, id, &xd, axis)?;
+            (input(graph, id, 1)?.0, xd)
+        }
+        Op::DynamicQuantize => {
+            let (dt, xd) = x()?;
+            if dt != DType::F32 {
+                return Err(format!("input must be f32, got {dt}"));
+            }
+            return Ok(vec![(DType::U8, xd), (DType::F32, vec![]), (DType::U8, vec![])]);
+        }
+        Op::MatMulInteger { qlinear } => {
+            let (a_slot, b_slot) = if qlinear { (0, 3) } else { (0, 1) };
+            let (_, a) = input(graph, id, a_slot)?;
+            let (_, b) = input(graph, id, b_slot)?;
+            let d = matmul_dims(&a, &b)?;
+            let dt = if qlinear { input(graph, id, 7)?.0 } else { DType::I32 };
+            (dt, d)
+        }
         Op::Dropout => {
             let (dt, xd) = x()?;
             if graph.input_of(id, 2).is_some() {
@@ -1235,4 +1264,43 @@ pub fn attention_geometry(graph: &Graph, id: NodeId, at: &crate::AttentionAttrs)
         three_d,
         y_dims,
     })
+}
+
+/// Numpy matmul output dims.
+pub fn matmul_dims(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("MatMul operands must have rank >= 1".into());
+    }
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(format!("inner dims differ: {a:?} x {b:?}"));
+    }
+    let mut d = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
+        .ok_or_else(|| format!("batch dims of {a:?} and {b:?} do not broadcast"))?;
+    if a.len() > 1 {
+        d.push(m);
+    }
+    if b.len() > 1 {
+        d.push(n);
+    }
+    Ok(d)
+}
+
+/// Scales (and zero points) are per tensor (one element) or per `axis` (1-D
+/// of the axis' extent); blocked scales are not supported yet.
+fn check_quant_scale(graph: &Graph, id: NodeId, xd: &[usize], axis: i64) -> Result<(), String> {
+    let (_, sd) = input(graph, id, 1)?;
+    let n: usize = sd.iter().product();
+    if n == 1 {
+        return Ok(());
+    }
+    let a =
+        normalize_axis(axis, xd.len()).ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
+    if sd.len() != 1 || sd[0] != xd[a] {
+        return Err(format!("scale {sd:?} is neither per-tensor nor per-axis for axis {a} of {xd:?} (blocked quantization is not supported yet)"));
+    }
+    Ok(())
 }

@@ -432,6 +432,23 @@ pub enum Op {
         periodic: bool,
         dtype: crate::DType,
     },
+    /// QuantizeLinear (inputs x, scale, optional zero point) producing
+    /// `to`; per-tensor or per-`axis` scales.
+    Quantize {
+        axis: i64,
+        to: crate::DType,
+    },
+    /// DequantizeLinear (inputs x, scale, optional zero point).
+    Dequantize {
+        axis: i64,
+    },
+    /// DynamicQuantizeLinear: outputs y (u8), scale, zero point.
+    DynamicQuantize,
+    /// MatMulInteger (a, b, optional zero points) to i32, or QLinearMatMul
+    /// (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) when `qlinear`.
+    MatMulInteger {
+        qlinear: bool,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -554,6 +571,11 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::Quantize { .. } => "QuantizeLinear".into(),
+            Op::Dequantize { .. } => "DequantizeLinear".into(),
+            Op::DynamicQuantize => "DynamicQuantizeLinear".into(),
+            Op::MatMulInteger { qlinear: false } => "MatMulInteger".into(),
+            Op::MatMulInteger { qlinear: true } => "QLinearMatMul".into(),
             Op::GroupNorm { groups: 0, .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::MeanVarianceNorm { .. } => "MeanVarianceNormalization".into(),

@@ -50,6 +50,8 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Attention(_) => 3,
             Op::Loss { .. } => 2,
             Op::Resize(_) | Op::Dropout => 1,
+            Op::Quantize { .. } | Op::Dequantize { .. } => 2,
+            Op::MatMulInteger { qlinear: false } => 2,
             Op::Recurrent(_) => 3,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,

@@ -12,6 +12,7 @@ mod attention;
 mod more_ops;
 mod ops;
 pub mod plan;
+mod quant;
 mod recurrent;
 
 use onnxc_ir::{DType, Graph, NodeError, NodeId, Op};

@@ -219,6 +219,10 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::MeanVarianceNorm { axes } => crate::more_ops::mean_variance_norm(cx, id, &axes),
         Op::WindowFn { .. } => Err("must be folded at compile time; its size is not constant".into()),
+        Op::Quantize { axis, .. } => crate::quant::quantize(cx, id, axis),
+        Op::Dequantize { axis } => crate::quant::dequantize(cx, id, axis),
+        Op::DynamicQuantize => crate::quant::dynamic_quantize(cx, id),
+        Op::MatMulInteger { qlinear } => crate::quant::matmul_integer(cx, id, qlinear),
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;

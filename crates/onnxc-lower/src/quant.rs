@@ -1,0 +1,219 @@
+//! Quantization ops: QuantizeLinear/DequantizeLinear (per tensor or per
+//! axis), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul. Integer
+//! products accumulate exactly in i32; scales apply in f32 with
+//! round-half-to-even and saturation, as the ONNX reference does.
+
+use crate::ops::{broadcast_strides, strides_i64};
+use crate::{KernelBuilder, Lowering};
+use onnxc_ir::shape::{broadcast_shapes, normalize_axis};
+use onnxc_ir::NodeId;
+use onnxc_kir::build::*;
+use onnxc_kir::{BinOp, BufferId, Expr, ScalarType, Stmt, UnOp};
+
+type R = Result<(), String>;
+
+fn range(t: ScalarType) -> Result<(f64, f64), String> {
+    Ok(match t {
+        ScalarType::U8 => (0.0, 255.0),
+        ScalarType::I8 => (-128.0, 127.0),
+        ScalarType::U16 => (0.0, 65535.0),
+        ScalarType::I16 => (-32768.0, 32767.0),
+        ScalarType::I32 => (i32::MIN as f64, i32::MAX as f64),
+        other => return Err(format!("quantizing to {other} is not supported yet")),
+    })
+}
+
+fn f32_of(e: Expr) -> Expr {
+    Expr::Cast(ScalarType::F32, Box::new(e))
+}
+
+/// `clamp(round(v) + zp, qmin, qmax)` as type `t`, with `v` already divided by the scale.
+fn requantize(v: Expr, zp: Expr, t: ScalarType) -> Result<Expr, String> {
+    let (lo, hi) = range(t)?;
+    let q = bin(BinOp::Add, un(UnOp::Round, v), zp);
+    let q = bin(BinOp::Min, bin(BinOp::Max, q, f32c(lo as f32)), f32c(hi as f32));
+    Ok(Expr::Cast(t, Box::new(q)))
+}
+
+/// Index of the scale/zero point for output coordinates `v`.
+fn param_index(per_axis: Option<usize>, v: &[Expr]) -> Expr {
+    match per_axis {
+        Some(a) => v[a].clone(),
+        None => int(0),
+    }
+}
+
+fn per_axis(cx: &Lowering, id: NodeId, axis: i64, rank: usize) -> Result<Option<usize>, String> {
+    let n: usize = cx.in_dims(id, 1)?.iter().product();
+    if n == 1 {
+        return Ok(None);
+    }
+    normalize_axis(axis, rank).map(Some).ok_or_else(|| "axis out of range".into())
+}
+
+pub fn quantize(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let pa = per_axis(cx, id, axis, xd.len())?;
+    let (x, scale) = (cx.input(id, 0)?, cx.input(id, 1)?);
+    let zp = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let out = cx.output(id)?;
+    let t = cx.buffers[out.0 as usize].elem;
+    range(t)?;
+    let os = strides_i64(&xd);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&xd, |_, v| {
+        let p = param_index(pa, v);
+        let z = zp.map(|z| f32_of(load(z, p.clone()))).unwrap_or(f32c(0.0));
+        let q = requantize(bin(BinOp::Div, f32_of(load(x, linear(v, &os))), f32_of(load(scale, p))), z, t)
+            .expect("range checked");
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value: q }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn dequantize(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let pa = per_axis(cx, id, axis, xd.len())?;
+    let (x, scale) = (cx.input(id, 0)?, cx.input(id, 1)?);
+    let zp = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let out = cx.output(id)?;
+    let os = strides_i64(&xd);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&xd, |_, v| {
+        let p = param_index(pa, v);
+        let mut q = f32_of(load(x, linear(v, &os)));
+        if let Some(z) = zp {
+            q = bin(BinOp::Sub, q, f32_of(load(z, p.clone())));
+        }
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value: bin(BinOp::Mul, q, f32_of(load(scale, p))) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+pub fn dynamic_quantize(cx: &mut Lowering, id: NodeId) -> R {
+    let n: usize = cx.in_dims(id, 0)?.iter().product();
+    let x = cx.input(id, 0)?;
+    let y = cx.output(id)?;
+    let (ys, yz) = (cx.value_buffer((id, 1))?, cx.value_buffer((id, 2))?);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (lo, hi, scale, zp) =
+        (k.var(ScalarType::F32), k.var(ScalarType::F32), k.var(ScalarType::F32), k.var(ScalarType::F32));
+    let mut body = vec![Stmt::Assign { var: lo, value: f32c(0.0) }, Stmt::Assign { var: hi, value: f32c(0.0) }];
+    body.extend(k.nest(&[n], |_, v| {
+        vec![
+            Stmt::Assign { var: lo, value: bin(BinOp::Min, var(lo), load(x, v[0].clone())) },
+            Stmt::Assign { var: hi, value: bin(BinOp::Max, var(hi), load(x, v[0].clone())) },
+        ]
+    }));
+    body.push(Stmt::Assign { var: scale, value: bin(BinOp::Div, bin(BinOp::Sub, var(hi), var(lo)), f32c(255.0)) });
+    let z = bin(
+        BinOp::Min,
+        bin(BinOp::Max, un(UnOp::Round, bin(BinOp::Sub, f32c(0.0), bin(BinOp::Div, var(lo), var(scale)))), f32c(0.0)),
+        f32c(255.0),
+    );
+    body.push(Stmt::Assign { var: zp, value: z });
+    body.push(Stmt::Store { buf: ys, index: int(0), value: var(scale) });
+    body.push(Stmt::Store { buf: yz, index: int(0), value: Expr::Cast(ScalarType::U8, Box::new(var(zp))) });
+    body.extend(k.nest(&[n], |_, v| {
+        let q = requantize(bin(BinOp::Div, load(x, v[0].clone()), var(scale)), var(zp), ScalarType::U8)
+            .expect("u8 is supported");
+        vec![Stmt::Store { buf: y, index: v[0].clone(), value: q }]
+    }));
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// A zero point or scale: per tensor, or per row/column (`len` entries).
+fn operand_param(cx: &mut Lowering, id: NodeId, slot: usize) -> Result<Option<(BufferId, usize)>, String> {
+    if cx.graph.input_of(id, slot).is_none() {
+        return Ok(None);
+    }
+    let n = cx.in_dims(id, slot)?.iter().product();
+    Ok(Some((cx.input(id, slot)?, n)))
+}
+
+pub fn matmul_integer(cx: &mut Lowering, id: NodeId, qlinear: bool) -> R {
+    let (a_slot, b_slot) = if qlinear { (0, 3) } else { (0, 1) };
+    let ad = cx.in_dims(id, a_slot)?;
+    let bd = cx.in_dims(id, b_slot)?;
+    let a2: Vec<usize> = if ad.len() == 1 { vec![1, ad[0]] } else { ad.clone() };
+    let b2: Vec<usize> = if bd.len() == 1 { vec![bd[0], 1] } else { bd.clone() };
+    let (m, kk) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let n = b2[b2.len() - 1];
+    let batch = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2]).ok_or("batch dims do not broadcast")?;
+    let sa: Vec<i64> = broadcast_strides(&a2[..a2.len() - 2], &batch).iter().map(|s| s * (m * kk) as i64).collect();
+    let sb: Vec<i64> = broadcast_strides(&b2[..b2.len() - 2], &batch).iter().map(|s| s * (kk * n) as i64).collect();
+    let so: Vec<i64> = strides_i64(&batch).iter().map(|s| s * (m * n) as i64).collect();
+    let (a, b) = (cx.input(id, a_slot)?, cx.input(id, b_slot)?);
+    let (azp_slot, bzp_slot) = if qlinear { (2, 5) } else { (2, 3) };
+    let azp = operand_param(cx, id, azp_slot)?;
+    let bzp = operand_param(cx, id, bzp_slot)?;
+    let scales = if qlinear {
+        Some((
+            operand_param(cx, id, 1)?.ok_or("a_scale is missing")?,
+            operand_param(cx, id, 4)?.ok_or("b_scale is missing")?,
+            cx.input(id, 6)?,
+            operand_param(cx, id, 7)?,
+        ))
+    } else {
+        None
+    };
+    let out = cx.output(id)?;
+    let out_t = cx.buffers[out.0 as usize].elem;
+    if qlinear {
+        range(out_t)?;
+    }
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let acc = k.var(ScalarType::I32);
+    let i32_of = |e: Expr| Expr::Cast(ScalarType::I32, Box::new(e));
+    let pick = |p: &Option<(BufferId, usize)>, idx: &Expr| -> Expr {
+        match p {
+            Some((buf, len)) if *len > 1 => load(*buf, idx.clone()),
+            Some((buf, _)) => load(*buf, int(0)),
+            None => Expr::Int(0, ScalarType::I32),
+        }
+    };
+    let body = k.nest(&batch, |k, bv| {
+        let (oa, ob, oo) = (linear(bv, &sa), linear(bv, &sb), linear(bv, &so));
+        k.nest(&[m, n], |k, v| {
+            let (i, j) = (v[0].clone(), v[1].clone());
+            let (za, zb) = (i32_of(pick(&azp, &i)), i32_of(pick(&bzp, &j)));
+            let mut s = vec![Stmt::Assign { var: acc, value: Expr::Int(0, ScalarType::I32) }];
+            s.extend(k.nest(&[kk], |_, p| {
+                let av = bin(
+                    BinOp::Sub,
+                    i32_of(load(a, add(oa.clone(), add(mul(i.clone(), int(kk as i64)), p[0].clone())))),
+                    za.clone(),
+                );
+                let bv = bin(
+                    BinOp::Sub,
+                    i32_of(load(b, add(ob.clone(), add(mul(p[0].clone(), int(n as i64)), j.clone())))),
+                    zb.clone(),
+                );
+                vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, av, bv)) }]
+            }));
+            let index = add(oo.clone(), add(mul(i.clone(), int(n as i64)), j.clone()));
+            let value = match &scales {
+                None => var(acc),
+                Some((sa_, sb_, ys, yzp)) => {
+                    let real = bin(
+                        BinOp::Mul,
+                        bin(BinOp::Mul, f32_of(var(acc)), f32_of(pick(&Some(*sa_), &i))),
+                        f32_of(pick(&Some(*sb_), &j)),
+                    );
+                    let z = match yzp {
+                        Some((zb_, _)) => f32_of(load(*zb_, int(0))),
+                        None => f32c(0.0),
+                    };
+                    requantize(bin(BinOp::Div, real, f32_of(load(*ys, int(0)))), z, out_t).expect("range checked")
+                }
+            };
+            s.push(Stmt::Store { buf: out, index, value });
+            s
+        })
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
