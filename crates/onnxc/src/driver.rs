@@ -406,7 +406,10 @@ fn feeds_parameter(graph: &Graph, input: NodeId) -> bool {
                 if is_parameter_slot(&graph.graph[c].op, s) {
                     return true;
                 }
-                stack.push(c);
+                // Shape and Size read only the dims, which are pinned anyway.
+                if !matches!(graph.graph[c].op, Op::Shape { .. } | Op::Size) {
+                    stack.push(c);
+                }
             }
         }
     }

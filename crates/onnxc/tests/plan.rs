@@ -70,3 +70,14 @@ fn real_models_get_vector_loops() {
         assert!(n >= min, "{model}: {n} vectorized loops, expected at least {min}");
     }
 }
+
+#[test]
+fn run_keeps_data_inputs_that_only_feed_shape_ops() {
+    // cnn_digits reads its input's Shape for a Reshape: the dims are pinned,
+    // the values must stay a runtime input.
+    let root = common::root();
+    let model = root.join("testdata/cnn_digits.onnx");
+    let loaded = onnxc::load_for_inputs(&model, &common::npz(&root.join("testdata/cnn_digits.npz"))).unwrap();
+    let names: Vec<&str> = loaded.program.inputs.iter().map(|io| io.name.as_str()).collect();
+    assert_eq!(names, ["input"]);
+}
