@@ -14,8 +14,8 @@
 //! Innermost loops whose loads and stores are contiguous or invariant and
 //! whose arithmetic has vector forms run four f32 lanes at a time (128-bit
 //! vectors, which Cranelift lowers on x86-64 and aarch64); the rest is
-//! scalar. Transcendentals call libm (`expf`, `logf`, `tanhf`), the only
-//! undefined symbols an object has.
+//! scalar. Transcendentals call libm (`expf`, `logf`, `tanhf`, ... listed in
+//! [`codegen::LIBM_FUNCTIONS`]), the only undefined symbols an object has.
 
 pub mod codegen;
 mod jit;

@@ -11,14 +11,14 @@ mod ops;
 pub mod tensor;
 
 use onnxc_ir::{DType, Dim, Graph, NodeId, Op, Shape, ValueInfo};
-use onnxc_proto::{Message, ModelProto};
+use onnxc_proto::ModelProto;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-pub use onnxc_proto::ValueInfoProto;
+pub use onnxc_proto::{Message, TensorProto, ValueInfoProto};
 pub use ops::SUPPORTED_OPS;
-pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_proto};
+pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_proto, tensor_to_proto};
 
 /// An op the frontend cannot import.
 #[derive(Clone, Debug, PartialEq)]

@@ -145,6 +145,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Gelu", 1),
     ("Gemm", 1),
     ("GlobalAveragePool", 1),
+    ("GlobalMaxPool", 1),
     ("Greater", 1),
     ("GreaterOrEqual", 1),
     ("GroupNormalization", 1),
@@ -329,6 +330,7 @@ pub fn import_op(
             Op::AveragePool { window: window(&a, true)?, count_include_pad: a.int("count_include_pad", 0)? != 0 }
         }
         "GlobalAveragePool" => Op::GlobalAveragePool,
+        "GlobalMaxPool" => Op::GlobalMaxPool,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
         | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => {
             let axes_became_input = if op_type == "ReduceSum" { 13 } else { 18 };

@@ -150,3 +150,14 @@ fn read_external(t: &TensorProto, model_dir: Option<&Path>, expected: usize) -> 
     }
     Ok(data[offset as usize..end as usize].to_vec())
 }
+
+/// A TensorProto holding `t` as raw little-endian data.
+pub fn tensor_to_proto(name: &str, t: &Tensor) -> TensorProto {
+    TensorProto {
+        dims: t.dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(dtype_to_onnx(t.dtype)),
+        name: Some(name.to_string()),
+        raw_data: Some(t.bytes.clone()),
+        ..Default::default()
+    }
+}

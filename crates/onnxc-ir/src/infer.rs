@@ -693,25 +693,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::MatMul => {
             let (dt, a) = x()?;
             let (_, b) = input(graph, id, 1)?;
-            if a.is_empty() || b.is_empty() {
-                return Err("MatMul operands must have rank >= 1".into());
-            }
-            let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.clone() };
-            let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.clone() };
-            let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-            let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
-            if k != k2 {
-                return Err(format!("inner dims differ: {a:?} x {b:?}"));
-            }
-            let mut d = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
-                .ok_or_else(|| format!("batch dims of {a:?} and {b:?} do not broadcast"))?;
-            if a.len() > 1 {
-                d.push(m);
-            }
-            if b.len() > 1 {
-                d.push(n);
-            }
-            (dt, d)
+            (dt, matmul_dims(&a, &b)?)
         }
         Op::Conv { mut window, group } => {
             let (dt, xd) = x()?;
@@ -830,7 +812,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             graph.graph[id].op = Op::AveragePool { window, count_include_pad };
             (dt, d)
         }
-        Op::GlobalAveragePool => {
+        Op::GlobalAveragePool | Op::GlobalMaxPool => {
             let (dt, xd) = x()?;
             if xd.len() < 3 {
                 return Err(format!("input {xd:?} must have rank >= 3"));

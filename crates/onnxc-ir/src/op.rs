@@ -273,6 +273,7 @@ pub enum Op {
         count_include_pad: bool,
     },
     GlobalAveragePool,
+    GlobalMaxPool,
     /// Inputs: data, optional axes (i64).
     Reduce {
         kind: ReduceKind,
@@ -532,6 +533,7 @@ impl Op {
             Op::MaxPool { .. } => "MaxPool".into(),
             Op::AveragePool { .. } => "AveragePool".into(),
             Op::GlobalAveragePool => "GlobalAveragePool".into(),
+            Op::GlobalMaxPool => "GlobalMaxPool".into(),
             Op::Reduce { kind, .. } => format!("Reduce{kind:?}"),
             Op::Softmax { log: false, .. } => "Softmax".into(),
             Op::Softmax { log: true, .. } => "LogSoftmax".into(),

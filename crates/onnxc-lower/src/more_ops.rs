@@ -63,6 +63,7 @@ pub fn unary(u: UnaryOp, t: ScalarType, x: Expr) -> Result<Expr, String> {
         UnaryOp::Round => math(UnOp::Round),
         UnaryOp::Sign => Ok(select(cmp(CmpOp::Gt, x.clone(), c(0.0)), c(1.0), select(lt(x, c(0.0)), c(-1.0), c(0.0)))),
         UnaryOp::Not => Ok(bin(BinOp::Xor, x, Expr::Int(1, t))),
+        UnaryOp::BitwiseNot if t.is_float() => Err(format!("BitwiseNot needs integers, got {t}")),
         UnaryOp::BitwiseNot => Ok(un(UnOp::Not, x)),
         UnaryOp::IsNaN => float_only(cmp(CmpOp::Ne, x.clone(), x.clone())),
         UnaryOp::Softplus => float_only(softplus(x.clone())),
@@ -100,6 +101,16 @@ pub fn binary(b: BinaryOp, t: ScalarType, out: ScalarType, x: Expr, y: Expr) -> 
         BinaryOp::FMod => bin(BinOp::Rem, x, y),
         BinaryOp::Max => bin(BinOp::Max, x, y),
         BinaryOp::Min => bin(BinOp::Min, x, y),
+        BinaryOp::And
+        | BinaryOp::BitwiseAnd
+        | BinaryOp::Or
+        | BinaryOp::BitwiseOr
+        | BinaryOp::Xor
+        | BinaryOp::BitwiseXor
+            if t.is_float() =>
+        {
+            return Err(format!("{b:?} needs integer or bool operands, got {t}"))
+        }
         BinaryOp::And | BinaryOp::BitwiseAnd => bin(BinOp::And, x, y),
         BinaryOp::Or | BinaryOp::BitwiseOr => bin(BinOp::Or, x, y),
         BinaryOp::Xor | BinaryOp::BitwiseXor => bin(BinOp::Xor, x, y),
@@ -550,8 +561,7 @@ pub fn gather_nd(cx: &mut Lowering, id: NodeId, batch_dims: usize) -> R {
         for j in 0..kdim {
             let n = xd[batch_dims + j] as i64;
             let raw = load(indices, add(mul(p.clone(), int(kdim as i64)), int(j as i64)));
-            let norm = select(lt(raw.clone(), int(0)), add(raw.clone(), int(n)), raw);
-            let clamped = bin(BinOp::Min, bin(BinOp::Max, norm, int(0)), int((n - 1).max(0)));
+            let clamped = clamp_index(raw, n);
             offset = add(offset, mul(clamped, int(xs[batch_dims + j])));
         }
         let mut s = vec![Stmt::Assign { var: off, value: offset }];
@@ -1099,8 +1109,8 @@ pub fn loss(cx: &mut Lowering, id: NodeId, softmax: bool, reduction: u8, ignore_
 /// tables `onnxc_ir::resize` plans at compile time.
 pub fn resize(cx: &mut Lowering, id: NodeId, r: &onnxc_ir::ResizeAttrs) -> R {
     let t = cx.in_type(id, 0)?;
-    if !t.is_float() {
-        return Err(format!("Resize of {t} tensors is not supported yet (floats only)"));
+    if t != ScalarType::F32 {
+        return Err(format!("Resize of {t} tensors is not supported yet (f32, f16 and bf16 only)"));
     }
     let xd = cx.in_dims(id, 0)?;
     let plan = onnxc_ir::resize::resize_plan(cx.graph, id, r, &xd)?;

@@ -459,7 +459,13 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             require_f32(cx, id)?;
             let xd = cx.in_dims(id, 0)?;
             let spatial: usize = xd[2..].iter().product();
-            reduce_inner(cx, id, xd[0] * xd[1], spatial, 1.0 / spatial as f64)
+            reduce_inner(cx, id, xd[0] * xd[1], spatial, Some(1.0 / spatial as f64))
+        }
+        Op::GlobalMaxPool => {
+            require_f32(cx, id)?;
+            let xd = cx.in_dims(id, 0)?;
+            let spatial: usize = xd[2..].iter().product();
+            reduce_inner(cx, id, xd[0] * xd[1], spatial, None)
         }
         Op::Softmax { axis, legacy, log } => {
             require_f32(cx, id)?;
@@ -547,21 +553,30 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
     }
 }
 
-/// `out[i] = scale * sum_j x[i*len + j]` for `rows` rows.
-fn reduce_inner(cx: &mut Lowering, id: NodeId, rows: usize, len: usize, scale: f64) -> R {
+/// `out[i] = scale * sum_j x[i*len + j]` for `rows` rows, or the max when
+/// `scale` is `None`.
+fn reduce_inner(cx: &mut Lowering, id: NodeId, rows: usize, len: usize, scale: Option<f64>) -> R {
     let x = cx.input(id, 0)?;
     let out = cx.output(id)?;
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let acc = k.var(ScalarType::F32);
     let body = k.nest(&[rows], |k, r| {
-        let mut s = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
+        let (init, op) = match scale {
+            Some(_) => (0.0, BinOp::Add),
+            None => (f32::NEG_INFINITY, BinOp::Max),
+        };
+        let mut s = vec![Stmt::Assign { var: acc, value: f32c(init) }];
         s.extend(k.nest(&[len], |_, j| {
             vec![Stmt::Assign {
                 var: acc,
-                value: bin(BinOp::Add, var(acc), load(x, add(mul(r[0].clone(), int(len as i64)), j[0].clone()))),
+                value: bin(op, var(acc), load(x, add(mul(r[0].clone(), int(len as i64)), j[0].clone()))),
             }]
         }));
-        s.push(Stmt::Store { buf: out, index: r[0].clone(), value: bin(BinOp::Mul, var(acc), f32c(scale as f32)) });
+        let value = match scale {
+            Some(sc) => bin(BinOp::Mul, var(acc), f32c(sc as f32)),
+            None => var(acc),
+        };
+        s.push(Stmt::Store { buf: out, index: r[0].clone(), value });
         s
     });
     cx.kernels.push(k.finish(body));

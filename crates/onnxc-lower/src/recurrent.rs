@@ -1,4 +1,5 @@
-//! RNN, GRU and LSTM: one kernel per direction. Each time step computes the
+//! RNN, GRU and LSTM: one kernel per node, running the directions in turn.
+//! Each time step computes the
 //! gate pre-activations (input part, then recurrent part) into a scratch
 //! buffer, then updates the state elementwise. Sequence lengths freeze the
 //! state and zero the outputs past each sequence's end.

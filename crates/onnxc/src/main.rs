@@ -60,10 +60,10 @@ The header documents the calling convention; see docs/abi.md.")]
     Run {
         /// The ONNX model file.
         model: PathBuf,
-        /// Inputs: an .npz keyed by ONNX input names, or an .npy for a single-input model.
+        /// Inputs: an .npz keyed by ONNX input names, an .npy for a single-input model, or a folder of input_0.pb, input_1.pb, ... (ONNX test-data layout, graph input order).
         #[arg(long, value_name = "FILE")]
         inputs: PathBuf,
-        /// Write outputs to an .npz keyed by ONNX output names (or an .npy for a single output).
+        /// Write outputs to an .npz keyed by ONNX output names, an .npy for a single output, or a folder (no extension) of output_0.pb, ...
         #[arg(long, value_name = "FILE")]
         outputs: Option<PathBuf>,
     },
@@ -157,6 +157,19 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn read_inputs(path: &Path, model: &onnxc_ir::Graph) -> Result<BTreeMap<String, Tensor>> {
+    if path.is_dir() {
+        // ONNX test-data layout: input_0.pb, input_1.pb, ... in graph input order.
+        let mut arrays = BTreeMap::new();
+        for (k, &n) in model.inputs.iter().enumerate() {
+            let file = path.join(format!("input_{k}.pb"));
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read '{}'", file.display()))?;
+            let proto = <onnxc_frontend::TensorProto as onnxc_frontend::Message>::decode(&bytes[..])
+                .map_err(|e| anyhow::anyhow!("'{}' is not a serialized TensorProto: {e}", file.display()))?;
+            let t = onnxc_frontend::tensor_from_proto(&proto, None)?;
+            arrays.insert(model.graph[n].outputs[0].name.clone(), t);
+        }
+        return Ok(arrays);
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "npy" {
         if model.inputs.len() != 1 {
@@ -201,7 +214,14 @@ fn run(model: &Path, inputs: &Path, outputs: Option<&Path>) -> Result<()> {
     }
     if let Some(path) = outputs {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ext == "npy" {
+        if path.is_dir() || ext.is_empty() {
+            std::fs::create_dir_all(path).with_context(|| format!("cannot create '{}'", path.display()))?;
+            for (k, (name, t)) in results.iter().enumerate() {
+                let file = path.join(format!("output_{k}.pb"));
+                let bytes = onnxc_frontend::Message::encode_to_vec(&onnxc_frontend::tensor_to_proto(name, t));
+                std::fs::write(&file, bytes).with_context(|| format!("cannot write '{}'", file.display()))?;
+            }
+        } else if ext == "npy" {
             if results.len() != 1 {
                 bail!("the model has {} outputs; write them to an .npz instead of '{}'", results.len(), path.display());
             }

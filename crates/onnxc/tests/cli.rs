@@ -242,3 +242,27 @@ fn inspect_ir_prints_the_folded_graph() {
         assert!(!ir.contains(folded), "'{folded}' should be folded away:\n{ir}");
     }
 }
+
+#[test]
+fn run_speaks_the_onnx_test_data_layout() {
+    use onnxc_frontend::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("test_data_set_0");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let reference = common::npz(&common::root().join("testdata/mlp_digits.npz"));
+    let proto = onnxc_frontend::tensor_to_proto("input", &reference["input"]);
+    std::fs::write(inputs.join("input_0.pb"), proto.encode_to_vec()).unwrap();
+    let outputs = dir.path().join("out");
+    let out = onnxc(&[
+        "run",
+        "testdata/mlp_digits.onnx",
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--outputs",
+        outputs.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(outputs.join("output_0.pb")).unwrap();
+    let t = onnxc_frontend::tensor_from_proto(&onnxc_frontend::TensorProto::decode(&bytes[..]).unwrap(), None).unwrap();
+    common::assert_close("output_0.pb", &t, &reference["logits"]);
+}
