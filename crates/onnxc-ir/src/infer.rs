@@ -1187,8 +1187,8 @@ pub fn attention_geometry(graph: &Graph, id: NodeId, at: &crate::AttentionAttrs)
     let (_, k) = input(graph, id, 1)?;
     let (_, v) = input(graph, id, 2)?;
     same_dtypes(graph, id, 1..3)?;
-    if graph.input_of(id, 6).is_some() {
-        return Err("the nonpad_kv_seqlen input is not supported yet".into());
+    if graph.input_of(id, 6).is_some() && graph.input_of(id, 4).is_some() {
+        return Err("nonpad_kv_seqlen cannot be combined with past key/value inputs".into());
     }
     let three_d = q.len() == 3;
     if q.len() != k.len() || q.len() != v.len() || !(q.len() == 3 || q.len() == 4) {

@@ -105,6 +105,8 @@ pub fn attention(cx: &mut Lowering, id: NodeId, at: &AttentionAttrs) -> Result<(
     } else {
         None
     };
+    // Per-batch count of valid keys (an external, padded cache).
+    let nonpad = if cx.graph.input_of(id, 6).is_some() { Some(cx.input(id, 6)?) } else { None };
     let scale = at.scale.map(|s| s as f64).unwrap_or(1.0 / (g.head as f64).sqrt()) as f32;
     let group = (g.q_heads / g.kv_heads) as i64;
     let neg_inf = f32c(f32::NEG_INFINITY);
@@ -138,7 +140,16 @@ pub fn attention(cx: &mut Lowering, id: NodeId, at: &AttentionAttrs) -> Result<(
                 };
                 terms.push(select(cmp(CmpOp::Lt, j.clone(), int(*mlen as i64)), term, neg_inf.clone()));
             }
-            let pos = add(i.clone(), int(g.past as i64));
+            // Absolute query position: after the past cache, or aligned to the
+            // end of each batch entry's valid keys.
+            let pos = match nonpad {
+                Some(np) => {
+                    let len = Expr::Cast(ScalarType::I64, Box::new(load(np, b.clone())));
+                    terms.push(select(cmp(CmpOp::Lt, j.clone(), len.clone()), f32c(0.0), neg_inf.clone()));
+                    add(i.clone(), bin(BinOp::Sub, len, int(g.q_seq as i64)))
+                }
+                None => add(i.clone(), int(g.past as i64)),
+            };
             let diff = bin(BinOp::Sub, pos, j.clone());
             if at.is_causal {
                 terms.push(select(cmp(CmpOp::Ge, diff.clone(), int(0)), f32c(0.0), neg_inf.clone()));
