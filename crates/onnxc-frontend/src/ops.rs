@@ -148,6 +148,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("GlobalMaxPool", 1),
     ("Greater", 1),
     ("GreaterOrEqual", 1),
+    ("GridSample", 1),
     ("GroupNormalization", 1),
     ("HammingWindow", 1),
     ("HannWindow", 1),
@@ -508,6 +509,21 @@ pub fn import_op(
         "DynamicQuantizeLinear" => Op::DynamicQuantize,
         "MatMulInteger" => Op::MatMulInteger { qlinear: false },
         "QLinearMatMul" => Op::MatMulInteger { qlinear: true },
+        "GridSample" => Op::GridSample {
+            mode: match a.string("mode").as_deref() {
+                Some("nearest") => 0,
+                None | Some("linear") | Some("bilinear") => 1,
+                Some("cubic") | Some("bicubic") => 2,
+                Some(other) => return Err(format!("attribute 'mode' has unknown value '{other}'").into()),
+            },
+            padding: match a.string("padding_mode").as_deref() {
+                None | Some("zeros") => 0,
+                Some("border") => 1,
+                Some("reflection") => 2,
+                Some(other) => return Err(format!("attribute 'padding_mode' has unknown value '{other}'").into()),
+            },
+            align_corners: a.int("align_corners", 0)? != 0,
+        },
         "Swish" => Op::Activation { kind: ActKind::Swish, alpha: a.float("alpha", 1.0)?, beta: 0.0 },
         "EyeLike" => Op::EyeLike {
             dtype: match a.get("dtype").and_then(|x| x.i) {

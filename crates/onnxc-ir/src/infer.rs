@@ -305,6 +305,19 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let dt = if qlinear { input(graph, id, 7)?.0 } else { DType::I32 };
             (dt, d)
         }
+        Op::GridSample { .. } => {
+            let (dt, xd) = x()?;
+            let (gdt, gd) = input(graph, id, 1)?;
+            let k = xd.len().saturating_sub(2);
+            if xd.len() < 3 || gd.len() != xd.len() || gd[0] != xd[0] || gd[gd.len() - 1] != k || gdt != dt {
+                return Err(format!(
+                    "X {xd:?} and grid {gd:?} do not match ([N, C, D...] and [N, O..., {k}] of one dtype)"
+                ));
+            }
+            let mut d = vec![xd[0], xd[1]];
+            d.extend(&gd[1..gd.len() - 1]);
+            (dt, d)
+        }
         Op::Dropout => {
             let (dt, xd) = x()?;
             if graph.input_of(id, 2).is_some() {

@@ -450,6 +450,13 @@ pub enum Op {
     MatMulInteger {
         qlinear: bool,
     },
+    /// GridSample: mode 0 nearest, 1 linear, 2 cubic; padding 0 zeros,
+    /// 1 border, 2 reflection. Inputs: X [N, C, D...], grid [N, O..., k].
+    GridSample {
+        mode: u8,
+        padding: u8,
+        align_corners: bool,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -573,6 +580,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::GridSample { .. } => "GridSample".into(),
             Op::Quantize { .. } => "QuantizeLinear".into(),
             Op::Dequantize { .. } => "DequantizeLinear".into(),
             Op::DynamicQuantize => "DynamicQuantizeLinear".into(),

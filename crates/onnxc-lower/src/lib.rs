@@ -9,6 +9,7 @@
 //! (shapes, axes, bounds) directly from the graph.
 
 mod attention;
+mod grid;
 mod more_ops;
 mod ops;
 pub mod plan;

@@ -223,6 +223,9 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Dequantize { axis } => crate::quant::dequantize(cx, id, axis),
         Op::DynamicQuantize => crate::quant::dynamic_quantize(cx, id),
         Op::MatMulInteger { qlinear } => crate::quant::matmul_integer(cx, id, qlinear),
+        Op::GridSample { mode, padding, align_corners } => {
+            crate::grid::grid_sample(cx, id, mode, padding, align_corners)
+        }
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;

@@ -1,0 +1,154 @@
+//! GridSample, following the ONNX reference: denormalize each grid
+//! coordinate, round (nearest), fold out-of-range coordinates back by the
+//! padding mode, then weight 1, 2 or 4 taps per spatial dim, reading each
+//! tap with the padding mode (zeros, border clamp, or reflection).
+
+use crate::ops::{require_f32, strides_i64};
+use crate::{KernelBuilder, Lowering};
+use onnxc_ir::NodeId;
+use onnxc_kir::build::*;
+use onnxc_kir::{BinOp, CmpOp, Expr, ScalarType, Stmt, UnOp, VarId};
+
+fn f(v: f64) -> Expr {
+    f32c(v as f32)
+}
+
+fn floor(e: Expr) -> Expr {
+    un(UnOp::Floor, e)
+}
+
+/// Reflects `x` into [lo, hi] by the nearer border until it is inside.
+fn reflect(x: Expr, lo: f64, hi: f64) -> Expr {
+    let rng = hi - lo;
+    let side = |dx: Expr, near: f64, far: f64| {
+        let n = floor(bin(BinOp::Div, dx.clone(), f(rng)));
+        let r = bin(BinOp::Sub, dx, bin(BinOp::Mul, n.clone(), f(rng)));
+        let even = cmp(
+            CmpOp::Eq,
+            bin(BinOp::Sub, n.clone(), bin(BinOp::Mul, f(2.0), floor(bin(BinOp::Mul, n, f(0.5))))),
+            f(0.0),
+        );
+        let toward_far =
+            if near < far { bin(BinOp::Add, f(near), r.clone()) } else { bin(BinOp::Sub, f(near), r.clone()) };
+        let toward_near = if near < far { bin(BinOp::Sub, f(far), r) } else { bin(BinOp::Add, f(far), r) };
+        select(even, toward_far, toward_near)
+    };
+    let below = side(bin(BinOp::Sub, f(lo), x.clone()), lo, hi);
+    let above = side(bin(BinOp::Sub, x.clone(), f(hi)), hi, lo);
+    select(cmp(CmpOp::Lt, x.clone(), f(lo)), below, select(cmp(CmpOp::Gt, x.clone(), f(hi)), above, x))
+}
+
+fn cubic(t: Expr) -> [Expr; 4] {
+    let a = -0.75;
+    let x = un(UnOp::Abs, t);
+    let p = |e: Expr, c: [f64; 4]| {
+        // ((c0 * e + c1) * e + c2) * e + c3
+        let e1 = bin(BinOp::Add, bin(BinOp::Mul, f(c[0]), e.clone()), f(c[1]));
+        let e2 = bin(BinOp::Add, bin(BinOp::Mul, e1, e.clone()), f(c[2]));
+        bin(BinOp::Add, bin(BinOp::Mul, e2, e), f(c[3]))
+    };
+    let x1 = bin(BinOp::Add, x.clone(), f(1.0));
+    let q = bin(BinOp::Sub, f(1.0), x.clone());
+    let q2 = bin(BinOp::Sub, f(2.0), x.clone());
+    [
+        p(x1, [a, -5.0 * a, 8.0 * a, -4.0 * a]),
+        p(x, [a + 2.0, -(a + 3.0), 0.0, 1.0]),
+        p(q, [a + 2.0, -(a + 3.0), 0.0, 1.0]),
+        p(q2, [a, -5.0 * a, 8.0 * a, -4.0 * a]),
+    ]
+}
+
+pub fn grid_sample(cx: &mut Lowering, id: NodeId, mode: u8, padding: u8, align: bool) -> Result<(), String> {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let gd = cx.in_dims(id, 1)?;
+    let od = cx.out_dims(id)?;
+    let k = xd.len() - 2;
+    let (x, grid) = (cx.input(id, 0)?, cx.input(id, 1)?);
+    let out = cx.output(id)?;
+    let (xs, gs, os) = (strides_i64(&xd), strides_i64(&gd), strides_i64(&od));
+    let taps_per_dim = [1usize, 2, 4][mode as usize];
+    let mut kb = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let coords: Vec<VarId> = (0..k).map(|_| kb.var(ScalarType::F32)).collect();
+    let acc = kb.var(ScalarType::F32);
+    let body = kb.nest(&od, |_, v| {
+        let (n, c, ov) = (&v[0], &v[1], &v[2..]);
+        let mut s = Vec::new();
+        for i in 0..k {
+            let len = xd[2 + i] as f64;
+            // The grid's last axis lists coordinates innermost dim first.
+            let mut gi = add(mul(n.clone(), int(gs[0])), int((k - 1 - i) as i64));
+            for (d, o) in ov.iter().enumerate() {
+                gi = add(gi, mul(o.clone(), int(gs[1 + d])));
+            }
+            let g = load(grid, gi);
+            let mut xv = if align {
+                bin(BinOp::Mul, bin(BinOp::Mul, bin(BinOp::Add, g, f(1.0)), f(0.5)), f(len - 1.0))
+            } else {
+                bin(BinOp::Mul, bin(BinOp::Sub, bin(BinOp::Mul, bin(BinOp::Add, g, f(1.0)), f(len)), f(1.0)), f(0.5))
+            };
+            if mode == 0 {
+                xv = un(UnOp::Round, xv);
+            }
+            let (lo, hi) = if align { (0.0, len - 1.0) } else { (-0.5, len - 0.5) };
+            s.push(Stmt::Assign { var: coords[i], value: xv });
+            let folded = match padding {
+                1 => bin(BinOp::Min, bin(BinOp::Max, var(coords[i]), f(0.0)), f(len - 1.0)),
+                2 => reflect(var(coords[i]), lo, hi),
+                _ => var(coords[i]),
+            };
+            if padding != 0 {
+                let outside =
+                    bin(BinOp::Or, cmp(CmpOp::Lt, var(coords[i]), f(lo)), cmp(CmpOp::Gt, var(coords[i]), f(hi)));
+                s.push(Stmt::Assign { var: coords[i], value: select(outside, folded, var(coords[i])) });
+            }
+        }
+        s.push(Stmt::Assign { var: acc, value: f(0.0) });
+        let combos: usize = taps_per_dim.pow(k as u32);
+        for combo in 0..combos {
+            let mut weight = f(1.0);
+            let mut valid: Option<Expr> = None;
+            let mut index = add(mul(n.clone(), int(xs[0])), mul(c.clone(), int(xs[1])));
+            for i in 0..k {
+                let len = xd[2 + i] as i64;
+                let t = (combo / taps_per_dim.pow((k - 1 - i) as u32)) % taps_per_dim;
+                let base = floor(var(coords[i]));
+                let frac = bin(BinOp::Sub, var(coords[i]), base.clone());
+                let (pos, w) = match mode {
+                    0 => (var(coords[i]), f(1.0)),
+                    1 => {
+                        let w = if t == 0 { bin(BinOp::Sub, f(1.0), frac) } else { frac };
+                        (bin(BinOp::Add, base, f(t as f64)), w)
+                    }
+                    _ => (bin(BinOp::Add, base, f(t as f64 - 1.0)), cubic(frac)[t].clone()),
+                };
+                let (lo, hi) = if align { (0.0, len as f64 - 1.0) } else { (-0.5, len as f64 - 0.5) };
+                let pos = match padding {
+                    2 => reflect(pos, lo, hi),
+                    _ => pos,
+                };
+                let idx = Expr::Cast(ScalarType::I64, Box::new(pos));
+                if padding == 0 {
+                    let inside =
+                        bin(BinOp::And, cmp(CmpOp::Ge, idx.clone(), int(0)), cmp(CmpOp::Lt, idx.clone(), int(len)));
+                    valid = Some(match valid.take() {
+                        Some(p) => bin(BinOp::And, p, inside),
+                        None => inside,
+                    });
+                }
+                let idx = bin(BinOp::Min, bin(BinOp::Max, idx, int(0)), int(len - 1));
+                index = add(index, mul(idx, int(xs[2 + i])));
+                weight = bin(BinOp::Mul, weight, w);
+            }
+            let pixel = match valid {
+                Some(ok) => select(ok, load(x, index), f(0.0)),
+                None => load(x, index),
+            };
+            s.push(Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, weight, pixel)) });
+        }
+        s.push(Stmt::Store { buf: out, index: linear(v, &os), value: var(acc) });
+        s
+    });
+    cx.kernels.push(kb.finish(body));
+    Ok(())
+}
