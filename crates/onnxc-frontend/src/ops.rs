@@ -205,6 +205,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Relu", 1),
     ("Reshape", 5),
     ("Resize", 1),
+    ("RotaryEmbedding", 1),
     ("Round", 1),
     ("Scatter", 1),
     ("ScatterElements", 1),
@@ -509,6 +510,11 @@ pub fn import_op(
         "DynamicQuantizeLinear" => Op::DynamicQuantize,
         "MatMulInteger" => Op::MatMulInteger { qlinear: false },
         "QLinearMatMul" => Op::MatMulInteger { qlinear: true },
+        "RotaryEmbedding" => Op::Rotary {
+            interleaved: a.int("interleaved", 0)? != 0,
+            num_heads: a.int("num_heads", 0)?.max(0) as usize,
+            rotary_dim: a.int("rotary_embedding_dim", 0)?.max(0) as usize,
+        },
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

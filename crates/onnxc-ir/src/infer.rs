@@ -305,6 +305,20 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let dt = if qlinear { input(graph, id, 7)?.0 } else { DType::I32 };
             (dt, d)
         }
+        Op::Rotary { num_heads, rotary_dim, .. } => {
+            let (dt, xd) = x()?;
+            let head = match xd.len() {
+                4 => xd[3],
+                3 if num_heads > 0 && xd[2] % num_heads == 0 => xd[2] / num_heads,
+                _ => return Err(format!("input {xd:?} must be [B, H, S, D], or [B, S, H*D] with num_heads set")),
+            };
+            let rot = if rotary_dim == 0 { head } else { rotary_dim };
+            let (_, cd) = input(graph, id, 1)?;
+            if rot > head || rot % 2 != 0 || cd.last() != Some(&(rot / 2)) {
+                return Err(format!("rotary dim {rot} does not fit head size {head} and cos cache {cd:?}"));
+            }
+            (dt, xd)
+        }
         Op::GridSample { .. } => {
             let (dt, xd) = x()?;
             let (gdt, gd) = input(graph, id, 1)?;

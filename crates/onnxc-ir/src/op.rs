@@ -457,6 +457,13 @@ pub enum Op {
         padding: u8,
         align_corners: bool,
     },
+    /// RotaryEmbedding. Inputs: X ([B, H, S, D] or [B, S, H*D]), cos cache,
+    /// sin cache, optional position ids.
+    Rotary {
+        interleaved: bool,
+        num_heads: usize,
+        rotary_dim: usize,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -580,6 +587,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::Rotary { .. } => "RotaryEmbedding".into(),
             Op::GridSample { .. } => "GridSample".into(),
             Op::Quantize { .. } => "QuantizeLinear".into(),
             Op::Dequantize { .. } => "DequantizeLinear".into(),

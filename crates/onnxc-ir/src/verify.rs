@@ -49,6 +49,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Einsum { .. } => 1,
             Op::Attention(_) => 3,
             Op::Loss { .. } => 2,
+            Op::Rotary { .. } => 3,
             Op::Resize(_) | Op::Dropout => 1,
             Op::Quantize { .. } | Op::Dequantize { .. } => 2,
             Op::MatMulInteger { qlinear: false } => 2,

@@ -1,4 +1,6 @@
-//! GridSample, following the ONNX reference: denormalize each grid
+//! GridSample and RotaryEmbedding.
+//!
+//! GridSample follows the ONNX reference: denormalize each grid
 //! coordinate, round (nearest), fold out-of-range coordinates back by the
 //! padding mode, then weight 1, 2 or 4 taps per spatial dim, reading each
 //! tap with the padding mode (zeros, border clamp, or reflection).
@@ -150,5 +152,80 @@ pub fn grid_sample(cx: &mut Lowering, id: NodeId, mode: u8, padding: u8, align: 
         s
     });
     cx.kernels.push(kb.finish(body));
+    Ok(())
+}
+
+/// RotaryEmbedding: rotates the first `rotary_dim` features of each head by
+/// the cached angles of its position; the rest pass through.
+pub fn rotary(
+    cx: &mut Lowering,
+    id: NodeId,
+    interleaved: bool,
+    num_heads: usize,
+    rotary_dim: usize,
+) -> Result<(), String> {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let four_d = xd.len() == 4;
+    let (b_n, s_n, h_n, d_n) =
+        if four_d { (xd[0], xd[2], xd[1], xd[3]) } else { (xd[0], xd[1], num_heads, xd[2] / num_heads) };
+    let rot = if rotary_dim == 0 { d_n } else { rotary_dim };
+    let half = rot / 2;
+    let (x, cos, sin) = (cx.input(id, 0)?, cx.input(id, 1)?, cx.input(id, 2)?);
+    let pos_ids = if cx.graph.input_of(id, 3).is_some() { Some(cx.input(id, 3)?) } else { None };
+    let out = cx.output(id)?;
+    let at = |b: &Expr, s: &Expr, h: &Expr, d: Expr| {
+        if four_d {
+            add(
+                mul(
+                    add(mul(add(mul(b.clone(), int(h_n as i64)), h.clone()), int(s_n as i64)), s.clone()),
+                    int(d_n as i64),
+                ),
+                d,
+            )
+        } else {
+            add(
+                add(
+                    mul(add(mul(b.clone(), int(s_n as i64)), s.clone()), int((h_n * d_n) as i64)),
+                    mul(h.clone(), int(d_n as i64)),
+                ),
+                d,
+            )
+        }
+    };
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let row = k.var(ScalarType::I64);
+    let body = k.nest(&[b_n, s_n, h_n], |k, v| {
+        let (b, s, h) = (&v[0], &v[1], &v[2]);
+        // Row of the caches: position_ids[b, s], or (b, s) itself.
+        let cache_row = match pos_ids {
+            Some(p) => Expr::Cast(ScalarType::I64, Box::new(load(p, add(mul(b.clone(), int(s_n as i64)), s.clone())))),
+            None => add(mul(b.clone(), int(s_n as i64)), s.clone()),
+        };
+        let mut st = vec![Stmt::Assign { var: row, value: mul(cache_row, int(half as i64)) }];
+        st.extend(k.nest(&[half], |_, iv| {
+            let i = iv[0].clone();
+            let c = load(cos, add(var(row), i.clone()));
+            let sn = load(sin, add(var(row), i.clone()));
+            let (d1, d2) = if interleaved {
+                (mul(i.clone(), int(2)), add(mul(i.clone(), int(2)), int(1)))
+            } else {
+                (i.clone(), add(i.clone(), int(half as i64)))
+            };
+            let (x1, x2) = (load(x, at(b, s, h, d1.clone())), load(x, at(b, s, h, d2.clone())));
+            let real = bin(BinOp::Sub, bin(BinOp::Mul, c.clone(), x1.clone()), bin(BinOp::Mul, sn.clone(), x2.clone()));
+            let imag = bin(BinOp::Add, bin(BinOp::Mul, sn, x1), bin(BinOp::Mul, c, x2));
+            vec![
+                Stmt::Store { buf: out, index: at(b, s, h, d1), value: real },
+                Stmt::Store { buf: out, index: at(b, s, h, d2), value: imag },
+            ]
+        }));
+        st.extend(k.nest(&[d_n - rot], |_, dv| {
+            let d = add(dv[0].clone(), int(rot as i64));
+            vec![Stmt::Store { buf: out, index: at(b, s, h, d.clone()), value: load(x, at(b, s, h, d)) }]
+        }));
+        st
+    });
+    cx.kernels.push(k.finish(body));
     Ok(())
 }

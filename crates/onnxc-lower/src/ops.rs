@@ -226,6 +226,9 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::GridSample { mode, padding, align_corners } => {
             crate::grid::grid_sample(cx, id, mode, padding, align_corners)
         }
+        Op::Rotary { interleaved, num_heads, rotary_dim } => {
+            crate::grid::rotary(cx, id, interleaved, num_heads, rotary_dim)
+        }
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;
