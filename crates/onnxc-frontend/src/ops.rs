@@ -114,6 +114,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("CastLike", 1),
     ("Ceil", 1),
     ("Celu", 1),
+    ("CenterCropPad", 1),
     ("Clip", 1),
     ("Concat", 1),
     ("Constant", 1),
@@ -182,6 +183,8 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("NegativeLogLikelihoodLoss", 1),
     ("Not", 1),
     ("OneHot", 1),
+    ("OptionalGetElement", 1),
+    ("OptionalHasElement", 1),
     ("Or", 1),
     ("PRelu", 1),
     ("Pad", 1),
@@ -205,6 +208,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Relu", 1),
     ("Reshape", 5),
     ("Resize", 1),
+    ("ReverseSequence", 1),
     ("RotaryEmbedding", 1),
     ("Round", 1),
     ("Scatter", 1),
@@ -229,6 +233,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Squeeze", 1),
     ("Sub", 1),
     ("Sum", 1),
+    ("SwiGLU", 1),
     ("Swish", 1),
     ("Tan", 1),
     ("Tanh", 1),
@@ -515,6 +520,17 @@ pub fn import_op(
             num_heads: a.int("num_heads", 0)?.max(0) as usize,
             rotary_dim: a.int("rotary_embedding_dim", 0)?.max(0) as usize,
         },
+        "SwiGLU" => Op::SwiGlu { alpha: a.float("alpha", 1.0)? },
+        "ReverseSequence" => {
+            Op::ReverseSequence { batch_axis: a.int("batch_axis", 1)?, time_axis: a.int("time_axis", 0)? }
+        }
+        "CenterCropPad" => Op::CenterCropPad { axes: a.ints("axes") },
+        "OptionalGetElement" => Op::Identity,
+        "OptionalHasElement" => {
+            // Tensor inputs are always present; no input means an empty optional.
+            let present = n.input.first().is_some_and(|i| !i.is_empty());
+            Op::Constant(Tensor::from_bool(&[], &[present]))
+        }
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

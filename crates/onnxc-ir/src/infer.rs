@@ -319,6 +319,43 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             (dt, xd)
         }
+        Op::SwiGlu { .. } => {
+            let (dt, a) = x()?;
+            let (bdt, b) = input(graph, id, 1)?;
+            if a != b || dt != bdt {
+                return Err(format!("A {dt}{a:?} and B {bdt}{b:?} must have one shape and dtype"));
+            }
+            (dt, a)
+        }
+        Op::ReverseSequence { batch_axis, time_axis } => {
+            let (dt, xd) = x()?;
+            let b = normalize_axis(batch_axis, xd.len()).ok_or("batch_axis is out of range")?;
+            let t = normalize_axis(time_axis, xd.len()).ok_or("time_axis is out of range")?;
+            let (_, ld) = input(graph, id, 1)?;
+            if b == t || ld != [xd[b]] {
+                return Err(format!("sequence_lens {ld:?} must be [{}] and the axes must differ", xd[b]));
+            }
+            (dt, xd)
+        }
+        Op::CenterCropPad { ref axes } => {
+            let (dt, xd) = x()?;
+            let shape = const_i64s(graph, id, 1, "the shape")?.ok_or("the shape input is missing")?;
+            let axes: Vec<usize> = match axes {
+                Some(a) => a
+                    .iter()
+                    .map(|&v| normalize_axis(v, xd.len()).ok_or_else(|| format!("axis {v} is out of range")))
+                    .collect::<Result<_, _>>()?,
+                None => (0..xd.len()).collect(),
+            };
+            if shape.len() != axes.len() || shape.iter().any(|&v| v < 0) {
+                return Err(format!("shape {shape:?} must give one non-negative extent per axis {axes:?}"));
+            }
+            let mut d = xd.clone();
+            for (i, &a) in axes.iter().enumerate() {
+                d[a] = shape[i] as usize;
+            }
+            (dt, d)
+        }
         Op::GridSample { .. } => {
             let (dt, xd) = x()?;
             let (gdt, gd) = input(graph, id, 1)?;

@@ -464,6 +464,19 @@ pub enum Op {
         num_heads: usize,
         rotary_dim: usize,
     },
+    /// SwiGLU: `swish(a, alpha) * b` (same shapes).
+    SwiGlu {
+        alpha: f32,
+    },
+    /// ReverseSequence. Inputs: input, sequence_lens.
+    ReverseSequence {
+        batch_axis: i64,
+        time_axis: i64,
+    },
+    /// CenterCropPad. Inputs: input, shape (constant).
+    CenterCropPad {
+        axes: Option<Vec<i64>>,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -587,6 +600,9 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::SwiGlu { .. } => "SwiGLU".into(),
+            Op::ReverseSequence { .. } => "ReverseSequence".into(),
+            Op::CenterCropPad { .. } => "CenterCropPad".into(),
             Op::Rotary { .. } => "RotaryEmbedding".into(),
             Op::GridSample { .. } => "GridSample".into(),
             Op::Quantize { .. } => "QuantizeLinear".into(),

@@ -1292,3 +1292,67 @@ pub fn mean_variance_norm(cx: &mut Lowering, id: NodeId, axes: &[i64]) -> R {
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+pub fn reverse_sequence(cx: &mut Lowering, id: NodeId, batch_axis: i64, time_axis: i64) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let b = normalize_axis(batch_axis, xd.len()).ok_or("batch_axis out of range")?;
+    let t = normalize_axis(time_axis, xd.len()).ok_or("time_axis out of range")?;
+    let (x, lens) = (cx.input(id, 0)?, cx.input(id, 1)?);
+    let out = cx.output(id)?;
+    let xs = strides_i64(&xd);
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&xd, |_, v| {
+        let len = Expr::Cast(ScalarType::I64, Box::new(load(lens, v[b].clone())));
+        let src_t = select(
+            lt(v[t].clone(), len.clone()),
+            bin(BinOp::Sub, bin(BinOp::Sub, len, int(1)), v[t].clone()),
+            v[t].clone(),
+        );
+        let src_t = bin(BinOp::Min, bin(BinOp::Max, src_t, int(0)), int(xd[t] as i64 - 1));
+        let mut src = mul(src_t, int(xs[t]));
+        for (d, e) in v.iter().enumerate() {
+            if d != t {
+                src = add(src, mul(e.clone(), int(xs[d])));
+            }
+        }
+        vec![Stmt::Store { buf: out, index: linear(v, &xs), value: load(x, src) }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// CenterCropPad: per axis, a centered crop (larger input) or a centered
+/// zero pad (smaller input).
+pub fn center_crop_pad(cx: &mut Lowering, id: NodeId) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let od = cx.out_dims(id)?;
+    let t = cx.in_type(id, 0)?;
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let (xs, os) = (strides_i64(&xd), strides_i64(&od));
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let body = k.nest(&od, |_, v| {
+        let mut index = int(0);
+        let mut valid: Option<Expr> = None;
+        for d in 0..xd.len() {
+            let shift = if xd[d] >= od[d] { ((xd[d] - od[d]) / 2) as i64 } else { -(((od[d] - xd[d]) / 2) as i64) };
+            let p = add(v[d].clone(), int(shift));
+            if od[d] > xd[d] {
+                let inside = bin(BinOp::And, cmp(CmpOp::Ge, p.clone(), int(0)), lt(p.clone(), int(xd[d] as i64)));
+                valid = Some(match valid.take() {
+                    Some(q) => bin(BinOp::And, q, inside),
+                    None => inside,
+                });
+            }
+            let p = bin(BinOp::Min, bin(BinOp::Max, p, int(0)), int(xd[d].max(1) as i64 - 1));
+            index = add(index, mul(p, int(xs[d])));
+        }
+        let value = match valid {
+            Some(ok) => select(ok, load(x, index), float_const(t, 0.0)),
+            None => load(x, index),
+        };
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value }]
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}

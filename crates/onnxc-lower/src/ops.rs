@@ -229,6 +229,21 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Rotary { interleaved, num_heads, rotary_dim } => {
             crate::grid::rotary(cx, id, interleaved, num_heads, rotary_dim)
         }
+        Op::SwiGlu { alpha } => {
+            let t = cx.in_type(id, 0)?;
+            if !t.is_float() {
+                return Err(format!("SwiGLU needs floats, got {t}"));
+            }
+            elementwise(cx, id, &[0, 1], |a| {
+                let swish = crate::more_ops::activation(onnxc_ir::ActKind::Swish, t, alpha, 0.0, a[0].clone())
+                    .expect("float checked");
+                bin(BinOp::Mul, swish, a[1].clone())
+            })
+        }
+        Op::ReverseSequence { batch_axis, time_axis } => {
+            crate::more_ops::reverse_sequence(cx, id, batch_axis, time_axis)
+        }
+        Op::CenterCropPad { .. } => crate::more_ops::center_crop_pad(cx, id),
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;
