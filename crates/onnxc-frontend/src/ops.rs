@@ -94,6 +94,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Acos", 1),
     ("Acosh", 1),
     ("Add", 1),
+    ("AffineGrid", 1),
     ("And", 1),
     ("ArgMax", 1),
     ("ArgMin", 1),
@@ -531,6 +532,7 @@ pub fn import_op(
             let present = n.input.first().is_some_and(|i| !i.is_empty());
             Op::Constant(Tensor::from_bool(&[], &[present]))
         }
+        "AffineGrid" => Op::AffineGrid { align_corners: a.int("align_corners", 0)? != 0 },
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

@@ -356,6 +356,18 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             (dt, d)
         }
+        Op::AffineGrid { .. } => {
+            let (dt, td) = x()?;
+            let size = const_i64s(graph, id, 1, "size")?.ok_or("the size input is missing")?;
+            let k = size.len().saturating_sub(2);
+            if !(k == 2 || k == 3) || td != [size[0].max(0) as usize, k, k + 1] || size.iter().any(|&v| v < 0) {
+                return Err(format!("theta {td:?} and size {size:?} do not describe a 2-D or 3-D affine grid"));
+            }
+            let mut d = vec![size[0] as usize];
+            d.extend(size[2..].iter().map(|&v| v as usize));
+            d.push(k);
+            (dt, d)
+        }
         Op::GridSample { .. } => {
             let (dt, xd) = x()?;
             let (gdt, gd) = input(graph, id, 1)?;

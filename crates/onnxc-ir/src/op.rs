@@ -477,6 +477,10 @@ pub enum Op {
     CenterCropPad {
         axes: Option<Vec<i64>>,
     },
+    /// AffineGrid. Inputs: theta [N, k, k+1], size (constant [N, C, spatial...]).
+    AffineGrid {
+        align_corners: bool,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -600,6 +604,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::AffineGrid { .. } => "AffineGrid".into(),
             Op::SwiGlu { .. } => "SwiGLU".into(),
             Op::ReverseSequence { .. } => "ReverseSequence".into(),
             Op::CenterCropPad { .. } => "CenterCropPad".into(),

@@ -229,3 +229,43 @@ pub fn rotary(
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+/// AffineGrid: each output point is theta applied to the normalized base
+/// coordinates (x along the last spatial dim, then y, then z) and 1.
+pub fn affine_grid(cx: &mut Lowering, id: NodeId, align: bool) -> Result<(), String> {
+    require_f32(cx, id)?;
+    let od = cx.out_dims(id)?;
+    let k = od.len() - 2;
+    let spatial = od[1..1 + k].to_vec();
+    let theta = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let os = strides_i64(&od);
+    let mut kb = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let mut ext = vec![od[0]];
+    ext.extend(&spatial);
+    ext.push(k);
+    let body = kb.nest(&ext, |_, v| {
+        let n = &v[0];
+        let r = &v[1 + k];
+        // Homogeneous base point: component c is the coordinate along spatial dim k-1-c.
+        let base = |c: usize| -> Expr {
+            let d = k - 1 - c;
+            let len = spatial[d] as f64;
+            let i = Expr::Cast(ScalarType::F32, Box::new(v[1 + d].clone()));
+            if align {
+                let step = if spatial[d] > 1 { 2.0 / (len - 1.0) } else { 0.0 };
+                bin(BinOp::Add, f(-1.0), bin(BinOp::Mul, i, f(step)))
+            } else {
+                bin(BinOp::Add, f(-1.0 + 1.0 / len), bin(BinOp::Mul, i, f(2.0 / len)))
+            }
+        };
+        let row = add(mul(n.clone(), int((k * (k + 1)) as i64)), mul(r.clone(), int((k + 1) as i64)));
+        let mut value = load(theta, add(row.clone(), int(k as i64)));
+        for c in 0..k {
+            value = bin(BinOp::Add, value, bin(BinOp::Mul, load(theta, add(row.clone(), int(c as i64))), base(c)));
+        }
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value }]
+    });
+    cx.kernels.push(kb.finish(body));
+    Ok(())
+}

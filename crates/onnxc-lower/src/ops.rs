@@ -244,6 +244,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             crate::more_ops::reverse_sequence(cx, id, batch_axis, time_axis)
         }
         Op::CenterCropPad { .. } => crate::more_ops::center_crop_pad(cx, id),
+        Op::AffineGrid { align_corners } => crate::grid::affine_grid(cx, id, align_corners),
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;

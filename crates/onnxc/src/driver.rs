@@ -366,7 +366,7 @@ pub fn is_parameter_slot(op: &Op, slot: usize) -> bool {
         Op::Range => slot < 3,
         Op::Resize(_) => slot >= 1,
         Op::Dropout => slot >= 1,
-        Op::CenterCropPad { .. } => slot == 1,
+        Op::CenterCropPad { .. } | Op::AffineGrid { .. } => slot == 1,
         Op::WindowFn { .. } => slot == 0,
         Op::CumSum { .. } | Op::OneHot { .. } | Op::Trilu { .. } | Op::TopK { .. } => slot == 1,
         _ => false,
