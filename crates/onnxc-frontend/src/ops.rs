@@ -126,6 +126,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Cosh", 1),
     ("CumProd", 1),
     ("CumSum", 1),
+    ("DFT", 1),
     ("DepthToSpace", 1),
     ("DequantizeLinear", 1),
     ("Div", 1),
@@ -533,6 +534,12 @@ pub fn import_op(
             Op::Constant(Tensor::from_bool(&[], &[present]))
         }
         "AffineGrid" => Op::AffineGrid { align_corners: a.int("align_corners", 0)? != 0 },
+        "DFT" => Op::Dft {
+            axis: a.int("axis", 1)?,
+            inverse: a.int("inverse", 0)? != 0,
+            onesided: a.int("onesided", 0)? != 0,
+            axis_from_input: opset >= 20,
+        },
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

@@ -368,6 +368,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             d.push(k);
             (dt, d)
         }
+        Op::Dft { .. } => {
+            let (dt, xd) = x()?;
+            let p = dft_plan(graph, id, &xd)?;
+            let mut d = xd.clone();
+            d[p.axis] = p.out_len;
+            *d.last_mut().expect("rank checked") = if p.real_output { 1 } else { 2 };
+            (dt, d)
+        }
         Op::GridSample { .. } => {
             let (dt, xd) = x()?;
             let (gdt, gd) = input(graph, id, 1)?;
@@ -1361,4 +1369,47 @@ fn check_quant_scale(graph: &Graph, id: NodeId, xd: &[usize], axis: i64) -> Resu
         return Err(format!("scale {sd:?} is neither per-tensor nor per-axis for axis {a} of {xd:?} (blocked quantization is not supported yet)"));
     }
     Ok(())
+}
+
+/// Sizes of a DFT node.
+#[derive(Clone, Debug)]
+pub struct DftPlan {
+    pub axis: usize,
+    /// Transform length (numpy's `n`).
+    pub n: usize,
+    pub out_len: usize,
+    pub inverse: bool,
+    pub onesided: bool,
+    /// Inverse one-sided transforms (irfft) give real output.
+    pub real_output: bool,
+}
+
+/// Resolves a DFT node's axis and lengths.
+pub fn dft_plan(graph: &Graph, id: NodeId, xd: &[usize]) -> Result<DftPlan, String> {
+    let Op::Dft { axis, inverse, onesided, axis_from_input } = graph.graph[id].op.clone() else {
+        return Err("not a DFT".into());
+    };
+    if xd.len() < 2 || !(xd[xd.len() - 1] == 1 || xd[xd.len() - 1] == 2) {
+        return Err(format!("input {xd:?} must end in a dim of 1 (real) or 2 (complex)"));
+    }
+    let axis = if axis_from_input {
+        match const_i64s(graph, id, 2, "axis")? {
+            Some(v) => *v.first().ok_or("axis is empty")?,
+            None => -2,
+        }
+    } else {
+        axis
+    };
+    let a = normalize_axis(axis, xd.len()).ok_or_else(|| format!("axis {axis} is out of range"))?;
+    if a == xd.len() - 1 {
+        return Err("the axis may not be the last (complex) dim".into());
+    }
+    let n = match const_i64s(graph, id, 1, "dft_length")?.and_then(|v| v.first().copied()) {
+        Some(v) if v > 0 => v as usize,
+        Some(v) => return Err(format!("dft_length {v} must be positive")),
+        None if inverse && onesided => 2 * (xd[a].max(1) - 1),
+        None => xd[a],
+    };
+    let out_len = if onesided && !inverse { n / 2 + 1 } else { n };
+    Ok(DftPlan { axis: a, n, out_len, inverse, onesided, real_output: inverse && onesided })
 }

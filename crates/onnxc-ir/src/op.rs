@@ -481,6 +481,14 @@ pub enum Op {
     AffineGrid {
         align_corners: bool,
     },
+    /// DFT (opset 17: `axis` attribute; opset 20: axis input 2). Inputs:
+    /// signal [..., 1 or 2], optional dft_length.
+    Dft {
+        axis: i64,
+        inverse: bool,
+        onesided: bool,
+        axis_from_input: bool,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -604,6 +612,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::Dft { .. } => "DFT".into(),
             Op::AffineGrid { .. } => "AffineGrid".into(),
             Op::SwiGlu { .. } => "SwiGLU".into(),
             Op::ReverseSequence { .. } => "ReverseSequence".into(),

@@ -50,7 +50,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Attention(_) => 3,
             Op::Loss { .. } => 2,
             Op::Rotary { .. } => 3,
-            Op::Resize(_) | Op::Dropout => 1,
+            Op::Resize(_) | Op::Dropout | Op::Dft { .. } => 1,
             Op::Quantize { .. } | Op::Dequantize { .. } => 2,
             Op::MatMulInteger { qlinear: false } => 2,
             Op::Recurrent(_) => 3,

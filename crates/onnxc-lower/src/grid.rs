@@ -1,4 +1,4 @@
-//! GridSample and RotaryEmbedding.
+//! GridSample, AffineGrid, RotaryEmbedding and DFT.
 //!
 //! GridSample follows the ONNX reference: denormalize each grid
 //! coordinate, round (nearest), fold out-of-range coordinates back by the
@@ -265,6 +265,97 @@ pub fn affine_grid(cx: &mut Lowering, id: NodeId, align: bool) -> Result<(), Str
             value = bin(BinOp::Add, value, bin(BinOp::Mul, load(theta, add(row.clone(), int(c as i64))), base(c)));
         }
         vec![Stmt::Store { buf: out, index: linear(v, &os), value }]
+    });
+    cx.kernels.push(kb.finish(body));
+    Ok(())
+}
+
+/// DFT as a direct O(n^2) sum in f64 (numpy's fft/ifft/irfft semantics:
+/// the signal is truncated or zero-padded to `n`).
+pub fn dft(cx: &mut Lowering, id: NodeId) -> Result<(), String> {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let p = onnxc_ir::infer::dft_plan(cx.graph, id, &xd)?;
+    let od = cx.out_dims(id)?;
+    let (x, out) = (cx.input(id, 0)?, cx.output(id)?);
+    let rank = xd.len();
+    let complex_in = xd[rank - 1] == 2;
+    let (xs, os) = (strides_i64(&xd), strides_i64(&od));
+    let mut kb = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let (re, im) = (kb.var(ScalarType::F64), kb.var(ScalarType::F64));
+    let d = |v: f64| Expr::Float(v, ScalarType::F64);
+    let f64_of = |e: Expr| Expr::Cast(ScalarType::F64, Box::new(e));
+    let ext: Vec<usize> = od[..rank - 1].to_vec();
+    let n = p.n as i64;
+    let sign = if p.inverse { 1.0 } else { -1.0 };
+    let scale = if p.inverse { 1.0 / p.n as f64 } else { 1.0 };
+    let in_len = xd[p.axis];
+    let body = kb.nest(&ext, |kb, v| {
+        let k = v[p.axis].clone();
+        // Element `t` along the axis (component 0 real, 1 imaginary) of the input.
+        let at = |t: Expr, comp: i64| {
+            let mut idx = int(comp);
+            for (dd, e) in v.iter().enumerate() {
+                let coord = if dd == p.axis { t.clone() } else { e.clone() };
+                idx = add(idx, mul(coord, int(xs[dd])));
+            }
+            idx
+        };
+        let mut s = vec![Stmt::Assign { var: re, value: d(0.0) }, Stmt::Assign { var: im, value: d(0.0) }];
+        let terms = if p.real_output { p.n } else { in_len.min(p.n) };
+        s.extend(kb.nest(&[terms], |_, tv| {
+            let t = tv[0].clone();
+            // theta = sign * 2 pi ((k t) mod n) / n
+            let kt = bin(BinOp::Rem, mul(k.clone(), t.clone()), int(n));
+            let theta = bin(BinOp::Mul, f64_of(kt), d(sign * 2.0 * std::f64::consts::PI / p.n as f64));
+            let (c, sn) = (un(UnOp::Cos, theta.clone()), un(UnOp::Sin, theta));
+            let (xr, xi) = if p.real_output {
+                // irfft: bin t of the Hermitian-extended spectrum (k is the output sample here).
+                let m = in_len as i64;
+                let direct = cmp(CmpOp::Lt, t.clone(), int(m));
+                let mirror = bin(BinOp::Sub, int(n), t.clone());
+                let mirrored = cmp(CmpOp::Lt, mirror.clone(), int(m));
+                let clamp = |e: Expr| bin(BinOp::Min, bin(BinOp::Max, e, int(0)), int(m - 1));
+                let zero = d(0.0);
+                let pick = |comp: i64, conj: bool| {
+                    let dv = f64_of(load(x, at(clamp(t.clone()), comp)));
+                    let mv = f64_of(load(x, at(clamp(mirror.clone()), comp)));
+                    let mv = if conj { un(UnOp::Neg, mv) } else { mv };
+                    select(direct.clone(), dv, select(mirrored.clone(), mv, zero.clone()))
+                };
+                let xi = if complex_in { pick(1, true) } else { d(0.0) };
+                (pick(0, false), xi)
+            } else {
+                let xr = f64_of(load(x, at(t.clone(), 0)));
+                let xi = if complex_in { f64_of(load(x, at(t.clone(), 1))) } else { d(0.0) };
+                (xr, xi)
+            };
+            vec![
+                Stmt::Assign {
+                    var: re,
+                    value: bin(
+                        BinOp::Add,
+                        var(re),
+                        bin(
+                            BinOp::Sub,
+                            bin(BinOp::Mul, xr.clone(), c.clone()),
+                            bin(BinOp::Mul, xi.clone(), sn.clone()),
+                        ),
+                    ),
+                },
+                Stmt::Assign {
+                    var: im,
+                    value: bin(BinOp::Add, var(im), bin(BinOp::Add, bin(BinOp::Mul, xr, sn), bin(BinOp::Mul, xi, c))),
+                },
+            ]
+        }));
+        let base = linear(v, &os[..rank - 1]);
+        let to_out = |e: Expr| Expr::Cast(ScalarType::F32, Box::new(bin(BinOp::Mul, e, d(scale))));
+        s.push(Stmt::Store { buf: out, index: base.clone(), value: to_out(var(re)) });
+        if !p.real_output {
+            s.push(Stmt::Store { buf: out, index: add(base, int(1)), value: to_out(var(im)) });
+        }
+        s
     });
     cx.kernels.push(kb.finish(body));
     Ok(())

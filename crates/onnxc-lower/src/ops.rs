@@ -245,6 +245,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::CenterCropPad { .. } => crate::more_ops::center_crop_pad(cx, id),
         Op::AffineGrid { align_corners } => crate::grid::affine_grid(cx, id, align_corners),
+        Op::Dft { .. } => crate::grid::dft(cx, id),
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;
