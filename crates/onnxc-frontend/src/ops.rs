@@ -117,6 +117,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Celu", 1),
     ("CenterCropPad", 1),
     ("Clip", 1),
+    ("Col2Im", 1),
     ("Concat", 1),
     ("Constant", 1),
     ("ConstantOfShape", 1),
@@ -540,6 +541,9 @@ pub fn import_op(
             onesided: a.int("onesided", 0)? != 0,
             axis_from_input: opset >= 20,
         },
+        "Col2Im" => {
+            Op::Col2Im { dilations: a.usizes("dilations")?, pads: a.usizes("pads")?, strides: a.usizes("strides")? }
+        }
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

@@ -376,6 +376,13 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             *d.last_mut().expect("rank checked") = if p.real_output { 1 } else { 2 };
             (dt, d)
         }
+        Op::Col2Im { .. } => {
+            let (dt, xd) = x()?;
+            let g = col2im_geometry(graph, id, &xd)?;
+            let mut d = vec![xd[0], g.channels];
+            d.extend(&g.image);
+            (dt, d)
+        }
         Op::GridSample { .. } => {
             let (dt, xd) = x()?;
             let (gdt, gd) = input(graph, id, 1)?;
@@ -1412,4 +1419,54 @@ pub fn dft_plan(graph: &Graph, id: NodeId, xd: &[usize]) -> Result<DftPlan, Stri
     };
     let out_len = if onesided && !inverse { n / 2 + 1 } else { n };
     Ok(DftPlan { axis: a, n, out_len, inverse, onesided, real_output: inverse && onesided })
+}
+
+/// Sizes of a Col2Im node.
+#[derive(Clone, Debug)]
+pub struct Col2ImGeometry {
+    pub channels: usize,
+    pub image: Vec<usize>,
+    pub block: Vec<usize>,
+    /// Blocks along each spatial dim.
+    pub blocks: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub strides: Vec<usize>,
+}
+
+/// Resolves a Col2Im node's sizes and checks them against its input.
+pub fn col2im_geometry(graph: &Graph, id: NodeId, xd: &[usize]) -> Result<Col2ImGeometry, String> {
+    let Op::Col2Im { dilations, pads, strides } = graph.graph[id].op.clone() else { return Err("not a Col2Im".into()) };
+    let pos = |v: Vec<i64>, what: &str| -> Result<Vec<usize>, String> {
+        v.into_iter().map(|x| usize::try_from(x).map_err(|_| format!("{what} has a negative value {x}"))).collect()
+    };
+    let image = pos(const_i64s(graph, id, 1, "image_shape")?.ok_or("image_shape is missing")?, "image_shape")?;
+    let block = pos(const_i64s(graph, id, 2, "block_shape")?.ok_or("block_shape is missing")?, "block_shape")?;
+    let k = image.len();
+    let or = |v: Vec<usize>, n: usize, d: usize| if v.is_empty() { vec![d; n] } else { v };
+    let (dilations, pads, strides) = (or(dilations, k, 1), or(pads, 2 * k, 0), or(strides, k, 1));
+    if xd.len() != 3 || block.len() != k || dilations.len() != k || pads.len() != 2 * k || strides.len() != k {
+        return Err(format!("input {xd:?}, image_shape {image:?} and block_shape {block:?} do not match"));
+    }
+    let bprod: usize = block.iter().product();
+    if bprod == 0 || xd[1] % bprod != 0 || strides.contains(&0) || dilations.contains(&0) {
+        return Err(format!("input channels {} are not a multiple of the block size {bprod}", xd[1]));
+    }
+    let mut blocks = Vec::with_capacity(k);
+    for i in 0..k {
+        let span = (block[i] - 1) * dilations[i] + 1;
+        let padded = image[i] + pads[i] + pads[k + i];
+        if padded < span {
+            return Err(format!("block of {span} does not fit the padded image extent {padded}"));
+        }
+        blocks.push((padded - span) / strides[i] + 1);
+    }
+    if blocks.iter().product::<usize>() != xd[2] {
+        return Err(format!(
+            "input has {} blocks, but the image and block shapes give {}",
+            xd[2],
+            blocks.iter().product::<usize>()
+        ));
+    }
+    Ok(Col2ImGeometry { channels: xd[1] / bprod, image, block, blocks, dilations, pads, strides })
 }

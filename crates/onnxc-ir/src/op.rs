@@ -489,6 +489,13 @@ pub enum Op {
         onesided: bool,
         axis_from_input: bool,
     },
+    /// Col2Im. Inputs: input [N, C*prod(block), L], image_shape and
+    /// block_shape (constants).
+    Col2Im {
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        strides: Vec<usize>,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -612,6 +619,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::Col2Im { .. } => "Col2Im".into(),
             Op::Dft { .. } => "DFT".into(),
             Op::AffineGrid { .. } => "AffineGrid".into(),
             Op::SwiGlu { .. } => "SwiGLU".into(),

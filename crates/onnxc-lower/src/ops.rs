@@ -246,6 +246,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::CenterCropPad { .. } => crate::more_ops::center_crop_pad(cx, id),
         Op::AffineGrid { align_corners } => crate::grid::affine_grid(cx, id, align_corners),
         Op::Dft { .. } => crate::grid::dft(cx, id),
+        Op::Col2Im { .. } => col2im(cx, id),
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;
@@ -911,5 +912,54 @@ fn conv_transpose(cx: &mut Lowering, id: NodeId, w: &Window, group: usize, _outp
         vec![Stmt::Store { buf: out, index: linear(v, &os), value }]
     }));
     cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Col2Im: scatter-add every block element into an uncropped image, then
+/// crop by the pads.
+fn col2im(cx: &mut Lowering, id: NodeId) -> R {
+    require_f32(cx, id)?;
+    let xd = cx.in_dims(id, 0)?;
+    let g = onnxc_ir::infer::col2im_geometry(cx.graph, id, &xd)?;
+    let k = g.image.len();
+    let x = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let od = cx.out_dims(id)?;
+    let mut fd = vec![xd[0], g.channels];
+    for i in 0..k {
+        fd.push(g.image[i] + g.pads[i] + g.pads[k + i]);
+    }
+    let name = cx.graph.graph[id].name.clone();
+    let full = cx.temp(format!("{name}_uncropped"), ScalarType::F32, fd.iter().product());
+    let (fs, os) = (strides_i64(&fd), strides_i64(&od));
+    let (bs, ls) = (strides_i64(&g.block), strides_i64(&g.blocks));
+    let bprod: usize = g.block.iter().product();
+    let mut kb = KernelBuilder::new(name);
+    let mut body =
+        kb.nest(&[fd.iter().product()], |_, v| vec![Stmt::Store { buf: full, index: v[0].clone(), value: f32c(0.0) }]);
+    let mut ext = vec![xd[0], g.channels];
+    ext.extend(&g.block);
+    ext.extend(&g.blocks);
+    body.extend(kb.nest(&ext, |_, v| {
+        let (n, c) = (&v[0], &v[1]);
+        let bv = &v[2..2 + k];
+        let lv = &v[2 + k..];
+        let row = add(mul(c.clone(), int(bprod as i64)), linear(bv, &bs));
+        let xi = add(mul(add(mul(n.clone(), int(xd[1] as i64)), row), int(xd[2] as i64)), linear(lv, &ls));
+        let mut fi = add(mul(n.clone(), int(fs[0])), mul(c.clone(), int(fs[1])));
+        for i in 0..k {
+            let p = add(mul(lv[i].clone(), int(g.strides[i] as i64)), mul(bv[i].clone(), int(g.dilations[i] as i64)));
+            fi = add(fi, mul(p, int(fs[2 + i])));
+        }
+        vec![Stmt::Store { buf: full, index: fi.clone(), value: bin(BinOp::Add, load(full, fi), load(x, xi)) }]
+    }));
+    body.extend(kb.nest(&od, |_, v| {
+        let mut src = add(mul(v[0].clone(), int(fs[0])), mul(v[1].clone(), int(fs[1])));
+        for i in 0..k {
+            src = add(src, mul(add(v[2 + i].clone(), int(g.pads[i] as i64)), int(fs[2 + i])));
+        }
+        vec![Stmt::Store { buf: out, index: linear(v, &os), value: load(full, src) }]
+    }));
+    cx.kernels.push(kb.finish(body));
     Ok(())
 }

@@ -367,7 +367,7 @@ pub fn is_parameter_slot(op: &Op, slot: usize) -> bool {
         Op::Resize(_) => slot >= 1,
         Op::Dropout => slot >= 1,
         Op::CenterCropPad { .. } | Op::AffineGrid { .. } => slot == 1,
-        Op::Dft { .. } => slot >= 1,
+        Op::Dft { .. } | Op::Col2Im { .. } => slot >= 1,
         Op::WindowFn { .. } => slot == 0,
         Op::CumSum { .. } | Op::OneHot { .. } | Op::Trilu { .. } | Op::TopK { .. } => slot == 1,
         _ => false,
