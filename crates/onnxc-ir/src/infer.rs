@@ -1449,7 +1449,7 @@ pub fn col2im_geometry(graph: &Graph, id: NodeId, xd: &[usize]) -> Result<Col2Im
         return Err(format!("input {xd:?}, image_shape {image:?} and block_shape {block:?} do not match"));
     }
     let bprod: usize = block.iter().product();
-    if bprod == 0 || xd[1] % bprod != 0 || strides.contains(&0) || dilations.contains(&0) {
+    if bprod == 0 || !xd[1].is_multiple_of(bprod) || strides.contains(&0) || dilations.contains(&0) {
         return Err(format!("input channels {} are not a multiple of the block size {bprod}", xd[1]));
     }
     let mut blocks = Vec::with_capacity(k);
