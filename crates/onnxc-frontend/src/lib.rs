@@ -127,8 +127,11 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     let mut errors = Vec::new();
 
     // Initializers become constant nodes, created when first used.
+    // If branches are inlined: their nodes (and initializers) join the main
+    // graph ahead of the If, which then selects between the branch outputs.
+    let flat = flatten_if_branches(&gp.node);
     let mut initializers = BTreeMap::new();
-    for t in &gp.initializer {
+    for t in gp.initializer.iter().chain(flat.initializers.iter().copied()) {
         let name = t.name.clone().unwrap_or_default();
         initializers.insert(name, t);
     }
@@ -152,7 +155,8 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     // Nodes.
     let mut unsupported = Vec::new();
     let mut pending: Vec<(NodeId, Vec<String>)> = Vec::new();
-    for (i, n) in gp.node.iter().enumerate() {
+    for (i, n) in flat.nodes.iter().enumerate() {
+        let n: &onnxc_proto::NodeProto = n;
         let node_name = match n.name.as_deref() {
             Some(s) if !s.is_empty() => s.to_string(),
             _ => format!("{}_{i}", n.op_type.clone().unwrap_or_default()),
@@ -252,4 +256,43 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
         return Err(FrontendError::Invalid(vec![e]));
     }
     Ok(g)
+}
+
+/// Nodes in import order with every If's branch nodes placed before it, and
+/// the If rewritten to take [cond, then outputs..., else outputs...].
+struct Flattened<'a> {
+    nodes: Vec<std::borrow::Cow<'a, onnxc_proto::NodeProto>>,
+    initializers: Vec<&'a onnxc_proto::TensorProto>,
+}
+
+fn flatten_if_branches(nodes: &[onnxc_proto::NodeProto]) -> Flattened<'_> {
+    let mut out = Flattened { nodes: Vec::new(), initializers: Vec::new() };
+    fn walk<'a>(nodes: &'a [onnxc_proto::NodeProto], out: &mut Flattened<'a>) {
+        for n in nodes {
+            let is_if = n.op_type.as_deref() == Some("If") && n.domain.as_deref().unwrap_or("").is_empty();
+            if !is_if {
+                out.nodes.push(std::borrow::Cow::Borrowed(n));
+                continue;
+            }
+            let branch =
+                |name: &str| n.attribute.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.g.as_ref());
+            let (Some(then_g), Some(else_g)) = (branch("then_branch"), branch("else_branch")) else {
+                out.nodes.push(std::borrow::Cow::Borrowed(n));
+                continue;
+            };
+            walk(&then_g.node, out);
+            walk(&else_g.node, out);
+            out.initializers.extend(then_g.initializer.iter().chain(else_g.initializer.iter()));
+            let mut rewritten = n.clone();
+            rewritten
+                .attribute
+                .retain(|a| a.name.as_deref() != Some("then_branch") && a.name.as_deref() != Some("else_branch"));
+            rewritten.input.truncate(1);
+            rewritten.input.extend(then_g.output.iter().map(|o| o.name.clone().unwrap_or_default()));
+            rewritten.input.extend(else_g.output.iter().map(|o| o.name.clone().unwrap_or_default()));
+            out.nodes.push(std::borrow::Cow::Owned(rewritten));
+        }
+    }
+    walk(nodes, &mut out);
+    out
 }

@@ -160,6 +160,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("HardSwish", 1),
     ("Hardmax", 1),
     ("Identity", 1),
+    ("If", 1),
     ("InstanceNormalization", 1),
     ("IsInf", 1),
     ("IsNaN", 1),
@@ -544,6 +545,7 @@ pub fn import_op(
         "Col2Im" => {
             Op::Col2Im { dilations: a.usizes("dilations")?, pads: a.usizes("pads")?, strides: a.usizes("strides")? }
         }
+        "If" => Op::If,
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

@@ -120,6 +120,13 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
                 .collect();
             Tensor::from_f64_as(odt, &odims, &v)?
         }
+        Op::If => {
+            let cond = *x?.to_i64_vec()?.first()?;
+            let k = out.len();
+            let pick = if cond != 0 { 1 } else { 1 + k };
+            let chosen = inputs.get(pick).copied().flatten()?;
+            Tensor { dtype: chosen.dtype, dims: odims, bytes: chosen.bytes.clone() }
+        }
         Op::ConstantOfShape(value) => {
             let n: usize = odims.iter().product();
             Tensor { dtype: value.dtype, dims: odims, bytes: value.bytes.repeat(n) }

@@ -119,6 +119,20 @@ impl Graph {
         v
     }
 
+    /// Makes every consumer of output `from` read output `to` instead.
+    pub fn redirect(&mut self, from: (NodeId, usize), to: (NodeId, usize)) {
+        let edges: Vec<_> = self
+            .graph
+            .edges_directed(from.0, Direction::Outgoing)
+            .filter(|e| e.weight().src_slot == from.1)
+            .map(|e| (e.id(), e.target(), e.weight().dst_slot))
+            .collect();
+        for (e, target, dst_slot) in edges {
+            self.graph.remove_edge(e);
+            self.graph.add_edge(to.0, target, Edge { src_slot: to.1, dst_slot });
+        }
+    }
+
     /// Turns `node` into a constant holding `tensor`, dropping its inputs.
     pub fn make_constant(&mut self, node: NodeId, tensor: Tensor) {
         let incoming: Vec<_> = self.graph.edges_directed(node, Direction::Incoming).map(|e| e.id()).collect();

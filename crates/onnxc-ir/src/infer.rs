@@ -81,6 +81,29 @@ fn fold_node(graph: &mut Graph, id: NodeId, outs: &[(DType, Vec<usize>)]) {
     if matches!(node.op, Op::Output { .. }) {
         return;
     }
+    if let Op::If = node.op {
+        // A constant condition picks a branch: its consumers read that branch directly.
+        let Some(cond) = graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied()) else {
+            return;
+        };
+        let k = graph.graph[id].outputs.len();
+        for j in 0..k {
+            let slot = if cond != 0 { 1 + j } else { 1 + k + j };
+            if let Some(src) = graph.input_of(id, slot) {
+                graph.redirect((id, j), src);
+            }
+        }
+        return;
+    }
+    if let Op::CastLike = node.op {
+        // Input 1 contributes only its dtype.
+        if let Some(t) = graph.const_input(id, 0).cloned() {
+            if let Some(mut v) = eval_op(&Op::Cast { to: outs[0].0 }, &[Some(&t)], outs) {
+                graph.make_constant(id, v.remove(0));
+            }
+        }
+        return;
+    }
     if let Op::Size = node.op {
         if let Some(n) = graph.input_info(id, 0).and_then(|i| i.shape.numel()) {
             graph.make_constant(id, Tensor::from_i64(&[], &[n as i64]));
@@ -382,6 +405,36 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let mut d = vec![xd[0], g.channels];
             d.extend(&g.image);
             (dt, d)
+        }
+        Op::If => {
+            let n_in = graph.graph[id].num_inputs;
+            let k = (n_in - 1) / 2;
+            if n_in != 2 * k + 1 || k != graph.graph[id].outputs.len() {
+                return Err(format!(
+                    "the branches give {} and {} outputs for {} If outputs",
+                    (n_in - 1) / 2,
+                    n_in - 1 - (n_in - 1) / 2,
+                    graph.graph[id].outputs.len()
+                ));
+            }
+            let cond = graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
+            let mut outs = Vec::with_capacity(k);
+            for j in 0..k {
+                let then_t = input(graph, id, 1 + j)?;
+                let else_t = input(graph, id, 1 + k + j)?;
+                outs.push(match cond {
+                    Some(0) => else_t,
+                    Some(_) => then_t,
+                    None if then_t == else_t => then_t,
+                    None => {
+                        return Err(format!(
+                            "output {j} is {}{:?} in the then branch and {}{:?} in the else branch; a run-time condition needs equal types",
+                            then_t.0, then_t.1, else_t.0, else_t.1
+                        ))
+                    }
+                });
+            }
+            return Ok(outs);
         }
         Op::GridSample { .. } => {
             let (dt, xd) = x()?;

@@ -496,6 +496,10 @@ pub enum Op {
         pads: Vec<usize>,
         strides: Vec<usize>,
     },
+    /// If with both branches inlined: inputs [cond, then outputs..., else
+    /// outputs...]; outputs pick one side (folded when cond is constant,
+    /// an elementwise select otherwise).
+    If,
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -619,6 +623,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
+            Op::If => "If".into(),
             Op::Col2Im { .. } => "Col2Im".into(),
             Op::Dft { .. } => "DFT".into(),
             Op::AffineGrid { .. } => "AffineGrid".into(),

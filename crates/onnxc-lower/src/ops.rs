@@ -247,6 +247,34 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::AffineGrid { align_corners } => crate::grid::affine_grid(cx, id, align_corners),
         Op::Dft { .. } => crate::grid::dft(cx, id),
         Op::Col2Im { .. } => col2im(cx, id),
+        Op::If => {
+            let n_out = cx.graph.graph[id].outputs.len();
+            let cond = cx.graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
+            for j in 0..n_out {
+                let len: usize = cx.graph.graph[id].outputs[j].shape.numel().ok_or("unknown output dims")?;
+                let dst = cx.value_buffer((id, j))?;
+                let (then_b, else_b) = (cx.input(id, 1 + j)?, cx.input(id, 1 + n_out + j)?);
+                let kernel = match cond {
+                    Some(0) => copy_kernel(format!("{name}_else{j}"), else_b, dst, len),
+                    Some(_) => copy_kernel(format!("{name}_then{j}"), then_b, dst, len),
+                    None => {
+                        let c = cx.input(id, 0)?;
+                        let mut k = KernelBuilder::new(format!("{name}_select{j}"));
+                        let body = k.nest(&[len], |_, v| {
+                            let pick = cmp(CmpOp::Ne, load(c, int(0)), Expr::Int(0, ScalarType::U8));
+                            vec![Stmt::Store {
+                                buf: dst,
+                                index: v[0].clone(),
+                                value: select(pick, load(then_b, v[0].clone()), load(else_b, v[0].clone())),
+                            }]
+                        });
+                        k.finish(body)
+                    }
+                };
+                cx.kernels.push(kernel);
+            }
+            Ok(())
+        }
         Op::Dropout => {
             let src = cx.input(id, 0)?;
             let dst = cx.output(id)?;
