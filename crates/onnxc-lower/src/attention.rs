@@ -106,7 +106,7 @@ pub fn attention(cx: &mut Lowering, id: NodeId, at: &AttentionAttrs) -> Result<(
         None
     };
     // Per-batch count of valid keys (an external, padded cache).
-    let nonpad = if cx.graph.input_of(id, 6).is_some() { Some(cx.input(id, 6)?) } else { None };
+    let nonpad = cx.optional_input(id, 6)?;
     let scale = at.scale.map(|s| s as f64).unwrap_or(1.0 / (g.head as f64).sqrt()) as f32;
     let group = (g.q_heads / g.kv_heads) as i64;
     let neg_inf = f32c(f32::NEG_INFINITY);

@@ -172,7 +172,7 @@ pub fn rotary(
     let rot = if rotary_dim == 0 { d_n } else { rotary_dim };
     let half = rot / 2;
     let (x, cos, sin) = (cx.input(id, 0)?, cx.input(id, 1)?, cx.input(id, 2)?);
-    let pos_ids = if cx.graph.input_of(id, 3).is_some() { Some(cx.input(id, 3)?) } else { None };
+    let pos_ids = cx.optional_input(id, 3)?;
     let out = cx.output(id)?;
     let at = |b: &Expr, s: &Expr, h: &Expr, d: Expr| {
         if four_d {

@@ -159,6 +159,14 @@ impl<'g> Lowering<'g> {
         self.value_buffer(src)
     }
 
+    /// The buffer of optional input `slot` of `node`, `None` when absent.
+    pub fn optional_input(&mut self, node: NodeId, slot: usize) -> Result<Option<BufferId>, String> {
+        if self.graph.input_of(node, slot).is_none() {
+            return Ok(None);
+        }
+        self.input(node, slot).map(Some)
+    }
+
     /// The buffer that output 0 of `node` is written to.
     pub fn output(&mut self, node: NodeId) -> Result<BufferId, String> {
         self.value_buffer((node, 0))

@@ -578,6 +578,14 @@ pub fn gather_nd(cx: &mut Lowering, id: NodeId, batch_dims: usize) -> R {
     Ok(())
 }
 
+/// `linear(v, strides)` with coordinate `axis` replaced by `coord`.
+fn index_replacing(v: &[Expr], strides: &[i64], axis: usize, coord: Expr) -> Expr {
+    v.iter().enumerate().fold(int(0), |acc, (d, e)| {
+        let c = if d == axis { coord.clone() } else { e.clone() };
+        add(acc, mul(c, int(strides[d])))
+    })
+}
+
 fn clamp_index(raw: Expr, n: i64) -> Expr {
     let raw = Expr::Cast(ScalarType::I64, Box::new(raw));
     let norm = select(lt(raw.clone(), int(0)), add(raw.clone(), int(n)), raw);
@@ -817,13 +825,7 @@ pub fn gather_elements(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let body = k.nest(&idd, |_, v| {
         let j = clamp_index(load(indices, linear(v, &is)), xd[a] as i64);
-        let mut src = mul(j, int(xs[a]));
-        for (d, e) in v.iter().enumerate() {
-            if d != a {
-                src = add(src, mul(e.clone(), int(xs[d])));
-            }
-        }
-        vec![Stmt::Store { buf: out, index: linear(v, &is), value: load(x, src) }]
+        vec![Stmt::Store { buf: out, index: linear(v, &is), value: load(x, index_replacing(v, &xs, a, j)) }]
     });
     cx.kernels.push(k.finish(body));
     Ok(())
@@ -854,12 +856,7 @@ pub fn scatter_elements(cx: &mut Lowering, id: NodeId, axis: i64, reduction: Sca
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let body = k.nest(&idd, |_, v| {
         let j = clamp_index(load(indices, linear(v, &is)), xd[a] as i64);
-        let mut dst = mul(j, int(xs[a]));
-        for (d, e) in v.iter().enumerate() {
-            if d != a {
-                dst = add(dst, mul(e.clone(), int(xs[d])));
-            }
-        }
+        let dst = index_replacing(v, &xs, a, j);
         vec![Stmt::Store {
             buf: out,
             index: dst.clone(),
@@ -1033,7 +1030,7 @@ pub fn loss(cx: &mut Lowering, id: NodeId, softmax: bool, reduction: u8, ignore_
     let d: usize = xd[2..].iter().product();
     let x = cx.input(id, 0)?;
     let target = cx.input(id, 1)?;
-    let weight = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let weight = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let name = cx.graph.graph[id].name.clone();
     let logp = if softmax {
@@ -1309,13 +1306,7 @@ pub fn reverse_sequence(cx: &mut Lowering, id: NodeId, batch_axis: i64, time_axi
             v[t].clone(),
         );
         let src_t = bin(BinOp::Min, bin(BinOp::Max, src_t, int(0)), int(xd[t] as i64 - 1));
-        let mut src = mul(src_t, int(xs[t]));
-        for (d, e) in v.iter().enumerate() {
-            if d != t {
-                src = add(src, mul(e.clone(), int(xs[d])));
-            }
-        }
-        vec![Stmt::Store { buf: out, index: linear(v, &xs), value: load(x, src) }]
+        vec![Stmt::Store { buf: out, index: linear(v, &xs), value: load(x, index_replacing(v, &xs, t, src_t)) }]
     });
     cx.kernels.push(k.finish(body));
     Ok(())

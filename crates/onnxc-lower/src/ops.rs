@@ -502,9 +502,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             Ok(())
         }
         Op::Conv { window, group } => conv(cx, id, &window, group),
-        Op::ConvTranspose { window, group, output_padding, .. } => {
-            conv_transpose(cx, id, &window, group, &output_padding)
-        }
+        Op::ConvTranspose { window, group, .. } => conv_transpose(cx, id, &window, group),
         Op::MaxPool { window } => pool(cx, id, &window, PoolKind::Max),
         Op::AveragePool { window, count_include_pad } => pool(cx, id, &window, PoolKind::Average { count_include_pad }),
         Op::GlobalAveragePool => {
@@ -732,7 +730,7 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     let sp = xd.len() - 2;
     let x = cx.input(id, 0)?;
     let wb = cx.input(id, 1)?;
-    let bias = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let bias = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &w.pads[sp..], 0.0);
     let (m, cg) = (wd[0], wd[1]);
@@ -883,7 +881,7 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
 
 /// Transposed convolution: scatter-accumulate every input element's
 /// contribution into an uncropped buffer, then crop by the pads and add the bias.
-fn conv_transpose(cx: &mut Lowering, id: NodeId, w: &Window, group: usize, _output_padding: &[usize]) -> R {
+fn conv_transpose(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     require_f32(cx, id)?;
     let xd = cx.in_dims(id, 0)?;
     let wd = cx.in_dims(id, 1)?;
@@ -891,7 +889,7 @@ fn conv_transpose(cx: &mut Lowering, id: NodeId, w: &Window, group: usize, _outp
     let sp = xd.len() - 2;
     let x = cx.input(id, 0)?;
     let wb = cx.input(id, 1)?;
-    let bias = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let bias = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let (cg, mg) = (xd[1] / group, wd[1]);
     let m = mg * group;

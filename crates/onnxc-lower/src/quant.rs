@@ -55,7 +55,7 @@ pub fn quantize(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
     let xd = cx.in_dims(id, 0)?;
     let pa = per_axis(cx, id, axis, xd.len())?;
     let (x, scale) = (cx.input(id, 0)?, cx.input(id, 1)?);
-    let zp = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let zp = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let t = cx.buffers[out.0 as usize].elem;
     range(t)?;
@@ -76,7 +76,7 @@ pub fn dequantize(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
     let xd = cx.in_dims(id, 0)?;
     let pa = per_axis(cx, id, axis, xd.len())?;
     let (x, scale) = (cx.input(id, 0)?, cx.input(id, 1)?);
-    let zp = if cx.graph.input_of(id, 2).is_some() { Some(cx.input(id, 2)?) } else { None };
+    let zp = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let os = strides_i64(&xd);
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
