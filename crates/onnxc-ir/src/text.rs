@@ -53,3 +53,38 @@ pub fn to_text(graph: &Graph) -> String {
     s.push_str("}\n");
     s
 }
+
+/// Renders `graph` as Graphviz DOT: one box per node (name, op, output
+/// types), one edge per tensor. Deterministic like [`to_text`].
+pub fn to_dot(graph: &Graph) -> String {
+    let order = graph.topo_order().unwrap_or_default();
+    let number: BTreeMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut s = String::from("digraph onnxc {\n  node [shape=box, fontname=\"monospace\"];\n");
+    for &id in &order {
+        let n = &graph.graph[id];
+        let outs: Vec<String> = n.outputs.iter().map(|o| format!("{}{}", o.dtype, o.shape)).collect();
+        let style = match n.op {
+            Op::Input { .. } | Op::Output { .. } => ", style=rounded",
+            Op::Constant(_) => ", style=dotted",
+            _ => "",
+        };
+        let _ = writeln!(
+            s,
+            "  n{} [label=\"{}\\n{}\\n{}\"{style}];",
+            number[&id],
+            esc(&n.name),
+            esc(&n.op.name()),
+            esc(&outs.join(" "))
+        );
+    }
+    for &id in &order {
+        for slot in 0..graph.graph[id].num_inputs {
+            if let Some((src, _)) = graph.input_of(id, slot) {
+                let _ = writeln!(s, "  n{} -> n{};", number[&src], number[&id]);
+            }
+        }
+    }
+    s.push_str("}\n");
+    s
+}

@@ -58,6 +58,8 @@ pub struct Artifacts {
     pub archive: Vec<u8>,
     pub header: String,
     pub arena_bytes: u64,
+    /// What the compile did (passes, ops, memory, work, time).
+    pub report: crate::report::CompileReport,
 }
 
 impl Artifacts {
@@ -251,24 +253,44 @@ pub fn build_program(
     shapes: &BTreeMap<String, Vec<usize>>,
     constants: &BTreeMap<String, Tensor>,
 ) -> Result<(Graph, Program), Error> {
+    let (graph, program, _) = build_program_with_report(path, shapes, constants)?;
+    Ok((graph, program))
+}
+
+/// [`build_program`], also returning what the compile did.
+pub fn build_program_with_report(
+    path: &Path,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    constants: &BTreeMap<String, Tensor>,
+) -> Result<(Graph, Program, crate::report::CompileReport), Error> {
+    let mut report = crate::report::CompileReport::default();
+    let t = std::time::Instant::now();
     let mut graph = load(path)?;
     bake_inputs(&mut graph, constants)?;
     pin_input_shapes(&mut graph, shapes)?;
-    prepare(&mut graph)?;
+    report.compile_seconds.insert("import".into(), t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    report.passes = prepare(&mut graph)?;
+    report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let program = lower(&graph)?;
-    Ok((graph, program))
+    report.compile_seconds.insert("lower".into(), t.elapsed().as_secs_f64());
+    report.describe(&graph, &program);
+    Ok((graph, program, report))
 }
 
 /// Compiles a model file to an object, static library and header.
 pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Error> {
     let name = model_name(path, opts.name.as_deref())?;
-    let (_, program) = build_program(path, &opts.input_shapes, &opts.constant_inputs)?;
+    let (_, program, mut report) = build_program_with_report(path, &opts.input_shapes, &opts.constant_inputs)?;
+    let t = std::time::Instant::now();
     let object = onnxc_cpu::compile_object(&program, &name, opts.target.as_deref())?;
+    report.compile_seconds.insert("codegen".into(), t.elapsed().as_secs_f64());
     let symbols = vec![format!("{name}_input_bytes"), format!("{name}_output_bytes"), format!("{name}_run")];
     let archive = crate::archive::build_archive(&format!("{name}.o"), &object, &symbols);
     let source = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let header = crate::header::render_header(&program, &name, &source);
-    Ok(Artifacts { name, object, archive, header, arena_bytes: program.arena_bytes })
+    Ok(Artifacts { name, object, archive, header, arena_bytes: program.arena_bytes, report })
 }
 
 /// A model compiled into this process, with its input/output names.

@@ -14,5 +14,6 @@ pub mod archive;
 mod driver;
 pub mod header;
 pub mod npz;
+pub mod report;
 
 pub use driver::*;

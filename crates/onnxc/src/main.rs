@@ -50,6 +50,9 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Target triple, e.g. x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu; default: this machine's architecture.
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
+        /// Write a JSON report of what the compiler did (passes, ops, memory, FLOPs, time; see docs/report.md).
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<PathBuf>,
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
@@ -74,9 +77,12 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Also print the graph IR after the compile passes (inference, constant folding, dead code); symbolic dims must be pinned.
         #[arg(long)]
         ir: bool,
-        /// Pin an input's dims for --ir, e.g. `input=1x64`.
+        /// Pin an input's dims for --ir and --dot, e.g. `input=1x64`.
         #[arg(long = "input-shape", value_name = "NAME=D0xD1x...")]
         input_shape: Vec<String>,
+        /// Write the graph after the passes as Graphviz DOT (and FILE.svg when `dot` is installed).
+        #[arg(long, value_name = "FILE.dot")]
+        dot: Option<PathBuf>,
     },
 }
 
@@ -109,7 +115,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compile { model, output, input_shape, name, const_input, target, quiet } => {
+        Command::Compile { model, output, input_shape, name, const_input, target, report, quiet } => {
             let started = std::time::Instant::now();
             let mut constant_inputs = BTreeMap::new();
             for spec in &const_input {
@@ -128,28 +134,39 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             let artifacts = onnxc::compile_file(&model, &opts)?;
             let files = artifacts.write_to(&output)?;
+            if let Some(path) = &report {
+                std::fs::write(path, artifacts.report.to_json())
+                    .with_context(|| format!("cannot write the report to '{}'", path.display()))?;
+            }
             if !quiet {
                 for f in files {
                     eprintln!("wrote {}", f.display());
                 }
-                eprintln!(
-                    "compiled {} in {:.2}s; arena {} bytes",
-                    model.display(),
-                    started.elapsed().as_secs_f64(),
-                    artifacts.arena_bytes
-                );
+                eprintln!("{}", artifacts.report.summary());
+                eprintln!("compiled {} in {:.2}s", model.display(), started.elapsed().as_secs_f64());
             }
             Ok(())
         }
         Command::Run { model, inputs, outputs } => run(&model, &inputs, outputs.as_deref()),
-        Command::Inspect { model, ir, input_shape } => {
+        Command::Inspect { model, ir, input_shape, dot } => {
             inspect(&model)?;
-            if ir {
+            if ir || dot.is_some() {
                 let mut graph = onnxc::load(&model)?;
                 onnxc::pin_input_shapes(&mut graph, &onnxc::parse_input_shapes(&input_shape)?)?;
                 onnxc::prepare(&mut graph)?;
-                println!("ir after passes:");
-                print!("{}", onnxc_ir::text::to_text(&graph));
+                if ir {
+                    println!("ir after passes:");
+                    print!("{}", onnxc_ir::text::to_text(&graph));
+                }
+                if let Some(path) = dot {
+                    std::fs::write(&path, onnxc_ir::text::to_dot(&graph))
+                        .with_context(|| format!("cannot write '{}'", path.display()))?;
+                    let svg = path.with_extension("svg");
+                    match std::process::Command::new("dot").arg("-Tsvg").arg(&path).arg("-o").arg(&svg).status() {
+                        Ok(s) if s.success() => eprintln!("wrote {} and {}", path.display(), svg.display()),
+                        _ => eprintln!("wrote {} (install Graphviz's `dot` for an SVG)", path.display()),
+                    }
+                }
             }
             Ok(())
         }

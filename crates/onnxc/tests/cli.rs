@@ -266,3 +266,44 @@ fn run_speaks_the_onnx_test_data_layout() {
     let t = onnxc_frontend::tensor_from_proto(&onnxc_frontend::TensorProto::decode(&bytes[..]).unwrap(), None).unwrap();
     common::assert_close("output_0.pb", &t, &reference["logits"]);
 }
+
+#[test]
+fn compile_report_is_json_with_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = onnxc(&[
+        "compile",
+        "testdata/cnn_digits.onnx",
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--input-shape",
+        "input=1x1x8x8",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for key in ["passes", "ops", "weights_bytes", "arena_bytes", "intermediate_bytes", "flops", "compile_seconds"] {
+        assert!(v.get(key).is_some(), "report lacks '{key}': {v}");
+    }
+    assert_eq!(v["passes"][0]["name"], "infer-fold");
+    assert_eq!(v["ops"]["Conv"], 2);
+    assert!(v["ops"].get("Shape").is_none(), "Shape is folded away");
+    // Two 3x3 convolutions: 16 filters of 1x3x3 over 8x8 (pad 1), then 32 filters of 16x3x3 over 4x4.
+    let conv = v["flops"]["Conv"].as_u64().unwrap();
+    assert!(conv > 0, "{v}");
+    let (arena, inter) = (v["arena_bytes"].as_u64().unwrap(), v["intermediate_bytes"].as_u64().unwrap());
+    assert!(arena > 0 && arena < inter, "arena {arena} vs intermediates {inter}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ops ("), "a human summary on stderr");
+}
+
+#[test]
+fn inspect_dot_writes_a_graphviz_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let dot = dir.path().join("g.dot");
+    let out =
+        onnxc(&["inspect", "testdata/mlp_digits.onnx", "--input-shape", "input=1x64", "--dot", dot.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&dot).unwrap();
+    assert!(text.starts_with("digraph onnxc {") && text.contains("Gemm") && text.contains("->"), "{text}");
+}
