@@ -3,11 +3,12 @@
 //!
 //! The pipeline today is the part every compile needs: type inference with
 //! constant folding (which turns exporters' shape subgraphs into constants
-//! once input dims are pinned) and dead-node removal. Passes never import a
+//! once input dims are pinned), Identity/Dropout elimination and dead-node
+//! removal. Passes never import a
 //! backend; target facts would arrive as data.
 
 use onnxc_ir::infer::{infer_and_fold, InferOptions};
-use onnxc_ir::{Graph, NodeError};
+use onnxc_ir::{Graph, NodeError, Op};
 use std::time::Instant;
 
 /// What one pass did.
@@ -34,9 +35,32 @@ fn dead_code(g: &mut Graph) -> Result<(), Vec<NodeError>> {
     Ok(())
 }
 
+/// Identity (and inference Dropout whose mask nobody reads) pass their
+/// input through: consumers read the input directly and the node dies.
+fn identity_elim(g: &mut Graph) -> Result<(), Vec<NodeError>> {
+    let ids: Vec<_> = g.graph.node_indices().collect();
+    for id in ids {
+        let passthrough = match g.graph[id].op {
+            Op::Identity => true,
+            Op::Dropout => g.consumers(id, 1).is_empty(),
+            _ => false,
+        };
+        if !passthrough {
+            continue;
+        }
+        if let Some(src) = g.input_of(id, 0) {
+            g.redirect((id, 0), src);
+        }
+    }
+    Ok(())
+}
+
 /// The passes every compile runs, in order.
-pub const DEFAULT_PIPELINE: &[Pass] =
-    &[Pass { name: "infer-fold", run: infer_fold }, Pass { name: "dead-code", run: dead_code }];
+pub const DEFAULT_PIPELINE: &[Pass] = &[
+    Pass { name: "infer-fold", run: infer_fold },
+    Pass { name: "identity-elim", run: identity_elim },
+    Pass { name: "dead-code", run: dead_code },
+];
 
 /// Runs `passes` in order, verifying the graph after each. Stops at the
 /// first pass that fails (its errors name the nodes) or breaks the graph.

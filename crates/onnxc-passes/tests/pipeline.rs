@@ -25,7 +25,7 @@ fn default_pipeline_folds_shapes_and_removes_dead_nodes() {
 
     let stats = onnxc_passes::run_pipeline(&mut g, onnxc_passes::DEFAULT_PIPELINE).unwrap();
     let summary: Vec<_> = stats.iter().map(|s| (s.name, s.nodes_before, s.nodes_after)).collect();
-    assert_eq!(summary, [("infer-fold", 5, 5), ("dead-code", 5, 4)]);
+    assert_eq!(summary, [("infer-fold", 5, 5), ("identity-elim", 5, 5), ("dead-code", 5, 4)]);
     insta::assert_snapshot!(onnxc_ir::text::to_text(&g), @r#"
     graph g opsets() {
       %0 = Input{index=0}() "x" -> f32[4,6]
@@ -48,4 +48,28 @@ fn pipeline_errors_name_the_node() {
     g.outputs.push(out);
     let errors = onnxc_passes::run_pipeline(&mut g, onnxc_passes::DEFAULT_PIPELINE).unwrap_err();
     assert_eq!(errors[0].to_string(), "node 't' (Transpose): perm [0, 0] is not a permutation of the input's 2 dims");
+}
+
+#[test]
+fn identity_nodes_are_bypassed() {
+    let mut g = Graph { name: "g".into(), ..Graph::default() };
+    let x = g.add_node("x", Op::Input { index: 0 }, 0, info("x", Shape::known(&[2])));
+    g.inputs.push(x);
+    let a = g.add_node("a", Op::Identity, 1, info("a", Shape::default()));
+    g.connect(x, 0, a, 0);
+    let r = g.add_node("r", Op::Unary(UnaryOp::Relu), 1, info("r", Shape::default()));
+    g.connect(a, 0, r, 0);
+    let b = g.add_node("b", Op::Identity, 1, info("b", Shape::default()));
+    g.connect(r, 0, b, 0);
+    let out = g.add_node("y", Op::Output { index: 0 }, 1, info("y", Shape::default()));
+    g.connect(b, 0, out, 0);
+    g.outputs.push(out);
+    onnxc_passes::run_pipeline(&mut g, onnxc_passes::DEFAULT_PIPELINE).unwrap();
+    insta::assert_snapshot!(onnxc_ir::text::to_text(&g), @r#"
+    graph g opsets() {
+      %0 = Input{index=0}() "x" -> f32[2]
+      %1 = Relu(%0) "r" -> f32[2]
+      %2 = Output{index=0}(%1) "y" -> f32[2]
+    }
+    "#);
 }
