@@ -85,24 +85,10 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
         }
         Op::Expand | Op::Tile => {
             let x = x?;
-            let w = x.dtype.size_bytes()?;
-            let n: usize = odims.iter().product();
             let rank = odims.len();
             let xd: Vec<usize> = std::iter::repeat_n(1, rank - x.dims.len()).chain(x.dims.iter().copied()).collect();
             let xs = strides_of(&xd);
-            let mut bytes = Vec::with_capacity(n * w);
-            let mut coord = vec![0usize; rank];
-            for _ in 0..n {
-                let src: usize = (0..rank).map(|k| (coord[k] % xd[k]) * xs[k]).sum();
-                bytes.extend_from_slice(&x.bytes[src * w..(src + 1) * w]);
-                for k in (0..rank).rev() {
-                    coord[k] += 1;
-                    if coord[k] < odims[k] {
-                        break;
-                    }
-                    coord[k] = 0;
-                }
-            }
+            let bytes = gather_elements(x, &odims, |c| (0..rank).map(|k| (c[k] % xd[k]) * xs[k]).sum())?;
             Tensor { dtype: x.dtype, dims: odims, bytes }
         }
         Op::WindowFn { kind, periodic, .. } => {
@@ -147,7 +133,6 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
         }
         Op::Slice => {
             let x = x?;
-            let w = x.dtype.size_bytes()?;
             let plan = crate::infer::slice_plan(
                 &x.dims,
                 inputs.get(1).copied().flatten()?,
@@ -157,22 +142,10 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
             )
             .ok()?;
             let xs = strides_of(&x.dims);
-            let n: usize = odims.iter().product();
-            let rank = odims.len();
-            let mut bytes = Vec::with_capacity(n * w);
-            let mut coord = vec![0usize; rank];
-            for _ in 0..n {
-                let src: i64 = (0..rank).map(|k| (plan[k].0 + coord[k] as i64 * plan[k].1) * xs[k] as i64).sum();
-                let src = src as usize;
-                bytes.extend_from_slice(&x.bytes[src * w..(src + 1) * w]);
-                for k in (0..rank).rev() {
-                    coord[k] += 1;
-                    if coord[k] < odims[k] {
-                        break;
-                    }
-                    coord[k] = 0;
-                }
-            }
+            let bytes = gather_elements(x, &odims, |c| {
+                c.iter().enumerate().map(|(k, &o)| (plan[k].0 + o as i64 * plan[k].1) * xs[k] as i64).sum::<i64>()
+                    as usize
+            })?;
             Tensor { dtype: x.dtype, dims: odims, bytes }
         }
         Op::Reduce { kind, .. }
@@ -207,24 +180,10 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
         Op::Shape { .. } => return None, // folded from the input's type by inference
         Op::Transpose { perm } => {
             let x = x?;
-            let w = x.dtype.size_bytes()?;
             let rank = x.dims.len();
             let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..rank).rev().collect());
             let in_strides = strides_of(&x.dims);
-            let n = x.numel();
-            let mut bytes = vec![0u8; n * w];
-            let mut coord = vec![0usize; rank];
-            for o in 0..n {
-                let src: usize = (0..rank).map(|k| coord[k] * in_strides[perm[k]]).sum();
-                bytes[o * w..(o + 1) * w].copy_from_slice(&x.bytes[src * w..(src + 1) * w]);
-                for k in (0..rank).rev() {
-                    coord[k] += 1;
-                    if coord[k] < odims[k] {
-                        break;
-                    }
-                    coord[k] = 0;
-                }
-            }
+            let bytes = gather_elements(x, &odims, |c| (0..rank).map(|k| c[k] * in_strides[perm[k]]).sum())?;
             Tensor { dtype: x.dtype, dims: odims, bytes }
         }
         Op::Concat { axis } => {
@@ -490,6 +449,27 @@ fn binary_i(b: BinaryOp, x: i64, y: i64) -> Option<i64> {
         }
         BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight => return None,
     })
+}
+
+/// The bytes of a tensor of dims `odims` whose element at each coordinate
+/// is element `src(coordinate)` of `x`; `None` for non-dense dtypes.
+fn gather_elements(x: &Tensor, odims: &[usize], src: impl Fn(&[usize]) -> usize) -> Option<Vec<u8>> {
+    let w = x.dtype.size_bytes()?;
+    let n: usize = odims.iter().product();
+    let mut bytes = Vec::with_capacity(n * w);
+    let mut coord = vec![0usize; odims.len()];
+    for _ in 0..n {
+        let at = src(&coord) * w;
+        bytes.extend_from_slice(x.bytes.get(at..at + w)?);
+        for k in (0..odims.len()).rev() {
+            coord[k] += 1;
+            if coord[k] < odims[k] {
+                break;
+            }
+            coord[k] = 0;
+        }
+    }
+    Some(bytes)
 }
 
 /// For each element of `out`, the flat indices into broadcast operands `a`
