@@ -19,14 +19,14 @@ fn err(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Codegen { what: what.into(), message: e.to_string() }
 }
 
+/// The Cranelift type a value of `t` is loaded as: the float types as
+/// themselves, everything else (storage-only formats included) as the
+/// integer of its width.
 fn cl_type(t: ScalarType) -> Type {
     match t {
         ScalarType::F32 => types::F32,
         ScalarType::F64 => types::F64,
-        ScalarType::I8 | ScalarType::U8 | ScalarType::Bool => types::I8,
-        ScalarType::I16 | ScalarType::U16 | ScalarType::F16 | ScalarType::BF16 => types::I16,
-        ScalarType::I32 | ScalarType::U32 => types::I32,
-        ScalarType::I64 | ScalarType::U64 => types::I64,
+        _ => types::Type::int_with_byte_size(t.size_bytes() as u16).expect("element sizes are 1, 2, 4 or 8 bytes"),
     }
 }
 
@@ -51,6 +51,28 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
             module.define_data(id, &desc).map_err(|e| err("data", e))?;
             data.insert(i as u32, id);
         }
+    }
+    // Decode tables of the one-byte float formats in use: 256 f32 values each.
+    let mut decode_tables: BTreeMap<String, DataId> = BTreeMap::new();
+    for b in &program.buffers {
+        let decode: Box<dyn Fn(u8) -> f32> = match (b.elem, b.elem.minifloat()) {
+            (_, Some(f)) => Box::new(move |c| f.decode(c)),
+            (ScalarType::F8E8M0, _) => Box::new(onnxc_kir::minifloat::e8m0_decode),
+            _ => continue,
+        };
+        let key = b.elem.to_string();
+        if decode_tables.contains_key(&key) {
+            continue;
+        }
+        let id = module
+            .declare_data(&format!("{name}__decode_{key}"), Linkage::Local, false, false)
+            .map_err(|e| err("data", e))?;
+        let bytes: Vec<u8> = (0..=255u8).flat_map(|c| decode(c).to_le_bytes()).collect();
+        let mut desc = DataDescription::new();
+        desc.define(bytes.into_boxed_slice());
+        desc.set_align(64);
+        module.define_data(id, &desc).map_err(|e| err("data", e))?;
+        decode_tables.insert(key, id);
     }
     // Size tables.
     for (suffix, ios) in [("input_bytes", &program.inputs), ("output_bytes", &program.outputs)] {
@@ -95,7 +117,7 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
                 base.insert(buf, v);
             }
             let vars: Vec<Variable> = kernel.vars.iter().map(|&t| b.declare_var(cl_type(t))).collect();
-            let mut g = Gen { b, module, program, kernel, base, vars, libm: &mut libm };
+            let mut g = Gen { b, module, program, kernel, base, vars, libm: &mut libm, decode_tables: &decode_tables };
             g.stmts(&kernel.body)?;
             g.b.ins().return_(&[]);
             g.b.finalize(g.module.target_config());
@@ -209,6 +231,7 @@ struct Gen<'a, 'b, M: Module> {
     base: BTreeMap<u32, Value>,
     vars: Vec<Variable>,
     libm: &'a mut BTreeMap<&'static str, FuncId>,
+    decode_tables: &'a BTreeMap<String, DataId>,
 }
 
 fn flags() -> MemFlagsData {
@@ -226,10 +249,16 @@ impl<M: Module> Gen<'_, '_, M> {
                 Stmt::For { var, start, end, body } => self.for_loop(*var, *start, *end, body)?,
                 Stmt::Store { buf, index, value } => {
                     let v = self.scalar(value)?;
-                    let v = match self.program.buffers[buf.0 as usize].elem {
+                    let elem = self.program.buffers[buf.0 as usize].elem;
+                    let v = match elem {
                         ScalarType::F16 => self.f32_to_f16(v),
                         ScalarType::BF16 => self.f32_to_bf16(v),
-                        _ => v,
+                        ScalarType::F8E8M0 => self.f32_to_e8m0(v),
+                        _ => match (elem.minifloat(), elem.narrow_int()) {
+                            (Some(f), _) => self.f32_to_minifloat(v, f),
+                            (_, Some((bits, signed))) => self.wrap_narrow(v, bits, signed),
+                            _ => v,
+                        },
                     };
                     let addr = self.address(*buf, index)?;
                     self.b.ins().store(flags(), v, addr, 0);
@@ -305,6 +334,83 @@ impl<M: Module> Gen<'_, '_, M> {
         let s16 = b.ins().ushr_imm_u(sign, 16);
         let v = b.ins().bor(v, s16);
         b.ins().ireduce(types::I16, v)
+    }
+
+    /// f32 to a small float format (in an i8) with `MiniFloat::encode`'s
+    /// semantics: round to nearest even, overflow to the format's overflow
+    /// code, NaN to its NaN.
+    fn f32_to_minifloat(&mut self, f: Value, mf: onnxc_kir::minifloat::MiniFloat) -> Value {
+        let (_, m, bias) = mf.layout();
+        let m = m as i64;
+        let emin = 1 - bias;
+        let b = &mut self.b;
+        let x = b.ins().bitcast(types::I32, MemFlagsData::new(), f);
+        let sign = b.ins().ushr_imm_u(x, 31);
+        let sign = b.ins().ishl_imm_u(sign, mf.sign_bit() as i64);
+        let a = b.ins().band_imm_u(x, 0x7fff_ffff);
+        let is_nan = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, a, 0x7f80_0000);
+        let af = b.ins().bitcast(types::F32, MemFlagsData::new(), a);
+        // Subnormal results (and the round-up into the smallest normal).
+        let min_normal = b.ins().f32const(2f32.powi(emin));
+        let is_sub = b.ins().fcmp(FloatCC::LessThan, af, min_normal);
+        let scale = b.ins().f32const(2f32.powi(m as i32 - emin));
+        let scaled = b.ins().fmul(af, scale);
+        let rounded = b.ins().nearest(scaled);
+        let sub = b.ins().fcvt_to_uint_sat(types::I32, rounded);
+        // Normal results: round the f32 mantissa to nearest even, rebias.
+        let shift = 23 - m;
+        let lsb = b.ins().ushr_imm_u(a, shift);
+        let lsb = b.ins().band_imm_u(lsb, 1);
+        let r = b.ins().iadd_imm_s(a, (1 << (shift - 1)) - 1);
+        let r = b.ins().iadd(r, lsb);
+        let exp = b.ins().ushr_imm_u(r, 23);
+        let exp = b.ins().iadd_imm_s(exp, (bias - 127) as i64);
+        let exp = b.ins().ishl_imm_u(exp, m);
+        let man = b.ins().ushr_imm_u(r, shift);
+        let man = b.ins().band_imm_u(man, (1 << m) - 1);
+        let normal = b.ins().bor(exp, man);
+        let code = b.ins().select(is_sub, sub, normal);
+        let over = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, code, mf.max_code() as i64);
+        let over_code = b.ins().iconst(types::I32, mf.overflow_code() as i64);
+        let code = b.ins().select(over, over_code, code);
+        let signed = b.ins().bor(code, sign);
+        let (value, nan) = if mf.is_fnuz() {
+            // No negative zero; the NaN/overflow code 0x80 carries no sign.
+            let is_zero = b.ins().icmp_imm_u(IntCC::Equal, code, 0);
+            let is_nan_code = b.ins().icmp_imm_u(IntCC::Equal, code, 0x80);
+            let keep = b.ins().bor(is_zero, is_nan_code);
+            (b.ins().select(keep, code, signed), b.ins().iconst(types::I32, mf.nan_code() as i64))
+        } else {
+            (signed, b.ins().bor_imm_u(sign, mf.nan_code() as i64))
+        };
+        let v = b.ins().select(is_nan, nan, value);
+        b.ins().ireduce(types::I8, v)
+    }
+
+    /// f32 to float8 E8M0 (in an i8) as `minifloat::e8m0_encode` does.
+    fn f32_to_e8m0(&mut self, f: Value) -> Value {
+        let b = &mut self.b;
+        let x = b.ins().bitcast(types::I32, MemFlagsData::new(), f);
+        let exp = b.ins().ushr_imm_u(x, 23);
+        let exp = b.ins().band_imm_u(exp, 0xff);
+        let frac = b.ins().band_imm_u(x, 0x7f_ffff);
+        let has_frac = b.ins().icmp_imm_u(IntCC::NotEqual, frac, 0);
+        let below_max = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, exp, 0xfe);
+        let up = b.ins().band(has_frac, below_max);
+        let up = b.ins().uextend(types::I32, up);
+        let v = b.ins().iadd(exp, up);
+        b.ins().ireduce(types::I8, v)
+    }
+
+    /// Keeps the low `bits` of an i8 (sign-extending them when `signed`).
+    fn wrap_narrow(&mut self, v: Value, bits: u32, signed: bool) -> Value {
+        let b = &mut self.b;
+        if signed {
+            let s = b.ins().ishl_imm_u(v, 8 - bits as i64);
+            b.ins().sshr_imm_u(s, 8 - bits as i64)
+        } else {
+            b.ins().band_imm_u(v, (1 << bits) - 1)
+        }
     }
 
     /// f32 to bfloat16 (in an i16), rounding to nearest even; NaN stays NaN.
@@ -414,6 +520,16 @@ impl<M: Module> Gen<'_, '_, M> {
                         let w = self.b.ins().uextend(types::I32, h);
                         let bits = self.b.ins().ishl_imm_u(w, 16);
                         self.b.ins().bitcast(types::F32, MemFlagsData::new(), bits)
+                    }
+                    elem if self.decode_tables.contains_key(&elem.to_string()) => {
+                        let code = self.b.ins().load(types::I8, flags(), addr, 0);
+                        let ptr = self.module.target_config().pointer_type();
+                        let idx = self.b.ins().uextend(ptr, code);
+                        let off = self.b.ins().ishl_imm_u(idx, 2);
+                        let gv = self.module.declare_data_in_func(self.decode_tables[&elem.to_string()], self.b.func);
+                        let table = self.b.ins().symbol_value(ptr, gv);
+                        let at = self.b.ins().iadd(table, off);
+                        self.b.ins().load(types::F32, flags(), at, 0)
                     }
                     _ => self.b.ins().load(cl_type(t), flags(), addr, 0),
                 }

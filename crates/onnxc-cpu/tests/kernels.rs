@@ -210,3 +210,105 @@ fn objects_build_for_x86_64_and_aarch64() {
     let e = onnxc_cpu::compile_object(&fused_program(13), "m", Some("i686-unknown-linux-gnu")).unwrap_err();
     assert!(e.to_string().contains("only 64-bit targets"), "{e}");
 }
+
+/// A one-kernel program `y[i] = x[i]` from an `from` input to a `to` output:
+/// the load decodes, the store encodes.
+fn convert_program(from: ScalarType, to: ScalarType, n: usize) -> Program {
+    let body = vec![Stmt::For {
+        var: VarId(0),
+        start: 0,
+        end: n as i64,
+        body: vec![Stmt::Store { buf: BufferId(1), index: var(VarId(0)), value: load(BufferId(0), var(VarId(0))) }],
+    }];
+    Program {
+        buffers: vec![
+            buffer("x", from, n as u64, BufferKind::Input(0)),
+            buffer("y", to, n as u64, BufferKind::Output(0)),
+        ],
+        kernels: vec![Kernel { name: "convert".into(), vars: vec![ScalarType::I64], body }],
+        inputs: vec![io("x", &from.to_string(), n, 0)],
+        outputs: vec![io("y", &to.to_string(), n, 1)],
+        arena_bytes: 0,
+    }
+}
+
+/// The compiled float8/float4 encoders and decoders agree bit for bit with
+/// the reference definitions in `onnxc_kir::minifloat` (which their own
+/// tests check against a nearest-value search).
+#[test]
+fn minifloat_loads_and_stores_match_the_reference() {
+    use onnxc_kir::minifloat::{e8m0_decode, e8m0_encode};
+    let mut xs: Vec<f32> = vec![0.0, -0.0, f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 1e-30];
+    let mut v = 1e-9f32;
+    while v < 1e6 {
+        xs.extend([v, -v, v * 1.0625, -v * 1.125, v * 1.5]);
+        v *= 1.173;
+    }
+    for code in 0..=255u8 {
+        for f in [
+            ScalarType::F8E4M3FN,
+            ScalarType::F8E4M3FNUZ,
+            ScalarType::F8E5M2,
+            ScalarType::F8E5M2FNUZ,
+            ScalarType::F4E2M1,
+        ] {
+            // Exact ties between neighbours, to exercise round-half-even.
+            let m = f.minifloat().unwrap();
+            let (a, b) = (m.decode(code), m.decode(code.wrapping_add(1)));
+            if a.is_finite() && b.is_finite() {
+                xs.push((a + b) / 2.0);
+            }
+        }
+    }
+    let n = xs.len();
+    for to in
+        [ScalarType::F8E4M3FN, ScalarType::F8E4M3FNUZ, ScalarType::F8E5M2, ScalarType::F8E5M2FNUZ, ScalarType::F4E2M1]
+    {
+        let m = to.minifloat().unwrap();
+        let jit = onnxc_cpu::JitModel::new(&convert_program(ScalarType::F32, to, n)).unwrap();
+        let got = jit.run(&[&f32_bytes(&xs)]).unwrap().remove(0);
+        for (i, &x) in xs.iter().enumerate() {
+            assert_eq!(got[i], m.encode(x), "{to} encode({x})");
+        }
+        let width = m.sign_bit() + 1;
+        let codes: Vec<u8> = (0..(1u32 << width)).map(|c| c as u8).collect();
+        let jit = onnxc_cpu::JitModel::new(&convert_program(to, ScalarType::F32, codes.len())).unwrap();
+        let got = f32s(&jit.run(&[&codes]).unwrap()[0]);
+        for (&c, g) in codes.iter().zip(got) {
+            let want = m.decode(c);
+            assert!(g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan(), "{to} decode({c:#x})");
+        }
+    }
+    let jit = onnxc_cpu::JitModel::new(&convert_program(ScalarType::F32, ScalarType::F8E8M0, n)).unwrap();
+    let got = jit.run(&[&f32_bytes(&xs)]).unwrap().remove(0);
+    for (i, &x) in xs.iter().enumerate() {
+        assert_eq!(got[i], e8m0_encode(x), "e8m0 encode({x})");
+    }
+    let codes: Vec<u8> = (0..=255).collect();
+    let jit = onnxc_cpu::JitModel::new(&convert_program(ScalarType::F8E8M0, ScalarType::F32, 256)).unwrap();
+    let got = f32s(&jit.run(&[&codes]).unwrap()[0]);
+    for (&c, g) in codes.iter().zip(got) {
+        assert!(g.to_bits() == e8m0_decode(c).to_bits() || g.is_nan() && c == 0xff, "e8m0 decode({c})");
+    }
+}
+
+/// Stores to 4- and 2-bit integers keep the low bits, sign-extended for the
+/// signed types.
+#[test]
+fn narrow_integer_stores_wrap() {
+    let xs: Vec<u8> = (0..=255).collect();
+    for (to, from, bits, signed) in [
+        (ScalarType::I4, ScalarType::I8, 4, true),
+        (ScalarType::U4, ScalarType::U8, 4, false),
+        (ScalarType::I2, ScalarType::I8, 2, true),
+        (ScalarType::U2, ScalarType::U8, 2, false),
+    ] {
+        let jit = onnxc_cpu::JitModel::new(&convert_program(from, to, 256)).unwrap();
+        let got = jit.run(&[&xs]).unwrap().remove(0);
+        for (&x, g) in xs.iter().zip(got) {
+            let low = x & ((1u8 << bits) - 1);
+            let want = if signed && low >> (bits - 1) == 1 { low | !((1u8 << bits) - 1) } else { low };
+            assert_eq!(g, want, "{to} from {x:#x}");
+        }
+    }
+}

@@ -456,7 +456,7 @@ pub fn import_op(
         "Where" => Op::Where,
         "LayerNormalization" => Op::LayerNormalization { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? },
         "Expand" => Op::Expand,
-        "CastLike" => Op::CastLike,
+        "CastLike" => Op::CastLike { saturate: a.int("saturate", 1)? != 0 },
         "RMSNormalization" => Op::RmsNormalization { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? },
         "Trilu" => Op::Trilu { upper: a.int("upper", 1)? != 0 },
         "IsInf" => {
@@ -500,21 +500,27 @@ pub fn import_op(
                 .ok_or_else(|| "attribute 'output_datatype' is not a known dtype".to_string())?,
         },
         "QuantizeLinear" => {
-            if a.int("block_size", 0)? != 0 {
-                return Err("blocked quantization (block_size) is not supported yet".to_string().into());
+            let block = a.int("block_size", 0)?;
+            if a.int("precision", 0)? != 0 {
+                return Err("attribute 'precision' (computing in another float type) is not supported yet"
+                    .to_string()
+                    .into());
             }
             let to = match a.int("output_dtype", 0)? {
                 0 => onnxc_ir::DType::U8,
                 code => dtype_from_onnx(code as i32)
                     .ok_or_else(|| format!("attribute 'output_dtype' has unknown value {code}"))?,
             };
-            Op::Quantize { axis: a.int("axis", 1)?, to }
+            let saturate = a.int("saturate", 1)? != 0;
+            Op::Quantize { axis: a.int("axis", 1)?, to, saturate, block: block_size(block)? }
         }
         "DequantizeLinear" => {
-            if a.int("block_size", 0)? != 0 {
-                return Err("blocked quantization (block_size) is not supported yet".to_string().into());
+            if a.int("output_dtype", 0)? != 0 {
+                return Err("attribute 'output_dtype' is not supported yet (the output takes the scale's dtype)"
+                    .to_string()
+                    .into());
             }
-            Op::Dequantize { axis: a.int("axis", 1)? }
+            Op::Dequantize { axis: a.int("axis", 1)?, block: block_size(a.int("block_size", 0)?)? }
         }
         "DynamicQuantizeLinear" => Op::DynamicQuantize,
         "MatMulInteger" => Op::MatMulInteger { qlinear: false },
@@ -854,12 +860,26 @@ pub fn import_op(
         "Gather" => Op::Gather { axis: a.int("axis", 0)? },
         "Cast" => {
             let to = a.int("to", 0)?;
-            Op::Cast { to: dtype_from_onnx(to as i32).ok_or_else(|| format!("attribute 'to' has unknown dtype {to}"))? }
+            let to = dtype_from_onnx(to as i32).ok_or_else(|| format!("attribute 'to' has unknown dtype {to}"))?;
+            let saturate = a.int("saturate", 1)? != 0;
+            let round_mode = a.string("round_mode").unwrap_or_else(|| "up".into());
+            if to == onnxc_ir::DType::F8E8M0 && (round_mode != "up" || !saturate) {
+                return Err(format!(
+                    "casting to float8e8m0 supports round_mode='up' with saturate=1 only (got round_mode='{round_mode}', saturate={})",
+                    saturate as i32
+                )
+                .into());
+            }
+            Op::Cast { to, saturate }
         }
         "Constant" => Op::Constant(constant_value(&a, model_dir)?),
         _ => return Err(ImportError::Unsupported),
     };
     Ok(Imported { op, extra_inputs: extra })
+}
+
+fn block_size(b: i64) -> Result<usize, String> {
+    usize::try_from(b).map_err(|_| format!("attribute 'block_size' must not be negative, got {b}"))
 }
 
 fn constant_value(a: &Attrs, model_dir: Option<&Path>) -> Result<Tensor, ImportError> {

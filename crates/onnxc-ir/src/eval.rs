@@ -16,12 +16,17 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
     let relabel = |t: &Tensor| Tensor { dtype: t.dtype, dims: odims.clone(), bytes: t.bytes.clone() };
     let t = match op {
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => relabel(x?),
-        Op::Cast { .. } | Op::CastLike => {
+        Op::Cast { saturate, .. } | Op::CastLike { saturate } => {
             let to = &odt;
             let x = x?;
             if x.dtype.is_float() || !to.is_int() && *to != DType::Bool {
                 // Float to int saturates at the target type, as compiled casts do.
-                Tensor::from_f64_as(*to, &odims, &x.to_f64_vec()?)?
+                let mut v = x.to_f64_vec()?;
+                if let (Some(f), true) = (to.minifloat(), *saturate) {
+                    let max = f.max_finite() as f64;
+                    v.iter_mut().for_each(|a| *a = a.clamp(-max, max));
+                }
+                Tensor::from_f64_as(*to, &odims, &v)?
             } else {
                 Tensor::from_i64_as(*to, &odims, &x.to_i64_vec()?)?
             }

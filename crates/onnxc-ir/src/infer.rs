@@ -95,10 +95,10 @@ fn fold_node(graph: &mut Graph, id: NodeId, outs: &[(DType, Vec<usize>)]) {
         }
         return;
     }
-    if let Op::CastLike = node.op {
+    if let Op::CastLike { saturate } = node.op {
         // Input 1 contributes only its dtype.
         if let Some(t) = graph.const_input(id, 0).cloned() {
-            if let Some(mut v) = eval_op(&Op::Cast { to: outs[0].0 }, &[Some(&t)], outs) {
+            if let Some(mut v) = eval_op(&Op::Cast { to: outs[0].0, saturate }, &[Some(&t)], outs) {
                 graph.make_constant(id, v.remove(0));
             }
         }
@@ -273,7 +273,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::RmsNormalization { .. } => x()?,
         Op::Trilu { .. } | Op::CumSum { .. } | Op::LpNormalization { .. } | Op::Hardmax { .. } => x()?,
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
-        Op::CastLike => (input(graph, id, 1)?.0, x()?.1),
+        Op::CastLike { .. } => (input(graph, id, 1)?.0, x()?.1),
         Op::IsInf { .. } => (DType::Bool, x()?.1),
         Op::GroupNorm { groups, .. } => {
             let (dt, xd) = x()?;
@@ -299,18 +299,18 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                 .ok_or("size (input 0) must be a constant")?;
             (dtype, vec![size.max(0) as usize])
         }
-        Op::Quantize { axis, to } => {
+        Op::Quantize { axis, to, block, .. } => {
             let (_, xd) = x()?;
-            check_quant_scale(graph, id, &xd, axis)?;
+            check_quant_scale(graph, id, &xd, axis, block)?;
             let to = match graph.input_info(id, 2) {
                 Some(zp) => zp.dtype,
                 None => to,
             };
             (to, xd)
         }
-        Op::Dequantize { axis } => {
+        Op::Dequantize { axis, block } => {
             let (_, xd) = x()?;
-            check_quant_scale(graph, id, &xd, axis)?;
+            check_quant_scale(graph, id, &xd, axis, block)?;
             (input(graph, id, 1)?.0, xd)
         }
         Op::DynamicQuantize => {
@@ -798,7 +798,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             (dt, d)
         }
-        Op::Cast { to } => (to, x()?.1),
+        Op::Cast { to, .. } => (to, x()?.1),
         Op::Binary(b) => {
             let (adt, a) = x()?;
             let (bdt, bd) = input(graph, id, 1)?;
@@ -1417,18 +1417,47 @@ pub fn matmul_dims(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
 
 /// Scales (and zero points) are per tensor (one element) or per `axis` (1-D
 /// of the axis' extent); blocked scales are not supported yet.
-fn check_quant_scale(graph: &Graph, id: NodeId, xd: &[usize], axis: i64) -> Result<(), String> {
+/// How a quantization op's scale (and zero point) map onto its input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantLayout {
+    PerTensor,
+    PerAxis(usize),
+    /// One scale per `block` elements along `axis`; the scale has the
+    /// input's rank and dims otherwise.
+    Blocked {
+        axis: usize,
+        block: usize,
+        scale_dims: Vec<usize>,
+    },
+}
+
+fn check_quant_scale(graph: &Graph, id: NodeId, xd: &[usize], axis: i64, block: usize) -> Result<(), String> {
+    quant_layout(graph, id, xd, axis, block).map(|_| ())
+}
+
+/// Resolves a QuantizeLinear/DequantizeLinear node's scale layout.
+pub fn quant_layout(graph: &Graph, id: NodeId, xd: &[usize], axis: i64, block: usize) -> Result<QuantLayout, String> {
     let (_, sd) = input(graph, id, 1)?;
     let n: usize = sd.iter().product();
-    if n == 1 {
-        return Ok(());
+    if n == 1 && block == 0 {
+        return Ok(QuantLayout::PerTensor);
     }
     let a =
         normalize_axis(axis, xd.len()).ok_or_else(|| format!("axis {axis} is out of range for rank {}", xd.len()))?;
-    if sd.len() != 1 || sd[0] != xd[a] {
-        return Err(format!("scale {sd:?} is neither per-tensor nor per-axis for axis {a} of {xd:?} (blocked quantization is not supported yet)"));
+    if block > 0 {
+        let fits = sd.len() == xd.len()
+            && sd.iter().zip(xd).enumerate().all(|(i, (&s, &x))| if i == a { s == x.div_ceil(block) } else { s == x });
+        if !fits {
+            return Err(format!(
+                "scale {sd:?} does not fit blocked quantization of {xd:?} along axis {a} with block_size {block}"
+            ));
+        }
+        return Ok(QuantLayout::Blocked { axis: a, block, scale_dims: sd });
     }
-    Ok(())
+    if sd.len() != 1 || sd[0] != xd[a] {
+        return Err(format!("scale {sd:?} is neither per-tensor nor per-axis for axis {a} of {xd:?}"));
+    }
+    Ok(QuantLayout::PerAxis(a))
 }
 
 /// Sizes of a DFT node.

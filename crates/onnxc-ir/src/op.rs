@@ -335,8 +335,10 @@ pub enum Op {
     Pad {
         mode: PadMode,
     },
-    /// Cast to the dtype of input 1.
-    CastLike,
+    /// Cast to the dtype of input 1 (`saturate` as for [`Op::Cast`]).
+    CastLike {
+        saturate: bool,
+    },
     /// Inputs: x, scale. Outputs: y.
     RmsNormalization {
         axis: i64,
@@ -438,10 +440,18 @@ pub enum Op {
     Quantize {
         axis: i64,
         to: crate::DType,
+        /// Float8 outputs clamp to the largest finite value (else overflow
+        /// to infinity/NaN).
+        saturate: bool,
+        /// Blocked quantization: scales per `block` elements along `axis`
+        /// (0: per tensor or per axis).
+        block: usize,
     },
-    /// DequantizeLinear (inputs x, scale, optional zero point).
+    /// DequantizeLinear (inputs x, scale, optional zero point); `block`
+    /// as for [`Op::Quantize`].
     Dequantize {
         axis: i64,
+        block: usize,
     },
     /// DynamicQuantizeLinear: outputs y (u8), scale, zero point.
     DynamicQuantize,
@@ -559,9 +569,11 @@ pub enum Op {
     Gather {
         axis: i64,
     },
-    /// Cast to a dtype.
+    /// Cast to a dtype. `saturate` (float8 targets only) clamps out-of-range
+    /// values to the largest finite value instead of infinity/NaN.
     Cast {
         to: crate::DType,
+        saturate: bool,
     },
 }
 
@@ -604,7 +616,7 @@ impl Op {
             Op::Range => "Range".into(),
             Op::Size => "Size".into(),
             Op::Pad { .. } => "Pad".into(),
-            Op::CastLike => "CastLike".into(),
+            Op::CastLike { .. } => "CastLike".into(),
             Op::RmsNormalization { .. } => "RMSNormalization".into(),
             Op::Trilu { .. } => "Trilu".into(),
             Op::IsInf { .. } => "IsInf".into(),
@@ -720,7 +732,8 @@ impl Op {
                 Some(e) => format!("start={start},end={e}"),
                 None => format!("start={start}"),
             },
-            Op::Cast { to } => format!("to={to}"),
+            Op::Cast { to, saturate: true } => format!("to={to}"),
+            Op::Cast { to, saturate: false } => format!("to={to},saturate=0"),
             _ => String::new(),
         };
         if body.is_empty() {

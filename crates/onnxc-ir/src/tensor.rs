@@ -87,7 +87,16 @@ impl Tensor {
                     .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64)
                     .collect()
             }
-            _ => return None,
+            DType::I4 | DType::I2 => conv!(i8),
+            DType::U4 | DType::U2 => conv!(u8),
+            DType::F8E8M0 if b.len() == n => b.iter().map(|&c| onnxc_kir::minifloat::e8m0_decode(c) as f64).collect(),
+            dt => {
+                let f = dt.minifloat()?;
+                if b.len() != n {
+                    return None;
+                }
+                b.iter().map(|&c| f.decode(c) as f64).collect()
+            }
         })
     }
 
@@ -113,11 +122,11 @@ impl Tensor {
             }};
         }
         Some(match self.dtype {
-            DType::I8 => conv!(i8),
+            DType::I8 | DType::I4 | DType::I2 => conv!(i8),
             DType::I16 => conv!(i16),
             DType::I32 => conv!(i32),
             DType::I64 => conv!(i64),
-            DType::U8 | DType::Bool => conv!(u8),
+            DType::U8 | DType::Bool | DType::U4 | DType::U2 => conv!(u8),
             DType::U16 => conv!(u16),
             DType::U32 => conv!(u32),
             DType::U64 => conv!(u64),
@@ -142,7 +151,10 @@ impl Tensor {
                 DType::U32 => bytes.extend_from_slice(&(v as u32).to_le_bytes()),
                 DType::U64 => bytes.extend_from_slice(&(v as u64).to_le_bytes()),
                 DType::Bool => bytes.push((v != 0.0) as u8),
-                _ => return None,
+                // Narrow integers wrap, as ONNX's reference casts do.
+                DType::I4 | DType::U4 | DType::I2 | DType::U2 => bytes.push(dtype.wrap_narrow(v as i64) as u8),
+                DType::F8E8M0 => bytes.push(onnxc_kir::minifloat::e8m0_encode(v as f32)),
+                _ => bytes.push(dtype.minifloat()?.encode(v as f32)),
             }
         }
         Some(Tensor { dtype, dims: dims.to_vec(), bytes })
@@ -166,6 +178,7 @@ impl Tensor {
                 DType::U32 => bytes.extend_from_slice(&(v as u32).to_le_bytes()),
                 DType::U64 => bytes.extend_from_slice(&(v as u64).to_le_bytes()),
                 DType::Bool => bytes.push((v != 0) as u8),
+                DType::I4 | DType::U4 | DType::I2 | DType::U2 => bytes.push(dtype.wrap_narrow(v) as u8),
                 _ => return None,
             }
         }

@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+pub mod minifloat;
+
 /// Scalar element types the kernels compute with. Booleans are stored as `U8`
 /// (0 or 1); [`ScalarType::Bool`] is the type of comparisons only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,6 +33,21 @@ pub enum ScalarType {
     F16,
     /// bfloat16, storage only, like F16.
     BF16,
+    /// The small float formats of [`minifloat::MiniFloat`], one per byte,
+    /// storage only: loads give F32, stores encode (see that module).
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
+    F4E2M1,
+    /// float8 E8M0 (a power of two), one per byte, storage only like F16.
+    F8E8M0,
+    /// 4- and 2-bit integers, one per byte (sign-extended for the signed
+    /// ones); they compute as I8/U8 and a store keeps the low bits (wraps).
+    I4,
+    U4,
+    I2,
+    U2,
 }
 
 impl ScalarType {
@@ -41,25 +58,68 @@ impl ScalarType {
             ScalarType::F32 | ScalarType::I32 | ScalarType::U32 => 4,
             ScalarType::I16 | ScalarType::U16 | ScalarType::F16 | ScalarType::BF16 => 2,
             ScalarType::I8 | ScalarType::U8 | ScalarType::Bool => 1,
+            ScalarType::F8E4M3FN
+            | ScalarType::F8E4M3FNUZ
+            | ScalarType::F8E5M2
+            | ScalarType::F8E5M2FNUZ
+            | ScalarType::F4E2M1
+            | ScalarType::F8E8M0
+            | ScalarType::I4
+            | ScalarType::U4
+            | ScalarType::I2
+            | ScalarType::U2 => 1,
         }
     }
 
     /// True for the float types (storage-only halves included).
     pub fn is_float(self) -> bool {
-        matches!(self, ScalarType::F32 | ScalarType::F64 | ScalarType::F16 | ScalarType::BF16)
+        self.compute() == ScalarType::F32 || self == ScalarType::F64
     }
 
-    /// The type expressions compute in: F32 for the storage-only halves.
+    /// The type expressions compute in: F32 for the storage-only floats, I8
+    /// or U8 for the narrow integers.
     pub fn compute(self) -> ScalarType {
         match self {
-            ScalarType::F16 | ScalarType::BF16 => ScalarType::F32,
+            ScalarType::F16
+            | ScalarType::BF16
+            | ScalarType::F8E4M3FN
+            | ScalarType::F8E4M3FNUZ
+            | ScalarType::F8E5M2
+            | ScalarType::F8E5M2FNUZ
+            | ScalarType::F4E2M1
+            | ScalarType::F8E8M0 => ScalarType::F32,
+            ScalarType::I4 | ScalarType::I2 => ScalarType::I8,
+            ScalarType::U4 | ScalarType::U2 => ScalarType::U8,
             t => t,
         }
     }
 
+    /// The small float format stored in this type, if it is one.
+    pub fn minifloat(self) -> Option<minifloat::MiniFloat> {
+        Some(match self {
+            ScalarType::F8E4M3FN => minifloat::MiniFloat::E4M3FN,
+            ScalarType::F8E4M3FNUZ => minifloat::MiniFloat::E4M3FNUZ,
+            ScalarType::F8E5M2 => minifloat::MiniFloat::E5M2,
+            ScalarType::F8E5M2FNUZ => minifloat::MiniFloat::E5M2FNUZ,
+            ScalarType::F4E2M1 => minifloat::MiniFloat::E2M1,
+            _ => return None,
+        })
+    }
+
+    /// For the narrow integers: (bits, signed).
+    pub fn narrow_int(self) -> Option<(u32, bool)> {
+        Some(match self {
+            ScalarType::I4 => (4, true),
+            ScalarType::U4 => (4, false),
+            ScalarType::I2 => (2, true),
+            ScalarType::U2 => (2, false),
+            _ => return None,
+        })
+    }
+
     /// True for the signed integer types.
     pub fn is_signed_int(self) -> bool {
-        matches!(self, ScalarType::I8 | ScalarType::I16 | ScalarType::I32 | ScalarType::I64)
+        matches!(self.compute(), ScalarType::I8 | ScalarType::I16 | ScalarType::I32 | ScalarType::I64)
     }
 }
 

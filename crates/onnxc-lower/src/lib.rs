@@ -35,6 +35,16 @@ pub fn scalar_type(dt: DType) -> Option<ScalarType> {
         DType::U16 => ScalarType::U16,
         DType::U32 => ScalarType::U32,
         DType::U64 => ScalarType::U64,
+        DType::F8E4M3FN => ScalarType::F8E4M3FN,
+        DType::F8E4M3FNUZ => ScalarType::F8E4M3FNUZ,
+        DType::F8E5M2 => ScalarType::F8E5M2,
+        DType::F8E5M2FNUZ => ScalarType::F8E5M2FNUZ,
+        DType::F8E8M0 => ScalarType::F8E8M0,
+        DType::F4E2M1 => ScalarType::F4E2M1,
+        DType::I4 => ScalarType::I4,
+        DType::U4 => ScalarType::U4,
+        DType::I2 => ScalarType::I2,
+        DType::U2 => ScalarType::U2,
         _ => return None,
     })
 }

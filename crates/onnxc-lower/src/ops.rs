@@ -110,17 +110,28 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
             Ok(())
         }
         Op::Shape { .. } => Err("Shape must be folded at compile time; its input's dims are unknown".into()),
-        Op::Cast { .. } | Op::CastLike => {
+        Op::Cast { saturate, .. } | Op::CastLike { saturate } => {
             let out = cx.output(id)?;
-            let to = cx.buffers[out.0 as usize].elem.compute();
+            let stored = cx.buffers[out.0 as usize].elem;
+            let to = stored.compute();
             let to_bool = cx.graph.graph[id].outputs[0].dtype == onnxc_ir::DType::Bool;
             let from = cx.in_type(id, 0)?;
+            // Saturating float8 casts clamp here; the store itself overflows
+            // to infinity/NaN (NaN stays NaN through min/max).
+            let clamp = stored.minifloat().filter(|_| saturate).map(|f| f.max_finite());
             elementwise(cx, id, &[0], |a| {
+                let x = a[0].clone();
                 if to_bool {
                     let zero = float_const(from, 0.0);
-                    select(cmp(CmpOp::Ne, a[0].clone(), zero), Expr::Int(1, to), Expr::Int(0, to))
+                    select(cmp(CmpOp::Ne, x, zero), Expr::Int(1, to), Expr::Int(0, to))
+                } else if let Some(max) = clamp {
+                    let v = Expr::Cast(to, Box::new(x));
+                    bin(BinOp::Min, bin(BinOp::Max, v, f32c(-max)), f32c(max))
+                } else if stored.narrow_int().is_some() && from.is_float() {
+                    // Narrow integers wrap like integer casts: go through i32.
+                    Expr::Cast(to, Box::new(Expr::Cast(ScalarType::I32, Box::new(x))))
                 } else {
-                    Expr::Cast(to, Box::new(a[0].clone()))
+                    Expr::Cast(to, Box::new(x))
                 }
             })
         }
@@ -219,8 +230,8 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::MeanVarianceNorm { axes } => crate::more_ops::mean_variance_norm(cx, id, &axes),
         Op::WindowFn { .. } => Err("must be folded at compile time; its size is not constant".into()),
-        Op::Quantize { axis, .. } => crate::quant::quantize(cx, id, axis),
-        Op::Dequantize { axis } => crate::quant::dequantize(cx, id, axis),
+        Op::Quantize { .. } => crate::quant::quantize(cx, id),
+        Op::Dequantize { .. } => crate::quant::dequantize(cx, id),
         Op::DynamicQuantize => crate::quant::dynamic_quantize(cx, id),
         Op::MatMulInteger { qlinear } => crate::quant::matmul_integer(cx, id, qlinear),
         Op::GridSample { mode, padding, align_corners } => {

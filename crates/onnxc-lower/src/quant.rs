@@ -5,8 +5,9 @@
 
 use crate::ops::{broadcast_strides, strides_i64};
 use crate::{KernelBuilder, Lowering};
-use onnxc_ir::shape::{broadcast_shapes, normalize_axis};
-use onnxc_ir::NodeId;
+use onnxc_ir::infer::{quant_layout, QuantLayout};
+use onnxc_ir::shape::broadcast_shapes;
+use onnxc_ir::{NodeId, Op};
 use onnxc_kir::build::*;
 use onnxc_kir::{BinOp, BufferId, Expr, ScalarType, Stmt, UnOp};
 
@@ -14,6 +15,10 @@ type R = Result<(), String>;
 
 fn range(t: ScalarType) -> Result<(f64, f64), String> {
     Ok(match t {
+        ScalarType::U2 => (0.0, 3.0),
+        ScalarType::I2 => (-2.0, 1.0),
+        ScalarType::U4 => (0.0, 15.0),
+        ScalarType::I4 => (-8.0, 7.0),
         ScalarType::U8 => (0.0, 255.0),
         ScalarType::I8 => (-128.0, 127.0),
         ScalarType::U16 => (0.0, 65535.0),
@@ -32,56 +37,78 @@ fn requantize(v: Expr, zp: Expr, t: ScalarType) -> Result<Expr, String> {
     let (lo, hi) = range(t)?;
     let q = bin(BinOp::Add, un(UnOp::Round, v), zp);
     let q = bin(BinOp::Min, bin(BinOp::Max, q, f32c(lo as f32)), f32c(hi as f32));
-    Ok(Expr::Cast(t, Box::new(q)))
+    Ok(Expr::Cast(t.compute(), Box::new(q)))
 }
 
 /// Index of the scale/zero point for output coordinates `v`.
-fn param_index(per_axis: Option<usize>, v: &[Expr]) -> Expr {
-    match per_axis {
-        Some(a) => v[a].clone(),
-        None => int(0),
+fn param_index(layout: &QuantLayout, v: &[Expr]) -> Expr {
+    match layout {
+        QuantLayout::PerTensor => int(0),
+        QuantLayout::PerAxis(a) => v[*a].clone(),
+        QuantLayout::Blocked { axis, block, scale_dims } => {
+            let mut coords = v.to_vec();
+            coords[*axis] = bin(BinOp::Div, v[*axis].clone(), int(*block as i64));
+            linear(&coords, &strides_i64(scale_dims))
+        }
     }
 }
 
-fn per_axis(cx: &Lowering, id: NodeId, axis: i64, rank: usize) -> Result<Option<usize>, String> {
-    let n: usize = cx.in_dims(id, 1)?.iter().product();
-    if n == 1 {
-        return Ok(None);
-    }
-    normalize_axis(axis, rank).map(Some).ok_or_else(|| "axis out of range".into())
+fn layout(cx: &Lowering, id: NodeId, xd: &[usize]) -> Result<QuantLayout, String> {
+    let (axis, block) = match cx.graph.graph[id].op {
+        Op::Quantize { axis, block, .. } | Op::Dequantize { axis, block } => (axis, block),
+        _ => return Err("not a quantization op".into()),
+    };
+    quant_layout(cx.graph, id, xd, axis, block)
 }
 
-pub fn quantize(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+pub fn quantize(cx: &mut Lowering, id: NodeId) -> R {
     let xd = cx.in_dims(id, 0)?;
-    let pa = per_axis(cx, id, axis, xd.len())?;
+    let pa = layout(cx, id, &xd)?;
+    let saturate = matches!(cx.graph.graph[id].op, Op::Quantize { saturate: true, .. });
     let (x, scale) = (cx.input(id, 0)?, cx.input(id, 1)?);
     let zp = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let t = cx.buffers[out.0 as usize].elem;
-    range(t)?;
+    let float_target = t.minifloat().is_some();
+    if !float_target {
+        range(t)?;
+    }
     let os = strides_i64(&xd);
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let body = k.nest(&xd, |_, v| {
-        let p = param_index(pa, v);
+        let p = param_index(&pa, v);
         let z = zp.map(|z| f32_of(load(z, p.clone()))).unwrap_or(f32c(0.0));
-        let q = requantize(bin(BinOp::Div, f32_of(load(x, linear(v, &os))), f32_of(load(scale, p))), z, t)
-            .expect("range checked");
+        let scaled = bin(BinOp::Div, f32_of(load(x, linear(v, &os))), f32_of(load(scale, p)));
+        let q = match t.minifloat() {
+            // Float8/float4: the store rounds to nearest even; saturation
+            // clamps first. (The zero point of a float type is 0.)
+            Some(f) => {
+                let v = bin(BinOp::Add, scaled, z);
+                if saturate {
+                    let max = f.max_finite();
+                    bin(BinOp::Min, bin(BinOp::Max, v, f32c(-max)), f32c(max))
+                } else {
+                    v
+                }
+            }
+            None => requantize(scaled, z, t).expect("range checked"),
+        };
         vec![Stmt::Store { buf: out, index: linear(v, &os), value: q }]
     });
     cx.kernels.push(k.finish(body));
     Ok(())
 }
 
-pub fn dequantize(cx: &mut Lowering, id: NodeId, axis: i64) -> R {
+pub fn dequantize(cx: &mut Lowering, id: NodeId) -> R {
     let xd = cx.in_dims(id, 0)?;
-    let pa = per_axis(cx, id, axis, xd.len())?;
+    let pa = layout(cx, id, &xd)?;
     let (x, scale) = (cx.input(id, 0)?, cx.input(id, 1)?);
     let zp = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
     let os = strides_i64(&xd);
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let body = k.nest(&xd, |_, v| {
-        let p = param_index(pa, v);
+        let p = param_index(&pa, v);
         let mut q = f32_of(load(x, linear(v, &os)));
         if let Some(z) = zp {
             q = bin(BinOp::Sub, q, f32_of(load(z, p.clone())));

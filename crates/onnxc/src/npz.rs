@@ -109,7 +109,7 @@ fn write_array<W: io::Write>(w: &mut W, t: &Tensor) -> io::Result<()> {
         DType::U32 => write!(u32, le!(u32)),
         DType::U64 => write!(u64, le!(u64)),
         DType::Bool => write!(bool, t.bytes.iter().map(|&b| b != 0)),
-        other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cannot write dtype {other} to .npy"))),
+        other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cannot write dtype {other} to .npy (numpy has no such dtype; `onnxc run --outputs DIR` writes ONNX TensorProto .pb files, which hold any ONNX dtype)"))),
     }
 }
 
