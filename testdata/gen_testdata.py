@@ -610,6 +610,51 @@ def constant_value_float(rng):
 
 
 @case
+def scan_reverse_axes(rng):
+    # Two states (a running sum and a running product), two scan inputs
+    # walked along different axes (one backwards), a captured outer value,
+    # and two scan outputs stacked along different axes (one backwards).
+    w = randn(rng, [3])
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_sum"]),
+         helper.make_node("Mul", ["s_sum", "w"], ["s_out"]),
+         helper.make_node("Mul", ["p_in", "y_t"], ["p_out"]),
+         helper.make_node("Sub", ["s_out", "p_out"], ["o1"]),
+         helper.make_node("Identity", ["s_out"], ["o2"])],
+        "scan_body",
+        [vi("s_in", F32, [3]), vi("p_in", F32, [3]), vi("x_t", F32, [3]), vi("y_t", F32, [3])],
+        [vi("s_out", F32, [3]), vi("p_out", F32, [3]), vi("o1", F32, [3]), vi("o2", F32, [3])])
+    node = helper.make_node("Scan", ["s0", "p0", "xs", "ys"], ["s_final", "p_final", "out1", "out2"],
+                            body=body, num_scan_inputs=2, scan_input_axes=[0, 1],
+                            scan_input_directions=[0, 1], scan_output_axes=[1, 0],
+                            scan_output_directions=[1, 0])
+    return Case([node],
+                [("s0", randn(rng, [3])), ("p0", uniform(rng, [3], 0.5, 1.5)),
+                 ("xs", randn(rng, [4, 3])), ("ys", uniform(rng, [3, 4], 0.5, 1.5))],
+                ["s_final", "p_final", "out1", "out2"], [("w", w)], opset=16)
+
+
+@case
+def loop_static_trip_count(rng):
+    # A Loop with a constant trip count and a condition that stays true:
+    # one loop-carried value, the iteration number used in the body, a
+    # captured initializer, and a scan output.
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["i_f", "step"], ["inc"]),
+         helper.make_node("Add", ["v_in", "inc"], ["v_out"]),
+         helper.make_node("Tanh", ["v_out"], ["scan_t"])],
+        "loop_body",
+        [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []), vi("v_in", F32, [2, 3])],
+        [vi("cond_out", TensorProto.BOOL, []), vi("v_out", F32, [2, 3]), vi("scan_t", F32, [2, 3])])
+    node = helper.make_node("Loop", ["trips", "cond", "v0"], ["v_final", "scanned"], body=body)
+    return Case([node], [("v0", randn(rng, [2, 3]))], ["v_final", "scanned"],
+                [("trips", np.array(5, dtype=np.int64)), ("cond", np.array(True)),
+                 ("step", randn(rng, [3]))], opset=16)
+
+
+@case
 def batchnorm(rng):
     C = 3
     inits = [("scale", randn(rng, [C])), ("bias", randn(rng, [C])),

@@ -117,17 +117,53 @@ pub fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, String> {
 /// Imports a decoded model.
 pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Graph, FrontendError> {
     let gp = model.graph.as_ref().ok_or_else(|| FrontendError::Invalid(vec!["the model has no graph".into()]))?;
-    let mut g = Graph { name: gp.name.clone().unwrap_or_else(|| "main".into()), ..Graph::default() };
+    let mut opsets = BTreeMap::new();
     for o in &model.opset_import {
-        g.opsets.insert(o.domain.clone().unwrap_or_default(), o.version.unwrap_or(1));
+        opsets.insert(o.domain.clone().unwrap_or_default(), o.version.unwrap_or(1));
     }
-    if g.opsets.is_empty() {
-        g.opsets.insert(String::new(), 1);
+    if opsets.is_empty() {
+        opsets.insert(String::new(), 1);
     }
-    let mut errors = Vec::new();
+    let mut cx = ImportContext { opsets, model_dir, unsupported: Vec::new(), errors: Vec::new() };
+    let imported = import_graph(&mut cx, gp, false);
+    if !cx.unsupported.is_empty() {
+        return Err(FrontendError::Unsupported(cx.unsupported));
+    }
+    let (g, _) = imported?;
+    if !cx.errors.is_empty() {
+        return Err(FrontendError::Invalid(cx.errors));
+    }
+    if let Err(e) = g.topo_order() {
+        return Err(FrontendError::Invalid(vec![e]));
+    }
+    Ok(g)
+}
+
+/// What graph imports share: opsets, the model's folder, and the problems
+/// found so far (in loop bodies too), reported together at the end.
+pub(crate) struct ImportContext<'a> {
+    pub opsets: BTreeMap<String, i64>,
+    pub model_dir: Option<&'a Path>,
+    pub unsupported: Vec<UnsupportedOp>,
+    pub errors: Vec<String>,
+}
+
+/// Imports a graph. For a loop body (`subgraph`), names it reads but does
+/// not define become extra inputs after the declared ones ("captures" of
+/// the enclosing graph), returned in order; declared input types are not
+/// needed.
+pub(crate) fn import_graph(
+    cx: &mut ImportContext,
+    gp: &onnxc_proto::GraphProto,
+    subgraph: bool,
+) -> Result<(Graph, Vec<String>), FrontendError> {
+    let mut g =
+        Graph { name: gp.name.clone().unwrap_or_else(|| "main".into()), opsets: cx.opsets.clone(), ..Graph::default() };
+    let model_dir = cx.model_dir;
+    let mut captures = Vec::new();
 
     // Initializers become constant nodes, created when first used.
-    // If branches are inlined: their nodes (and initializers) join the main
+    // If branches are inlined: their nodes (and initializers) join the
     // graph ahead of the If, which then selects between the branch outputs.
     let flat = flatten_if_branches(&gp.node);
     let mut initializers = BTreeMap::new();
@@ -138,22 +174,24 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     let mut producers: BTreeMap<String, (NodeId, usize)> = BTreeMap::new();
     for v in &gp.input {
         let name = v.name.clone().unwrap_or_default();
-        if initializers.contains_key(&name) {
+        if initializers.contains_key(&name) && !subgraph {
             continue; // IR < 4: initializers also listed as inputs; they are constants.
         }
-        match value_info(v) {
-            Ok(info) => {
-                let index = g.inputs.len();
-                let id = g.add_node(name.clone(), Op::Input { index }, 0, vec![info]);
-                g.inputs.push(id);
-                producers.insert(name, (id, 0));
+        let info = match value_info(v) {
+            Ok(info) => info,
+            Err(_) if subgraph => ValueInfo { name: name.clone(), dtype: DType::F32, shape: Shape::default() },
+            Err(m) => {
+                cx.errors.push(format!("graph input {m}"));
+                continue;
             }
-            Err(m) => errors.push(format!("graph input {m}")),
-        }
+        };
+        let index = g.inputs.len();
+        let id = g.add_node(name.clone(), Op::Input { index }, 0, vec![info]);
+        g.inputs.push(id);
+        producers.insert(name, (id, 0));
     }
 
     // Nodes.
-    let mut unsupported = Vec::new();
     let mut pending: Vec<(NodeId, Vec<String>)> = Vec::new();
     for (i, n) in flat.nodes.iter().enumerate() {
         let n: &onnxc_proto::NodeProto = n;
@@ -165,8 +203,13 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
         let domain_key = if domain == "ai.onnx" { String::new() } else { domain.clone() };
         let opset = g.opsets.get(&domain_key).copied().unwrap_or(0);
         let op_type = n.op_type.clone().unwrap_or_default();
-        match ops::import_op(&mut g, n, &node_name, &domain_key, opset, model_dir) {
-            Ok(ops::Imported { op, extra_inputs }) => {
+        let imported = if domain_key.is_empty() && matches!(op_type.as_str(), "Scan" | "Loop") {
+            ops::import_loop(cx, n, opset)
+        } else {
+            ops::import_op(&mut g, n, &node_name, &domain_key, opset, model_dir)
+        };
+        match imported {
+            Ok(ops::Imported { op, extra_inputs, captures: body_captures }) => {
                 let mut outputs: Vec<ValueInfo> = n
                     .output
                     .iter()
@@ -179,7 +222,8 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
                 let mut inputs: Vec<String> = n.input.clone();
                 let num_inputs = inputs.len().max(extra_inputs.iter().map(|(slot, _)| slot + 1).max().unwrap_or(0));
                 inputs.resize(num_inputs, String::new());
-                let id = g.add_node(node_name.clone(), op, num_inputs, outputs);
+                inputs.extend(body_captures);
+                let id = g.add_node(node_name.clone(), op, inputs.len(), outputs);
                 for (slot, t) in extra_inputs {
                     let c = g.add_constant(format!("{node_name}:input{slot}"), t);
                     g.connect(c, 0, id, slot);
@@ -193,14 +237,14 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
                 pending.push((id, inputs));
             }
             Err(ops::ImportError::Unsupported) => {
-                unsupported.push(UnsupportedOp { node: node_name, op_type, domain, opset });
+                cx.unsupported.push(UnsupportedOp { node: node_name, op_type, domain, opset });
             }
-            Err(ops::ImportError::Invalid(m)) => errors.push(format!("node '{node_name}' ({op_type}): {m}")),
+            Err(ops::ImportError::Invalid(m)) => cx.errors.push(format!("node '{node_name}' ({op_type}): {m}")),
             Err(ops::ImportError::Frontend(e)) => return Err(e),
         }
     }
-    if !unsupported.is_empty() {
-        return Err(FrontendError::Unsupported(unsupported));
+    if !cx.unsupported.is_empty() {
+        return Ok((g, captures));
     }
 
     // Edges.
@@ -211,6 +255,16 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
         if let Some(t) = initializers.get(name) {
             let tensor = tensor_from_proto(t, model_dir)?;
             let id = g.add_constant(name.to_string(), tensor);
+            producers.insert(name.to_string(), (id, 0));
+            return Ok(Some((id, 0)));
+        }
+        if subgraph {
+            // A value of the enclosing graph: the loop node feeds it.
+            let index = g.inputs.len();
+            let info = ValueInfo { name: name.to_string(), dtype: DType::F32, shape: Shape::default() };
+            let id = g.add_node(name.to_string(), Op::Input { index }, 0, vec![info]);
+            g.inputs.push(id);
+            captures.push(name.to_string());
             producers.insert(name.to_string(), (id, 0));
             return Ok(Some((id, 0)));
         }
@@ -225,7 +279,7 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
                 Some((src, s)) => g.connect(src, s, id, slot),
                 None => {
                     let n = &g.graph[id];
-                    errors.push(format!(
+                    cx.errors.push(format!(
                         "node '{}' ({}): input '{name}' is not a graph input, an initializer, or the output of any node",
                         n.name,
                         n.op.name()
@@ -243,19 +297,13 @@ pub fn import_proto(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
         g.outputs.push(id);
         match resolve(&mut g, &name)? {
             Some((src, s)) => g.connect(src, s, id, 0),
-            None => errors.push(format!("graph output '{name}' is not produced by any node")),
+            None => cx.errors.push(format!("graph output '{name}' is not produced by any node")),
         }
     }
     if g.outputs.is_empty() {
-        errors.push("the graph has no outputs".into());
+        cx.errors.push(format!("the graph '{}' has no outputs", g.name));
     }
-    if !errors.is_empty() {
-        return Err(FrontendError::Invalid(errors));
-    }
-    if let Err(e) = g.topo_order() {
-        return Err(FrontendError::Invalid(vec![e]));
-    }
-    Ok(g)
+    Ok((g, captures))
 }
 
 /// Nodes in import order with every If's branch nodes placed before it, and

@@ -3,7 +3,8 @@
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use crate::FrontendError;
 use onnxc_ir::{
-    ActKind, AutoPad, BinaryOp, CellKind, Graph, Op, PadMode, ReduceKind, ScatterReduction, Tensor, UnaryOp, Window,
+    ActKind, AutoPad, BinaryOp, CellKind, Graph, LoopKind, LoopSpec, Op, PadMode, ReduceKind, ScatterReduction,
+    Subgraph, Tensor, UnaryOp, Window,
 };
 use onnxc_proto::attribute_proto::AttributeType;
 use onnxc_proto::{AttributeProto, NodeProto};
@@ -25,6 +26,44 @@ impl From<String> for ImportError {
 pub struct Imported {
     pub op: Op,
     pub extra_inputs: Vec<(usize, Tensor)>,
+    /// Names of enclosing-graph values a loop body reads, appended to the
+    /// node's inputs.
+    pub captures: Vec<String>,
+}
+
+/// Imports a Scan or Loop node with its body.
+pub fn import_loop(cx: &mut crate::ImportContext, n: &NodeProto, opset: i64) -> Result<Imported, ImportError> {
+    let a = Attrs(&n.attribute);
+    let op_type = n.op_type.as_deref().unwrap_or_default();
+    let body = a.get("body").and_then(|b| b.g.as_ref()).ok_or("attribute 'body' (a graph) is missing".to_string())?;
+    let kind = if op_type == "Scan" {
+        if opset < 9 {
+            return Err("Scan before opset 9 (with a batch axis and sequence_lens) is not supported; \
+                        re-export the model with opset 9 or later"
+                .to_string()
+                .into());
+        }
+        let m = a.int("num_scan_inputs", -1)?;
+        let m = usize::try_from(m).map_err(|_| "attribute 'num_scan_inputs' is missing or negative".to_string())?;
+        let k = body.output.len().saturating_sub(n.input.len().saturating_sub(m));
+        let per = |name: &str, count: usize| -> Vec<i64> {
+            let mut v = a.ints(name).unwrap_or_default();
+            v.resize(count.max(v.len()), 0);
+            v
+        };
+        LoopKind::Scan {
+            num_scan_inputs: m,
+            input_axes: per("scan_input_axes", m),
+            input_reverse: per("scan_input_directions", m).iter().map(|&d| d != 0).collect(),
+            output_axes: per("scan_output_axes", k),
+            output_reverse: per("scan_output_directions", k).iter().map(|&d| d != 0).collect(),
+        }
+    } else {
+        LoopKind::Loop
+    };
+    let (graph, captures) = crate::import_graph(cx, body, true).map_err(ImportError::Frontend)?;
+    let spec = LoopSpec { kind, body: Subgraph(std::sync::Arc::new(graph)), num_captures: captures.len() };
+    Ok(Imported { op: Op::Loop(Box::new(spec)), extra_inputs: Vec::new(), captures })
 }
 
 struct Attrs<'a>(&'a [AttributeProto]);
@@ -172,6 +211,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Log", 1),
     ("LogSoftmax", 1),
     ("LpNormalization", 1),
+    ("Loop", 1),
     ("LpPool", 1),
     ("MatMul", 1),
     ("MatMulInteger", 1),
@@ -217,6 +257,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("Round", 1),
     ("Scatter", 1),
     ("ScatterElements", 1),
+    ("Scan", 9),
     ("ScatterND", 1),
     ("Selu", 1),
     ("Shape", 1),
@@ -875,7 +916,7 @@ pub fn import_op(
         "Constant" => Op::Constant(constant_value(&a, model_dir)?),
         _ => return Err(ImportError::Unsupported),
     };
-    Ok(Imported { op, extra_inputs: extra })
+    Ok(Imported { op, extra_inputs: extra, captures: Vec::new() })
 }
 
 fn block_size(b: i64) -> Result<usize, String> {
@@ -913,6 +954,9 @@ mod tests {
     fn every_listed_op_is_imported_and_others_are_not() {
         let mut g = Graph::default();
         for &(op, opset) in SUPPORTED_OPS {
+            if matches!(op, "Scan" | "Loop") {
+                continue; // imported with their bodies by import_loop
+            }
             let n = NodeProto { op_type: Some(op.into()), ..Default::default() };
             let r = import_op(&mut g, &n, "n", "", opset.max(13), None);
             assert!(!matches!(r, Err(ImportError::Unsupported)), "{op} is listed but not imported");

@@ -16,7 +16,24 @@ pub struct InferOptions {
 
 /// Infers every node's output types and folds constant nodes. Collects one
 /// error per node that cannot be typed.
+/// Scan and Loop nodes are unrolled ([`crate::unroll`]) when inference
+/// reaches them, and inference restarts over the unrolled graph.
 pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Vec<NodeError>> {
+    loop {
+        match infer_pass(graph, options)? {
+            Some(id) => {
+                if let Err(message) = crate::unroll::unroll(graph, id) {
+                    return Err(vec![NodeError::new(graph, id, message)]);
+                }
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// One inference sweep; stops at the first loop node whose inputs are all
+/// typed and returns it (when nothing failed before it).
+fn infer_pass(graph: &mut Graph, options: InferOptions) -> Result<Option<NodeId>, Vec<NodeError>> {
     let order =
         graph.topo_order().map_err(|e| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: e }])?;
     let mut errors = Vec::new();
@@ -30,6 +47,13 @@ pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Ve
         let upstream_failed =
             (0..node.num_inputs).any(|s| graph.input_of(id, s).is_some_and(|(src, _)| failed.contains(&src)));
         if upstream_failed {
+            failed.insert(id);
+            continue;
+        }
+        if matches!(node.op, Op::Loop(_)) {
+            if errors.is_empty() {
+                return Ok(Some(id));
+            }
             failed.insert(id);
             continue;
         }
@@ -53,7 +77,7 @@ pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Ve
         }
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(None)
     } else {
         Err(errors)
     }
@@ -270,6 +294,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
     let x = || input(graph, id, 0);
     let out = match op {
         Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
+        Op::Loop(_) => return Err("loops are unrolled before they are typed".into()),
         Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::RmsNormalization { .. } => x()?,
         Op::Trilu { .. } | Op::CumSum { .. } | Op::LpNormalization { .. } | Op::Hardmax { .. } => x()?,
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,

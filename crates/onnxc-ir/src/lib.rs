@@ -19,13 +19,14 @@ pub mod resize;
 pub mod shape;
 mod tensor;
 pub mod text;
+pub mod unroll;
 pub mod verify;
 
 pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
 pub use op::{
-    ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, Op, PadMode, RecurrentAttrs, ReduceKind, ResizeAttrs,
-    ScatterReduction, UnaryOp, Window, WindowKind,
+    ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, LoopKind, LoopSpec, Op, PadMode, RecurrentAttrs, ReduceKind,
+    ResizeAttrs, ScatterReduction, Subgraph, UnaryOp, Window, WindowKind,
 };
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

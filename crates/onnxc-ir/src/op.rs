@@ -234,6 +234,57 @@ pub enum AutoPad {
     Valid,
 }
 
+/// A loop body: a graph whose inputs are the per-iteration values (then the
+/// values it captures from the enclosing graph) and whose outputs are the
+/// per-iteration results. Shared, compared by identity.
+#[derive(Clone)]
+pub struct Subgraph(pub std::sync::Arc<crate::Graph>);
+
+impl PartialEq for Subgraph {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Subgraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Subgraph({}, {} nodes)", self.0.name, self.0.graph.node_count())
+    }
+}
+
+/// Which loop a [`LoopSpec`] describes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoopKind {
+    /// ONNX Scan (opset 9+): node inputs are the N initial states, then the
+    /// M scan inputs; outputs the N final states, then the K scan outputs.
+    /// Body inputs: N states, M slices; body outputs: N states, K slices.
+    Scan {
+        num_scan_inputs: usize,
+        /// Per scan input: axis, and whether it is walked backwards.
+        input_axes: Vec<i64>,
+        input_reverse: Vec<bool>,
+        /// Per scan output: axis, and whether it is filled backwards.
+        output_axes: Vec<i64>,
+        output_reverse: Vec<bool>,
+    },
+    /// ONNX Loop: node inputs are the trip count, the condition and the N
+    /// initial loop-carried values; outputs the N final values, then the K
+    /// scan outputs (stacked along a new axis 0). Body inputs: iteration
+    /// number, condition, N values; outputs: condition, N values, K slices.
+    Loop,
+}
+
+/// A Scan or Loop node: unrolled by inference once its trip count is known
+/// (static shapes make every trip count static or an error).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopSpec {
+    pub kind: LoopKind,
+    pub body: Subgraph,
+    /// Values of the enclosing graph the body reads, appended to the node's
+    /// inputs (and to the body's inputs) in this order.
+    pub num_captures: usize,
+}
+
 /// An operation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -569,6 +620,8 @@ pub enum Op {
     Gather {
         axis: i64,
     },
+    /// Scan or Loop (see [`LoopSpec`]).
+    Loop(Box<LoopSpec>),
     /// Cast to a dtype. `saturate` (float8 targets only) clamps out-of-range
     /// values to the largest finite value instead of infinity/NaN.
     Cast {
@@ -604,6 +657,10 @@ impl Op {
             Op::Variadic { op: BinaryOp::Add, .. } => "Sum".into(),
             Op::Variadic { op, .. } => format!("{op:?}"),
             Op::Where => "Where".into(),
+            Op::Loop(spec) => match spec.kind {
+                LoopKind::Scan { .. } => "Scan".into(),
+                LoopKind::Loop => "Loop".into(),
+            },
             Op::ArgMinMax { max: true, .. } => "ArgMax".into(),
             Op::ArgMinMax { max: false, .. } => "ArgMin".into(),
             Op::LayerNormalization { .. } => "LayerNormalization".into(),

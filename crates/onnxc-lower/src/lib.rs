@@ -72,8 +72,11 @@ pub fn lower(graph: &Graph) -> Result<Program, Vec<NodeError>> {
                 let (value, info) = if is_input {
                     ((n, 0), graph.graph[n].outputs[0].clone())
                 } else {
+                    // Named as the graph declares it; typed by its producer.
                     let src = graph.input_of(n, 0).ok_or("graph output is not connected")?;
-                    (src, graph.graph[src.0].outputs[src.1].clone())
+                    let mut info = graph.graph[src.0].outputs[src.1].clone();
+                    info.name = graph.graph[n].name.clone();
+                    (src, info)
                 };
                 let buffer = if is_input { cx.value_buffer(value)? } else { cx.output_buffer(n)? };
                 Ok(IoDesc {

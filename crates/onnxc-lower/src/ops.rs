@@ -258,6 +258,7 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::AffineGrid { align_corners } => crate::grid::affine_grid(cx, id, align_corners),
         Op::Dft { .. } => crate::grid::dft(cx, id),
         Op::Col2Im { .. } => col2im(cx, id),
+        Op::Loop(_) => Err("Scan/Loop must be unrolled by inference before lowering".into()),
         Op::If => {
             let n_out = cx.graph.graph[id].outputs.len();
             let cond = cx.graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
