@@ -779,6 +779,20 @@ def gen_bad():
                      [x_no_shape], [vi("y", F32, [2, 2])])
     write_bytes(os.path.join(BAD_DIR, "no_shape.onnx"), m.SerializeToString())
 
+    # An If on a run-time condition whose else branch cannot be typed at the
+    # declared shapes (Reshape of 6 values to [7]): it compiles with a
+    # warning, and the artifact fails with a status if the else branch is taken.
+    then_g = helper.make_graph([helper.make_node("Add", ["x", "one"], ["y_then"], name="then_add")], "then",
+                               [], [vi("y_then", F32, [2, 3])],
+                               initializer=[init("one", np.ones((2, 3), dtype=np.float32))])
+    else_g = helper.make_graph([helper.make_node("Reshape", ["x", "bad_shape"], ["y_else"], name="else_reshape")],
+                               "else", [], [vi("y_else", F32, [2, 3])],
+                               initializer=[init("bad_shape", np.array([7], dtype=np.int64))])
+    m = simple_model("if_untypable_branch",
+                     [helper.make_node("If", ["cond"], ["y"], name="pick", then_branch=then_g, else_branch=else_g)],
+                     [vi("cond", TensorProto.BOOL, []), vi("x", F32, [2, 3])], [vi("y", F32, [2, 3])])
+    write_bytes(os.path.join(BAD_DIR, "if_untypable_branch.onnx"), m.SerializeToString())
+
     # MatMul of f32 by f64: a type error ORT's checker would refuse.
     w64 = numpy_helper.from_array(np.ones((4, 3), dtype=np.float64), "W")
     m = simple_model("mixed_dtypes", [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],

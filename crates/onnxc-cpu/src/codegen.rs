@@ -99,6 +99,11 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
     for (ki, kernel) in program.kernels.iter().enumerate() {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
+        // Kernels that can fail return a status; the others return nothing.
+        let can_fail = has_fail(&kernel.body);
+        if can_fail {
+            sig.returns.push(AbiParam::new(types::I32));
+        }
         let fid =
             module.declare_function(&format!("{name}__k{ki}"), Linkage::Local, &sig).map_err(|e| err("declare", e))?;
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
@@ -119,14 +124,19 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
             let vars: Vec<Variable> = kernel.vars.iter().map(|&t| b.declare_var(cl_type(t))).collect();
             let mut g = Gen { b, module, program, kernel, base, vars, libm: &mut libm, decode_tables: &decode_tables };
             g.stmts(&kernel.body)?;
-            g.b.ins().return_(&[]);
+            if can_fail {
+                let ok = g.b.ins().iconst(types::I32, 0);
+                g.b.ins().return_(&[ok]);
+            } else {
+                g.b.ins().return_(&[]);
+            }
             g.b.finalize(g.module.target_config());
         }
         module
             .define_function(fid, &mut ctx)
             .map_err(|e| err(&format!("kernel '{}'", kernel.name), format!("{e:?}")))?;
         module.clear_context(&mut ctx);
-        kernel_ids.push(fid);
+        kernel_ids.push((fid, can_fail));
     }
 
     // Entry point.
@@ -177,9 +187,21 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
             b.ins().stack_store(ptr, v, slot, (i as i32) * 8);
         }
         let table = b.ins().stack_addr(ptr, slot, 0);
-        for &k in &kernel_ids {
+        for &(k, can_fail) in &kernel_ids {
             let f = module.declare_func_in_func(k, b.func);
-            b.ins().call(f, &[table]);
+            let call = b.ins().call(f, &[table]);
+            if can_fail {
+                // A nonzero status ends the run.
+                let status = b.inst_results(call)[0];
+                let fail = b.create_block();
+                let ok = b.create_block();
+                b.ins().brif(status, fail, &[], ok, &[]);
+                b.seal_block(fail);
+                b.seal_block(ok);
+                b.switch_to_block(fail);
+                b.ins().return_(&[status]);
+                b.switch_to_block(ok);
+            }
         }
         let zero = b.ins().iconst(types::I32, 0);
         b.ins().return_(&[zero]);
@@ -188,6 +210,14 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
     module.define_function(run, &mut ctx).map_err(|e| err("entry point", format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(run)
+}
+
+fn has_fail(stmts: &[Stmt]) -> bool {
+    stmts.iter().any(|s| match s {
+        Stmt::FailIf { .. } => true,
+        Stmt::For { body, .. } => has_fail(body),
+        _ => false,
+    })
 }
 
 fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
@@ -218,7 +248,7 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                 expr(index, out);
                 expr(value, out);
             }
-            Stmt::Assign { value, .. } => expr(value, out),
+            Stmt::Assign { value, .. } | Stmt::FailIf { cond: value, .. } => expr(value, out),
         }
     }
 }
@@ -266,6 +296,18 @@ impl<M: Module> Gen<'_, '_, M> {
                 Stmt::Assign { var, value } => {
                     let v = self.scalar(value)?;
                     self.b.def_var(self.vars[var.0 as usize], v);
+                }
+                Stmt::FailIf { cond, status } => {
+                    let c = self.scalar(cond)?;
+                    let fail = self.b.create_block();
+                    let cont = self.b.create_block();
+                    self.b.ins().brif(c, fail, &[], cont, &[]);
+                    self.b.seal_block(fail);
+                    self.b.seal_block(cont);
+                    self.b.switch_to_block(fail);
+                    let s = self.b.ins().iconst(types::I32, *status as i64);
+                    self.b.ins().return_(&[s]);
+                    self.b.switch_to_block(cont);
                 }
             }
         }

@@ -174,6 +174,12 @@ impl JitModel {
         // SAFETY: every pointer covers the byte count the compiled code reads or writes
         // (checked above), the arena is large enough, and the code was compiled for this CPU.
         let status = unsafe { (self.entry)(ins.as_ptr(), outs.as_ptr(), arena_ptr) };
+        if status == onnxc_kir::STATUS_UNCOMPILED_BRANCH {
+            return Err(BackendError::Call(format!(
+                "the model returned status {status}: these inputs select an If branch that could not be \
+                 compiled at the pinned shapes (the compile warnings name it)"
+            )));
+        }
         if status != 0 {
             return Err(BackendError::Call(format!("the model returned status {status}")));
         }

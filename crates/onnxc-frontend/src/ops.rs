@@ -592,7 +592,7 @@ pub fn import_op(
         "Col2Im" => {
             Op::Col2Im { dilations: a.usizes("dilations")?, pads: a.usizes("pads")?, strides: a.usizes("strides")? }
         }
-        "If" => Op::If,
+        "If" => Op::If { unusable: None },
         "GridSample" => Op::GridSample {
             mode: match a.string("mode").as_deref() {
                 Some("nearest") => 0,

@@ -111,7 +111,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
                 .collect();
             Tensor::from_f64_as(odt, &odims, &v)?
         }
-        Op::If => {
+        Op::If { .. } => {
             let cond = *x?.to_i64_vec()?.first()?;
             let k = out.len();
             let pick = if cond != 0 { 1 } else { 1 + k };

@@ -36,9 +36,15 @@ pub fn infer_and_fold(graph: &mut Graph, options: InferOptions) -> Result<(), Ve
 fn infer_pass(graph: &mut Graph, options: InferOptions) -> Result<Option<NodeId>, Vec<NodeError>> {
     let order =
         graph.topo_order().map_err(|e| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: e }])?;
-    let mut errors = Vec::new();
+    let mut errors: Vec<(NodeId, NodeError)> = Vec::new();
     let mut failed = std::collections::BTreeSet::new();
     for id in order {
+        if !graph.graph.contains_node(id) {
+            continue; // removed with an If branch that cannot be compiled
+        }
+        if matches!(graph.graph[id].op, Op::If { unusable: None }) {
+            isolate_failed_branch(graph, id, &failed, &mut errors);
+        }
         let node = &graph.graph[id];
         if matches!(node.op, Op::Input { .. } | Op::Constant(_)) {
             continue;
@@ -72,15 +78,87 @@ fn infer_pass(graph: &mut Graph, options: InferOptions) -> Result<Option<NodeId>
             }
             Err(message) => {
                 failed.insert(id);
-                errors.push(NodeError::new(graph, id, message));
+                errors.push((id, NodeError::new(graph, id, message)));
             }
         }
     }
     if errors.is_empty() {
         Ok(None)
     } else {
-        Err(errors)
+        Err(errors.into_iter().map(|(_, e)| e).collect())
     }
+}
+
+/// When the only inputs of If `id` that failed to type come from one
+/// branch, and the failures reach nothing but that branch's inputs of this
+/// If, the branch is marked unusable (the compiled code fails with a status
+/// if it is ever taken), its nodes are removed, and their errors dropped.
+fn isolate_failed_branch(
+    graph: &mut Graph,
+    id: NodeId,
+    failed: &std::collections::BTreeSet<NodeId>,
+    errors: &mut Vec<(NodeId, NodeError)>,
+) {
+    use petgraph::visit::EdgeRef;
+    use petgraph::Direction;
+    let n_in = graph.graph[id].num_inputs;
+    let k = (n_in.saturating_sub(1)) / 2;
+    if n_in != 2 * k + 1 || k == 0 {
+        return;
+    }
+    let bad_slots: Vec<usize> =
+        (0..n_in).filter(|&s| graph.input_of(id, s).is_some_and(|(src, _)| failed.contains(&src))).collect();
+    let Some(&first) = bad_slots.first() else {
+        return;
+    };
+    let then = (1..=k).contains(&first);
+    let range = if then { 1..1 + k } else { 1 + k..n_in };
+    if first == 0 || !bad_slots.iter().all(|s| range.contains(s)) {
+        return;
+    }
+    // The failed nodes feeding the branch, then everything downstream of them.
+    let mut upstream = std::collections::BTreeSet::new();
+    let mut stack: Vec<NodeId> = bad_slots.iter().filter_map(|&s| graph.input_of(id, s).map(|(n, _)| n)).collect();
+    while let Some(n) = stack.pop() {
+        if failed.contains(&n) && upstream.insert(n) {
+            stack.extend(graph.graph.edges_directed(n, Direction::Incoming).map(|e| e.source()));
+        }
+    }
+    let mut doomed = std::collections::BTreeSet::new();
+    let mut stack: Vec<NodeId> = upstream.iter().copied().collect();
+    while let Some(n) = stack.pop() {
+        if n == id || !doomed.insert(n) {
+            continue;
+        }
+        if matches!(graph.graph[n].op, Op::Output { .. } | Op::If { .. }) {
+            return; // the failure reaches more than this branch
+        }
+        for e in graph.graph.edges_directed(n, Direction::Outgoing) {
+            if e.target() == id && !range.contains(&e.weight().dst_slot) {
+                return;
+            }
+            stack.push(e.target());
+        }
+    }
+    let reasons: Vec<String> = errors.iter().filter(|(n, _)| doomed.contains(n)).map(|(_, e)| e.to_string()).collect();
+    if reasons.is_empty() {
+        return;
+    }
+    errors.retain(|(n, _)| !doomed.contains(n));
+    for n in doomed {
+        graph.graph.remove_node(n);
+    }
+    // The branch's values that did type are no longer read either.
+    let stale: Vec<_> = graph
+        .graph
+        .edges_directed(id, Direction::Incoming)
+        .filter(|e| range.contains(&e.weight().dst_slot))
+        .map(|e| e.id())
+        .collect();
+    for e in stale {
+        graph.graph.remove_edge(e);
+    }
+    graph.graph[id].op = Op::If { unusable: Some(crate::UnusableBranch { then, reason: reasons.join("; ") }) };
 }
 
 /// Largest tensor onnxc compiles, in bytes (2^40: far beyond any real model,
@@ -105,7 +183,7 @@ fn fold_node(graph: &mut Graph, id: NodeId, outs: &[(DType, Vec<usize>)]) {
     if matches!(node.op, Op::Output { .. }) {
         return;
     }
-    if let Op::If = node.op {
+    if let Op::If { .. } = node.op {
         // A constant condition picks a branch: its consumers read that branch directly.
         let Some(cond) = graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied()) else {
             return;
@@ -431,7 +509,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             d.extend(&g.image);
             (dt, d)
         }
-        Op::If => {
+        Op::If { unusable } => {
             let n_in = graph.graph[id].num_inputs;
             let k = (n_in - 1) / 2;
             if n_in != 2 * k + 1 || k != graph.graph[id].outputs.len() {
@@ -443,6 +521,17 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                 ));
             }
             let cond = graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
+            if let Some(bad) = unusable {
+                let side = if bad.then { "then" } else { "else" };
+                if cond.is_some_and(|c| (c != 0) == bad.then) {
+                    return Err(format!(
+                        "the condition is constant and selects the {side} branch, which cannot be compiled: {}",
+                        bad.reason
+                    ));
+                }
+                let first = if bad.then { 1 + k } else { 1 };
+                return (0..k).map(|j| input(graph, id, first + j)).collect();
+            }
             let mut outs = Vec::with_capacity(k);
             for j in 0..k {
                 let then_t = input(graph, id, 1 + j)?;

@@ -26,7 +26,7 @@ pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
 pub use op::{
     ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, LoopKind, LoopSpec, Op, PadMode, RecurrentAttrs, ReduceKind,
-    ResizeAttrs, ScatterReduction, Subgraph, UnaryOp, Window, WindowKind,
+    ResizeAttrs, ScatterReduction, Subgraph, UnaryOp, UnusableBranch, Window, WindowKind,
 };
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

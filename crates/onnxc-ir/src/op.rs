@@ -252,6 +252,15 @@ impl std::fmt::Debug for Subgraph {
     }
 }
 
+/// An If branch that cannot be compiled, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnusableBranch {
+    /// True for the then branch, false for the else branch.
+    pub then: bool,
+    /// The error that typing the branch gave.
+    pub reason: String,
+}
+
 /// Which loop a [`LoopSpec`] describes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LoopKind {
@@ -559,8 +568,13 @@ pub enum Op {
     },
     /// If with both branches inlined: inputs [cond, then outputs..., else
     /// outputs...]; outputs pick one side (folded when cond is constant,
-    /// an elementwise select otherwise).
-    If,
+    /// an elementwise select otherwise). `unusable` names a branch that
+    /// could not be typed at the pinned shapes (its inputs are then left
+    /// unconnected): the compiled code fails with a status if the run-time
+    /// condition ever selects it.
+    If {
+        unusable: Option<UnusableBranch>,
+    },
     /// Inference Dropout. Inputs: data, optional ratio, optional
     /// training_mode (must be a constant false). Outputs: data, optional mask (all true).
     Dropout,
@@ -692,7 +706,7 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace".into(),
             Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
             Op::Dropout => "Dropout".into(),
-            Op::If => "If".into(),
+            Op::If { .. } => "If".into(),
             Op::Col2Im { .. } => "Col2Im".into(),
             Op::Dft { .. } => "DFT".into(),
             Op::AffineGrid { .. } => "AffineGrid".into(),
@@ -789,6 +803,7 @@ impl Op {
                 Some(e) => format!("start={start},end={e}"),
                 None => format!("start={start}"),
             },
+            Op::If { unusable: Some(b) } => format!("uncompiled={}", if b.then { "then" } else { "else" }),
             Op::Cast { to, saturate: true } => format!("to={to}"),
             Op::Cast { to, saturate: false } => format!("to={to},saturate=0"),
             _ => String::new(),

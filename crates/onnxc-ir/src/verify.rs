@@ -56,8 +56,19 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Recurrent(_) => 3,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,
+            // The uncompilable branch's slots are left empty.
+            Op::If { unusable: Some(_) } => 1,
             _ => node.num_inputs,
         };
+        if let Op::If { unusable: Some(bad) } = &node.op {
+            let k = node.num_inputs / 2;
+            let good = if bad.then { 1 + k..node.num_inputs } else { 1..1 + k };
+            for slot in good {
+                if !seen.get(slot).copied().unwrap_or(false) {
+                    errors.push(NodeError::new(graph, id, format!("required input {slot} is not connected")));
+                }
+            }
+        }
         for (slot, present) in seen.iter().enumerate().take(required) {
             if !present {
                 errors.push(NodeError::new(graph, id, format!("required input {slot} is not connected")));

@@ -267,7 +267,14 @@ pub enum Stmt {
     Store { buf: BufferId, index: Expr, value: Expr },
     /// `var = value` (variables hold accumulators across loop iterations).
     Assign { var: VarId, value: Expr },
+    /// When `cond` (a comparison) holds, stop the whole run and return
+    /// `status` (nonzero) to the caller; outputs are then unspecified.
+    FailIf { cond: Expr, status: i32 },
 }
+
+/// Status a run returns when an If selects a branch that could not be
+/// compiled at the pinned shapes (see `docs/abi.md`).
+pub const STATUS_UNCOMPILED_BRANCH: i32 = 4;
 
 /// One kernel: a loop nest with its variables.
 #[derive(Clone, Debug, PartialEq)]

@@ -259,7 +259,25 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         Op::Dft { .. } => crate::grid::dft(cx, id),
         Op::Col2Im { .. } => col2im(cx, id),
         Op::Loop(_) => Err("Scan/Loop must be unrolled by inference before lowering".into()),
-        Op::If => {
+        Op::If { unusable: Some(bad) } => {
+            // Fail the run if the condition selects the branch that could not
+            // be compiled; otherwise copy the other branch.
+            let n_out = cx.graph.graph[id].outputs.len();
+            let c = cx.input(id, 0)?;
+            let taken = if bad.then { CmpOp::Ne } else { CmpOp::Eq };
+            let k = KernelBuilder::new(format!("{name}_check"));
+            let cond = cmp(taken, load(c, int(0)), Expr::Int(0, ScalarType::U8));
+            cx.kernels.push(k.finish(vec![Stmt::FailIf { cond, status: onnxc_kir::STATUS_UNCOMPILED_BRANCH }]));
+            let first = if bad.then { 1 + n_out } else { 1 };
+            for j in 0..n_out {
+                let len: usize = cx.graph.graph[id].outputs[j].shape.numel().ok_or("unknown output dims")?;
+                let dst = cx.value_buffer((id, j))?;
+                let src = cx.input(id, first + j)?;
+                cx.kernels.push(copy_kernel(format!("{name}_copy{j}"), src, dst, len));
+            }
+            Ok(())
+        }
+        Op::If { unusable: None } => {
             let n_out = cx.graph.graph[id].outputs.len();
             let cond = cx.graph.const_input(id, 0).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
             for j in 0..n_out {

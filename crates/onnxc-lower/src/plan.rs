@@ -47,6 +47,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                         expr(value, mark);
                     }
                     Stmt::Assign { value, .. } => expr(value, mark),
+                    Stmt::FailIf { cond, .. } => expr(cond, mark),
                 }
             }
         }

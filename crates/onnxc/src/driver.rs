@@ -390,7 +390,7 @@ pub fn is_parameter_slot(op: &Op, slot: usize) -> bool {
         Op::Dropout => slot >= 1,
         Op::CenterCropPad { .. } | Op::AffineGrid { .. } => slot == 1,
         Op::Dft { .. } | Op::Col2Im { .. } => slot >= 1,
-        Op::If => slot == 0,
+        Op::If { .. } => slot == 0,
         Op::WindowFn { .. } => slot == 0,
         Op::CumSum { .. } | Op::OneHot { .. } | Op::Trilu { .. } | Op::TopK { .. } => slot == 1,
         _ => false,

@@ -38,7 +38,9 @@ pub fn render_header(program: &Program, name: &str, source: &str) -> String {
  *   - inputs, outputs and arena must not overlap;
  *   - the call allocates nothing, keeps no global state, and is thread-safe
  *     with separate arenas and outputs.
- *   Returns 0 on success; 1, 2 or 3 when inputs, outputs or arena is NULL.
+ *   Returns 0 on success; 1, 2 or 3 when inputs, outputs or arena is NULL;
+ *   4 when an If selects a branch that could not be compiled at the pinned
+ *   shapes (the compiler warned about it; outputs are then unspecified).
  */
 ";
     h.push_str(&convention.replace("NAME_", &format!("{name}_")));

@@ -138,6 +138,9 @@ fn dispatch(cli: Cli) -> Result<()> {
                 std::fs::write(path, artifacts.report.to_json())
                     .with_context(|| format!("cannot write the report to '{}'", path.display()))?;
             }
+            for w in &artifacts.report.warnings {
+                eprintln!("warning: {w}");
+            }
             if !quiet {
                 for f in files {
                     eprintln!("wrote {}", f.display());

@@ -24,6 +24,9 @@ pub struct CompileReport {
     pub flops: BTreeMap<String, u64>,
     /// Seconds per stage: import, passes, lower, codegen.
     pub compile_seconds: BTreeMap<String, f64>,
+    /// What compiled but may fail at run time (an If branch that could not
+    /// be compiled), one sentence each.
+    pub warnings: Vec<String>,
 }
 
 fn numel(graph: &Graph, node: onnxc_ir::NodeId, slot: usize) -> u64 {
@@ -69,6 +72,18 @@ impl CompileReport {
     pub fn describe(&mut self, graph: &Graph, program: &Program) {
         self.ops = graph.op_histogram();
         self.ops.remove("Constant");
+        for id in graph.graph.node_indices() {
+            if let Op::If { unusable: Some(bad) } = &graph.graph[id].op {
+                let side = if bad.then { "then" } else { "else" };
+                self.warnings.push(format!(
+                    "node '{}' (If): the {side} branch cannot be compiled at these input shapes ({}); \
+                     the compiled model returns status {} if the condition selects it",
+                    graph.graph[id].name,
+                    bad.reason,
+                    onnxc_kir::STATUS_UNCOMPILED_BRANCH
+                ));
+            }
+        }
         for id in graph.graph.node_indices() {
             let f = node_flops(graph, id);
             if f > 0 {
@@ -120,15 +135,17 @@ impl CompileReport {
             .collect();
         let ops: BTreeMap<String, u64> = self.ops.iter().map(|(k, &v)| (k.clone(), v as u64)).collect();
         let secs: Vec<String> = self.compile_seconds.iter().map(|(k, v)| format!("{}: {v:.6}", esc(k))).collect();
+        let warnings: Vec<String> = self.warnings.iter().map(|w| esc(w)).collect();
         format!(
-            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}}\n}}\n",
+            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}]\n}}\n",
             passes.join(", "),
             map_u(&ops),
             self.weights_bytes,
             self.arena_bytes,
             self.intermediate_bytes,
             map_u(&self.flops),
-            secs.join(", ")
+            secs.join(", "),
+            warnings.join(", ")
         )
     }
 

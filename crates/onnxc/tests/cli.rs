@@ -307,3 +307,53 @@ fn inspect_dot_writes_a_graphviz_graph() {
     let text = std::fs::read_to_string(&dot).unwrap();
     assert!(text.starts_with("digraph onnxc {") && text.contains("Gemm") && text.contains("->"), "{text}");
 }
+
+/// An If whose else branch cannot be typed at the declared shapes compiles
+/// with a warning; the then branch runs, and taking the else branch is a
+/// run-time failure (status 4), not a compile error.
+#[test]
+fn if_branch_that_cannot_be_typed_fails_only_when_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "testdata/bad/if_untypable_branch.onnx";
+    let out = onnxc(&["compile", model, "-o", dir.path().to_str().unwrap(), "-q"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: node 'pick' (If): the else branch cannot be compiled"), "{stderr}");
+    assert!(stderr.contains("else_reshape") && stderr.contains("status 4"), "{stderr}");
+
+    // `run` knows the condition when it compiles: the else branch is an
+    // error naming the node; the then branch runs.
+    let x: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+    let x_t = onnxc_ir::Tensor::from_f32(&[2, 3], &x);
+    for cond in [true, false] {
+        let inputs = dir.path().join(format!("in_{cond}.npz"));
+        let arrays =
+            vec![("cond".to_string(), onnxc_ir::Tensor::from_bool(&[], &[cond])), ("x".to_string(), x_t.clone())];
+        onnxc::npz::write_npz(&inputs, &arrays).unwrap();
+        let outputs = dir.path().join(format!("out_{cond}.npz"));
+        let args = ["run", model, "--inputs", inputs.to_str().unwrap(), "--outputs", outputs.to_str().unwrap()];
+        if cond {
+            let out = onnxc(&args);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let want: Vec<f32> = x.iter().map(|v| v + 1.0).collect();
+            common::assert_close(
+                "then branch",
+                &common::npz(&outputs)["y"],
+                &onnxc_ir::Tensor::from_f32(&[2, 3], &want),
+            );
+        } else {
+            let stderr = fails(&args);
+            assert!(stderr.contains("selects the else branch, which cannot be compiled"), "{stderr}");
+        }
+    }
+    // The compiled code with a run-time condition: status 4 when the else
+    // branch is taken.
+    let (_, program) =
+        onnxc::build_program(&common::root().join(model), &Default::default(), &Default::default()).unwrap();
+    let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+    let x_bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = jit.run(&[&[1u8], &x_bytes]).unwrap();
+    assert_eq!(out[0].len(), 24);
+    let err = jit.run(&[&[0u8], &x_bytes]).unwrap_err().to_string();
+    assert!(err.contains("status 4"), "{err}");
+}
