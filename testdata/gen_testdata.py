@@ -635,6 +635,16 @@ def scan_reverse_axes(rng):
 
 
 @case
+def nonzero_of_constant(rng):
+    # NonZero's output shape depends on values; of a constant it folds.
+    c = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -3.0]], dtype=np.float32)
+    nodes = [helper.make_node("NonZero", ["c"], ["idx"]),
+             helper.make_node("Cast", ["idx"], ["idx_f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["idx_f", "x"], ["y"])]
+    return Case(nodes, [("x", randn(rng, [2, 3]))], ["y", "idx"], [("c", c)], opset=13)
+
+
+@case
 def loop_static_trip_count(rng):
     # A Loop with a constant trip count and a condition that stays true:
     # one loop-carried value, the iteration number used in the body, a

@@ -111,6 +111,17 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], out: &[(DType, Vec<usize>)])
                 .collect();
             Tensor::from_f64_as(odt, &odims, &v)?
         }
+        Op::DataDependent { op_type } if op_type == "NonZero" => {
+            let x = x?;
+            let v = x.to_f64_vec()?;
+            let strides = crate::shape::strides_of(&x.dims);
+            let hits: Vec<usize> = (0..v.len()).filter(|&i| v[i] != 0.0).collect();
+            let mut idx = Vec::with_capacity(x.dims.len() * hits.len());
+            for (d, &s) in strides.iter().enumerate() {
+                idx.extend(hits.iter().map(|&i| ((i / s) % x.dims[d]) as i64));
+            }
+            Tensor::from_i64(&odims, &idx)
+        }
         Op::If { .. } => {
             let cond = *x?.to_i64_vec()?.first()?;
             let k = out.len();

@@ -587,7 +587,16 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             return Ok(outs);
         }
         Op::DataDependent { ref op_type } => {
-            return Err(format!("{op_type}'s output shape depends on input values; onnxc compiles static shapes only"))
+            // NonZero of a constant folds: its shape is known.
+            if let (true, Some(t)) = (op_type == "NonZero", graph.const_input(id, 0)) {
+                if let Some(v) = t.to_f64_vec() {
+                    return Ok(vec![(DType::I64, vec![t.dims.len(), v.iter().filter(|&&a| a != 0.0).count()])]);
+                }
+            }
+            return Err(format!(
+                "{op_type}'s output shape depends on input values; onnxc compiles static shapes only \
+                 (it compiles when its input is a constant)"
+            ));
         }
         Op::EyeLike { dtype, .. } => {
             let (dt, xd) = x()?;
