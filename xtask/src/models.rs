@@ -53,6 +53,7 @@ pub fn run_linked(
         input_shapes: inputs.iter().map(|(n, t)| (n.clone(), t.dims.clone())).collect(),
         constant_inputs: constants.clone(),
         target: tc.target.clone(),
+        ..Default::default()
     };
     let artifacts = onnxc::compile_file(model, &opts)?;
     std::fs::create_dir_all(work)?;

@@ -373,6 +373,12 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
     let out = match op {
         Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
         Op::Loop(_) => return Err("loops are unrolled before they are typed".into()),
+        Op::Fused(_) => {
+            // Fusion runs on a typed graph and keeps the base's output type.
+            let o = &graph.graph[id].outputs[0];
+            let dims = o.shape.as_known().ok_or("a fused node lost its output type")?;
+            (o.dtype, dims)
+        }
         Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::RmsNormalization { .. } => x()?,
         Op::Trilu { .. } | Op::CumSum { .. } | Op::LpNormalization { .. } | Op::Hardmax { .. } => x()?,
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
@@ -593,9 +599,9 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                     return Ok(vec![(DType::I64, vec![t.dims.len(), v.iter().filter(|&&a| a != 0.0).count()])]);
                 }
             }
+            let hint = if op_type == "NonZero" { " (it compiles when its input is a constant)" } else { "" };
             return Err(format!(
-                "{op_type}'s output shape depends on input values; onnxc compiles static shapes only \
-                 (it compiles when its input is a constant)"
+                "{op_type}'s output shape depends on input values; onnxc compiles static shapes only{hint}"
             ));
         }
         Op::EyeLike { dtype, .. } => {

@@ -25,8 +25,8 @@ pub mod verify;
 pub use dtype::DType;
 pub use graph::{Edge, Graph, Node, NodeError, NodeId, ValueInfo};
 pub use op::{
-    ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, LoopKind, LoopSpec, Op, PadMode, RecurrentAttrs, ReduceKind,
-    ResizeAttrs, ScatterReduction, Subgraph, UnaryOp, UnusableBranch, Window, WindowKind,
+    ActKind, AttentionAttrs, AutoPad, BinaryOp, CellKind, EpilogueStep, FusedSpec, LoopKind, LoopSpec, Op, PadMode,
+    RecurrentAttrs, ReduceKind, ResizeAttrs, ScatterReduction, Subgraph, UnaryOp, UnusableBranch, Window, WindowKind,
 };
 pub use shape::{Dim, Shape};
 pub use tensor::{f16_to_f32, Tensor};

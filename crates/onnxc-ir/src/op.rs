@@ -252,6 +252,43 @@ impl std::fmt::Debug for Subgraph {
     }
 }
 
+/// One elementwise step of a fused kernel's epilogue, applied to the
+/// running value `r` (the base op's result at one output element).
+#[derive(Clone, Debug, PartialEq)]
+pub enum EpilogueStep {
+    /// `r = op(r)`.
+    Unary(UnaryOp),
+    /// `r = activation(r)`.
+    Activation { kind: ActKind, alpha: f32, beta: f32 },
+    /// `r = min(max(r, min), max)` with constant bounds.
+    Clip { min: Option<f32>, max: Option<f32> },
+    /// `r = r op x` (`x op r` when `swap`), `x` being node input `input`
+    /// broadcast to the output shape.
+    Binary { op: BinaryOp, input: usize, swap: bool },
+}
+
+impl EpilogueStep {
+    /// The ONNX op this step came from.
+    pub fn name(&self) -> String {
+        match self {
+            EpilogueStep::Unary(u) => format!("{u:?}"),
+            EpilogueStep::Activation { kind, .. } => format!("{kind:?}"),
+            EpilogueStep::Clip { .. } => "Clip".into(),
+            EpilogueStep::Binary { op, .. } => format!("{op:?}"),
+        }
+    }
+}
+
+/// A fused kernel: `base` (reading node inputs `0..base_inputs`, or the
+/// identity of input 0 for a chain of elementwise ops) followed by an
+/// elementwise epilogue. Output type and shape are the base's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedSpec {
+    pub base: Op,
+    pub base_inputs: usize,
+    pub steps: Vec<EpilogueStep>,
+}
+
 /// An If branch that cannot be compiled, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnusableBranch {
@@ -636,6 +673,8 @@ pub enum Op {
     },
     /// Scan or Loop (see [`LoopSpec`]).
     Loop(Box<LoopSpec>),
+    /// Ops fused into one kernel by the `fuse` pass (see [`FusedSpec`]).
+    Fused(Box<FusedSpec>),
     /// Cast to a dtype. `saturate` (float8 targets only) clamps out-of-range
     /// values to the largest finite value instead of infinity/NaN.
     Cast {
@@ -671,6 +710,14 @@ impl Op {
             Op::Variadic { op: BinaryOp::Add, .. } => "Sum".into(),
             Op::Variadic { op, .. } => format!("{op:?}"),
             Op::Where => "Where".into(),
+            Op::Fused(f) => {
+                let mut parts: Vec<String> = Vec::new();
+                if f.base != Op::Identity {
+                    parts.push(f.base.name());
+                }
+                parts.extend(f.steps.iter().map(EpilogueStep::name));
+                parts.join("+")
+            }
             Op::Loop(spec) => match spec.kind {
                 LoopKind::Scan { .. } => "Scan".into(),
                 LoopKind::Loop => "Loop".into(),
@@ -745,6 +792,9 @@ impl Op {
 
     /// Attributes in the stable text form (`{k=v,...}`), empty when none.
     pub fn attr_text(&self) -> String {
+        if let Op::Fused(f) = self {
+            return f.base.attr_text();
+        }
         fn list<T: fmt::Display>(v: &[T]) -> String {
             let s: Vec<String> = v.iter().map(|x| x.to_string()).collect();
             format!("[{}]", s.join(","))

@@ -58,6 +58,17 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Input { .. } | Op::Constant(_) => 0,
             // The uncompilable branch's slots are left empty.
             Op::If { unusable: Some(_) } => 1,
+            // A fused base's optional slots may be empty; its epilogue operands may not.
+            Op::Fused(f) => {
+                for step in &f.steps {
+                    if let crate::EpilogueStep::Binary { input, .. } = step {
+                        if !seen.get(*input).copied().unwrap_or(false) {
+                            errors.push(NodeError::new(graph, id, format!("epilogue input {input} is not connected")));
+                        }
+                    }
+                }
+                1
+            }
             _ => node.num_inputs,
         };
         if let Op::If { unusable: Some(bad) } = &node.op {

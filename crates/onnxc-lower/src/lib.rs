@@ -9,6 +9,7 @@
 //! (shapes, axes, bounds) directly from the graph.
 
 mod attention;
+mod fuse;
 mod grid;
 mod more_ops;
 mod ops;

@@ -96,11 +96,54 @@ pub(crate) fn float_const(t: ScalarType, v: f64) -> Expr {
     }
 }
 
+/// `u(x)` computed in `t`; an error for what `t` does not support.
+pub(crate) fn unary_expr(u: UnaryOp, t: ScalarType, x: Expr) -> Result<Expr, String> {
+    let first_set = matches!(
+        u,
+        UnaryOp::Relu
+            | UnaryOp::Sigmoid
+            | UnaryOp::Tanh
+            | UnaryOp::Neg
+            | UnaryOp::Abs
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Reciprocal
+    );
+    if !first_set {
+        return crate::more_ops::unary(u, t, x);
+    }
+    if !t.is_float() && !matches!(u, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) {
+        return Err(format!("dtype {t} is not supported for {u:?}"));
+    }
+    Ok(match u {
+        UnaryOp::Relu => bin(BinOp::Max, x, float_const(t, 0.0)),
+        UnaryOp::Sigmoid => {
+            bin(BinOp::Div, float_const(t, 1.0), bin(BinOp::Add, float_const(t, 1.0), un(UnOp::Exp, un(UnOp::Neg, x))))
+        }
+        UnaryOp::Tanh => un(UnOp::Tanh, x),
+        UnaryOp::Neg => un(UnOp::Neg, x),
+        UnaryOp::Abs => un(UnOp::Abs, x),
+        UnaryOp::Exp => un(UnOp::Exp, x),
+        UnaryOp::Log => un(UnOp::Log, x),
+        UnaryOp::Sqrt => un(UnOp::Sqrt, x),
+        UnaryOp::Reciprocal => bin(BinOp::Div, float_const(t, 1.0), x),
+        other => return crate::more_ops::unary(other, t, x),
+    })
+}
+
 /// Lowers one node.
 pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
-    let node = &cx.graph.graph[id];
-    let name = node.name.clone();
-    match node.op.clone() {
+    let op = cx.graph.graph[id].op.clone();
+    lower_as(cx, id, op)
+}
+
+/// Lowers node `id` as if its op were `op` (a fused node's base reads the
+/// same input slots).
+pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
+    let name = cx.graph.graph[id].name.clone();
+    match op {
+        Op::Fused(f) => crate::fuse::lower_fused(cx, id, &f),
         Op::Input { .. } | Op::Output { .. } | Op::Constant(_) => Ok(()),
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => {
             let src = cx.input(id, 0)?;
@@ -137,47 +180,8 @@ pub fn lower_op(cx: &mut Lowering, id: NodeId) -> R {
         }
         Op::Unary(u) => {
             let t = cx.in_type(id, 0)?;
-            let first_set = matches!(
-                u,
-                UnaryOp::Relu
-                    | UnaryOp::Sigmoid
-                    | UnaryOp::Tanh
-                    | UnaryOp::Neg
-                    | UnaryOp::Abs
-                    | UnaryOp::Exp
-                    | UnaryOp::Log
-                    | UnaryOp::Sqrt
-                    | UnaryOp::Reciprocal
-            );
-            if !first_set {
-                let probe = crate::more_ops::unary(u, t, f32c(0.0));
-                probe?;
-                return elementwise(cx, id, &[0], |a| {
-                    crate::more_ops::unary(u, t, a[0].clone()).expect("checked above")
-                });
-            }
-            if !t.is_float() && !matches!(u, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) {
-                return Err(format!("dtype {t} is not supported for {u:?}"));
-            }
-            elementwise(cx, id, &[0], |a| {
-                let x = a[0].clone();
-                match u {
-                    UnaryOp::Relu => bin(BinOp::Max, x, float_const(t, 0.0)),
-                    UnaryOp::Sigmoid => bin(
-                        BinOp::Div,
-                        float_const(t, 1.0),
-                        bin(BinOp::Add, float_const(t, 1.0), un(UnOp::Exp, un(UnOp::Neg, x))),
-                    ),
-                    UnaryOp::Tanh => un(UnOp::Tanh, x),
-                    UnaryOp::Neg => un(UnOp::Neg, x),
-                    UnaryOp::Abs => un(UnOp::Abs, x),
-                    UnaryOp::Exp => un(UnOp::Exp, x),
-                    UnaryOp::Log => un(UnOp::Log, x),
-                    UnaryOp::Sqrt => un(UnOp::Sqrt, x),
-                    UnaryOp::Reciprocal => bin(BinOp::Div, float_const(t, 1.0), x),
-                    other => crate::more_ops::unary(other, t, x).expect("the first set only reaches here"),
-                }
-            })
+            unary_expr(u, t, f32c(0.0))?;
+            elementwise(cx, id, &[0], |a| unary_expr(u, t, a[0].clone()).expect("checked above"))
         }
         Op::Binary(b) => {
             let t = cx.in_type(id, 0)?;

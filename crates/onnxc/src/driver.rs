@@ -22,7 +22,14 @@ pub struct CompileOptions {
     /// Target triple; `None` compiles for this machine's architecture
     /// (baseline features, so the object runs on any CPU of that kind).
     pub target: Option<String>,
+    /// Which graph passes run (`-O0` .. `-O3`, default `-O2`).
+    pub opt_level: OptLevel,
+    /// Passes after which the IR text is printed on stderr (`--print-after`;
+    /// `all` for every pass).
+    pub print_after: Vec<String>,
 }
+
+pub use onnxc_passes::OptLevel;
 
 /// Why compiling or running failed. Each message is one paragraph naming
 /// the file, input, node, op or attribute concerned.
@@ -214,10 +221,39 @@ pub fn pin_input_shapes(graph: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>
     Ok(())
 }
 
-/// Runs the default pass pipeline (inference with constant folding, dead
-/// code), verifying after each pass.
+/// Runs the default (`-O2`) pass pipeline, verifying after each pass in
+/// debug builds.
 pub fn prepare(graph: &mut Graph) -> Result<Vec<onnxc_passes::PassStats>, Error> {
-    onnxc_passes::run_pipeline(graph, onnxc_passes::DEFAULT_PIPELINE).map_err(Error::Nodes)
+    prepare_with(graph, OptLevel::default(), &[])
+}
+
+/// Runs `level`'s pipeline, printing the IR text on stderr after the passes
+/// named in `print_after` (`all` for every one).
+pub fn prepare_with(
+    graph: &mut Graph,
+    level: OptLevel,
+    print_after: &[String],
+) -> Result<Vec<onnxc_passes::PassStats>, Error> {
+    check_pass_names(print_after)?;
+    let mut after = |pass: &str, g: &Graph| {
+        if print_after.iter().any(|p| p == pass || p == "all") {
+            eprintln!("; IR after pass '{pass}'\n{}", onnxc_ir::text::to_text(g));
+        }
+    };
+    onnxc_passes::run_pipeline_with(graph, level.pipeline(), cfg!(debug_assertions), &mut after).map_err(Error::Nodes)
+}
+
+fn check_pass_names(names: &[String]) -> Result<(), Error> {
+    let known: Vec<&str> = onnxc_passes::ALL_PASSES.iter().map(|p| p.name).collect();
+    for n in names {
+        if n != "all" && !known.contains(&n.as_str()) {
+            return Err(Error::Input(format!(
+                "--print-after '{n}' names no pass; the passes are {} (or 'all')",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Lowers a prepared graph to a kernel program.
@@ -263,14 +299,24 @@ pub fn build_program_with_report(
     shapes: &BTreeMap<String, Vec<usize>>,
     constants: &BTreeMap<String, Tensor>,
 ) -> Result<(Graph, Program, crate::report::CompileReport), Error> {
+    let opts =
+        CompileOptions { input_shapes: shapes.clone(), constant_inputs: constants.clone(), ..Default::default() };
+    build_program_opts(path, &opts)
+}
+
+/// Loads, pins, prepares (at `opts.opt_level`) and lowers a model.
+pub fn build_program_opts(
+    path: &Path,
+    opts: &CompileOptions,
+) -> Result<(Graph, Program, crate::report::CompileReport), Error> {
     let mut report = crate::report::CompileReport::default();
     let t = std::time::Instant::now();
     let mut graph = load(path)?;
-    bake_inputs(&mut graph, constants)?;
-    pin_input_shapes(&mut graph, shapes)?;
+    bake_inputs(&mut graph, &opts.constant_inputs)?;
+    pin_input_shapes(&mut graph, &opts.input_shapes)?;
     report.compile_seconds.insert("import".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    report.passes = prepare(&mut graph)?;
+    report.passes = prepare_with(&mut graph, opts.opt_level, &opts.print_after)?;
     report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let program = lower(&graph)?;
@@ -282,7 +328,7 @@ pub fn build_program_with_report(
 /// Compiles a model file to an object, static library and header.
 pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Error> {
     let name = model_name(path, opts.name.as_deref())?;
-    let (_, program, mut report) = build_program_with_report(path, &opts.input_shapes, &opts.constant_inputs)?;
+    let (_, program, mut report) = build_program_opts(path, opts)?;
     let t = std::time::Instant::now();
     let object = onnxc_cpu::compile_object(&program, &name, opts.target.as_deref())?;
     report.compile_seconds.insert("codegen".into(), t.elapsed().as_secs_f64());
@@ -323,11 +369,72 @@ impl LoadedModel {
             })
             .collect())
     }
+
+    /// Times the compiled entry point on `inputs` (the code a linked object
+    /// runs; output and arena buffers allocated once): `warmup` untimed
+    /// runs, then at least `iterations` timed runs and `min_seconds` of them.
+    pub fn bench(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        warmup: usize,
+        iterations: usize,
+        min_seconds: f64,
+    ) -> Result<BenchStats, Error> {
+        let mut bufs = Vec::new();
+        for io in &self.program.inputs {
+            let t = inputs.get(&io.name).ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
+            bufs.push(t.bytes.as_slice());
+        }
+        let mut outputs: Vec<Vec<u8>> = self
+            .program
+            .outputs
+            .iter()
+            .map(|io| vec![0u8; self.program.buffers[io.buffer.0 as usize].bytes() as usize])
+            .collect();
+        let mut storage = vec![0u8; self.jit.arena_bytes() + 64];
+        let skip = storage.as_ptr().align_offset(64);
+        let arena_len = self.jit.arena_bytes();
+        let mut times = Vec::new();
+        let started = std::time::Instant::now();
+        for i in 0.. {
+            let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            let t = std::time::Instant::now();
+            self.jit.run_with_arena(&bufs, &mut outs, &mut storage[skip..skip + arena_len])?;
+            let dt = t.elapsed().as_secs_f64();
+            if i >= warmup {
+                times.push(dt);
+            }
+            if times.len() >= iterations.max(1) && started.elapsed().as_secs_f64() >= min_seconds {
+                break;
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        Ok(BenchStats { runs: times.len(), median: at(0.5), min: times[0], p90: at(0.9) })
+    }
+}
+
+/// Latency of repeated runs, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchStats {
+    pub runs: usize,
+    pub median: f64,
+    pub min: f64,
+    pub p90: f64,
 }
 
 /// Compiles a model in-process, taking input shapes from `inputs` (arrays
 /// keyed by input name) and checking their dtypes and fixed dims.
 pub fn load_for_inputs(path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result<LoadedModel, Error> {
+    load_for_inputs_with(path, inputs, OptLevel::default())
+}
+
+/// [`load_for_inputs`] at optimization level `level`.
+pub fn load_for_inputs_with(
+    path: &Path,
+    inputs: &BTreeMap<String, Tensor>,
+    level: OptLevel,
+) -> Result<LoadedModel, Error> {
     let mut graph = load(path)?;
     let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut missing = Vec::new();
@@ -365,7 +472,7 @@ pub fn load_for_inputs(path: &Path, inputs: &BTreeMap<String, Tensor>) -> Result
     bake_parameter_inputs(&mut graph, inputs);
     shapes.retain(|name, _| graph.inputs.iter().any(|&n| graph.graph[n].outputs[0].name == *name));
     pin_input_shapes(&mut graph, &shapes)?;
-    prepare(&mut graph)?;
+    prepare_with(&mut graph, level, &[])?;
     let program = lower(&graph)?;
     let jit = JitModel::new(&program)?;
     Ok(LoadedModel { graph, program, jit })

@@ -20,7 +20,12 @@ use std::process::ExitCode;
   cc app.c build/libmlp.a -lm -o app && ./app
   onnxc compile mlp.onnx -o build-arm/ --target aarch64-unknown-linux-gnu --input-shape input=1x64
   onnxc run mlp.onnx --inputs in.npz --outputs out.npz
-  onnxc inspect mlp.onnx"
+  onnxc bench mlp.onnx --inputs in.npz -O3
+  onnxc inspect mlp.onnx --optimized --input-shape input=1x64
+
+Optimization levels (-O, default 2): 0 = inference, constant folding, dead code;
+1 = also identity elimination, algebraic simplification, CSE; 2 and 3 = also
+BatchNorm/scale folding into weights and kernel fusion (docs/passes.md)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +58,12 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Write a JSON report of what the compiler did (passes, ops, memory, FLOPs, time; see docs/report.md).
         #[arg(long, value_name = "FILE.json")]
         report: Option<PathBuf>,
+        /// Optimization level 0-3 (see below).
+        #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_level)]
+        opt_level: onnxc::OptLevel,
+        /// Print the graph IR on stderr after this pass (repeatable; `all` for every pass): infer-fold, identity-elim, simplify, cse, fold-affine, fuse, dead-code.
+        #[arg(long = "print-after", value_name = "PASS")]
+        print_after: Vec<String>,
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
@@ -69,14 +80,42 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Write outputs to an .npz keyed by ONNX output names, an .npy for a single output, or a folder (no extension) of output_0.pb, ...
         #[arg(long, value_name = "FILE")]
         outputs: Option<PathBuf>,
+        /// Optimization level 0-3.
+        #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_level)]
+        opt_level: onnxc::OptLevel,
+    },
+    /// Time a model in-process on the code path a linked object runs: warm-up, then median, min and p90 latency.
+    #[command(after_help = "The inputs fix the shapes (as for `run`). Runs until both --iterations and
+--min-seconds are reached. Single-threaded. Quote medians: a shared machine is noisy.")]
+    Bench {
+        /// The ONNX model file.
+        model: PathBuf,
+        /// Inputs, as for `run`.
+        #[arg(long, value_name = "FILE")]
+        inputs: PathBuf,
+        /// Optimization level 0-3.
+        #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_level)]
+        opt_level: onnxc::OptLevel,
+        /// Timed runs at least.
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Seconds of timed runs at least.
+        #[arg(long = "min-seconds", default_value_t = 1.0)]
+        min_seconds: f64,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
     },
     /// Describe a model: inputs and outputs, op histogram, parameters, opsets.
     Inspect {
         /// The ONNX model file.
         model: PathBuf,
-        /// Also print the graph IR after the compile passes (inference, constant folding, dead code); symbolic dims must be pinned.
-        #[arg(long)]
+        /// Also print the graph IR after the compile passes (at -O); symbolic dims must be pinned.
+        #[arg(long, visible_alias = "optimized")]
         ir: bool,
+        /// Optimization level 0-3 for --ir and --dot.
+        #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_level)]
+        opt_level: onnxc::OptLevel,
         /// Pin an input's dims for --ir and --dot, e.g. `input=1x64`.
         #[arg(long = "input-shape", value_name = "NAME=D0xD1x...")]
         input_shape: Vec<String>,
@@ -84,6 +123,10 @@ The header documents the calling convention; see docs/abi.md.")]
         #[arg(long, value_name = "FILE.dot")]
         dot: Option<PathBuf>,
     },
+}
+
+fn parse_level(s: &str) -> std::result::Result<onnxc::OptLevel, String> {
+    onnxc::OptLevel::parse(s).ok_or_else(|| format!("'{s}' is not an optimization level; use 0, 1, 2 or 3"))
 }
 
 fn main() -> ExitCode {
@@ -115,7 +158,18 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compile { model, output, input_shape, name, const_input, target, report, quiet } => {
+        Command::Compile {
+            model,
+            output,
+            input_shape,
+            name,
+            const_input,
+            target,
+            report,
+            quiet,
+            opt_level,
+            print_after,
+        } => {
             let started = std::time::Instant::now();
             let mut constant_inputs = BTreeMap::new();
             for spec in &const_input {
@@ -131,6 +185,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                 input_shapes: onnxc::parse_input_shapes(&input_shape)?,
                 constant_inputs,
                 target,
+                opt_level,
+                print_after,
             };
             let artifacts = onnxc::compile_file(&model, &opts)?;
             let files = artifacts.write_to(&output)?;
@@ -150,13 +206,32 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { model, inputs, outputs } => run(&model, &inputs, outputs.as_deref()),
-        Command::Inspect { model, ir, input_shape, dot } => {
+        Command::Run { model, inputs, outputs, opt_level } => run(&model, &inputs, outputs.as_deref(), opt_level),
+        Command::Bench { model, inputs, opt_level, iterations, min_seconds, warmup } => {
+            let graph = onnxc::load(&model)?;
+            let given = read_inputs(&inputs, &graph)?;
+            let started = std::time::Instant::now();
+            let loaded = onnxc::load_for_inputs_with(&model, &given, opt_level)?;
+            let compile = started.elapsed().as_secs_f64();
+            let stats = loaded.bench(&given, warmup, iterations, min_seconds)?;
+            println!(
+                "{}: -O{} compile {:.3}s; {} runs: median {:.3} ms, min {:.3} ms, p90 {:.3} ms",
+                model.display(),
+                opt_level as u8,
+                compile,
+                stats.runs,
+                stats.median * 1e3,
+                stats.min * 1e3,
+                stats.p90 * 1e3
+            );
+            Ok(())
+        }
+        Command::Inspect { model, ir, input_shape, dot, opt_level } => {
             inspect(&model)?;
             if ir || dot.is_some() {
                 let mut graph = onnxc::load(&model)?;
                 onnxc::pin_input_shapes(&mut graph, &onnxc::parse_input_shapes(&input_shape)?)?;
-                onnxc::prepare(&mut graph)?;
+                onnxc::prepare_with(&mut graph, opt_level, &[])?;
                 if ir {
                     println!("ir after passes:");
                     print!("{}", onnxc_ir::text::to_text(&graph));
@@ -224,10 +299,10 @@ fn summary(t: &Tensor) -> String {
     format!("min {lo:.6} max {hi:.6} mean {:.6} [{}{more}]", sum / v.len() as f64, head.join(", "))
 }
 
-fn run(model: &Path, inputs: &Path, outputs: Option<&Path>) -> Result<()> {
+fn run(model: &Path, inputs: &Path, outputs: Option<&Path>, level: onnxc::OptLevel) -> Result<()> {
     let graph = onnxc::load(model)?;
     let given = read_inputs(inputs, &graph)?;
-    let loaded = onnxc::load_for_inputs(model, &given)?;
+    let loaded = onnxc::load_for_inputs_with(model, &given, level)?;
     let results = loaded.run(&given)?;
     for (name, t) in &results {
         println!("{name}: {} {:?}  {}", t.dtype, t.dims, summary(t));

@@ -40,11 +40,21 @@ fn in_dims(graph: &Graph, node: onnxc_ir::NodeId, slot: usize) -> Vec<usize> {
 /// Floating-point operations of one node: 2·M·N·K for products, one per
 /// output element otherwise.
 fn node_flops(graph: &Graph, id: onnxc_ir::NodeId) -> u64 {
+    op_flops(graph, id, &graph.graph[id].op)
+}
+
+/// [`node_flops`] for `op` at node `id` (a fused node counts its base plus
+/// one per output element and epilogue step).
+fn op_flops(graph: &Graph, id: onnxc_ir::NodeId, op: &Op) -> u64 {
     let out = numel(graph, id, 0);
-    match &graph.graph[id].op {
+    if let Op::Fused(f) = op {
+        let base = if f.base == Op::Identity { 0 } else { op_flops(graph, id, &f.base) };
+        return base + out * f.steps.len() as u64;
+    }
+    match op {
         Op::MatMul | Op::Gemm { .. } => {
             let a = in_dims(graph, id, 0);
-            let k = match &graph.graph[id].op {
+            let k = match op {
                 Op::Gemm { trans_a: true, .. } => a.first().copied(),
                 _ => a.last().copied(),
             };

@@ -237,7 +237,8 @@ fn inspect_ir_prints_the_folded_graph() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s = String::from_utf8_lossy(&out.stdout);
     let ir = s.split("ir after passes:\n").nth(1).expect("an IR section");
-    assert!(ir.contains("= Conv{"), "{ir}");
+    assert!(ir.contains("= Conv+Relu{"), "conv, folded batchnorm and relu in one kernel:\n{ir}");
+    assert!(!ir.contains("BatchNormalization"), "{ir}");
     for folded in ["= Shape", "= Gather", "= Concat", "= Squeeze"] {
         assert!(!ir.contains(folded), "'{folded}' should be folded away:\n{ir}");
     }
@@ -287,11 +288,12 @@ fn compile_report_is_json_with_the_documented_keys() {
         assert!(v.get(key).is_some(), "report lacks '{key}': {v}");
     }
     assert_eq!(v["passes"][0]["name"], "infer-fold");
-    assert_eq!(v["ops"]["Conv"], 2);
+    assert_eq!(v["ops"]["Conv+Relu"], 2, "{v}");
     assert!(v["ops"].get("Shape").is_none(), "Shape is folded away");
-    // Two 3x3 convolutions: 16 filters of 1x3x3 over 8x8 (pad 1), then 32 filters of 16x3x3 over 4x4.
-    let conv = v["flops"]["Conv"].as_u64().unwrap();
-    assert!(conv > 0, "{v}");
+    // Two 3x3 convolutions: 16 filters of 1x3x3 over 8x8 (pad 1), then 32 filters of 16x3x3 over 4x4,
+    // each with a fused Relu (one per output element).
+    let conv = v["flops"]["Conv+Relu"].as_u64().unwrap();
+    assert_eq!(conv, 2 * 16 * 64 * 9 + 16 * 64 + 2 * 32 * 16 * 144 + 32 * 16, "{v}");
     let (arena, inter) = (v["arena_bytes"].as_u64().unwrap(), v["intermediate_bytes"].as_u64().unwrap());
     assert!(arena > 0 && arena < inter, "arena {arena} vs intermediates {inter}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ops ("), "a human summary on stderr");

@@ -12,8 +12,7 @@ fn compile(model: &Path, dir: &Path, name: Option<&str>, shapes: &[(&str, &[usiz
     let opts = onnxc::CompileOptions {
         name: name.map(String::from),
         input_shapes: shapes.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect(),
-        constant_inputs: Default::default(),
-        target: None,
+        ..Default::default()
     };
     let artifacts = onnxc::compile_file(model, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     artifacts.write_to(dir).unwrap();
