@@ -249,6 +249,12 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                 expr(value, out);
             }
             Stmt::Assign { value, .. } | Stmt::FailIf { cond: value, .. } => expr(value, out),
+            Stmt::Gemm(g) => {
+                for (b, off) in [(g.a, &g.a_off), (g.b, &g.b_off), (g.c, &g.c_off)] {
+                    out.insert(b.0);
+                    expr(off, out);
+                }
+            }
         }
     }
 }
@@ -297,6 +303,7 @@ impl<M: Module> Gen<'_, '_, M> {
                     let v = self.scalar(value)?;
                     self.b.def_var(self.vars[var.0 as usize], v);
                 }
+                Stmt::Gemm(g) => self.gemm(g)?,
                 Stmt::FailIf { cond, status } => {
                     let c = self.scalar(cond)?;
                     let fail = self.b.create_block();
@@ -489,6 +496,169 @@ impl<M: Module> Gen<'_, '_, M> {
     }
 
     /// A do-while loop (the range is non-empty) stepping `var` by `step`.
+    /// Whether the GEMM kernel fuses multiply-add. Not yet: x86-64 objects
+    /// are built for the baseline ISA (no FMA) and the JIT must compute
+    /// bit-identical results to them, so both multiply, then add. (CPU
+    /// selection per artifact, `--cpu`, is what will turn this on.)
+    fn has_fma(&self) -> bool {
+        false
+    }
+
+    /// `for idx in (start..end).step_by(step)` over a fresh variable.
+    fn counted_loop(
+        &mut self,
+        start: i64,
+        end: i64,
+        step: i64,
+        mut body: impl FnMut(&mut Self, Value) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        if end <= start {
+            return Ok(());
+        }
+        let v = self.b.declare_var(types::I64);
+        let init = self.b.ins().iconst(types::I64, start);
+        self.b.def_var(v, init);
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let i = self.b.use_var(v);
+        body(self, i)?;
+        let i = self.b.use_var(v);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.def_var(v, next);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+        self.b.ins().brif(more, head, &[], exit, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
+    /// Byte address of element `off` (an i64 Value) of buffer `buf` (f32).
+    fn f32_addr(&mut self, buf: BufferId, off: Value) -> Value {
+        let bytes = self.b.ins().ishl_imm_u(off, 2);
+        let base = self.base[&buf.0];
+        self.b.ins().iadd(base, bytes)
+    }
+
+    /// A register-blocked f32 matrix product: tiles of 4 rows by 8 columns
+    /// (two 4-lane vectors) keep 8 accumulators in registers over the
+    /// whole k loop; column and row remainders use 4-lane and scalar tiles.
+    fn gemm(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
+        for b in [g.a, g.b, g.c] {
+            let elem = self.program.buffers[b.0 as usize].elem;
+            if elem != ScalarType::F32 {
+                return Err(err(
+                    &format!("kernel '{}'", self.kernel.name),
+                    format!("Gemm needs f32 buffers, '{}' is {elem}", self.program.buffers[b.0 as usize].name),
+                ));
+            }
+        }
+        if g.m == 0 || g.n == 0 {
+            return Ok(());
+        }
+        let a_off = self.scalar(&g.a_off)?;
+        let b_off = self.scalar(&g.b_off)?;
+        let c_off = self.scalar(&g.c_off)?;
+        let a0 = self.f32_addr(g.a, a_off);
+        let b0 = self.f32_addr(g.b, b_off);
+        let c0 = self.f32_addr(g.c, c_off);
+        let (m, n) = (g.m as i64, g.n as i64);
+        let m4 = m / 4 * 4;
+        let n8 = n / 8 * 8;
+        let n4 = if n - n8 >= 4 { n8 + 4 } else { n8 };
+        let rows_block = |s: &mut Self, rows: usize, i: Value| -> Result<(), BackendError> {
+            s.counted_loop(0, n8, 8, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, i, j, 2))?;
+            if n4 > n8 {
+                let j = s.b.ins().iconst(types::I64, n8);
+                s.gemm_tile(g, (a0, b0, c0), rows, i, j, 1)?;
+            }
+            s.counted_loop(n4, n, 1, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, i, j, 0))
+        };
+        self.counted_loop(0, m4, 4, |s, i| rows_block(s, 4, i))?;
+        self.counted_loop(m4, m, 1, |s, i| rows_block(s, 1, i))
+    }
+
+    /// One tile: `rows` rows from row `i`, columns from `j`: `vecs` 4-lane
+    /// vectors, or one scalar column when `vecs` is 0.
+    fn gemm_tile(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        (a0, b0, c0): (Value, Value, Value),
+        rows: usize,
+        i: Value,
+        j: Value,
+        vecs: usize,
+    ) -> Result<(), BackendError> {
+        let fma = self.has_fma();
+        let (ty, lanes) = if vecs == 0 { (types::F32, 1) } else { (types::F32X4, vecs) };
+        let ptr = self.module.target_config().pointer_type();
+        // Addresses: C rows and A rows at p = 0, B's row 0 at column j.
+        let mut c_rows = Vec::new();
+        let mut a_ptrs = Vec::new();
+        for r in 0..rows {
+            let ir = self.b.ins().iadd_imm_s(i, r as i64);
+            let c_el = self.b.ins().imul_imm_s(ir, g.c_rs);
+            let c_el = self.b.ins().iadd(c_el, j);
+            let c_el = self.b.ins().ishl_imm_u(c_el, 2);
+            c_rows.push(self.b.ins().iadd(c0, c_el));
+            let a_el = self.b.ins().imul_imm_s(ir, g.a_rs);
+            let a_el = self.b.ins().ishl_imm_u(a_el, 2);
+            let a = self.b.ins().iadd(a0, a_el);
+            let v = self.b.declare_var(ptr);
+            self.b.def_var(v, a);
+            a_ptrs.push(v);
+        }
+        let jb = self.b.ins().ishl_imm_u(j, 2);
+        let b_start = self.b.ins().iadd(b0, jb);
+        let b_ptr = self.b.declare_var(ptr);
+        self.b.def_var(b_ptr, b_start);
+        // Accumulators.
+        let zero = self.b.ins().f32const(0.0);
+        let zero = if vecs == 0 { zero } else { self.b.ins().splat(types::F32X4, zero) };
+        let mut acc = Vec::new();
+        for (r, &c_row) in c_rows.iter().enumerate() {
+            for h in 0..lanes {
+                let v = self.b.declare_var(ty);
+                let init = if g.accumulate { self.b.ins().load(ty, flags(), c_row, (h * 16) as i32) } else { zero };
+                self.b.def_var(v, init);
+                acc.push((r, h, v));
+            }
+        }
+        let (a_step, b_step) = (g.a_cs * 4, g.b_rs * 4);
+        self.counted_loop(0, g.k as i64, 1, |s, _| {
+            let bp = s.b.use_var(b_ptr);
+            let bv: Vec<Value> = (0..lanes).map(|h| s.b.ins().load(ty, flags(), bp, (h * 16) as i32)).collect();
+            for (r, &ap_var) in a_ptrs.iter().enumerate() {
+                let ap = s.b.use_var(ap_var);
+                let a = s.b.ins().load(types::F32, flags(), ap, 0);
+                let a = if vecs == 0 { a } else { s.b.ins().splat(types::F32X4, a) };
+                for &(rr, h, v) in acc.iter().filter(|(rr, _, _)| *rr == r) {
+                    let _ = rr;
+                    let cur = s.b.use_var(v);
+                    let next = if fma {
+                        s.b.ins().fma(a, bv[h], cur)
+                    } else {
+                        let p = s.b.ins().fmul(a, bv[h]);
+                        s.b.ins().fadd(cur, p)
+                    };
+                    s.b.def_var(v, next);
+                }
+                let next = s.b.ins().iadd_imm_s(ap, a_step);
+                s.b.def_var(ap_var, next);
+            }
+            let next = s.b.ins().iadd_imm_s(bp, b_step);
+            s.b.def_var(b_ptr, next);
+            Ok(())
+        })?;
+        for &(r, h, v) in &acc {
+            let val = self.b.use_var(v);
+            self.b.ins().store(flags(), val, c_rows[r], (h * 16) as i32);
+        }
+        Ok(())
+    }
+
     fn emit_loop(
         &mut self,
         var: VarId,

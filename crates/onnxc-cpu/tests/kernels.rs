@@ -312,3 +312,82 @@ fn narrow_integer_stores_wrap() {
         }
     }
 }
+
+/// The register-blocked GEMM against a naive triple loop, over shapes that
+/// hit every tile kind (4x8, 4x4, 4x1, 1x8, ...), transposed A, offsets,
+/// and accumulation into C.
+#[test]
+fn gemm_statement_matches_naive_product() {
+    for &(m, n, k) in &[(1, 1, 1), (4, 8, 3), (5, 13, 7), (9, 4, 1), (3, 3, 0), (17, 29, 33), (8, 16, 64)] {
+        for (transposed_a, accumulate) in [(false, false), (true, true), (false, true)] {
+            let a: Vec<f32> = (0..m * k + 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+            let b: Vec<f32> = (0..k * n + 5).map(|i| ((i * 17 % 19) as f32 - 9.0) / 5.0).collect();
+            let c0: Vec<f32> = (0..m * n + 2).map(|i| (i % 5) as f32 - 2.0).collect();
+            let (a_rs, a_cs) = if transposed_a { (1, m as i64) } else { (k as i64, 1) };
+            let gemm = GemmStmt {
+                m,
+                n,
+                k,
+                a: BufferId(0),
+                a_off: int(3),
+                a_rs,
+                a_cs,
+                b: BufferId(1),
+                b_off: int(5),
+                b_rs: n as i64,
+                c: BufferId(2),
+                c_off: int(2),
+                c_rs: n as i64,
+                accumulate,
+            };
+            let program = Program {
+                buffers: vec![
+                    buffer("a", ScalarType::F32, a.len() as u64, BufferKind::Input(0)),
+                    buffer("b", ScalarType::F32, b.len() as u64, BufferKind::Constant(f32_bytes(&b))),
+                    buffer("c", ScalarType::F32, c0.len() as u64, BufferKind::Output(0)),
+                    buffer("c_init", ScalarType::F32, c0.len() as u64, BufferKind::Constant(f32_bytes(&c0))),
+                ],
+                kernels: vec![Kernel {
+                    name: "gemm".into(),
+                    vars: vec![ScalarType::I64],
+                    body: vec![
+                        Stmt::For {
+                            var: VarId(0),
+                            start: 0,
+                            end: c0.len() as i64,
+                            body: vec![Stmt::Store {
+                                buf: BufferId(2),
+                                index: var(VarId(0)),
+                                value: load(BufferId(3), var(VarId(0))),
+                            }],
+                        },
+                        Stmt::Gemm(Box::new(gemm)),
+                    ],
+                }],
+                inputs: vec![io("a", "f32", a.len(), 0)],
+                outputs: vec![io("c", "f32", c0.len(), 2)],
+                arena_bytes: 0,
+            };
+            let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+            let got = f32s(&jit.run(&[&f32_bytes(&a)]).unwrap()[0]);
+            let mut want = c0.clone();
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0.0f64;
+                    for p in 0..k {
+                        let av = a[3 + (i as i64 * a_rs + p as i64 * a_cs) as usize] as f64;
+                        acc += av * b[5 + p * n + j] as f64;
+                    }
+                    let base = if accumulate { want[2 + i * n + j] as f64 } else { 0.0 };
+                    want[2 + i * n + j] = (base + acc) as f32;
+                }
+            }
+            for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "m{m} n{n} k{k} t{transposed_a} acc{accumulate} [{idx}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+}

@@ -270,6 +270,32 @@ pub enum Stmt {
     /// When `cond` (a comparison) holds, stop the whole run and return
     /// `status` (nonzero) to the caller; outputs are then unspecified.
     FailIf { cond: Expr, status: i32 },
+    /// A dense f32 matrix product (see [`GemmStmt`]); backends emit a
+    /// register-blocked kernel for it.
+    Gemm(Box<GemmStmt>),
+}
+
+/// `C[i, j] = (C[i, j] if accumulate else 0) + sum_p A[i, p] * B[p, j]` for
+/// `i < m`, `j < n`, `p < k`, all f32. Elements are addressed as
+/// `A[a_off + i*a_rs + p*a_cs]`, `B[b_off + p*b_rs + j]` (rows of B are
+/// contiguous) and `C[c_off + i*c_rs + j]`; offsets may use loop variables.
+/// C must not overlap A or B.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmStmt {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: BufferId,
+    pub a_off: Expr,
+    pub a_rs: i64,
+    pub a_cs: i64,
+    pub b: BufferId,
+    pub b_off: Expr,
+    pub b_rs: i64,
+    pub c: BufferId,
+    pub c_off: Expr,
+    pub c_rs: i64,
+    pub accumulate: bool,
 }
 
 /// Status a run returns when an If selects a branch that could not be

@@ -50,12 +50,32 @@ pub fn scalar_type(dt: DType) -> Option<ScalarType> {
     })
 }
 
-/// Lowers a fully typed graph (all dims known) to a program. Collects one
-/// error per node that cannot be lowered.
+/// Choices lowering makes that the optimization level decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Lower f32 MatMul, Gemm and Conv (through an im2col buffer, or
+    /// directly for 1x1 convolutions) to the kernel IR's blocked
+    /// `Stmt::Gemm`; otherwise plain loop nests (the `-O0` reference).
+    pub blocked_gemm: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions { blocked_gemm: true }
+    }
+}
+
+/// Lowers a fully typed graph (all dims known) to a program with the
+/// default options. Collects one error per node that cannot be lowered.
 pub fn lower(graph: &Graph) -> Result<Program, Vec<NodeError>> {
+    lower_with(graph, LowerOptions::default())
+}
+
+/// [`lower`] with explicit options.
+pub fn lower_with(graph: &Graph, options: LowerOptions) -> Result<Program, Vec<NodeError>> {
     let order =
         graph.topo_order().map_err(|e| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: e }])?;
-    let mut cx = Lowering { graph, buffers: Vec::new(), values: BTreeMap::new(), kernels: Vec::new() };
+    let mut cx = Lowering { graph, buffers: Vec::new(), values: BTreeMap::new(), kernels: Vec::new(), options };
     let mut errors = Vec::new();
     cx.bind_outputs();
     for &id in &order {
@@ -105,6 +125,7 @@ pub(crate) struct Lowering<'g> {
     /// Buffer holding each value (producer node, output slot).
     pub values: BTreeMap<(NodeId, usize), BufferId>,
     pub kernels: Vec<Kernel>,
+    pub options: LowerOptions,
 }
 
 impl<'g> Lowering<'g> {
@@ -135,6 +156,12 @@ impl<'g> Lowering<'g> {
     }
 
     /// A scratch buffer in the arena.
+    /// True when every buffer stores f32 (the blocked GEMM reads and writes
+    /// f32 only; f16/bf16 go through the converting loop nests).
+    pub fn stored_f32(&self, bufs: &[BufferId]) -> bool {
+        bufs.iter().all(|b| self.buffers[b.0 as usize].elem == ScalarType::F32)
+    }
+
     pub fn temp(&mut self, name: String, elem: ScalarType, len: usize) -> BufferId {
         self.push_buffer(name, elem, len as u64, BufferKind::Arena { offset: 0 })
     }

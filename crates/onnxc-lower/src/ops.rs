@@ -5,7 +5,7 @@ use crate::{KernelBuilder, Lowering};
 use onnxc_ir::shape::{normalize_axis, strides_of};
 use onnxc_ir::{NodeId, Op, UnaryOp, Window};
 use onnxc_kir::build::*;
-use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, ScalarType, Stmt, UnOp};
+use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, GemmStmt, Kernel, ScalarType, Stmt, UnOp};
 
 type R = Result<(), String>;
 
@@ -464,8 +464,27 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             let b = cx.input(id, 1)?;
             let out = cx.output(id)?;
             let mut k = KernelBuilder::new(name);
+            let blocked = cx.options.blocked_gemm && cx.stored_f32(&[a, b, out]);
             let body = k.nest(&batch, |k, bv| {
                 let (oa, ob, oo) = (linear(bv, &sa), linear(bv, &sb), linear(bv, &so));
+                if blocked {
+                    return vec![Stmt::Gemm(Box::new(GemmStmt {
+                        m,
+                        n,
+                        k: kk,
+                        a,
+                        a_off: oa,
+                        a_rs: kk as i64,
+                        a_cs: 1,
+                        b,
+                        b_off: ob,
+                        b_rs: n as i64,
+                        c: out,
+                        c_off: oo,
+                        c_rs: n as i64,
+                        accumulate: false,
+                    }))];
+                }
                 let spec = GemmSpec {
                     a,
                     b,
@@ -517,6 +536,35 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             };
             let a_strides = if trans_a { (1, m as i64) } else { (kk as i64, 1) };
             let mut k = KernelBuilder::new(name);
+            if cx.options.blocked_gemm && alpha == 1.0 && b_strides.1 == 1 && cx.stored_f32(&[a, b, out]) {
+                // Initialise with beta * C (or nothing), then accumulate the product.
+                let mut body = Vec::new();
+                if let Some((cb, cs, beta)) = &c {
+                    body = k.nest(&[m, n], |_, v| {
+                        let cv = load(*cb, linear(v, cs));
+                        let cv = if *beta == 1.0 { cv } else { bin(BinOp::Mul, cv, f32c(*beta)) };
+                        vec![Stmt::Store { buf: out, index: linear(v, &[n as i64, 1]), value: cv }]
+                    });
+                }
+                body.push(Stmt::Gemm(Box::new(GemmStmt {
+                    m,
+                    n,
+                    k: kk,
+                    a,
+                    a_off: int(0),
+                    a_rs: a_strides.0,
+                    a_cs: a_strides.1,
+                    b,
+                    b_off: int(0),
+                    b_rs: b_strides.0,
+                    c: out,
+                    c_off: int(0),
+                    c_rs: n as i64,
+                    accumulate: c.is_some(),
+                })));
+                cx.kernels.push(k.finish(body));
+                return Ok(());
+            }
             let spec = GemmSpec {
                 a,
                 b,
@@ -770,6 +818,9 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     let (m, cg) = (wd[0], wd[1]);
     let mg = m / group;
     let ospatial: usize = od[2..].iter().product();
+    if cx.options.blocked_gemm && mg >= 4 && cx.stored_f32(&[xp, wb, out]) {
+        return conv_gemm(cx, id, w, group, (xp, &pd), (wb, &wd), bias, out, &od);
+    }
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let mut body = k.nest(&[od[0], m, ospatial], |_, v| {
         let init = match bias {
@@ -799,6 +850,99 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         }
         let prod = bin(BinOp::Mul, load(wb, wi), load(xp, xi));
         vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(BinOp::Add, load(out, oi), prod) }]
+    }));
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Convolution as matrix products: per image and group, the filters
+/// [M/g, C/g·k] times the input patches [C/g·k, P] (P output positions),
+/// with the patches gathered into an im2col buffer unless the convolution
+/// is 1x1 with unit strides (the input is then the patch matrix itself).
+#[allow(clippy::too_many_arguments)]
+fn conv_gemm(
+    cx: &mut Lowering,
+    id: NodeId,
+    w: &Window,
+    group: usize,
+    (xp, pd): (BufferId, &[usize]),
+    (wb, wd): (BufferId, &[usize]),
+    bias: Option<BufferId>,
+    out: BufferId,
+    od: &[usize],
+) -> R {
+    let sp = pd.len() - 2;
+    let (m, cg) = (wd[0], wd[1]);
+    let mg = m / group;
+    let ksize: usize = wd[2..].iter().product();
+    let kk = cg * ksize;
+    let p: usize = od[2..].iter().product();
+    let in_sp: usize = pd[2..].iter().product();
+    let direct = ksize == 1 && w.strides.iter().all(|&s| s == 1) && in_sp == p;
+    let name = cx.graph.graph[id].name.clone();
+    let col = if direct { None } else { Some(cx.temp(format!("{name}_im2col"), ScalarType::F32, kk * p)) };
+    let mut k = KernelBuilder::new(name);
+    let mut body = Vec::new();
+    if let Some(b) = bias {
+        body = k.nest(&[od[0], m, p], |_, v| {
+            vec![Stmt::Store {
+                buf: out,
+                index: linear(v, &[(m * p) as i64, p as i64, 1]),
+                value: load(b, v[1].clone()),
+            }]
+        });
+    }
+    let ps = strides_i64(pd);
+    body.extend(k.nest(&[od[0], group], |k, v| {
+        let (n, g) = (v[0].clone(), v[1].clone());
+        // Element offset of channel g*cg of image n in the (padded) input.
+        let x_base = add(mul(n.clone(), int(ps[0])), mul(g.clone(), int(cg as i64 * ps[1])));
+        let mut s = Vec::new();
+        let (bsrc, b_off) = match col {
+            None => (xp, x_base),
+            Some(col) => {
+                // col[(c*ksize + kpos)*P + opos] = xp[n, g*cg + c, opos*stride + kpos*dilation]
+                let mut extents = vec![cg];
+                extents.extend(&wd[2..]);
+                extents.extend(&od[2..]);
+                s.extend(k.nest(&extents, |_, iv| {
+                    let c = &iv[0];
+                    let kv = &iv[1..1 + sp];
+                    let ov = &iv[1 + sp..];
+                    let mut xi = add(x_base.clone(), mul(c.clone(), int(ps[1])));
+                    let mut row = c.clone();
+                    let mut pos = int(0);
+                    for d in 0..sp {
+                        row = add(mul(row, int(wd[2 + d] as i64)), kv[d].clone());
+                        pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
+                        let at = add(
+                            mul(ov[d].clone(), int(w.strides[d] as i64)),
+                            mul(kv[d].clone(), int(w.dilations[d] as i64)),
+                        );
+                        xi = add(xi, mul(at, int(ps[2 + d])));
+                    }
+                    vec![Stmt::Store { buf: col, index: add(mul(row, int(p as i64)), pos), value: load(xp, xi) }]
+                }));
+                (col, int(0))
+            }
+        };
+        s.push(Stmt::Gemm(Box::new(GemmStmt {
+            m: mg,
+            n: p,
+            k: kk,
+            a: wb,
+            a_off: mul(g.clone(), int((mg * kk) as i64)),
+            a_rs: kk as i64,
+            a_cs: 1,
+            b: bsrc,
+            b_off,
+            b_rs: p as i64,
+            c: out,
+            c_off: add(mul(n, int((m * p) as i64)), mul(g, int((mg * p) as i64))),
+            c_rs: p as i64,
+            accumulate: bias.is_some(),
+        })));
+        s
     }));
     cx.kernels.push(k.finish(body));
     Ok(())

@@ -258,7 +258,15 @@ fn check_pass_names(names: &[String]) -> Result<(), Error> {
 
 /// Lowers a prepared graph to a kernel program.
 pub fn lower(graph: &Graph) -> Result<Program, Error> {
-    onnxc_lower::lower(graph).map_err(Error::Nodes)
+    lower_at(graph, OptLevel::default())
+}
+
+/// Lowers a prepared graph with the choices `level` makes: `-O0` keeps
+/// matrix products and convolutions as plain loop nests (the reference the
+/// other levels are checked against), `-O1` and up use blocked GEMM.
+pub fn lower_at(graph: &Graph, level: OptLevel) -> Result<Program, Error> {
+    let options = onnxc_lower::LowerOptions { blocked_gemm: level != OptLevel::O0 };
+    onnxc_lower::lower_with(graph, options).map_err(Error::Nodes)
 }
 
 /// The C identifier a model's symbols get: `--name`, or the file stem with
@@ -319,7 +327,7 @@ pub fn build_program_opts(
     report.passes = prepare_with(&mut graph, opts.opt_level, &opts.print_after)?;
     report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    let program = lower(&graph)?;
+    let program = lower_at(&graph, opts.opt_level)?;
     report.compile_seconds.insert("lower".into(), t.elapsed().as_secs_f64());
     report.describe(&graph, &program);
     Ok((graph, program, report))
@@ -473,7 +481,7 @@ pub fn load_for_inputs_with(
     shapes.retain(|name, _| graph.inputs.iter().any(|&n| graph.graph[n].outputs[0].name == *name));
     pin_input_shapes(&mut graph, &shapes)?;
     prepare_with(&mut graph, level, &[])?;
-    let program = lower(&graph)?;
+    let program = lower_at(&graph, level)?;
     let jit = JitModel::new(&program)?;
     Ok(LoadedModel { graph, program, jit })
 }
