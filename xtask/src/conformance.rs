@@ -2,7 +2,7 @@
 //!
 //! Generates the cases with the `onnx` Python package (pinned, in a
 //! virtualenv this task makes under target/conformance), runs every case
-//! through onnxc (import, compile, JIT run) and compares each output with
+//! through onnxc at -O3 (import, compile, JIT run) and compares each output with
 //! the expected one: rtol 1e-3 / atol 1e-5 for floats (NaN where NaN is
 //! expected), exact for integers and bools, equal shapes and dtypes. A
 //! deterministic sample of passing cases also goes through the linked-object
@@ -157,7 +157,8 @@ fn run_case(dir: &Path) -> Outcome {
             return Err(format!("{} inputs given for {} graph inputs", inputs.len(), names.len()));
         }
         let arrays: BTreeMap<String, Tensor> = names.into_iter().zip(inputs).collect();
-        let loaded = onnxc::load_for_inputs(&model, &arrays).map_err(|e| first_line(&e.to_string()))?;
+        let loaded = onnxc::load_for_inputs_with(&model, &arrays, onnxc::OptLevel::O3)
+            .map_err(|e| first_line(&e.to_string()))?;
         let outputs = loaded.run(&arrays).map_err(|e| first_line(&e.to_string()))?;
         if outputs.len() != expected.len() {
             return Err(format!("{} outputs instead of {}", outputs.len(), expected.len()));
@@ -195,7 +196,7 @@ fn run_linked_case(root: &Path, dir: &Path, name: &str) -> Result<()> {
     let names: Vec<String> = graph.inputs.iter().map(|&n| graph.graph[n].outputs[0].name.clone()).collect();
     let inputs: Vec<(String, Tensor)> = names.into_iter().zip(read_set(&data, "input")?).collect();
     let arrays: BTreeMap<String, Tensor> = inputs.iter().cloned().collect();
-    let jit = onnxc::load_for_inputs(&model, &arrays)?.run(&arrays)?;
+    let jit = onnxc::load_for_inputs_with(&model, &arrays, onnxc::OptLevel::O3)?.run(&arrays)?;
     // Inputs that the JIT run baked in (shapes, axes, ...) are compile-time constants here too.
     let baked = onnxc::bake_parameter_inputs(&mut graph.clone(), &arrays);
     let constants: BTreeMap<String, Tensor> = baked.iter().map(|n| (n.clone(), arrays[n].clone())).collect();

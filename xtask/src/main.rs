@@ -7,6 +7,7 @@
 //! cargo xtask gen-proto --check   # fail if the committed file is stale
 //! ```
 
+mod bench;
 mod conformance;
 mod models;
 
@@ -36,6 +37,10 @@ commands:
   cross-aarch64         compile the testdata models for aarch64, link with
                         aarch64-linux-gnu-gcc, run under qemu-aarch64 and
                         compare (installs both with apt-get if missing)
+  bench [DIR] [--seconds S] [--models a,b] [--write FILE.md]
+                        time the corpus models with onnxc (-O0, -O3) and
+                        ONNX Runtime (1 and 2 threads, in a virtualenv under
+                        target/bench) side by side; print medians and ratios
   help                  show this message";
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         "corpus" => models::corpus(&workspace_root(), rest),
         "conformance" => conformance::conformance(&workspace_root(), rest),
         "cross-aarch64" => models::cross_aarch64(&workspace_root()),
+        "bench" => bench::bench(&workspace_root(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

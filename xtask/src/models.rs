@@ -53,6 +53,7 @@ pub fn run_linked(
         input_shapes: inputs.iter().map(|(n, t)| (n.clone(), t.dims.clone())).collect(),
         constant_inputs: constants.clone(),
         target: tc.target.clone(),
+        opt_level: onnxc::OptLevel::O3,
         ..Default::default()
     };
     let artifacts = onnxc::compile_file(model, &opts)?;
@@ -107,11 +108,46 @@ pub fn run_linked(
 fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs_jit: bool) -> Result<String> {
     let arrays: BTreeMap<String, Tensor> = onnxc::npz::read_npz(reference)?;
     let t0 = Instant::now();
-    let loaded = onnxc::load_for_inputs(model, &arrays)?;
+    let loaded = onnxc::load_for_inputs_with(model, &arrays, onnxc::OptLevel::O3)?;
     let compile_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let jit = loaded.run(&arrays)?;
     let run_s = t1.elapsed().as_secs_f64();
+    // What the optimizer must have removed, and the memory plan's saving.
+    let hist = loaded.graph.op_histogram();
+    let survivors: Vec<&String> = hist
+        .keys()
+        .filter(|op| matches!(op.as_str(), "BatchNormalization" | "Shape" | "Identity" | "Dropout" | "Size"))
+        .collect();
+    if !survivors.is_empty() {
+        return Err(format!("-O3 left {survivors:?} in the graph").into());
+    }
+    let foldable_gather = loaded.graph.graph.node_indices().any(|n| {
+        matches!(loaded.graph.graph[n].op, onnxc_ir::Op::Gather { .. })
+            && loaded.graph.const_input(n, 0).is_some()
+            && loaded.graph.const_input(n, 1).is_some()
+    });
+    if foldable_gather {
+        return Err("-O3 left a Gather of constants (a shape computation) unfolded".into());
+    }
+    let intermediates: u64 = loaded
+        .program
+        .buffers
+        .iter()
+        .filter(|b| matches!(b.kind, onnxc_kir::BufferKind::Arena { .. }))
+        .map(|b| b.bytes())
+        .sum();
+    let arena_ratio = loaded.program.arena_bytes as f64 / intermediates.max(1) as f64;
+    let stem_name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if matches!(stem_name.as_str(), "resnet18" | "mobilenet_v2" | "minilm_l6") && arena_ratio > 0.5 {
+        return Err(format!(
+            "the arena is {:.0}% of the intermediates' sum (at most 50% expected)",
+            arena_ratio * 100.0
+        )
+        .into());
+    }
+    // -O0 (no rewrites, plain loop nests) must agree with -O3.
+    let jit0 = onnxc::load_for_inputs_with(model, &arrays, onnxc::OptLevel::O0)?.run(&arrays)?;
     let inputs: Vec<(String, Tensor)> =
         loaded.program.inputs.iter().map(|io| (io.name.clone(), arrays[&io.name].clone())).collect();
     let stem = model.file_stem().unwrap().to_string_lossy().into_owned();
@@ -127,6 +163,16 @@ fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs
                 format!("output '{name}': max abs error jit {je:.2e}, linked {le:.2e}, tolerance {tol:.2e}").into()
             );
         }
+        let o0 = &jit0.iter().find(|(n, _)| n == name).ok_or("-O0 lacks an output")?.1;
+        let (e0, _) = error_and_tolerance(o0, expected)?;
+        let gap = o0
+            .to_f64_vec()
+            .zip(j.to_f64_vec())
+            .map(|(a, b)| a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f64, f64::max));
+        match gap {
+            Some(g) if g <= tol && e0 <= tol => {}
+            _ => return Err(format!("output '{name}': -O0 and -O3 disagree (gap {gap:?}, tolerance {tol:.2e})").into()),
+        }
         let same = j.bytes == l.bytes;
         if bitwise_vs_jit && !same {
             return Err(format!("output '{name}': the linked object's result differs from the JIT's").into());
@@ -136,7 +182,11 @@ fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs
             if same { "identical to jit".to_string() } else { format!("err {le:.1e}") }
         ));
     }
-    Ok(format!("{}; compile {compile_s:.2}s, run {run_s:.3}s", notes.join("; ")))
+    Ok(format!(
+        "{}; -O0 agrees; arena {:.0}% of intermediates; compile {compile_s:.2}s, run {run_s:.3}s",
+        notes.join("; "),
+        arena_ratio * 100.0
+    ))
 }
 
 fn report(results: Vec<(String, Result<String>)>, suite: &str) -> Result<()> {
