@@ -139,8 +139,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
-        let mut md = format!(
-            "| model | onnxc -O0 | onnxc -O3 | ORT 1 thread | ORT 2 threads | -O0/-O3 | -O3/ORT1 | -O3/ORT2 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        let mut md = String::from(
+            "| model | onnxc -O0 | onnxc -O3 | ORT 1 thread | ORT 2 threads | -O0/-O3 | -O3/ORT1 | -O3/ORT2 |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for r in &rows {
             md.push_str(&format!(
