@@ -155,13 +155,13 @@ impl<'g> Lowering<'g> {
         BufferId(self.buffers.len() as u32 - 1)
     }
 
-    /// A scratch buffer in the arena.
     /// True when every buffer stores f32 (the blocked GEMM reads and writes
     /// f32 only; f16/bf16 go through the converting loop nests).
     pub fn stored_f32(&self, bufs: &[BufferId]) -> bool {
         bufs.iter().all(|b| self.buffers[b.0 as usize].elem == ScalarType::F32)
     }
 
+    /// A scratch buffer in the arena.
     pub fn temp(&mut self, name: String, elem: ScalarType, len: usize) -> BufferId {
         self.push_buffer(name, elem, len as u64, BufferKind::Arena { offset: 0 })
     }
@@ -253,7 +253,45 @@ impl<'g> Lowering<'g> {
     }
 
     fn lower_node(&mut self, id: NodeId) -> Result<(), String> {
+        self.share_in_place(id);
         ops::lower_op(self, id)
+    }
+
+    /// Elementwise ops write their result over their running input when
+    /// that input is an arena intermediate read by nobody else, of the same
+    /// dtype and dims: element `i` is read before it is written, so the
+    /// value's buffer simply lives on as the result's.
+    fn share_in_place(&mut self, id: NodeId) {
+        let node = &self.graph.graph[id];
+        let running = match &node.op {
+            Op::Unary(_) | Op::Activation { .. } | Op::Clip => 0,
+            Op::Fused(f) if f.base == Op::Identity => 0,
+            Op::Binary(_) => {
+                let out = node.outputs[0].shape.as_known();
+                match (0..2).find(|&s| self.graph.input_info(id, s).and_then(|i| i.shape.as_known()) == out) {
+                    Some(s) => s,
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        if node.outputs.len() != 1 || self.values.contains_key(&(id, 0)) {
+            return; // already bound (a graph output)
+        }
+        let Some(src) = self.graph.input_of(id, running) else {
+            return;
+        };
+        let Some(&buf) = self.values.get(&src) else {
+            return;
+        };
+        let sole_reader = self.graph.consumers(src.0, src.1).iter().all(|&(c, _)| c == id);
+        let reads = (0..node.num_inputs).filter(|&s| self.graph.input_of(id, s) == Some(src)).count();
+        let info = &self.graph.graph[src.0].outputs[src.1];
+        let same_type = info.dtype == node.outputs[0].dtype && info.shape == node.outputs[0].shape;
+        let arena = matches!(self.buffers[buf.0 as usize].kind, BufferKind::Arena { .. });
+        if sole_reader && reads == 1 && same_type && arena {
+            self.values.insert((id, 0), buf);
+        }
     }
 }
 

@@ -81,3 +81,42 @@ fn run_keeps_data_inputs_that_only_feed_shape_ops() {
     let names: Vec<&str> = loaded.program.inputs.iter().map(|io| io.name.as_str()).collect();
     assert_eq!(names, ["input"]);
 }
+
+/// At -O1 (no fusion) the elementwise ops after a MatMul write over its
+/// result: Add and Relu store into the MatMul's buffer, and the outputs
+/// still match ONNX Runtime.
+#[test]
+fn elementwise_ops_run_in_place_on_dead_intermediates() {
+    let root = common::root();
+    let model = root.join("testdata/ops/chain_mlp.onnx");
+    let arrays = common::npz(&model.with_extension("npz"));
+    let loaded = onnxc::load_for_inputs_with(&model, &arrays, onnxc::OptLevel::O1).unwrap();
+    let stores = |kernel: &str| -> Vec<u32> {
+        let k =
+            loaded.program.kernels.iter().find(|k| k.name == kernel).unwrap_or_else(|| panic!("no kernel {kernel}"));
+        let mut bufs = Vec::new();
+        fn walk(s: &[onnxc_kir::Stmt], out: &mut Vec<u32>) {
+            for st in s {
+                match st {
+                    onnxc_kir::Stmt::For { body, .. } => walk(body, out),
+                    onnxc_kir::Stmt::Store { buf, .. } => out.push(buf.0),
+                    onnxc_kir::Stmt::Gemm(g) => out.push(g.c.0),
+                    _ => {}
+                }
+            }
+        }
+        walk(&k.body, &mut bufs);
+        bufs.sort_unstable();
+        bufs.dedup();
+        bufs
+    };
+    let matmul = stores("fc1_matmul");
+    assert_eq!(stores("fc1_add"), matmul, "Add writes over the MatMul's result");
+    assert_eq!(stores("relu1"), matmul, "Relu writes over the Add's result");
+    let outputs = loaded.run(&arrays).unwrap();
+    for (name, t) in &outputs {
+        common::assert_close(name, t, &arrays[name]);
+    }
+    let lifetimes = onnxc_lower::plan::lifetimes(&loaded.program);
+    onnxc_kir::check_arena_plan(&loaded.program, &lifetimes).unwrap();
+}
