@@ -635,6 +635,37 @@ def scan_reverse_axes(rng):
 
 
 @case
+def gelu_decomposed(rng):
+    # GELU as exporters write it: x * (0.5 * (1 + erf(x / sqrt(2)))); -O2 recognizes it.
+    inits = [("sqrt2", np.array(np.sqrt(2.0), dtype=np.float32)), ("one", np.array(1.0, dtype=np.float32)),
+             ("half", np.array(0.5, dtype=np.float32))]
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["p"]),
+             helper.make_node("Mul", ["half", "p"], ["h"]),
+             helper.make_node("Mul", ["x", "h"], ["y"])]
+    return Case(nodes, [("x", randn(rng, [2, 3, 8], 2.0))], ["y"], inits, opset=13)
+
+
+@case
+def layernorm_decomposed(rng):
+    # LayerNorm over the last axis spelled out in primitive ops; -O2 recognizes it.
+    inits = [("axes", np.array([-1], dtype=np.int64)), ("two", np.array(2.0, dtype=np.float32)),
+             ("eps", np.array(1e-5, dtype=np.float32)), ("gamma", uniform(rng, [16], 0.5, 1.5)),
+             ("beta", randn(rng, [16]))]
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=1),
+             helper.make_node("Sub", ["x", "mean"], ["d"]),
+             helper.make_node("Pow", ["d", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq", "axes"], ["var"], keepdims=1),
+             helper.make_node("Add", ["var", "eps"], ["ve"]),
+             helper.make_node("Sqrt", ["ve"], ["s"]),
+             helper.make_node("Div", ["d", "s"], ["n"]),
+             helper.make_node("Mul", ["n", "gamma"], ["g"]),
+             helper.make_node("Add", ["g", "beta"], ["y"])]
+    return Case(nodes, [("x", randn(rng, [2, 5, 16], 3.0))], ["y"], inits, opset=18)
+
+
+@case
 def nonzero_of_constant(rng):
     # NonZero's output shape depends on values; of a constant it folds.
     c = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -3.0]], dtype=np.float32)

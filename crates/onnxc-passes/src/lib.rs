@@ -8,13 +8,15 @@
 //! - `-O1`: also Identity/Dropout elimination, algebraic simplification and
 //!   common-subexpression elimination.
 //! - `-O2` (the default) and `-O3`: also folding of BatchNormalization and
-//!   per-channel scales/biases into Conv/MatMul weights, and fusion of
-//!   elementwise consumers into their producers' kernels.
+//!   per-channel scales/biases into Conv/MatMul weights, recognition of
+//!   decomposed GELU and LayerNormalization, and fusion of elementwise
+//!   consumers into their producers' kernels.
 //!
 //! Passes never import a backend; target facts would arrive as data.
 
 pub mod fold;
 pub mod fuse;
+pub mod patterns;
 pub mod simplify;
 
 use onnxc_ir::infer::{infer_and_fold, InferOptions};
@@ -72,16 +74,17 @@ const SIMPLIFY: Pass = Pass { name: "simplify", run: simplify::simplify };
 const CSE: Pass = Pass { name: "cse", run: simplify::cse };
 const FOLD_AFFINE: Pass = Pass { name: "fold-affine", run: fold::fold_affine };
 const FUSE: Pass = Pass { name: "fuse", run: fuse::fuse };
+const RECOGNIZE: Pass = Pass { name: "recognize", run: patterns::recognize };
 
 /// Every pass, for `--print-after` to check names against.
-pub const ALL_PASSES: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, FUSE, DEAD_CODE];
+pub const ALL_PASSES: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, RECOGNIZE, FUSE, DEAD_CODE];
 
 /// The `-O2` pipeline.
 pub const DEFAULT_PIPELINE: &[Pass] = O2;
 
 const O0: &[Pass] = &[INFER_FOLD, DEAD_CODE];
 const O1: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, DEAD_CODE];
-const O2: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, SIMPLIFY, FUSE, DEAD_CODE];
+const O2: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, SIMPLIFY, RECOGNIZE, FUSE, DEAD_CODE];
 
 /// An optimization level, as `-O0` .. `-O3` choose it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,0 +1,45 @@
+//! The optimization levels on real graphs: what -O2 rewrites (recognized
+//! layers, fused kernels, folded BatchNorm) and that every level still
+//! matches ONNX Runtime.
+
+mod common;
+
+fn histogram(model: &str, level: onnxc::OptLevel) -> std::collections::BTreeMap<String, usize> {
+    let root = common::root();
+    let model = root.join(model);
+    let arrays = common::npz(&model.with_extension("npz"));
+    let loaded = onnxc::load_for_inputs_with(&model, &arrays, level).unwrap();
+    for (name, t) in loaded.run(&arrays).unwrap() {
+        common::assert_close(&format!("{} at {level:?}", model.display()), &t, &arrays[&name]);
+    }
+    loaded.graph.op_histogram()
+}
+
+#[test]
+fn decomposed_gelu_and_layer_norm_become_one_op() {
+    let o0 = histogram("testdata/ops/gelu_decomposed.onnx", onnxc::OptLevel::O0);
+    assert_eq!(o0.get("Erf"), Some(&1), "{o0:?}");
+    let o2 = histogram("testdata/ops/gelu_decomposed.onnx", onnxc::OptLevel::O2);
+    assert_eq!(o2.get("Gelu"), Some(&1), "{o2:?}");
+    assert!(!o2.contains_key("Erf"), "{o2:?}");
+
+    let o0 = histogram("testdata/ops/layernorm_decomposed.onnx", onnxc::OptLevel::O0);
+    assert!(o0.contains_key("ReduceMean"), "{o0:?}");
+    let o2 = histogram("testdata/ops/layernorm_decomposed.onnx", onnxc::OptLevel::O2);
+    assert_eq!(o2.get("LayerNormalization"), Some(&1), "{o2:?}");
+    assert!(!o2.contains_key("ReduceMean") && !o2.contains_key("Sqrt"), "{o2:?}");
+}
+
+#[test]
+fn every_level_matches_onnx_runtime_on_the_digits_models() {
+    for level in [onnxc::OptLevel::O0, onnxc::OptLevel::O1, onnxc::OptLevel::O2, onnxc::OptLevel::O3] {
+        histogram("testdata/mlp_digits.onnx", level);
+        let cnn = histogram("testdata/cnn_digits.onnx", level);
+        if level >= onnxc::OptLevel::O2 {
+            assert!(!cnn.contains_key("BatchNormalization"), "{cnn:?}");
+            assert_eq!(cnn.get("Conv+Relu"), Some(&2), "{cnn:?}");
+        } else {
+            assert_eq!(cnn.get("BatchNormalization"), Some(&2), "{level:?}: {cnn:?}");
+        }
+    }
+}
