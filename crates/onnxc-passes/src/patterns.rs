@@ -100,9 +100,12 @@ fn last_axis_mean(g: &Graph, id: NodeId) -> Option<Value> {
     (axes.len() == 1 && (axes[0] == -1 || axes[0] == rank as i64 - 1)).then_some(g.input_of(id, 0)?)
 }
 
-/// Matches LayerNormalization whose first mean is `mean`; returns (x,
-/// epsilon, gamma, beta, the node whose output is the result).
-fn match_layer_norm(g: &Graph, mean: NodeId) -> Option<(Value, f32, Option<Value>, Option<Value>, NodeId)> {
+/// A matched LayerNorm: x, epsilon, gamma, beta, and the node whose output
+/// is the result.
+type LayerNormMatch = (Value, f32, Option<Value>, Option<Value>, NodeId);
+
+/// Matches LayerNormalization whose first mean is `mean`.
+fn match_layer_norm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
     let x = last_axis_mean(g, mean)?;
     let sub = only_consumer(g, mean)?;
     if binary(g, sub)? != BinaryOp::Sub || g.input_of(sub, 0)? != x || g.input_of(sub, 1)? != (mean, 0) {
