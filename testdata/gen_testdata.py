@@ -666,6 +666,22 @@ def layernorm_decomposed(rng):
 
 
 @case
+def attention_decomposed(rng):
+    # Scaled dot-product attention as transformer exporters write it:
+    # softmax(Q @ K^T * scale + mask) @ V; -O2 makes it one kernel.
+    inits = [("scale", np.array(0.5, dtype=np.float32)),
+             ("mask", np.where(rng.uniform(size=[1, 1, 6, 7]) < 0.3, -1e4, 0.0).astype(np.float32))]
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Mul", ["s", "scale"], ["ss"]),
+             helper.make_node("Add", ["ss", "mask"], ["sm"]),
+             helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    return Case(nodes, [("q", randn(rng, [2, 3, 6, 4])), ("k", randn(rng, [2, 3, 7, 4])),
+                        ("v", randn(rng, [2, 3, 7, 5]))], ["y"], inits, opset=13)
+
+
+@case
 def nonzero_of_constant(rng):
     # NonZero's output shape depends on values; of a constant it folds.
     c = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -3.0]], dtype=np.float32)

@@ -373,6 +373,25 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
     let out = match op {
         Op::Input { .. } | Op::Constant(_) => unreachable!("handled by the caller"),
         Op::Loop(_) => return Err("loops are unrolled before they are typed".into()),
+        Op::ScaledDotProductAttention { .. } => {
+            let (dt, q) = x()?;
+            let (_, kt) = input(graph, id, 1)?;
+            let (_, v) = input(graph, id, 2)?;
+            let r = q.len();
+            let ok = r >= 2
+                && kt.len() == r
+                && v.len() == r
+                && q[..r - 2] == kt[..r - 2]
+                && q[..r - 2] == v[..r - 2]
+                && q[r - 1] == kt[r - 2]
+                && kt[r - 1] == v[r - 2];
+            if !ok {
+                return Err(format!("Q {q:?}, K^T {kt:?} and V {v:?} do not form an attention"));
+            }
+            let mut out = q.clone();
+            out[r - 1] = v[r - 1];
+            (dt, out)
+        }
         Op::Fused(_) => {
             // Fusion runs on a typed graph and keeps the base's output type.
             let o = &graph.graph[id].outputs[0];

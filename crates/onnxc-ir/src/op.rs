@@ -675,6 +675,13 @@ pub enum Op {
     Loop(Box<LoopSpec>),
     /// Ops fused into one kernel by the `fuse` pass (see [`FusedSpec`]).
     Fused(Box<FusedSpec>),
+    /// Scaled dot-product attention recognized by the `recognize` pass:
+    /// `softmax(Q·Kᵀ·scale + mask)·V` over the last two dims, inputs
+    /// [Q [..., S, D], Kᵀ [..., D, T], V [..., T, Dv], optional additive
+    /// mask broadcast to [..., S, T]] with equal leading dims.
+    ScaledDotProductAttention {
+        scale: f32,
+    },
     /// Cast to a dtype. `saturate` (float8 targets only) clamps out-of-range
     /// values to the largest finite value instead of infinity/NaN.
     Cast {
@@ -710,6 +717,7 @@ impl Op {
             Op::Variadic { op: BinaryOp::Add, .. } => "Sum".into(),
             Op::Variadic { op, .. } => format!("{op:?}"),
             Op::Where => "Where".into(),
+            Op::ScaledDotProductAttention { .. } => "ScaledDotProductAttention".into(),
             Op::Fused(f) => {
                 let mut parts: Vec<String> = Vec::new();
                 if f.base != Op::Identity {
@@ -854,6 +862,7 @@ impl Op {
                 None => format!("start={start}"),
             },
             Op::If { unusable: Some(b) } => format!("uncompiled={}", if b.then { "then" } else { "else" }),
+            Op::ScaledDotProductAttention { scale } => format!("scale={scale}"),
             Op::Cast { to, saturate: true } => format!("to={to}"),
             Op::Cast { to, saturate: false } => format!("to={to},saturate=0"),
             _ => String::new(),

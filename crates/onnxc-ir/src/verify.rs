@@ -52,6 +52,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Rotary { .. } => 3,
             Op::Resize(_) | Op::Dropout | Op::Dft { .. } => 1,
             Op::Quantize { .. } | Op::Dequantize { .. } => 2,
+            Op::ScaledDotProductAttention { .. } => 3,
             Op::MatMulInteger { qlinear: false } => 2,
             Op::Recurrent(_) => 3,
             Op::Slice => 3,

@@ -12,6 +12,7 @@ use crate::{KernelBuilder, Lowering};
 use onnxc_ir::{EpilogueStep, FusedSpec, NodeId, Op};
 use onnxc_kir::build::*;
 use onnxc_kir::{BinOp, Expr, ScalarType, Stmt};
+use onnxc_kir::{GemmStmt, UnOp};
 
 type R = Result<(), String>;
 
@@ -88,6 +89,113 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
         let value = apply(&f.steps, t, load(out, idx.clone()), &at).expect("checked above");
         vec![Stmt::Store { buf: out, index: idx, value }]
     }));
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Scaled dot-product attention in one kernel: per leading index, the
+/// scores `Q·Kᵀ` go to an [S, T] scratch buffer (blocked GEMM), each row is
+/// scaled, masked and soft-maxed in place, then multiplied by V into the
+/// output. The scratch is one head's scores, not the whole [..., S, T].
+pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
+    let qd = cx.in_dims(id, 0)?;
+    let vd = cx.in_dims(id, 2)?;
+    let r = qd.len();
+    let (s_len, d) = (qd[r - 2], qd[r - 1]);
+    let t_len = vd[r - 2];
+    let dv = vd[r - 1];
+    let lead = &qd[..r - 2];
+    let (q, kt, v) = (cx.input(id, 0)?, cx.input(id, 1)?, cx.input(id, 2)?);
+    let out = cx.output(id)?;
+    if !cx.stored_f32(&[q, kt, v, out]) {
+        return Err("attention needs f32 inputs".into());
+    }
+    let mask = match cx.optional_input(id, 3)? {
+        Some(m) => {
+            let mut sd = lead.to_vec();
+            sd.extend([s_len, t_len]);
+            Some((m, broadcast_strides(&cx.in_dims(id, 3)?, &sd)))
+        }
+        None => None,
+    };
+    let name = cx.graph.graph[id].name.clone();
+    let scores = cx.temp(format!("{name}_scores"), ScalarType::F32, s_len * t_len);
+    let mut k = KernelBuilder::new(name);
+    let (mx, sum) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
+    let lead_strides = strides_i64(lead);
+    let body = k.nest(lead, |k, b| {
+        let h = linear(b, &lead_strides);
+        let mut s = vec![Stmt::Gemm(Box::new(GemmStmt {
+            m: s_len,
+            n: t_len,
+            k: d,
+            a: q,
+            a_off: mul(h.clone(), int((s_len * d) as i64)),
+            a_rs: d as i64,
+            a_cs: 1,
+            b: kt,
+            b_off: mul(h.clone(), int((d * t_len) as i64)),
+            b_rs: t_len as i64,
+            c: scores,
+            c_off: int(0),
+            c_rs: t_len as i64,
+            accumulate: false,
+        }))];
+        s.extend(k.nest(&[s_len], |k, i| {
+            let i = i[0].clone();
+            let at = |j: &Expr| add(mul(i.clone(), int(t_len as i64)), j.clone());
+            let mut row = k.nest(&[t_len], |_, j| {
+                let mut val = bin(BinOp::Mul, load(scores, at(&j[0])), f32c(scale));
+                if let Some((m, ms)) = &mask {
+                    let mut coords = b.to_vec();
+                    coords.extend([i.clone(), j[0].clone()]);
+                    val = bin(BinOp::Add, val, load(*m, linear(&coords, ms)));
+                }
+                vec![Stmt::Store { buf: scores, index: at(&j[0]), value: val }]
+            });
+            row.push(Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) });
+            row.extend(k.nest(&[t_len], |_, j| {
+                vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(scores, at(&j[0]))) }]
+            }));
+            row.push(Stmt::Assign { var: sum, value: f32c(0.0) });
+            row.extend(k.nest(&[t_len], |_, j| {
+                vec![
+                    Stmt::Store {
+                        buf: scores,
+                        index: at(&j[0]),
+                        value: un(UnOp::Exp, bin(BinOp::Sub, load(scores, at(&j[0])), var(mx))),
+                    },
+                    Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(scores, at(&j[0]))) },
+                ]
+            }));
+            row.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
+            row.extend(k.nest(&[t_len], |_, j| {
+                vec![Stmt::Store {
+                    buf: scores,
+                    index: at(&j[0]),
+                    value: bin(BinOp::Mul, load(scores, at(&j[0])), var(sum)),
+                }]
+            }));
+            row
+        }));
+        s.push(Stmt::Gemm(Box::new(GemmStmt {
+            m: s_len,
+            n: dv,
+            k: t_len,
+            a: scores,
+            a_off: int(0),
+            a_rs: t_len as i64,
+            a_cs: 1,
+            b: v,
+            b_off: mul(h.clone(), int((t_len * dv) as i64)),
+            b_rs: dv as i64,
+            c: out,
+            c_off: mul(h, int((s_len * dv) as i64)),
+            c_rs: dv as i64,
+            accumulate: false,
+        })));
+        s
+    });
     cx.kernels.push(k.finish(body));
     Ok(())
 }

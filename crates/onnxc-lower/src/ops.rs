@@ -144,6 +144,7 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
     let name = cx.graph.graph[id].name.clone();
     match op {
         Op::Fused(f) => crate::fuse::lower_fused(cx, id, &f),
+        Op::ScaledDotProductAttention { scale } => crate::fuse::lower_sdpa(cx, id, scale),
         Op::Input { .. } | Op::Output { .. } | Op::Constant(_) => Ok(()),
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => {
             let src = cx.input(id, 0)?;

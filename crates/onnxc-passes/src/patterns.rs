@@ -7,6 +7,10 @@
 //! - LayerNormalization over the last axis: `d = x - mean(x)`,
 //!   `d / sqrt(mean(d²) + eps)`, optionally times gamma plus beta.
 //!
+//! - Scaled dot-product attention: `MatMul(Softmax(MatMul(Q, Kᵀ) · scale +
+//!   mask), V)` becomes one `ScaledDotProductAttention` kernel that keeps
+//!   one head's scores in a scratch buffer.
+//!
 //! Every intermediate of a pattern must feed only the pattern.
 
 use onnxc_ir::{ActKind, BinaryOp, DType, Graph, NodeError, NodeId, Op, ReduceKind, Tensor, UnaryOp};
@@ -163,6 +167,68 @@ fn match_layer_norm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
     Some((x, eps as f32, gamma, beta, end))
 }
 
+/// A matched attention: Q, Kᵀ, V, the optional mask, the scale, and the
+/// final MatMul (whose output is the result).
+type AttentionMatch = (Value, Value, Value, Option<Value>, f32, NodeId);
+
+/// Matches `MatMul(softmax(MatMul(Q, Kᵀ) [·/÷ scale] [+ mask]), V)` around
+/// the Softmax `sm`, all f32 with equal leading dims.
+fn match_attention(g: &Graph, sm: NodeId) -> Option<AttentionMatch> {
+    let Op::Softmax { axis, legacy: false, log: false } = g.graph[sm].op else {
+        return None;
+    };
+    let dims = |v: Value| g.graph[v.0].outputs.get(v.1)?.shape.as_known();
+    let f32v = |v: Value| g.graph[v.0].outputs.get(v.1).is_some_and(|o| o.dtype == DType::F32);
+    let sd = dims((sm, 0))?;
+    let r = sd.len();
+    if r < 2 || !(axis == -1 || axis == r as i64 - 1) {
+        return None;
+    }
+    // Walk up from the softmax: optional mask add, optional scale, the scores MatMul.
+    let mut cur = g.input_of(sm, 0)?;
+    let mut mask = None;
+    let mut scale = 1.0f32;
+    if binary(g, cur.0) == Some(BinaryOp::Add) && only_consumer(g, cur.0)? == sm {
+        let add = cur.0;
+        let (a, b) = (g.input_of(add, 0)?, g.input_of(add, 1)?);
+        let from_scores = |v: Value| matches!(g.graph[v.0].op, Op::MatMul | Op::Binary(BinaryOp::Mul | BinaryOp::Div));
+        let (main, m) = if from_scores(a) { (a, b) } else { (b, a) };
+        if dims(main)? != sd || !f32v(m) {
+            return None;
+        }
+        mask = Some(m);
+        cur = main;
+    }
+    if let Some(op @ (BinaryOp::Mul | BinaryOp::Div)) = binary(g, cur.0) {
+        let node = cur.0;
+        let (main, c) = with_scalar(g, node)?;
+        if op == BinaryOp::Div && scalar(g, node, 1).is_none() {
+            return None;
+        }
+        if g.consumers(node, 0).len() != 1 {
+            return None;
+        }
+        scale = if op == BinaryOp::Div { (1.0 / c) as f32 } else { c as f32 };
+        cur = main;
+    }
+    if g.graph[cur.0].op != Op::MatMul || g.consumers(cur.0, 0).len() != 1 {
+        return None;
+    }
+    let (q, kt) = (g.input_of(cur.0, 0)?, g.input_of(cur.0, 1)?);
+    let out_mm = only_consumer(g, sm)?;
+    if g.graph[out_mm].op != Op::MatMul || g.input_of(out_mm, 0)? != (sm, 0) {
+        return None;
+    }
+    let v = g.input_of(out_mm, 1)?;
+    let (qd, kd, vd) = (dims(q)?, dims(kt)?, dims(v)?);
+    let same_lead =
+        qd.len() == r && kd.len() == r && vd.len() == r && qd[..r - 2] == kd[..r - 2] && qd[..r - 2] == vd[..r - 2];
+    if !same_lead || ![q, kt, v].iter().all(|&x| f32v(x)) {
+        return None;
+    }
+    Some((q, kt, v, mask, scale, out_mm))
+}
+
 /// The `recognize` pass.
 pub fn recognize(g: &mut Graph) -> Result<(), Vec<NodeError>> {
     let order =
@@ -178,6 +244,20 @@ pub fn recognize(g: &mut Graph) -> Result<(), Vec<NodeError>> {
             let gelu = g.add_node(name, Op::Activation { kind: ActKind::Gelu, alpha: 0.0, beta: 0.0 }, 1, outputs);
             g.connect(x.0, x.1, gelu, 0);
             g.redirect((end, 0), (gelu, 0));
+            changed = true;
+            continue;
+        }
+        if let Some((q, kt, v, mask, scale, end)) = match_attention(g, id) {
+            let outputs = g.graph[end].outputs.clone();
+            let name = format!("{}:attention", g.graph[end].name);
+            let n = if mask.is_some() { 4 } else { 3 };
+            let att = g.add_node(name, Op::ScaledDotProductAttention { scale }, n, outputs);
+            for (s, x) in [Some(q), Some(kt), Some(v), mask].into_iter().enumerate() {
+                if let Some(x) = x {
+                    g.connect(x.0, x.1, att, s);
+                }
+            }
+            g.redirect((end, 0), (att, 0));
             changed = true;
             continue;
         }

@@ -208,3 +208,22 @@ fn identity_elim_and_dead_code() {
     insta::assert_snapshot!("identity_elim_and_dead_code__mid", mid);
     insta::assert_snapshot!("identity_elim_and_dead_code__after", after);
 }
+
+#[test]
+fn recognize_turns_decomposed_gelu_into_one_op() {
+    let mut b = B::new();
+    let x = b.input("x", &[2, 8]);
+    let sqrt2 = b.constant("sqrt2", Tensor::from_f32(&[], &[std::f32::consts::SQRT_2]));
+    let one = b.constant("one", Tensor::from_f32(&[], &[1.0]));
+    let half = b.constant("half", Tensor::from_f32(&[], &[0.5]));
+    let d = b.node("div", Op::Binary(BinaryOp::Div), &[x, sqrt2]);
+    let e = b.node("erf", Op::Unary(UnaryOp::Erf), &[d]);
+    let p = b.node("plus_one", Op::Binary(BinaryOp::Add), &[e, one]);
+    let m1 = b.node("times_x", Op::Binary(BinaryOp::Mul), &[x, p]);
+    let m2 = b.node("half", Op::Binary(BinaryOp::Mul), &[m1, half]);
+    b.output("y", m2);
+    let mut g = b.typed();
+    let (before, after) = run(&mut g, "recognize");
+    insta::assert_snapshot!("recognize_turns_decomposed_gelu_into_one_op__before", before);
+    insta::assert_snapshot!("recognize_turns_decomposed_gelu_into_one_op__after", after);
+}

@@ -31,6 +31,15 @@ fn decomposed_gelu_and_layer_norm_become_one_op() {
 }
 
 #[test]
+fn decomposed_attention_becomes_one_kernel() {
+    let o0 = histogram("testdata/ops/attention_decomposed.onnx", onnxc::OptLevel::O0);
+    assert_eq!(o0.get("Softmax"), Some(&1), "{o0:?}");
+    let o2 = histogram("testdata/ops/attention_decomposed.onnx", onnxc::OptLevel::O2);
+    assert_eq!(o2.get("ScaledDotProductAttention"), Some(&1), "{o2:?}");
+    assert!(!o2.contains_key("Softmax") && !o2.contains_key("MatMul"), "{o2:?}");
+}
+
+#[test]
 fn every_level_matches_onnx_runtime_on_the_digits_models() {
     for level in [onnxc::OptLevel::O0, onnxc::OptLevel::O1, onnxc::OptLevel::O2, onnxc::OptLevel::O3] {
         histogram("testdata/mlp_digits.onnx", level);
