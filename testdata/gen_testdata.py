@@ -682,6 +682,18 @@ def attention_decomposed(rng):
 
 
 @case
+def gemm_scale_shift(rng):
+    # Gemm (transposed B, with bias) then a per-column scale and shift: -O2
+    # folds both into the Gemm's weights and bias.
+    inits = [("W", randn(rng, [5, 4])), ("b", randn(rng, [5])), ("s", uniform(rng, [5], 0.5, 2.0)),
+             ("t", randn(rng, [1, 5]))]
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["g"], transB=1, beta=0.5),
+             helper.make_node("Mul", ["g", "s"], ["gs"]),
+             helper.make_node("Add", ["t", "gs"], ["y"])]
+    return Case(nodes, [("x", randn(rng, [3, 4]))], ["y"], inits, opset=13)
+
+
+@case
 def nonzero_of_constant(rng):
     # NonZero's output shape depends on values; of a constant it folds.
     c = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -3.0]], dtype=np.float32)

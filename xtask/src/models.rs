@@ -53,6 +53,8 @@ pub fn run_linked(
         input_shapes: inputs.iter().map(|(n, t)| (n.clone(), t.dims.clone())).collect(),
         constant_inputs: constants.clone(),
         target: tc.target.clone(),
+        // On the host, the JIT's CPU, so that results are bit-identical.
+        cpu: if tc.target.is_none() { Some("native".into()) } else { None },
         opt_level: onnxc::OptLevel::O3,
         ..Default::default()
     };

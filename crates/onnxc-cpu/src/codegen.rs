@@ -496,12 +496,15 @@ impl<M: Module> Gen<'_, '_, M> {
     }
 
     /// A do-while loop (the range is non-empty) stepping `var` by `step`.
-    /// Whether the GEMM kernel fuses multiply-add. Not yet: x86-64 objects
-    /// are built for the baseline ISA (no FMA) and the JIT must compute
-    /// bit-identical results to them, so both multiply, then add. (CPU
-    /// selection per artifact, `--cpu`, is what will turn this on.)
+    /// Whether the GEMM kernel fuses multiply-add: on aarch64 always, on
+    /// x86-64 when the ISA has FMA (the JIT on CPUs that have it, objects
+    /// built with `--cpu native` or `x86-64-v3` and up; baseline x86-64
+    /// objects multiply, then add). A fused multiply-add rounds once, so
+    /// results agree bit for bit wherever it is used.
     fn has_fma(&self) -> bool {
-        false
+        let isa = self.module.isa();
+        matches!(isa.triple().architecture, target_lexicon::Architecture::Aarch64(_))
+            || isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
     }
 
     /// `for idx in (start..end).step_by(step)` over a fresh variable.

@@ -40,6 +40,19 @@ pub enum BackendError {
 /// Builds the Cranelift ISA for `triple` (`None`: this machine, with its
 /// CPU features). `pic` selects position-independent code (objects).
 pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa, BackendError> {
+    isa_for_cpu(triple, pic, None)
+}
+
+/// CPU names `--cpu` accepts besides `native`, for messages.
+pub const CPU_NAMES: &str = "x86-64, x86-64-v2, x86-64-v3, x86-64-v4, haswell, broadwell, skylake, skylake-avx512, \
+icelake, znver1, znver2, znver3, znver4 (and Cranelift's other x86 presets); aarch64 needs none";
+
+/// [`isa_for`] with a CPU choice like rustc's `-C target-cpu`: `None` keeps
+/// the triple's baseline (this machine's features when `triple` is `None`),
+/// `native` takes this machine's features (the triple must be this
+/// machine's architecture), any other name enables that Cranelift preset
+/// (`x86-64-v3`, `haswell`, `znver3`, ...).
+pub fn isa_for_cpu(triple: Option<&str>, pic: bool, cpu: Option<&str>) -> Result<OwnedTargetIsa, BackendError> {
     let mut flags = settings::builder();
     let set = |flags: &mut settings::Builder, k: &str, v: &str| {
         flags
@@ -51,9 +64,23 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa, Backen
     set(&mut flags, "enable_probestack", "false")?;
     set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
     let flags = settings::Flags::new(flags);
-    let builder = match triple {
-        None => cranelift_native::builder()
-            .map_err(|e| BackendError::Target { triple: "host".into(), reason: e.to_string() })?,
+    let host = target_lexicon::Triple::host();
+    let native = || {
+        cranelift_native::builder().map_err(|e| BackendError::Target { triple: "host".into(), reason: e.to_string() })
+    };
+    let mut builder = match triple {
+        None => native()?,
+        Some(t) if cpu == Some("native") => {
+            let parsed = target_lexicon::Triple::from_str(t)
+                .map_err(|e| BackendError::Target { triple: t.into(), reason: e.to_string() })?;
+            if parsed.architecture != host.architecture {
+                return Err(BackendError::Target {
+                    triple: t.into(),
+                    reason: format!("--cpu native describes this machine ({}), not this target", host.architecture),
+                });
+            }
+            native()?
+        }
         Some(t) => {
             let parsed = target_lexicon::Triple::from_str(t)
                 .map_err(|e| BackendError::Target { triple: t.into(), reason: e.to_string() })?;
@@ -73,21 +100,53 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa, Backen
                 .map_err(|e| BackendError::Target { triple: t.into(), reason: e.to_string() })?
         }
     };
+    if let Some(name) = cpu.filter(|c| *c != "native") {
+        builder.enable(name).map_err(|_| BackendError::Target {
+            triple: triple.unwrap_or("host").into(),
+            reason: format!("unknown --cpu '{name}'; use native or one of {CPU_NAMES}"),
+        })?;
+    }
     builder
         .finish(flags)
         .map_err(|e| BackendError::Target { triple: triple.unwrap_or("host").into(), reason: e.to_string() })
+}
+
+/// The CPU features an ISA enables (Cranelift's `has_*` flags that are on),
+/// without the `has_` prefix: what `--cpu` chose, for the report.
+pub fn isa_features(isa: &OwnedTargetIsa) -> Vec<String> {
+    isa.isa_flags()
+        .iter()
+        .filter(|f| f.name.starts_with("has_") && f.as_bool() == Some(true))
+        .map(|f| f.name.trim_start_matches("has_").to_string())
+        .collect()
 }
 
 /// Compiles `program` to a relocatable object file for `triple` (`None`:
 /// the host triple with baseline features, so the object runs on any CPU of
 /// that architecture). Symbols are prefixed with `name`.
 pub fn compile_object(program: &onnxc_kir::Program, name: &str, triple: Option<&str>) -> Result<Vec<u8>, BackendError> {
+    compile_object_for_cpu(program, name, triple, None).map(|(o, _)| o)
+}
+
+/// [`compile_object`] for a CPU (see [`isa_for_cpu`]); also returns the CPU
+/// features the code may use.
+pub fn compile_object_for_cpu(
+    program: &onnxc_kir::Program,
+    name: &str,
+    triple: Option<&str>,
+    cpu: Option<&str>,
+) -> Result<(Vec<u8>, Vec<String>), BackendError> {
     let host = target_lexicon::Triple::host().to_string();
-    let isa = isa_for(Some(triple.unwrap_or(&host)), true)?;
+    let isa = isa_for_cpu(Some(triple.unwrap_or(&host)), true, cpu)?;
+    let features = isa_features(&isa);
     let builder =
         cranelift_object::ObjectBuilder::new(isa, format!("{name}.o"), cranelift_module::default_libcall_names())
             .map_err(|e| BackendError::Codegen { what: "object".into(), message: e.to_string() })?;
     let mut module = cranelift_object::ObjectModule::new(builder);
     codegen::define_program(&mut module, program, name)?;
-    module.finish().emit().map_err(|e| BackendError::Codegen { what: "object emission".into(), message: e.to_string() })
+    let object = module
+        .finish()
+        .emit()
+        .map_err(|e| BackendError::Codegen { what: "object emission".into(), message: e.to_string() })?;
+    Ok((object, features))
 }

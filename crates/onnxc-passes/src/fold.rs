@@ -6,7 +6,8 @@
 //! - Conv → Mul by a per-output-channel constant: scales the filters (and
 //!   bias); Conv → Add of one: joins the bias.
 //! - MatMul with constant B → Mul by a constant over the last dim: scales
-//!   B's columns.
+//!   B's columns. Gemm with constant B (and constant or no C) → Mul or Add
+//!   by a per-column constant: into B's columns and C.
 //! - A BatchNormalization left standalone with constant statistics becomes
 //!   Mul + Add, which fusion then merges with its neighbours.
 //!
@@ -164,6 +165,7 @@ fn fold_once(g: &mut Graph, id: NodeId) -> bool {
             g.graph.remove_node(c);
             true
         }
+        Op::Gemm { alpha, beta, trans_a, trans_b } => fold_gemm(g, id, alpha, beta, trans_a, trans_b),
         Op::BatchNormalization { epsilon } if g.graph[id].outputs.len() == 1 => {
             // Standalone: y = x * s + t per channel (axis 1).
             let Some(xd) = g.input_info(id, 0).and_then(|i| i.shape.as_known()) else {
@@ -200,6 +202,96 @@ fn fold_once(g: &mut Graph, id: NodeId) -> bool {
         }
         _ => false,
     }
+}
+
+/// A per-column vector for a Gemm output [M, N]: a constant of N elements
+/// shaped [N] or [1, N], or a scalar, expanded to N values.
+fn per_column(g: &Graph, id: NodeId, slot: usize, n: usize) -> Option<Vec<f32>> {
+    let t = g.const_input(id, slot)?;
+    let v = consts_f32(g, id, slot)?;
+    match (v.len(), t.dims.as_slice()) {
+        (1, _) => Some(vec![v[0]; n]),
+        (len, [x]) | (len, [1, x]) if len == n && *x == n => Some(v),
+        _ => None,
+    }
+}
+
+/// Gemm with constant B (and constant or absent C) followed by a Mul or
+/// Add with a per-column constant: the scale goes into B's columns and C,
+/// the shift into C.
+fn fold_gemm(g: &mut Graph, id: NodeId, alpha: f32, beta: f32, trans_a: bool, trans_b: bool) -> bool {
+    let Some((c, slot)) = sole_consumer(g, id) else {
+        return false;
+    };
+    let Some(od) = g.graph[id].outputs[0].shape.as_known() else {
+        return false;
+    };
+    if od.len() != 2
+        || g.graph[c].outputs[0].shape != g.graph[id].outputs[0].shape
+        || g.graph[id].outputs[0].dtype != DType::F32
+    {
+        return false;
+    }
+    let (m, n) = (od[0], od[1]);
+    let op = g.graph[c].op.clone();
+    let Some(vector) = per_column(g, c, 1 - slot, n) else {
+        return false;
+    };
+    let (Some(b), Some(bt)) = (consts_f32(g, id, 1), g.const_input(id, 1).cloned()) else {
+        return false;
+    };
+    // The current bias as a full [M, N] matrix of beta * C (or zeros).
+    let bias: Vec<f32> = match g.input_of(id, 2) {
+        None => vec![0.0; m * n],
+        Some(_) => {
+            let (Some(cv), Some(ct)) = (consts_f32(g, id, 2), g.const_input(id, 2).cloned()) else {
+                return false;
+            };
+            let cd = &ct.dims;
+            let at = |i: usize, j: usize| -> Option<f32> {
+                let idx = match cd.as_slice() {
+                    [] => 0,
+                    [x] if *x == n => j,
+                    [x] if *x == 1 => 0,
+                    [r, x] => (if *r == 1 { 0 } else { i }) * x + if *x == 1 { 0 } else { j },
+                    _ => return None,
+                };
+                cv.get(idx).map(|v| v * beta)
+            };
+            match (0..m * n).map(|k| at(k / n, k % n)).collect::<Option<Vec<f32>>>() {
+                Some(v) => v,
+                None => return false,
+            }
+        }
+    };
+    let (b2, bias2) = match op {
+        Op::Binary(BinaryOp::Mul) => {
+            let b2: Vec<f32> = b
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| x * vector[if trans_b { i / bt.dims[1] } else { i % bt.dims[1] }])
+                .collect();
+            (b2, bias.iter().enumerate().map(|(k, &x)| x * vector[k % n]).collect::<Vec<f32>>())
+        }
+        Op::Binary(BinaryOp::Add) => (b, bias.iter().enumerate().map(|(k, &x)| x + vector[k % n]).collect()),
+        _ => return false,
+    };
+    let name = g.graph[id].name.clone();
+    let bn = g.add_constant(format!("{name}:folded_weight"), Tensor::from_f32(&bt.dims, &b2));
+    // A bias that no longer depends on the row is stored as [N].
+    let row_free = (0..m * n).all(|k| bias2[k] == bias2[k % n]);
+    let cn = if row_free {
+        g.add_constant(format!("{name}:folded_bias"), Tensor::from_f32(&[n], &bias2[..n]))
+    } else {
+        g.add_constant(format!("{name}:folded_bias"), Tensor::from_f32(&[m, n], &bias2))
+    };
+    reconnect(g, id, 1, bn);
+    g.graph[id].num_inputs = 3;
+    reconnect(g, id, 2, cn);
+    g.graph[id].op = Op::Gemm { alpha, beta: 1.0, trans_a, trans_b };
+    g.redirect((c, 0), (id, 0));
+    g.graph.remove_node(c);
+    true
 }
 
 /// The `fold-affine` pass.

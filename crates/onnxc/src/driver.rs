@@ -22,6 +22,9 @@ pub struct CompileOptions {
     /// Target triple; `None` compiles for this machine's architecture
     /// (baseline features, so the object runs on any CPU of that kind).
     pub target: Option<String>,
+    /// CPU the object may assume, like rustc's `-C target-cpu`: `native`,
+    /// `x86-64-v3`, `znver3`, ...; `None` is the target's baseline.
+    pub cpu: Option<String>,
     /// Which graph passes run (`-O0` .. `-O3`, default `-O2`).
     pub opt_level: OptLevel,
     /// Passes after which the IR text is printed on stderr (`--print-after`;
@@ -338,7 +341,10 @@ pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Err
     let name = model_name(path, opts.name.as_deref())?;
     let (_, program, mut report) = build_program_opts(path, opts)?;
     let t = std::time::Instant::now();
-    let object = onnxc_cpu::compile_object(&program, &name, opts.target.as_deref())?;
+    let (object, features) =
+        onnxc_cpu::compile_object_for_cpu(&program, &name, opts.target.as_deref(), opts.cpu.as_deref())?;
+    report.cpu = opts.cpu.clone().unwrap_or_else(|| "baseline".into());
+    report.cpu_features = features;
     report.compile_seconds.insert("codegen".into(), t.elapsed().as_secs_f64());
     let symbols = vec![format!("{name}_input_bytes"), format!("{name}_output_bytes"), format!("{name}_run")];
     let archive = crate::archive::build_archive(&format!("{name}.o"), &object, &symbols);

@@ -55,6 +55,9 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Target triple, e.g. x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu; default: this machine's architecture.
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
+        /// CPU the object may assume: native (this machine), x86-64-v2, x86-64-v3 (AVX2+FMA), x86-64-v4, haswell, znver3, ...; default: the target's baseline, which runs everywhere.
+        #[arg(long, value_name = "CPU")]
+        cpu: Option<String>,
         /// Write a JSON report of what the compiler did (passes, ops, memory, FLOPs, time; see docs/report.md).
         #[arg(long, value_name = "FILE.json")]
         report: Option<PathBuf>,
@@ -165,6 +168,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             name,
             const_input,
             target,
+            cpu,
             report,
             quiet,
             opt_level,
@@ -185,6 +189,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 input_shapes: onnxc::parse_input_shapes(&input_shape)?,
                 constant_inputs,
                 target,
+                cpu,
                 opt_level,
                 print_after,
             };

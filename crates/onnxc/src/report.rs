@@ -27,6 +27,10 @@ pub struct CompileReport {
     /// What compiled but may fail at run time (an If branch that could not
     /// be compiled), one sentence each.
     pub warnings: Vec<String>,
+    /// The `--cpu` the object was built for (`baseline` by default) and the
+    /// CPU features its code may use.
+    pub cpu: String,
+    pub cpu_features: Vec<String>,
 }
 
 fn numel(graph: &Graph, node: onnxc_ir::NodeId, slot: usize) -> u64 {
@@ -146,8 +150,9 @@ impl CompileReport {
         let ops: BTreeMap<String, u64> = self.ops.iter().map(|(k, &v)| (k.clone(), v as u64)).collect();
         let secs: Vec<String> = self.compile_seconds.iter().map(|(k, v)| format!("{}: {v:.6}", esc(k))).collect();
         let warnings: Vec<String> = self.warnings.iter().map(|w| esc(w)).collect();
+        let features: Vec<String> = self.cpu_features.iter().map(|w| esc(w)).collect();
         format!(
-            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}]\n}}\n",
+            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}],\n  \"cpu\": {},\n  \"cpu_features\": [{}]\n}}\n",
             passes.join(", "),
             map_u(&ops),
             self.weights_bytes,
@@ -155,7 +160,9 @@ impl CompileReport {
             self.intermediate_bytes,
             map_u(&self.flops),
             secs.join(", "),
-            warnings.join(", ")
+            warnings.join(", "),
+            esc(&self.cpu),
+            features.join(", ")
         )
     }
 

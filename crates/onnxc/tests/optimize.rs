@@ -31,6 +31,16 @@ fn decomposed_gelu_and_layer_norm_become_one_op() {
 }
 
 #[test]
+fn per_column_scale_and_shift_fold_into_gemm() {
+    let o0 = histogram("testdata/ops/gemm_scale_shift.onnx", onnxc::OptLevel::O0);
+    assert_eq!((o0.get("Mul"), o0.get("Add")), (Some(&1), Some(&1)), "{o0:?}");
+    let mut o2 = histogram("testdata/ops/gemm_scale_shift.onnx", onnxc::OptLevel::O2);
+    o2.remove("Constant");
+    assert_eq!(o2.len(), 1, "only the Gemm is left: {o2:?}");
+    assert_eq!(o2.get("Gemm"), Some(&1), "{o2:?}");
+}
+
+#[test]
 fn decomposed_attention_becomes_one_kernel() {
     let o0 = histogram("testdata/ops/attention_decomposed.onnx", onnxc::OptLevel::O0);
     assert_eq!(o0.get("Softmax"), Some(&1), "{o0:?}");
