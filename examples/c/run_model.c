@@ -13,6 +13,8 @@
  *
  * It reads each input (exactly MODEL_input_bytes[i] bytes), allocates the
  * arena the header asks for, calls MODEL_run once and writes each output.
+ * With -DTHREADS=N (and -pthread build/onnxc_pool.c on the command line) it
+ * calls MODEL_run_parallel with the default pool of N threads instead.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,10 @@
 #define INPUT_BYTES CAT(MODEL, _input_bytes)
 #define OUTPUT_BYTES CAT(MODEL, _output_bytes)
 #define RUN CAT(MODEL, _run)
+#define RUN_PARALLEL CAT(MODEL, _run_parallel)
+#ifdef THREADS
+#include "onnxc_pool.h"
+#endif
 
 static void *read_file(const char *path, size_t expected) {
     FILE *f = fopen(path, "rb");
@@ -60,7 +66,19 @@ int main(int argc, char **argv) {
     for (int i = 0; i < NUM_OUTPUTS; i++) outputs[i] = malloc(OUTPUT_BYTES[i] ? OUTPUT_BYTES[i] : 1);
     size_t arena_bytes = ((size_t)ARENA_BYTES + 63) / 64 * 64;
     void *arena = aligned_alloc(64, arena_bytes ? arena_bytes : 64);
+#ifdef THREADS
+    onnxc_pool *pool = onnxc_pool_create(THREADS);
+    if (!pool) {
+        fprintf(stderr, "cannot start %d threads\n", THREADS);
+        return 2;
+    }
+    int status = RUN_PARALLEL(inputs, outputs, arena, onnxc_pool_parallel_for, pool);
+    /* A second run reuses the pool (and the arena). */
+    if (status == 0) status = RUN_PARALLEL(inputs, outputs, arena, onnxc_pool_parallel_for, pool);
+    onnxc_pool_destroy(pool);
+#else
     int status = RUN(inputs, outputs, arena);
+#endif
     if (status != 0) {
         fprintf(stderr, "model returned status %d\n", status);
         return 1;

@@ -31,8 +31,12 @@ fn cl_type(t: ScalarType) -> Type {
 }
 
 /// Defines every function and data object of `program` in `module`; returns
-/// the entry point `NAME_run`.
-pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) -> Result<FuncId, BackendError> {
+/// the entry points `NAME_run` and `NAME_run_parallel`.
+pub fn define_program<M: Module>(
+    module: &mut M,
+    program: &Program,
+    name: &str,
+) -> Result<(FuncId, FuncId), BackendError> {
     let ptr = module.target_config().pointer_type();
     // Constants.
     let mut data: BTreeMap<u32, DataId> = BTreeMap::new();
@@ -96,6 +100,7 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
     let mut ctx = module.make_context();
     let mut libm: BTreeMap<&'static str, FuncId> = BTreeMap::new();
     let mut kernel_ids = Vec::new();
+    let mut tasks: Vec<(FuncId, onnxc_kir::GemmStmt)> = Vec::new();
     for (ki, kernel) in program.kernels.iter().enumerate() {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -122,7 +127,19 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
                 base.insert(buf, v);
             }
             let vars: Vec<Variable> = kernel.vars.iter().map(|&t| b.declare_var(cl_type(t))).collect();
-            let mut g = Gen { b, module, program, kernel, base, vars, libm: &mut libm, decode_tables: &decode_tables };
+            let mut g = Gen {
+                b,
+                module,
+                program,
+                kernel,
+                base,
+                vars,
+                libm: &mut libm,
+                decode_tables: &decode_tables,
+                table: Some(table),
+                tasks: &mut tasks,
+                prefix: format!("{name}__k{ki}"),
+            };
             g.stmts(&kernel.body)?;
             if can_fail {
                 let ok = g.b.ins().iconst(types::I32, 0);
@@ -137,13 +154,52 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
             .map_err(|e| err(&format!("kernel '{}'", kernel.name), format!("{e:?}")))?;
         module.clear_context(&mut ctx);
         kernel_ids.push((fid, can_fail));
+        // The kernel's GEMM tasks: `task(ctx, i)` computes row block i.
+        for (tid, gemm) in std::mem::take(&mut tasks) {
+            ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), task_signature(module));
+            {
+                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                let entry = b.create_block();
+                b.append_block_params_for_function_params(entry);
+                b.switch_to_block(entry);
+                b.seal_block(entry);
+                let (data, i) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+                let mut no_tasks = Vec::new();
+                let mut g = Gen {
+                    b,
+                    module,
+                    program,
+                    kernel,
+                    base: BTreeMap::new(),
+                    vars: Vec::new(),
+                    libm: &mut libm,
+                    decode_tables: &decode_tables,
+                    table: None,
+                    tasks: &mut no_tasks,
+                    prefix: String::new(),
+                };
+                g.gemm_task_body(&gemm, data, i)?;
+                g.b.ins().return_(&[]);
+                g.b.finalize(g.module.target_config());
+            }
+            module
+                .define_function(tid, &mut ctx)
+                .map_err(|e| err(&format!("kernel '{}' (GEMM task)", kernel.name), format!("{e:?}")))?;
+            module.clear_context(&mut ctx);
+        }
     }
 
-    // Entry point.
+    // Entry points: NAME_run_parallel(inputs, outputs, arena, parallel_for, pool)
+    // does the work; NAME_run(inputs, outputs, arena) calls it without a hook.
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
     sig.returns.push(AbiParam::new(types::I32));
+    let mut psig = sig.clone();
+    psig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr)]);
     let run = module.declare_function(&format!("{name}_run"), Linkage::Export, &sig).map_err(|e| err("declare", e))?;
+    let run_parallel = module
+        .declare_function(&format!("{name}_run_parallel"), Linkage::Export, &psig)
+        .map_err(|e| err("declare", e))?;
     ctx.func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -151,7 +207,25 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
-        let [inputs, outputs, arena] = b.block_params(entry)[..] else { unreachable!("three params") };
+        let mut args: Vec<Value> = b.block_params(entry).to_vec();
+        let null = b.ins().iconst(ptr, 0);
+        args.extend([null, null]);
+        let f = module.declare_func_in_func(run_parallel, b.func);
+        let call = b.ins().call(f, &args);
+        let status = b.inst_results(call)[0];
+        b.ins().return_(&[status]);
+        b.finalize(module.target_config());
+    }
+    module.define_function(run, &mut ctx).map_err(|e| err("entry point", format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, run_parallel.as_u32()), psig);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let [inputs, outputs, arena, hook, pool] = b.block_params(entry)[..] else { unreachable!("five params") };
         // Null pointers where memory is needed are refused with a status code.
         let checks = [
             (inputs, !program.inputs.is_empty(), 1),
@@ -172,8 +246,11 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
             b.ins().return_(&[c]);
             b.switch_to_block(ok);
         }
-        let n = program.buffers.len().max(1) as u32;
+        // The table: one address per buffer, then the hook and its pool.
+        let n = program.buffers.len() as u32 + 2;
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, n * 8, 3));
+        b.ins().stack_store(ptr, hook, slot, (n as i32 - 2) * 8);
+        b.ins().stack_store(ptr, pool, slot, (n as i32 - 1) * 8);
         for (i, buf) in program.buffers.iter().enumerate() {
             let v = match &buf.kind {
                 BufferKind::Input(k) => b.ins().load(ptr, MemFlagsData::trusted(), inputs, (*k as i32) * 8),
@@ -207,9 +284,23 @@ pub fn define_program<M: Module>(module: &mut M, program: &Program, name: &str) 
         b.ins().return_(&[zero]);
         b.finalize(module.target_config());
     }
-    module.define_function(run, &mut ctx).map_err(|e| err("entry point", format!("{e:?}")))?;
+    module.define_function(run_parallel, &mut ctx).map_err(|e| err("entry point", format!("{e:?}")))?;
     module.clear_context(&mut ctx);
-    Ok(run)
+    Ok((run, run_parallel))
+}
+
+/// `fn(data: *const u8, i: i64)`: a GEMM task, called by the caller's
+/// parallel-for (C ABI: `void task(void *data, size_t i)`).
+fn task_signature<M: Module>(module: &M) -> Signature {
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(module.target_config().pointer_type()));
+    sig.params.push(AbiParam::new(types::I64));
+    sig
+}
+
+/// Tasks a GEMM of `m` rows splits into: blocks of 4 rows, then single rows.
+fn gemm_row_blocks(m: usize) -> i64 {
+    (m / 4 + m % 4) as i64
 }
 
 fn has_fail(stmts: &[Stmt]) -> bool {
@@ -268,6 +359,13 @@ struct Gen<'a, 'b, M: Module> {
     vars: Vec<Variable>,
     libm: &'a mut BTreeMap<&'static str, FuncId>,
     decode_tables: &'a BTreeMap<String, DataId>,
+    /// The kernel's table of buffer addresses (followed by the parallel-for
+    /// hook and its pool), or `None` in an outlined task.
+    table: Option<Value>,
+    /// GEMM tasks this kernel calls, defined after it: (id, statement).
+    tasks: &'a mut Vec<(FuncId, onnxc_kir::GemmStmt)>,
+    /// Symbol prefix for outlined tasks.
+    prefix: String,
 }
 
 fn flags() -> MemFlagsData {
@@ -567,20 +665,92 @@ impl<M: Module> Gen<'_, '_, M> {
         let a0 = self.f32_addr(g.a, a_off);
         let b0 = self.f32_addr(g.b, b_off);
         let c0 = self.f32_addr(g.c, c_off);
+        // The row blocks become tasks `task(ctx, i)` over a context of the
+        // three base addresses: handed to the caller's parallel-for when
+        // there is one, run in order here otherwise.
+        let ptr = self.module.target_config().pointer_type();
+        let tid = {
+            let sig = task_signature(self.module);
+            let name = format!("{}_gemm{}", self.prefix, self.tasks.len());
+            self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| err("declare", e))?
+        };
+        self.tasks.push((tid, g.clone()));
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 24, 3));
+        for (k, v) in [a0, b0, c0].into_iter().enumerate() {
+            self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
+        }
+        let data = self.b.ins().stack_addr(ptr, slot, 0);
+        let blocks = gemm_row_blocks(g.m);
+        let fref = self.module.declare_func_in_func(tid, self.b.func);
+        let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
+        let hook_at = (self.program.buffers.len() as i32) * 8;
+        let hook = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at);
+        let pool = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at + 8);
+        let parallel = self.b.create_block();
+        let serial = self.b.create_block();
+        let done = self.b.create_block();
+        self.b.ins().brif(hook, parallel, &[], serial, &[]);
+        self.b.seal_block(parallel);
+        self.b.seal_block(serial);
+        self.b.switch_to_block(parallel);
+        let task_addr = self.b.ins().func_addr(ptr, fref);
+        let n = self.b.ins().iconst(types::I64, blocks);
+        let mut hook_sig = self.module.make_signature();
+        for _ in 0..3 {
+            hook_sig.params.push(AbiParam::new(ptr));
+        }
+        hook_sig.params.push(AbiParam::new(types::I64));
+        let sigref = self.b.import_signature(hook_sig);
+        self.b.ins().call_indirect(sigref, hook, &[pool, task_addr, data, n]);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(serial);
+        self.counted_loop(0, blocks, 1, |s, i| {
+            s.b.ins().call(fref, &[data, i]);
+            Ok(())
+        })?;
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
+    }
+
+    /// The body of a GEMM task: row block `i` (4 rows while they last, then
+    /// single rows) of `g`, with base addresses read from `data`.
+    fn gemm_task_body(&mut self, g: &onnxc_kir::GemmStmt, data: Value, i: Value) -> Result<(), BackendError> {
+        let ptr = self.module.target_config().pointer_type();
+        let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
+        let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
+        let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
         let (m, n) = (g.m as i64, g.n as i64);
-        let m4 = m / 4 * 4;
+        let full = m / 4;
         let n8 = n / 8 * 8;
         let n4 = if n - n8 >= 4 { n8 + 4 } else { n8 };
-        let rows_block = |s: &mut Self, rows: usize, i: Value| -> Result<(), BackendError> {
-            s.counted_loop(0, n8, 8, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, i, j, 2))?;
+        let rows_block = |s: &mut Self, rows: usize, row: Value| -> Result<(), BackendError> {
+            s.counted_loop(0, n8, 8, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, row, j, 2))?;
             if n4 > n8 {
                 let j = s.b.ins().iconst(types::I64, n8);
-                s.gemm_tile(g, (a0, b0, c0), rows, i, j, 1)?;
+                s.gemm_tile(g, (a0, b0, c0), rows, row, j, 1)?;
             }
-            s.counted_loop(n4, n, 1, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, i, j, 0))
+            s.counted_loop(n4, n, 1, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, row, j, 0))
         };
-        self.counted_loop(0, m4, 4, |s, i| rows_block(s, 4, i))?;
-        self.counted_loop(m4, m, 1, |s, i| rows_block(s, 1, i))
+        let four = self.b.create_block();
+        let one = self.b.create_block();
+        let done = self.b.create_block();
+        let is_full = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, full);
+        self.b.ins().brif(is_full, four, &[], one, &[]);
+        self.b.seal_block(four);
+        self.b.seal_block(one);
+        self.b.switch_to_block(four);
+        let row = self.b.ins().ishl_imm_u(i, 2);
+        rows_block(self, 4, row)?;
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(one);
+        let row = self.b.ins().iadd_imm_s(i, 3 * full);
+        rows_block(self, 1, row)?;
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
     }
 
     /// One tile: `rows` rows from row `i`, columns from `j`: `vecs` 4-lane

@@ -81,12 +81,24 @@ fn libm_symbols() -> Vec<(&'static str, *const u8)> {
 }
 
 type Entry = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+type ParallelEntry =
+    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, Option<ParallelFor>, *mut std::ffi::c_void) -> i32;
+
+/// A task the compiled code hands to a [`ParallelFor`]: run `task(data, i)`.
+pub type Task = unsafe extern "C" fn(data: *mut std::ffi::c_void, i: usize);
+
+/// The parallel-for hook of the artifact's ABI (`onnxc_parallel_for` in the
+/// header): call `task(data, i)` for every `i` in `0..n`, in any order and
+/// on any threads, and return when all are done. `pool` is the caller's.
+pub type ParallelFor =
+    unsafe extern "C" fn(pool: *mut std::ffi::c_void, task: Task, data: *mut std::ffi::c_void, n: usize);
 
 /// A program compiled into this process.
 pub struct JitModel {
     // Owns the executable memory `entry` points into.
     _module: JITModule,
     entry: Entry,
+    entry_parallel: ParallelEntry,
     input_bytes: Vec<usize>,
     output_bytes: Vec<usize>,
     arena_bytes: usize,
@@ -107,7 +119,7 @@ impl JitModel {
             builder.symbol(name, ptr);
         }
         let mut module = JITModule::new(builder);
-        let run = codegen::define_program(&mut module, program, "jit")?;
+        let (run, run_parallel) = codegen::define_program(&mut module, program, "jit")?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Codegen { what: "jit".into(), message: e.to_string() })?;
@@ -115,12 +127,16 @@ impl JitModel {
         // SAFETY: `run` was defined with exactly this signature (three pointers in, i32 out)
         // in the platform's default calling convention.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
+        let ptr = module.get_finalized_function(run_parallel);
+        // SAFETY: as above, with the hook and pool pointers added (a null hook is `None`).
+        let entry_parallel = unsafe { std::mem::transmute::<*const u8, ParallelEntry>(ptr) };
         let bytes = |ios: &[onnxc_kir::IoDesc]| {
             ios.iter().map(|io| program.buffers[io.buffer.0 as usize].bytes() as usize).collect()
         };
         Ok(JitModel {
             _module: module,
             entry,
+            entry_parallel,
             input_bytes: bytes(&program.inputs),
             output_bytes: bytes(&program.outputs),
             arena_bytes: program.arena_bytes as usize,
@@ -140,6 +156,26 @@ impl JitModel {
         inputs: &[&[u8]],
         outputs: &mut [&mut [u8]],
         arena: &mut [u8],
+    ) -> Result<(), BackendError> {
+        // SAFETY: no hook: the compiled code runs its tasks itself.
+        unsafe { self.run_parallel_with_arena(inputs, outputs, arena, None, std::ptr::null_mut()) }
+    }
+
+    /// [`JitModel::run_with_arena`] with a parallel-for hook: the matrix
+    /// products' row blocks go to `parallel_for(pool, ...)`.
+    ///
+    /// # Safety
+    ///
+    /// `parallel_for` must run every task exactly once, each with the
+    /// `data` it was given, and return only when all are done; `pool` must
+    /// be what that hook expects (it is passed through untouched).
+    pub unsafe fn run_parallel_with_arena(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut [u8],
+        parallel_for: Option<ParallelFor>,
+        pool: *mut std::ffi::c_void,
     ) -> Result<(), BackendError> {
         if inputs.len() != self.input_bytes.len() || outputs.len() != self.output_bytes.len() {
             return Err(BackendError::Call(format!(
@@ -173,7 +209,11 @@ impl JitModel {
         let arena_ptr = if arena.is_empty() { dummy.as_mut_ptr() } else { arena.as_mut_ptr() };
         // SAFETY: every pointer covers the byte count the compiled code reads or writes
         // (checked above), the arena is large enough, and the code was compiled for this CPU.
-        let status = unsafe { (self.entry)(ins.as_ptr(), outs.as_ptr(), arena_ptr) };
+        let status = match parallel_for {
+            None => unsafe { (self.entry)(ins.as_ptr(), outs.as_ptr(), arena_ptr) },
+            // SAFETY: as above; the hook runs each task once (its contract).
+            Some(_) => unsafe { (self.entry_parallel)(ins.as_ptr(), outs.as_ptr(), arena_ptr, parallel_for, pool) },
+        };
         if status == onnxc_kir::STATUS_UNCOMPILED_BRANCH {
             return Err(BackendError::Call(format!(
                 "the model returned status {status}: these inputs select an If branch that could not be \

@@ -20,7 +20,7 @@
 pub mod codegen;
 mod jit;
 
-pub use jit::JitModel;
+pub use jit::{JitModel, ParallelFor, Task};
 
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};

@@ -60,6 +60,12 @@ fn format_node_errors(errors: &[NodeError]) -> String {
     format!("{} nodes cannot be compiled:\n{}", errors.len(), lines.join("\n"))
 }
 
+/// The default thread pool (C11 + POSIX threads) written next to every
+/// compiled model, for `NAME_run_parallel`.
+pub const POOL_H: &str = include_str!("c/onnxc_pool.h");
+/// See [`POOL_H`].
+pub const POOL_C: &str = include_str!("c/onnxc_pool.c");
+
 /// The files one compile produces.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -73,7 +79,8 @@ pub struct Artifacts {
 }
 
 impl Artifacts {
-    /// Writes `NAME.o`, `libNAME.a` and `NAME.h` into `dir`, creating it.
+    /// Writes `NAME.o`, `libNAME.a` and `NAME.h` into `dir`, creating it,
+    /// and the default thread pool `onnxc_pool.h`/`onnxc_pool.c`.
     pub fn write_to(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, Error> {
         let fail = |e: std::io::Error, what: &Path| {
             Error::Io(format!(
@@ -87,6 +94,8 @@ impl Artifacts {
             (dir.join(format!("{}.o", self.name)), self.object.as_slice()),
             (dir.join(format!("lib{}.a", self.name)), self.archive.as_slice()),
             (dir.join(format!("{}.h", self.name)), self.header.as_bytes()),
+            (dir.join("onnxc_pool.h"), POOL_H.as_bytes()),
+            (dir.join("onnxc_pool.c"), POOL_C.as_bytes()),
         ];
         let mut written = Vec::new();
         for (path, bytes) in files {
@@ -346,7 +355,12 @@ pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Err
     report.cpu = opts.cpu.clone().unwrap_or_else(|| "baseline".into());
     report.cpu_features = features;
     report.compile_seconds.insert("codegen".into(), t.elapsed().as_secs_f64());
-    let symbols = vec![format!("{name}_input_bytes"), format!("{name}_output_bytes"), format!("{name}_run")];
+    let symbols = vec![
+        format!("{name}_input_bytes"),
+        format!("{name}_output_bytes"),
+        format!("{name}_run"),
+        format!("{name}_run_parallel"),
+    ];
     let archive = crate::archive::build_archive(&format!("{name}.o"), &object, &symbols);
     let source = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let header = crate::header::render_header(&program, &name, &source);
@@ -387,6 +401,8 @@ impl LoadedModel {
     /// Times the compiled entry point on `inputs` (the code a linked object
     /// runs; output and arena buffers allocated once): `warmup` untimed
     /// runs, then at least `iterations` timed runs and `min_seconds` of them.
+    /// `threads` above 1 runs the parallel loops on a rayon pool of that
+    /// many threads through the artifact's parallel-for hook.
     pub fn bench(
         &self,
         inputs: &BTreeMap<String, Tensor>,
@@ -394,6 +410,19 @@ impl LoadedModel {
         iterations: usize,
         min_seconds: f64,
     ) -> Result<BenchStats, Error> {
+        self.bench_threads(inputs, warmup, iterations, min_seconds, 1)
+    }
+
+    /// [`LoadedModel::bench`] on `threads` threads.
+    pub fn bench_threads(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        warmup: usize,
+        iterations: usize,
+        min_seconds: f64,
+        threads: usize,
+    ) -> Result<BenchStats, Error> {
+        let pool = ThreadPool::new(threads)?;
         let mut bufs = Vec::new();
         for io in &self.program.inputs {
             let t = inputs.get(&io.name).ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
@@ -413,7 +442,7 @@ impl LoadedModel {
         for i in 0.. {
             let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
             let t = std::time::Instant::now();
-            self.jit.run_with_arena(&bufs, &mut outs, &mut storage[skip..skip + arena_len])?;
+            pool.run(&self.jit, &bufs, &mut outs, &mut storage[skip..skip + arena_len])?;
             let dt = t.elapsed().as_secs_f64();
             if i >= warmup {
                 times.push(dt);
@@ -425,6 +454,72 @@ impl LoadedModel {
         times.sort_by(|a, b| a.total_cmp(b));
         let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
         Ok(BenchStats { runs: times.len(), median: at(0.5), min: times[0], p90: at(0.9) })
+    }
+}
+
+/// Threads for the artifact's parallel-for hook: a rayon pool, or none
+/// (serial) for one thread.
+pub struct ThreadPool {
+    pool: Option<rayon::ThreadPool>,
+}
+
+/// The parallel-for hook over a rayon pool (`pool` points at a
+/// `rayon::ThreadPool`): what a Rust caller hands a compiled model.
+///
+/// # Safety
+///
+/// `pool` must point at a live `rayon::ThreadPool`, and `task`/`data` be
+/// what the compiled code passes.
+pub unsafe extern "C" fn rayon_parallel_for(
+    pool: *mut std::ffi::c_void,
+    task: onnxc_cpu::Task,
+    data: *mut std::ffi::c_void,
+    n: usize,
+) {
+    use rayon::prelude::*;
+    // SAFETY: the caller passes a pointer to a live pool.
+    let pool = unsafe { &*(pool as *const rayon::ThreadPool) };
+    let data = data as usize;
+    // SAFETY: the compiled code's tasks touch disjoint output rows and may run concurrently.
+    pool.install(|| (0..n).into_par_iter().for_each(|i| unsafe { task(data as *mut std::ffi::c_void, i) }));
+}
+
+impl ThreadPool {
+    /// A pool of `threads` threads (1 or 0: run serially).
+    pub fn new(threads: usize) -> Result<ThreadPool, Error> {
+        if threads <= 1 {
+            return Ok(ThreadPool { pool: None });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Input(format!("cannot start {threads} threads: {e}")))?;
+        Ok(ThreadPool { pool: Some(pool) })
+    }
+
+    /// Runs `jit` once, on this pool's threads.
+    pub fn run(
+        &self,
+        jit: &JitModel,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut [u8],
+    ) -> Result<(), Error> {
+        match &self.pool {
+            None => jit.run_with_arena(inputs, outputs, arena)?,
+            // SAFETY: `rayon_parallel_for` runs every task once and returns when all
+            // are done; `p` is the live pool it expects.
+            Some(p) => unsafe {
+                jit.run_parallel_with_arena(
+                    inputs,
+                    outputs,
+                    arena,
+                    Some(rayon_parallel_for),
+                    p as *const rayon::ThreadPool as *mut std::ffi::c_void,
+                )?
+            },
+        }
+        Ok(())
     }
 }
 

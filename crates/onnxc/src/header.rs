@@ -69,8 +69,24 @@ pub fn render_header(program: &Program, name: &str, source: &str) -> String {
     let _ = writeln!(h, "/* Byte size of each input and output, in order. */");
     let _ = writeln!(h, "extern const size_t {name}_input_bytes[{}];", program.inputs.len().max(1));
     let _ = writeln!(h, "extern const size_t {name}_output_bytes[{}];\n", program.outputs.len().max(1));
-    let _ = writeln!(h, "/* Runs the model once. */");
+    let _ = writeln!(h, "/* Runs the model once, on the calling thread. */");
     let _ = writeln!(h, "int {name}_run(const void *const *inputs, void *const *outputs, void *arena);\n");
+    let _ = writeln!(
+        h,
+        "#ifndef ONNXC_PARALLEL_FOR_DEFINED\n#define ONNXC_PARALLEL_FOR_DEFINED\n\
+         /* A task of the model: compute part i (called once per i in [0, n)). */\n\
+         typedef void (*onnxc_task)(void *data, size_t i);\n\
+         /* The caller's parallel-for: run task(data, i) for every i in [0, n), in any\n   \
+         order and on any threads, and return when all are done. */\n\
+         typedef void (*onnxc_parallel_for)(void *pool, onnxc_task task, void *data, size_t n);\n#endif\n"
+    );
+    let _ = writeln!(h, "/* Runs the model once, handing its parallel loops to parallel_for(pool, ...)");
+    let _ = writeln!(h, "   (onnxc_pool.c, written next to this header, is one). A NULL parallel_for");
+    let _ = writeln!(h, "   runs everything on the calling thread, like {name}_run. */");
+    let _ = writeln!(
+        h,
+        "int {name}_run_parallel(const void *const *inputs, void *const *outputs, void *arena,\n    onnxc_parallel_for parallel_for, void *pool);\n"
+    );
     let _ = writeln!(h, "#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {guard} */");
     h
 }

@@ -108,6 +108,9 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Untimed runs first.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// Threads for the parallel loops (through the artifact's parallel-for hook, on a rayon pool).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Describe a model: inputs and outputs, op histogram, parameters, opsets.
     Inspect {
@@ -212,17 +215,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { model, inputs, outputs, opt_level } => run(&model, &inputs, outputs.as_deref(), opt_level),
-        Command::Bench { model, inputs, opt_level, iterations, min_seconds, warmup } => {
+        Command::Bench { model, inputs, opt_level, iterations, min_seconds, warmup, threads } => {
             let graph = onnxc::load(&model)?;
             let given = read_inputs(&inputs, &graph)?;
             let started = std::time::Instant::now();
             let loaded = onnxc::load_for_inputs_with(&model, &given, opt_level)?;
             let compile = started.elapsed().as_secs_f64();
-            let stats = loaded.bench(&given, warmup, iterations, min_seconds)?;
+            let stats = loaded.bench_threads(&given, warmup, iterations, min_seconds, threads)?;
             println!(
-                "{}: -O{} compile {:.3}s; {} runs: median {:.3} ms, min {:.3} ms, p90 {:.3} ms",
+                "{}: -O{} {threads} thread{}, compile {:.3}s; {} runs: median {:.3} ms, min {:.3} ms, p90 {:.3} ms",
                 model.display(),
                 opt_level as u8,
+                if threads == 1 { "" } else { "s" },
                 compile,
                 stats.runs,
                 stats.median * 1e3,

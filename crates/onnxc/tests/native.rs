@@ -44,22 +44,47 @@ fn run_linked(
     program_inputs: &[(String, Tensor)],
     outputs: &[(String, Tensor)],
 ) -> Vec<Tensor> {
+    run_linked_threads(dir, name, program_inputs, outputs, None)
+}
+
+/// [`run_linked`], with `Some(n)` building the driver with the default
+/// thread pool of `n` threads (`MODEL_run_parallel`).
+fn run_linked_threads(
+    dir: &Path,
+    name: &str,
+    program_inputs: &[(String, Tensor)],
+    outputs: &[(String, Tensor)],
+    threads: Option<usize>,
+) -> Vec<Tensor> {
     let driver = common::root().join("examples/c/run_model.c");
     let exe = dir.join(format!("run_{name}"));
+    let pool_c = dir.join("onnxc_pool.c");
+    let threads_def = threads.map(|n| format!("-DTHREADS={n}"));
+    let mut extra: Vec<&str> = Vec::new();
+    if let Some(def) = &threads_def {
+        extra.extend([def.as_str(), "-pthread", pool_c.to_str().unwrap()]);
+    }
     cc(
         &[
             "-O1",
             "-Wall",
             "-Werror",
+            "-std=c11",
+            "-D_POSIX_C_SOURCE=200809L",
             &format!("-I{}", dir.display()),
             &format!("-DMODEL={name}"),
             &format!("-DMODEL_HEADER=\"{name}.h\""),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .chain([
             driver.to_str().unwrap(),
             dir.join(format!("lib{name}.a")).to_str().unwrap(),
             "-lm",
             "-o",
             exe.to_str().unwrap(),
-        ],
+        ])
+        .collect::<Vec<&str>>(),
         dir,
     );
     let mut args = Vec::new();
@@ -109,6 +134,26 @@ fn check_linked_model(model: &str, reference: &str, input: &str) {
                 assert_eq!(linked_t.bytes, jit_t.bytes, "linked object (--cpu native) and JIT differ on '{out_name}'");
             }
         }
+    }
+}
+
+/// The default thread pool shipped with the compiled model: the CNN run
+/// through `cnn_digits_run_parallel` on 3 threads (twice, reusing the pool)
+/// gives exactly the JIT's bytes.
+#[test]
+fn linked_cnn_with_the_default_pool_matches_the_jit() {
+    let root = common::root();
+    let model = root.join("testdata/cnn_digits.onnx");
+    let reference = root.join("testdata/cnn_digits.npz");
+    let arrays = common::npz(&reference);
+    let dims = arrays["input"].dims.clone();
+    let jit = common::check_model_against_reference(&model, &reference);
+    let dir = tempfile::tempdir().unwrap();
+    compile_for(&model, dir.path(), None, &[("input", &dims)], Some("native"));
+    let inputs = vec![("input".to_string(), arrays["input"].clone())];
+    let linked = run_linked_threads(dir.path(), "cnn_digits", &inputs, &jit, Some(3));
+    for ((out_name, jit_t), linked_t) in jit.iter().zip(&linked) {
+        assert_eq!(linked_t.bytes, jit_t.bytes, "pooled run and JIT differ on '{out_name}'");
     }
 }
 
@@ -211,7 +256,7 @@ fn object_imports_only_libm_and_has_no_writable_data() {
     }
     let exported: Vec<String> =
         file.symbols().filter(|s| s.is_global() && s.is_definition()).map(|s| s.name().unwrap().to_string()).collect();
-    assert_eq!(exported, ["sm_input_bytes", "sm_output_bytes", "sm_run"], "exported symbols");
+    assert_eq!(exported, ["sm_input_bytes", "sm_output_bytes", "sm_run", "sm_run_parallel"], "exported symbols");
 }
 
 #[test]
