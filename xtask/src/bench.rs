@@ -92,6 +92,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             "--write" => write = Some(PathBuf::from(it.next().ok_or("--write needs a file")?)),
             "--seconds" => secs = it.next().ok_or("--seconds needs a number")?.parse()?,
             "--models" => models = it.next().ok_or("--models needs a list")?.split(',').map(String::from).collect(),
+            "--gemm" => {
+                println!("{}", gemm_report(secs)?);
+                return Ok(());
+            }
             other if !other.starts_with('-') => dir = PathBuf::from(other),
             other => return Err(format!("unknown bench option `{other}`").into()),
         }
@@ -137,6 +141,8 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         );
         rows.push(row);
     }
+    let gemm = gemm_report(secs)?;
+    println!("{gemm}");
     if let Some(path) = write {
         let date = Command::new("date")
             .arg("+%Y-%m-%d")
@@ -161,9 +167,144 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
                 r.o3_2 / r.ort2
             ));
         }
+        md.push_str(&format!("\n{gemm}.\n"));
         md.push_str(&format!("\nMeasured {date} by `cargo xtask bench` on {} (ONNX Runtime {ORT_VERSION}, all graph optimizations, sequential execution).\n", machine()));
         std::fs::write(&path, md)?;
         eprintln!("bench: wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A 512×512×512 f32 product through the JIT's blocked GEMM, in GFLOP/s
+/// (median of repeated runs), with `threads` threads.
+fn gemm_gflops(threads: usize, secs: f64) -> Result<f64> {
+    use onnxc_kir::build::int;
+    use onnxc_kir::*;
+    let n = 512usize;
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
+    let buf = |name: &str, kind| Buffer { name: name.into(), elem: ScalarType::F32, len: (n * n) as u64, kind };
+    let io = |name: &str, b: u32| IoDesc { name: name.into(), dtype: "f32".into(), dims: vec![n, n], buffer: BufferId(b) };
+    let gemm = GemmStmt {
+        m: n,
+        n,
+        k: n,
+        a: BufferId(0),
+        a_off: int(0),
+        a_rs: n as i64,
+        a_cs: 1,
+        b: BufferId(1),
+        b_off: int(0),
+        b_rs: n as i64,
+        c: BufferId(2),
+        c_off: int(0),
+        c_rs: n as i64,
+        accumulate: false,
+    };
+    let program = Program {
+        buffers: vec![
+            buf("a", BufferKind::Input(0)),
+            buf("b", BufferKind::Constant(f32_bytes(&b))),
+            buf("c", BufferKind::Output(0)),
+        ],
+        kernels: vec![Kernel { name: "gemm512".into(), vars: vec![], body: vec![Stmt::Gemm(Box::new(gemm))] }],
+        inputs: vec![io("a", 0)],
+        outputs: vec![io("c", 2)],
+        arena_bytes: 0,
+    };
+    let jit = onnxc::JitModel::new(&program)?;
+    let pool = onnxc::ThreadPool::new(threads)?;
+    let input = f32_bytes(&a);
+    let mut out = vec![0u8; n * n * 4];
+    let mut times = Vec::new();
+    let start = std::time::Instant::now();
+    while times.len() < 5 || start.elapsed().as_secs_f64() < secs {
+        let t = std::time::Instant::now();
+        pool.run(&jit, &[&input], &mut [&mut out], &mut [])?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    Ok(2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9)
+}
+
+/// Single-core FMA throughput in GFLOP/s for (256-bit, 128-bit) vectors:
+/// ten independent accumulators, so the loop is bound by the FMA units.
+fn fma_peak() -> Option<(f64, f64)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        const ITERS: usize = 20_000_000;
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn wide() -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm256_set1_ps(0.0); 10];
+            let (x, y) = (_mm256_set1_ps(std::hint::black_box(0.999_999)), _mm256_set1_ps(std::hint::black_box(1e-7)));
+            for _ in 0..std::hint::black_box(ITERS / 1000) {
+                for _ in 0..1000 {
+                    for a in acc.iter_mut() {
+                        *a = _mm256_fmadd_ps(*a, x, y);
+                    }
+                }
+                std::hint::black_box(&mut acc);
+            }
+            let mut s = 0.0;
+            for a in acc {
+                let mut v = [0f32; 8];
+                // SAFETY: `v` holds 8 floats.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), a) };
+                s += v.iter().sum::<f32>();
+            }
+            s
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn narrow() -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm_set1_ps(0.0); 10];
+            let (x, y) = (_mm_set1_ps(std::hint::black_box(0.999_999)), _mm_set1_ps(std::hint::black_box(1e-7)));
+            for _ in 0..std::hint::black_box(ITERS / 1000) {
+                for _ in 0..1000 {
+                    for a in acc.iter_mut() {
+                        *a = _mm_fmadd_ps(*a, x, y);
+                    }
+                }
+                std::hint::black_box(&mut acc);
+            }
+            let mut s = 0.0;
+            for a in acc {
+                let mut v = [0f32; 4];
+                // SAFETY: `v` holds 4 floats.
+                unsafe { _mm_storeu_ps(v.as_mut_ptr(), a) };
+                s += v.iter().sum::<f32>();
+            }
+            s
+        }
+        let time = |f: unsafe fn() -> f32, lanes: f64| {
+            let t = std::time::Instant::now();
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            std::hint::black_box(unsafe { f() });
+            (ITERS * 10) as f64 * lanes * 2.0 / t.elapsed().as_secs_f64() / 1e9
+        };
+        let best = |f: unsafe fn() -> f32, lanes: f64| (0..3).map(|_| time(f, lanes)).fold(0.0f64, f64::max);
+        Some((best(wide, 8.0), best(narrow, 4.0)))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// `cargo xtask bench --gemm`: the GEMM microbenchmark against the peak.
+pub fn gemm_report(secs: f64) -> Result<String> {
+    let g1 = gemm_gflops(1, secs)?;
+    let g2 = gemm_gflops(2, secs)?;
+    let line = match fma_peak() {
+        Some((wide, narrow)) => format!(
+            "512x512x512 f32 GEMM: {g1:.1} GFLOP/s on 1 thread ({:.0}% of the measured single-core 256-bit FMA peak {wide:.1} GFLOP/s; {:.0}% of the 128-bit peak {narrow:.1}), {g2:.1} GFLOP/s on 2 threads",
+            100.0 * g1 / wide,
+            100.0 * g1 / narrow
+        ),
+        None => format!("512x512x512 f32 GEMM: {g1:.1} GFLOP/s on 1 thread, {g2:.1} on 2 (no AVX2+FMA to measure a peak)"),
+    };
+    Ok(line)
 }

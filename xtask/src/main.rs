@@ -37,10 +37,12 @@ commands:
   cross-aarch64         compile the testdata models for aarch64, link with
                         aarch64-linux-gnu-gcc, run under qemu-aarch64 and
                         compare (installs both with apt-get if missing)
-  bench [DIR] [--seconds S] [--models a,b] [--write FILE.md]
+  bench [DIR] [--seconds S] [--models a,b] [--write FILE.md] [--gemm]
                         time the corpus models with onnxc (-O0, -O3) and
                         ONNX Runtime (1 and 2 threads, in a virtualenv under
-                        target/bench) side by side; print medians and ratios
+                        target/bench) side by side; print medians and ratios,
+                        and a 512^3 GEMM's GFLOP/s against the measured FMA
+                        peak (--gemm: only that)
   help                  show this message";
 
 fn main() -> ExitCode {

@@ -314,11 +314,13 @@ fn narrow_integer_stores_wrap() {
 }
 
 /// The register-blocked GEMM against a naive triple loop, over shapes that
-/// hit every tile kind (4x8, 4x4, 4x1, 1x8, ...), transposed A, offsets,
-/// and accumulation into C.
+/// hit every tile kind (4x8, 4x4, 4x1, 1x8, 1x4, 1x1), transposed A,
+/// offsets, and accumulation into C.
 #[test]
 fn gemm_statement_matches_naive_product() {
-    for &(m, n, k) in &[(1, 1, 1), (4, 8, 3), (5, 13, 7), (9, 4, 1), (3, 3, 0), (17, 29, 33), (8, 16, 64)] {
+    let shapes =
+        [(1, 1, 1), (4, 8, 3), (5, 13, 7), (9, 4, 1), (3, 3, 0), (17, 29, 33), (8, 16, 64), (6, 8, 2), (12, 24, 5)];
+    for &(m, n, k) in &shapes {
         for (transposed_a, accumulate) in [(false, false), (true, true), (false, true)] {
             let a: Vec<f32> = (0..m * k + 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
             let b: Vec<f32> = (0..k * n + 5).map(|i| ((i * 17 % 19) as f32 - 9.0) / 5.0).collect();
