@@ -185,7 +185,8 @@ fn gemm_gflops(threads: usize, secs: f64) -> Result<f64> {
     let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
     let b: Vec<f32> = (0..n * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
     let buf = |name: &str, kind| Buffer { name: name.into(), elem: ScalarType::F32, len: (n * n) as u64, kind };
-    let io = |name: &str, b: u32| IoDesc { name: name.into(), dtype: "f32".into(), dims: vec![n, n], buffer: BufferId(b) };
+    let io =
+        |name: &str, b: u32| IoDesc { name: name.into(), dtype: "f32".into(), dims: vec![n, n], buffer: BufferId(b) };
     let gemm = GemmStmt {
         m: n,
         n,

@@ -304,10 +304,18 @@ fn task_signature<M: Module>(module: &M) -> Signature {
 /// Cranelift's allocator on resnet18, 158 ms against 127.)
 const GEMM_MR: usize = 4;
 
-/// Tasks a GEMM of `m` rows splits into: blocks of `GEMM_MR` rows, then
-/// single rows.
-fn gemm_row_blocks(m: usize) -> i64 {
-    (m / GEMM_MR + m % GEMM_MR) as i64
+/// How a GEMM's `n` columns split into tasks: (8-column panels, whether a
+/// 4-column panel follows, single columns after that).
+fn gemm_col_split(n: usize) -> (i64, bool, i64) {
+    let wide = n / 8;
+    let four = n % 8 >= 4;
+    (wide as i64, four, (n % 8 % 4) as i64)
+}
+
+/// Tasks a GEMM of `n` columns splits into (see [`gemm_col_split`]).
+fn gemm_col_blocks(n: usize) -> i64 {
+    let (wide, four, single) = gemm_col_split(n);
+    wide + four as i64 + single
 }
 
 fn has_fail(stmts: &[Stmt]) -> bool {
@@ -688,7 +696,7 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
         }
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let blocks = gemm_row_blocks(g.m);
+        let blocks = gemm_col_blocks(g.n);
         let fref = self.module.declare_func_in_func(tid, self.b.func);
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
         let hook_at = (self.program.buffers.len() as i32) * 8;
@@ -722,8 +730,10 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
-    /// The body of a GEMM task: row block `i` (`GEMM_MR` rows while they
-    /// last, then single rows) of `g`, with base addresses read from `data`.
+    /// The body of a GEMM task: column block `i` of `g` (8 columns while
+    /// they last, then one block of 4, then single columns), all rows, with
+    /// base addresses read from `data`. Working down a column panel keeps
+    /// its K×8 slice of B in the L1 cache while the rows of A stream by.
     fn gemm_task_body(&mut self, g: &onnxc_kir::GemmStmt, data: Value, i: Value) -> Result<(), BackendError> {
         let ptr = self.module.target_config().pointer_type();
         let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
@@ -731,34 +741,45 @@ impl<M: Module> Gen<'_, '_, M> {
         let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
         let (m, n) = (g.m as i64, g.n as i64);
         let mr = GEMM_MR as i64;
-        let full = m / mr;
-        let n8 = n / 8 * 8;
-        let n4 = if n - n8 >= 4 { n8 + 4 } else { n8 };
-        let rows_block = |s: &mut Self, rows: usize, row: Value| -> Result<(), BackendError> {
-            s.counted_loop(0, n8, 8, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, row, j, 2))?;
-            if n4 > n8 {
-                let j = s.b.ins().iconst(types::I64, n8);
-                s.gemm_tile(g, (a0, b0, c0), rows, row, j, 1)?;
-            }
-            s.counted_loop(n4, n, 1, |s, j| s.gemm_tile(g, (a0, b0, c0), rows, row, j, 0))
+        let m_full = m / mr * mr;
+        let (wide, has_four, _) = gemm_col_split(g.n);
+        let n4 = wide * 8 + if has_four { 4 } else { 0 };
+        let column = |s: &mut Self, j: Value, vecs: usize| -> Result<(), BackendError> {
+            s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs))?;
+            s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs))
         };
-        let four = self.b.create_block();
-        let one = self.b.create_block();
+        let kinds = [self.b.create_block(), self.b.create_block(), self.b.create_block()];
         let done = self.b.create_block();
-        let is_full = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, full);
-        self.b.ins().brif(is_full, four, &[], one, &[]);
-        self.b.seal_block(four);
-        self.b.seal_block(one);
-        self.b.switch_to_block(four);
-        let row = self.b.ins().imul_imm_s(i, mr);
-        rows_block(self, GEMM_MR, row)?;
+        let is_wide = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, wide);
+        let rest = self.b.create_block();
+        self.b.ins().brif(is_wide, kinds[0], &[], rest, &[]);
+        self.b.seal_block(rest);
+        self.b.switch_to_block(rest);
+        let is_four = self.b.ins().icmp_imm_s(IntCC::Equal, i, wide);
+        let four_ok = self.b.ins().iconst(types::I8, has_four as i64);
+        let is_four = self.b.ins().band(is_four, four_ok);
+        self.b.ins().brif(is_four, kinds[1], &[], kinds[2], &[]);
+        for k in kinds {
+            self.b.seal_block(k);
+        }
+        // 8-column panels.
+        self.b.switch_to_block(kinds[0]);
+        let j = self.b.ins().imul_imm_s(i, 8);
+        column(self, j, 2)?;
         self.b.ins().jump(done, &[]);
-        self.b.switch_to_block(one);
-        let row = self.b.ins().iadd_imm_s(i, (mr - 1) * full);
-        rows_block(self, 1, row)?;
+        // The 4-column panel.
+        self.b.switch_to_block(kinds[1]);
+        let j = self.b.ins().iconst(types::I64, wide * 8);
+        column(self, j, 1)?;
+        self.b.ins().jump(done, &[]);
+        // Single columns.
+        self.b.switch_to_block(kinds[2]);
+        let j = self.b.ins().iadd_imm_s(i, n4 - wide - has_four as i64);
+        column(self, j, 0)?;
         self.b.ins().jump(done, &[]);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
+        let _ = n;
         Ok(())
     }
 
