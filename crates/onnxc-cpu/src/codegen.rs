@@ -101,6 +101,19 @@ pub fn define_program<M: Module>(
     let mut libm: BTreeMap<&'static str, FuncId> = BTreeMap::new();
     let mut kernel_ids = Vec::new();
     let mut tasks: Vec<(FuncId, onnxc_kir::GemmStmt)> = Vec::new();
+    // The AVX2 GEMM tile, as machine code, when the ISA allows it.
+    let avx2 = if has_avx2_fma(module) {
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        let id = module
+            .declare_function(&format!("{name}__{}", crate::ukernel::AVX2_GEMM_NAME), Linkage::Local, &sig)
+            .map_err(|e| err("declare", e))?;
+        let code = crate::ukernel::avx2_gemm_f32_6x16().map_err(|e| err("AVX2 microkernel", e))?;
+        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("AVX2 microkernel", e))?;
+        Some(id)
+    } else {
+        None
+    };
     for (ki, kernel) in program.kernels.iter().enumerate() {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -139,6 +152,7 @@ pub fn define_program<M: Module>(
                 table: Some(table),
                 tasks: &mut tasks,
                 prefix: format!("{name}__k{ki}"),
+                avx2,
             };
             g.stmts(&kernel.body)?;
             if can_fail {
@@ -177,6 +191,7 @@ pub fn define_program<M: Module>(
                     table: None,
                     tasks: &mut no_tasks,
                     prefix: String::new(),
+                    avx2,
                 };
                 g.gemm_task_body(&gemm, data, i)?;
                 g.b.ins().return_(&[]);
@@ -304,18 +319,34 @@ fn task_signature<M: Module>(module: &M) -> Signature {
 /// Cranelift's allocator on resnet18, 158 ms against 127.)
 const GEMM_MR: usize = 4;
 
-/// How a GEMM's `n` columns split into tasks: (8-column panels, whether a
-/// 4-column panel follows, single columns after that).
-fn gemm_col_split(n: usize) -> (i64, bool, i64) {
-    let wide = n / 8;
-    let four = n % 8 >= 4;
-    (wide as i64, four, (n % 8 % 4) as i64)
+/// How a GEMM's `n` columns split into tasks: 16-column panels (with the
+/// AVX2 microkernel), then 8-column panels, whether a 4-column panel
+/// follows, and single columns after that.
+#[derive(Clone, Copy)]
+struct Panels {
+    n16: i64,
+    n8: i64,
+    four: bool,
+    singles: i64,
 }
 
-/// Tasks a GEMM of `n` columns splits into (see [`gemm_col_split`]).
-fn gemm_col_blocks(n: usize) -> i64 {
-    let (wide, four, single) = gemm_col_split(n);
-    wide + four as i64 + single
+impl Panels {
+    fn new(n: usize, avx2: bool) -> Panels {
+        let n16 = if avx2 { n / 16 } else { 0 };
+        let rest = n - n16 * 16;
+        Panels { n16: n16 as i64, n8: (rest / 8) as i64, four: rest % 8 >= 4, singles: (rest % 8 % 4) as i64 }
+    }
+
+    fn count(self) -> i64 {
+        self.n16 + self.n8 + self.four as i64 + self.singles
+    }
+}
+
+/// True for an x86-64 ISA with AVX2 and FMA.
+fn has_avx2_fma<M: Module>(module: &M) -> bool {
+    let isa = module.isa();
+    let on = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
+    matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64) && on("has_avx2") && on("has_fma")
 }
 
 fn has_fail(stmts: &[Stmt]) -> bool {
@@ -381,6 +412,8 @@ struct Gen<'a, 'b, M: Module> {
     tasks: &'a mut Vec<(FuncId, onnxc_kir::GemmStmt)>,
     /// Symbol prefix for outlined tasks.
     prefix: String,
+    /// The AVX2 GEMM microkernel, when the ISA has AVX2 and FMA.
+    avx2: Option<FuncId>,
 }
 
 fn flags() -> MemFlagsData {
@@ -696,7 +729,7 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
         }
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let blocks = gemm_col_blocks(g.n);
+        let blocks = Panels::new(g.n, self.avx2.is_some()).count();
         let fref = self.module.declare_func_in_func(tid, self.b.func);
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
         let hook_at = (self.program.buffers.len() as i32) * 8;
@@ -730,56 +763,107 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
-    /// The body of a GEMM task: column block `i` of `g` (8 columns while
-    /// they last, then one block of 4, then single columns), all rows, with
-    /// base addresses read from `data`. Working down a column panel keeps
-    /// its K×8 slice of B in the L1 cache while the rows of A stream by.
+    /// The body of a GEMM task: column panel `i` of `g` (16 columns with
+    /// the AVX2 microkernel, then 8, then one of 4, then single columns),
+    /// all rows, with base addresses read from `data`. Working down a
+    /// column panel keeps its K×width slice of B in the L1 cache while the
+    /// rows of A stream by.
     fn gemm_task_body(&mut self, g: &onnxc_kir::GemmStmt, data: Value, i: Value) -> Result<(), BackendError> {
         let ptr = self.module.target_config().pointer_type();
         let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
         let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
         let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
-        let (m, n) = (g.m as i64, g.n as i64);
+        let m = g.m as i64;
         let mr = GEMM_MR as i64;
         let m_full = m / mr * mr;
-        let (wide, has_four, _) = gemm_col_split(g.n);
-        let n4 = wide * 8 + if has_four { 4 } else { 0 };
+        let p = Panels::new(g.n, self.avx2.is_some());
         let column = |s: &mut Self, j: Value, vecs: usize| -> Result<(), BackendError> {
             s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs))?;
             s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs))
         };
-        let kinds = [self.b.create_block(), self.b.create_block(), self.b.create_block()];
+        let kinds = [self.b.create_block(), self.b.create_block(), self.b.create_block(), self.b.create_block()];
         let done = self.b.create_block();
-        let is_wide = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, wide);
-        let rest = self.b.create_block();
-        self.b.ins().brif(is_wide, kinds[0], &[], rest, &[]);
-        self.b.seal_block(rest);
-        self.b.switch_to_block(rest);
-        let is_four = self.b.ins().icmp_imm_s(IntCC::Equal, i, wide);
-        let four_ok = self.b.ins().iconst(types::I8, has_four as i64);
-        let is_four = self.b.ins().band(is_four, four_ok);
-        self.b.ins().brif(is_four, kinds[1], &[], kinds[2], &[]);
+        // Dispatch on the panel kind (thresholds are static).
+        let tests = [self.b.create_block(), self.b.create_block()];
+        let is16 = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, p.n16);
+        self.b.ins().brif(is16, kinds[0], &[], tests[0], &[]);
+        self.b.seal_block(tests[0]);
+        self.b.switch_to_block(tests[0]);
+        let is8 = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, p.n16 + p.n8);
+        self.b.ins().brif(is8, kinds[1], &[], tests[1], &[]);
+        self.b.seal_block(tests[1]);
+        self.b.switch_to_block(tests[1]);
+        let is4 = self.b.ins().icmp_imm_s(IntCC::Equal, i, p.n16 + p.n8);
+        let four_ok = self.b.ins().iconst(types::I8, p.four as i64);
+        let is4 = self.b.ins().band(is4, four_ok);
+        self.b.ins().brif(is4, kinds[2], &[], kinds[3], &[]);
         for k in kinds {
             self.b.seal_block(k);
         }
-        // 8-column panels.
+        // 16-column panels: the AVX2 tile for 6-row blocks, 8-wide
+        // Cranelift tiles for the remaining rows.
         self.b.switch_to_block(kinds[0]);
+        if let Some(ukr) = self.avx2 {
+            let j = self.b.ins().imul_imm_s(i, 16);
+            let m6 = m / 6 * 6;
+            let block = crate::ukernel::param::BYTES;
+            let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block, 3));
+            let jb = self.b.ins().ishl_imm_u(j, 2);
+            let bj = self.b.ins().iadd(b0, jb);
+            use crate::ukernel::param;
+            let consts = [
+                (param::K, g.k as i64),
+                (param::A_RS, g.a_rs * 4),
+                (param::A_CS, g.a_cs * 4),
+                (param::B_RS, g.b_rs * 4),
+                (param::C_RS, g.c_rs * 4),
+                (param::ACCUMULATE, g.accumulate as i64),
+            ];
+            for (off, v) in consts {
+                let v = self.b.ins().iconst(types::I64, v);
+                self.b.ins().stack_store(types::I64, v, slot, off);
+            }
+            self.b.ins().stack_store(ptr, bj, slot, param::B);
+            let params = self.b.ins().stack_addr(ptr, slot, 0);
+            let fref = self.module.declare_func_in_func(ukr, self.b.func);
+            self.counted_loop(0, m6, 6, |s, row| {
+                let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
+                let a = s.b.ins().iadd(a0, a_el);
+                let c_el = s.b.ins().imul_imm_s(row, g.c_rs);
+                let c_el = s.b.ins().iadd(c_el, j);
+                let c_el = s.b.ins().ishl_imm_u(c_el, 2);
+                let c = s.b.ins().iadd(c0, c_el);
+                s.b.ins().stack_store(ptr, a, slot, param::A);
+                s.b.ins().stack_store(ptr, c, slot, param::C);
+                s.b.ins().call(fref, &[params]);
+                Ok(())
+            })?;
+            let j8 = self.b.ins().iadd_imm_s(j, 8);
+            self.counted_loop(m6, m, 1, |s, row| {
+                s.gemm_tile(g, (a0, b0, c0), 1, row, j, 2)?;
+                s.gemm_tile(g, (a0, b0, c0), 1, row, j8, 2)
+            })?;
+        }
+        self.b.ins().jump(done, &[]);
+        // 8-column panels.
+        self.b.switch_to_block(kinds[1]);
         let j = self.b.ins().imul_imm_s(i, 8);
+        let j = self.b.ins().iadd_imm_s(j, p.n16 * 16 - p.n16 * 8);
         column(self, j, 2)?;
         self.b.ins().jump(done, &[]);
         // The 4-column panel.
-        self.b.switch_to_block(kinds[1]);
-        let j = self.b.ins().iconst(types::I64, wide * 8);
+        self.b.switch_to_block(kinds[2]);
+        let j = self.b.ins().iconst(types::I64, p.n16 * 16 + p.n8 * 8);
         column(self, j, 1)?;
         self.b.ins().jump(done, &[]);
         // Single columns.
-        self.b.switch_to_block(kinds[2]);
-        let j = self.b.ins().iadd_imm_s(i, n4 - wide - has_four as i64);
+        self.b.switch_to_block(kinds[3]);
+        let first = p.n16 * 16 + p.n8 * 8 + if p.four { 4 } else { 0 };
+        let j = self.b.ins().iadd_imm_s(i, first - (p.n16 + p.n8 + p.four as i64));
         column(self, j, 0)?;
         self.b.ins().jump(done, &[]);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
-        let _ = n;
         Ok(())
     }
 

@@ -318,8 +318,18 @@ fn narrow_integer_stores_wrap() {
 /// offsets, and accumulation into C.
 #[test]
 fn gemm_statement_matches_naive_product() {
-    let shapes =
-        [(1, 1, 1), (4, 8, 3), (5, 13, 7), (9, 4, 1), (3, 3, 0), (17, 29, 33), (8, 16, 64), (6, 8, 2), (12, 24, 5)];
+    let shapes = [
+        (1, 1, 1),
+        (4, 8, 3),
+        (5, 13, 7),
+        (9, 4, 1),
+        (3, 3, 0),
+        (17, 29, 33),
+        (8, 16, 64),
+        (6, 8, 2),
+        (12, 24, 5),
+        (13, 40, 17),
+    ];
     for &(m, n, k) in &shapes {
         for (transposed_a, accumulate) in [(false, false), (true, true), (false, true)] {
             let a: Vec<f32> = (0..m * k + 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
