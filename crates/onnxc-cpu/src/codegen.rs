@@ -102,7 +102,11 @@ pub fn define_program<M: Module>(
     let mut kernel_ids = Vec::new();
     let mut tasks: Vec<(FuncId, onnxc_kir::GemmStmt)> = Vec::new();
     // The AVX2 GEMM tile, as machine code, when the ISA allows it.
-    let avx2 = if has_avx2_fma(module) {
+    // Static: the ISA has AVX2+FMA. Dispatch: a baseline x86-64 ISA, which
+    // carries the AVX2 kernel too and checks CPUID once per run.
+    let static_avx2 = has_avx2_fma(module);
+    let dispatch = !static_avx2 && matches!(module.isa().triple().architecture, target_lexicon::Architecture::X86_64);
+    let avx2 = if static_avx2 || dispatch {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         let id = module
@@ -110,6 +114,18 @@ pub fn define_program<M: Module>(
             .map_err(|e| err("declare", e))?;
         let code = crate::ukernel::avx2_gemm_f32_6x16().map_err(|e| err("AVX2 microkernel", e))?;
         module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("AVX2 microkernel", e))?;
+        Some(id)
+    } else {
+        None
+    };
+    let check = if dispatch {
+        let mut sig = module.make_signature();
+        sig.returns.push(AbiParam::new(types::I64));
+        let id = module
+            .declare_function(&format!("{name}__{}", crate::ukernel::HAS_AVX2_FMA_NAME), Linkage::Local, &sig)
+            .map_err(|e| err("declare", e))?;
+        let code = crate::ukernel::has_avx2_fma().map_err(|e| err("CPU check", e))?;
+        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("CPU check", e))?;
         Some(id)
     } else {
         None
@@ -262,10 +278,22 @@ pub fn define_program<M: Module>(
             b.switch_to_block(ok);
         }
         // The table: one address per buffer, then the hook and its pool.
-        let n = program.buffers.len() as u32 + 2;
+        // The table: buffer addresses, the hook, its pool, and whether the
+        // AVX2 GEMM kernel may run (CPUID, for baseline x86-64 code).
+        let n = program.buffers.len() as u32 + 3;
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, n * 8, 3));
-        b.ins().stack_store(ptr, hook, slot, (n as i32 - 2) * 8);
-        b.ins().stack_store(ptr, pool, slot, (n as i32 - 1) * 8);
+        b.ins().stack_store(ptr, hook, slot, (n as i32 - 3) * 8);
+        b.ins().stack_store(ptr, pool, slot, (n as i32 - 2) * 8);
+        let use_avx2 = match (avx2, check) {
+            (Some(_), Some(check)) => {
+                let f = module.declare_func_in_func(check, b.func);
+                let call = b.ins().call(f, &[]);
+                b.inst_results(call)[0]
+            }
+            (Some(_), None) => b.ins().iconst(types::I64, 1),
+            (None, _) => b.ins().iconst(types::I64, 0),
+        };
+        b.ins().stack_store(types::I64, use_avx2, slot, (n as i32 - 1) * 8);
         for (i, buf) in program.buffers.iter().enumerate() {
             let v = match &buf.kind {
                 BufferKind::Input(k) => b.ins().load(ptr, MemFlagsData::trusted(), inputs, (*k as i32) * 8),
@@ -653,6 +681,33 @@ impl<M: Module> Gen<'_, '_, M> {
             || isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
     }
 
+    /// `for idx in 0..n` with `n` known at run time only (may be 0).
+    fn dynamic_loop(
+        &mut self,
+        n: Value,
+        mut body: impl FnMut(&mut Self, Value) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let v = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(v, zero);
+        let (head, work, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let i = self.b.use_var(v);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, n);
+        self.b.ins().brif(more, work, &[], exit, &[]);
+        self.b.switch_to_block(work);
+        self.b.seal_block(work);
+        body(self, i)?;
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(v, next);
+        self.b.ins().jump(head, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
     /// `for idx in (start..end).step_by(step)` over a fresh variable.
     fn counted_loop(
         &mut self,
@@ -724,17 +779,22 @@ impl<M: Module> Gen<'_, '_, M> {
             self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| err("declare", e))?
         };
         self.tasks.push((tid, g.clone()));
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 24, 3));
-        for (k, v) in [a0, b0, c0].into_iter().enumerate() {
-            self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
-        }
-        let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let blocks = Panels::new(g.n, self.avx2.is_some()).count();
-        let fref = self.module.declare_func_in_func(tid, self.b.func);
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
         let hook_at = (self.program.buffers.len() as i32) * 8;
         let hook = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at);
         let pool = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at + 8);
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, hook_at + 16);
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 3));
+        for (k, v) in [a0, b0, c0].into_iter().enumerate() {
+            self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
+        }
+        self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
+        let data = self.b.ins().stack_addr(ptr, slot, 0);
+        let (wide, narrow) = (Panels::new(g.n, true).count(), Panels::new(g.n, false).count());
+        let wide = self.b.ins().iconst(types::I64, wide);
+        let narrow = self.b.ins().iconst(types::I64, narrow);
+        let blocks_v = self.b.ins().select(use_avx2, wide, narrow);
+        let fref = self.module.declare_func_in_func(tid, self.b.func);
         let parallel = self.b.create_block();
         let serial = self.b.create_block();
         let done = self.b.create_block();
@@ -743,7 +803,7 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.seal_block(serial);
         self.b.switch_to_block(parallel);
         let task_addr = self.b.ins().func_addr(ptr, fref);
-        let n = self.b.ins().iconst(types::I64, blocks);
+        let n = blocks_v;
         let mut hook_sig = self.module.make_signature();
         for _ in 0..3 {
             hook_sig.params.push(AbiParam::new(ptr));
@@ -753,7 +813,7 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.ins().call_indirect(sigref, hook, &[pool, task_addr, data, n]);
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(serial);
-        self.counted_loop(0, blocks, 1, |s, i| {
+        self.dynamic_loop(blocks_v, |s, i| {
             s.b.ins().call(fref, &[data, i]);
             Ok(())
         })?;
@@ -773,10 +833,41 @@ impl<M: Module> Gen<'_, '_, M> {
         let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
         let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
         let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
+        let Some(ukr) = self.avx2 else {
+            return self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.n, false), None);
+        };
+        // The kernel decided (CPUID, or statically) whether AVX2 may run;
+        // the panel layout follows that choice.
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), data, 24);
+        let (wide, narrow, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(use_avx2, wide, &[], narrow, &[]);
+        self.b.seal_block(wide);
+        self.b.seal_block(narrow);
+        self.b.switch_to_block(wide);
+        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.n, true), Some(ukr))?;
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(narrow);
+        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.n, false), None)?;
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
+    }
+
+    /// Column panel `i` of `g` under the panel layout `p` (16-column
+    /// panels through `ukr`).
+    fn gemm_panels(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        (a0, b0, c0): (Value, Value, Value),
+        i: Value,
+        p: Panels,
+        ukr: Option<FuncId>,
+    ) -> Result<(), BackendError> {
+        let ptr = self.module.target_config().pointer_type();
         let m = g.m as i64;
         let mr = GEMM_MR as i64;
         let m_full = m / mr * mr;
-        let p = Panels::new(g.n, self.avx2.is_some());
         let column = |s: &mut Self, j: Value, vecs: usize| -> Result<(), BackendError> {
             s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs))?;
             s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs))
@@ -803,7 +894,7 @@ impl<M: Module> Gen<'_, '_, M> {
         // 16-column panels: the AVX2 tile for 6-row blocks, 8-wide
         // Cranelift tiles for the remaining rows.
         self.b.switch_to_block(kinds[0]);
-        if let Some(ukr) = self.avx2 {
+        if let Some(ukr) = ukr {
             let j = self.b.ins().imul_imm_s(i, 16);
             let m6 = m / 6 * 6;
             let block = crate::ukernel::param::BYTES;

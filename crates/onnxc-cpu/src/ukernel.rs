@@ -130,3 +130,42 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.ret()?;
     a.assemble(0)
 }
+
+/// Symbol name of the CPU check.
+pub const HAS_AVX2_FMA_NAME: &str = "x86_64_has_avx2_fma";
+
+/// Machine code of `i64 has_avx2_fma(void)`: 1 when CPUID reports AVX,
+/// FMA, OSXSAVE and AVX2 and the OS saves the YMM state (XCR0 bits 1-2),
+/// else 0. What a baseline x86-64 object calls to pick its GEMM kernel.
+pub fn has_avx2_fma() -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut no = a.create_label();
+    a.push(rbx)?;
+    a.mov(eax, 1)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    // ECX: FMA (bit 12), OSXSAVE (27), AVX (28).
+    let want = (1u32 << 12) | (1 << 27) | (1 << 28);
+    a.and(ecx, want as i32)?;
+    a.cmp(ecx, want as i32)?;
+    a.jne(no)?;
+    a.xor(ecx, ecx)?;
+    a.xgetbv()?;
+    a.and(eax, 6)?;
+    a.cmp(eax, 6)?;
+    a.jne(no)?;
+    a.mov(eax, 7)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    // EBX: AVX2 (bit 5).
+    a.test(ebx, 32)?;
+    a.jz(no)?;
+    a.mov(eax, 1)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    a.set_label(&mut no)?;
+    a.xor(eax, eax)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    a.assemble(0)
+}

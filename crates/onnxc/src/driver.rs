@@ -352,7 +352,13 @@ pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Err
     let t = std::time::Instant::now();
     let (object, features) =
         onnxc_cpu::compile_object_for_cpu(&program, &name, opts.target.as_deref(), opts.cpu.as_deref())?;
-    report.cpu = opts.cpu.clone().unwrap_or_else(|| "baseline".into());
+    let x86 = opts.target.as_deref().map(|t| t.starts_with("x86_64")).unwrap_or(cfg!(target_arch = "x86_64"));
+    let has_avx2 = features.iter().any(|f| f == "avx2");
+    report.cpu = match (&opts.cpu, x86 && !has_avx2) {
+        (Some(c), _) => c.clone(),
+        (None, true) => "baseline (the AVX2+FMA GEMM kernel is chosen at run time from CPUID)".into(),
+        (None, false) => "baseline".into(),
+    };
     report.cpu_features = features;
     report.compile_seconds.insert("codegen".into(), t.elapsed().as_secs_f64());
     let symbols = vec![

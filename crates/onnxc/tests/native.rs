@@ -283,3 +283,32 @@ fn readme_digits_example_builds_and_classifies() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("predicted digit: 2 (logit 9.066)"), "{stdout}");
 }
+
+/// A baseline x86-64 object carries the AVX2 GEMM kernel and the CPUID
+/// check that picks it at run time; an object pinned to x86-64-v3 calls the
+/// kernel directly (no check); an aarch64 object has neither.
+#[test]
+fn baseline_x86_objects_dispatch_on_cpuid() {
+    let root = common::root();
+    let model = root.join("testdata/cnn_digits.onnx");
+    let symbols = |target: &str, cpu: Option<&str>| -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = onnxc::CompileOptions {
+            input_shapes: [("input".to_string(), vec![1, 1, 8, 8])].into(),
+            target: Some(target.into()),
+            cpu: cpu.map(String::from),
+            ..Default::default()
+        };
+        let artifacts = onnxc::compile_file(&model, &opts).unwrap();
+        artifacts.write_to(dir.path()).unwrap();
+        let file = object::File::parse(&*artifacts.object).unwrap();
+        file.symbols().filter_map(|s| s.name().ok().map(String::from)).collect()
+    };
+    let has = |syms: &[String], suffix: &str| syms.iter().any(|s| s.ends_with(suffix));
+    let baseline = symbols("x86_64-unknown-linux-gnu", None);
+    assert!(has(&baseline, "x86_64_avx2_gemm_f32_6x16") && has(&baseline, "x86_64_has_avx2_fma"), "{baseline:?}");
+    let v3 = symbols("x86_64-unknown-linux-gnu", Some("x86-64-v3"));
+    assert!(has(&v3, "x86_64_avx2_gemm_f32_6x16") && !has(&v3, "x86_64_has_avx2_fma"), "{v3:?}");
+    let arm = symbols("aarch64-unknown-linux-gnu", None);
+    assert!(!has(&arm, "avx2"), "{arm:?}");
+}
