@@ -148,6 +148,18 @@ fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs
         )
         .into());
     }
+    // Two threads through the parallel-for hook must give the serial bytes.
+    let pool = onnxc::ThreadPool::new(2)?;
+    let ins: Vec<&[u8]> = loaded.program.inputs.iter().map(|io| arrays[&io.name].bytes.as_slice()).collect();
+    let mut outs: Vec<Vec<u8>> = jit.iter().map(|(_, t)| vec![0u8; t.bytes.len()]).collect();
+    let mut storage = vec![0u8; loaded.jit.arena_bytes() + 64];
+    let skip = storage.as_ptr().align_offset(64);
+    let arena_len = loaded.jit.arena_bytes();
+    let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    pool.run(&loaded.jit, &ins, &mut refs, &mut storage[skip..skip + arena_len])?;
+    if outs.iter().zip(&jit).any(|(o, (_, t))| *o != t.bytes) {
+        return Err("the 2-thread run differs from the serial one".into());
+    }
     // -O0 (no rewrites, plain loop nests) must agree with -O3.
     let jit0 = onnxc::load_for_inputs_with(model, &arrays, onnxc::OptLevel::O0)?.run(&arrays)?;
     let inputs: Vec<(String, Tensor)> =
@@ -185,7 +197,7 @@ fn check(root: &Path, model: &Path, reference: &Path, tc: &Toolchain, bitwise_vs
         ));
     }
     Ok(format!(
-        "{}; -O0 agrees; arena {:.0}% of intermediates; compile {compile_s:.2}s, run {run_s:.3}s",
+        "{}; -O0 agrees; 2 threads identical; arena {:.0}% of intermediates; compile {compile_s:.2}s, run {run_s:.3}s",
         notes.join("; "),
         arena_ratio * 100.0
     ))

@@ -100,7 +100,7 @@ pub fn define_program<M: Module>(
     let mut ctx = module.make_context();
     let mut libm: BTreeMap<&'static str, FuncId> = BTreeMap::new();
     let mut kernel_ids = Vec::new();
-    let mut tasks: Vec<(FuncId, onnxc_kir::GemmStmt)> = Vec::new();
+    let mut tasks: Vec<(FuncId, Task)> = Vec::new();
     // The AVX2 GEMM tile, as machine code, when the ISA allows it.
     // Static: the ISA has AVX2+FMA. Dispatch: a baseline x86-64 ISA, which
     // carries the AVX2 kernel too and checks CPUID once per run.
@@ -185,7 +185,7 @@ pub fn define_program<M: Module>(
         module.clear_context(&mut ctx);
         kernel_ids.push((fid, can_fail));
         // The kernel's GEMM tasks: `task(ctx, i)` computes row block i.
-        for (tid, gemm) in std::mem::take(&mut tasks) {
+        for (tid, task) in std::mem::take(&mut tasks) {
             ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), task_signature(module));
             {
                 let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -195,13 +195,25 @@ pub fn define_program<M: Module>(
                 b.seal_block(entry);
                 let (data, i) = (b.block_params(entry)[0], b.block_params(entry)[1]);
                 let mut no_tasks = Vec::new();
+                // Loop tasks get the kernel's table as `data`: load their buffers' bases.
+                let mut base = BTreeMap::new();
+                let mut vars = Vec::new();
+                if let Task::Loop { body, .. } = &task {
+                    let mut used = std::collections::BTreeSet::new();
+                    collect_buffers(body, &mut used);
+                    for &buf in &used {
+                        let v = b.ins().load(ptr, MemFlagsData::trusted(), data, (buf as i32) * 8);
+                        base.insert(buf, v);
+                    }
+                    vars = kernel.vars.iter().map(|&t| b.declare_var(cl_type(t))).collect();
+                }
                 let mut g = Gen {
                     b,
                     module,
                     program,
                     kernel,
-                    base: BTreeMap::new(),
-                    vars: Vec::new(),
+                    base,
+                    vars,
                     libm: &mut libm,
                     decode_tables: &decode_tables,
                     table: None,
@@ -209,7 +221,14 @@ pub fn define_program<M: Module>(
                     prefix: String::new(),
                     avx2,
                 };
-                g.gemm_task_body(&gemm, data, i)?;
+                match &task {
+                    Task::Gemm(gemm) => g.gemm_task_body(gemm, data, i)?,
+                    Task::Loop { var, start, body } => {
+                        let at = g.b.ins().iadd_imm_s(i, *start);
+                        g.b.def_var(g.vars[var.0 as usize], at);
+                        g.stmts(body)?;
+                    }
+                }
                 g.b.ins().return_(&[]);
                 g.b.finalize(g.module.target_config());
             }
@@ -332,6 +351,15 @@ pub fn define_program<M: Module>(
     Ok((run, run_parallel))
 }
 
+/// Work a kernel hands to the parallel-for hook, defined as a function of
+/// its own after the kernel.
+enum Task {
+    /// Column panel `i` of a GEMM; `data` holds its base addresses.
+    Gemm(onnxc_kir::GemmStmt),
+    /// Iteration `start + i` of a parallel loop; `data` is the kernel's table.
+    Loop { var: VarId, start: i64, body: Vec<Stmt> },
+}
+
 /// `fn(data: *const u8, i: i64)`: a GEMM task, called by the caller's
 /// parallel-for (C ABI: `void task(void *data, size_t i)`).
 fn task_signature<M: Module>(module: &M) -> Signature {
@@ -380,7 +408,7 @@ fn has_avx2_fma<M: Module>(module: &M) -> bool {
 fn has_fail(stmts: &[Stmt]) -> bool {
     stmts.iter().any(|s| match s {
         Stmt::FailIf { .. } => true,
-        Stmt::For { body, .. } => has_fail(body),
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_fail(body),
         _ => false,
     })
 }
@@ -407,7 +435,7 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
     }
     for s in stmts {
         match s {
-            Stmt::For { body, .. } => collect_buffers(body, out),
+            Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => collect_buffers(body, out),
             Stmt::Store { buf, index, value } => {
                 out.insert(buf.0);
                 expr(index, out);
@@ -437,7 +465,7 @@ struct Gen<'a, 'b, M: Module> {
     /// hook and its pool), or `None` in an outlined task.
     table: Option<Value>,
     /// GEMM tasks this kernel calls, defined after it: (id, statement).
-    tasks: &'a mut Vec<(FuncId, onnxc_kir::GemmStmt)>,
+    tasks: &'a mut Vec<(FuncId, Task)>,
     /// Symbol prefix for outlined tasks.
     prefix: String,
     /// The AVX2 GEMM microkernel, when the ISA has AVX2 and FMA.
@@ -457,6 +485,7 @@ impl<M: Module> Gen<'_, '_, M> {
         for s in stmts {
             match s {
                 Stmt::For { var, start, end, body } => self.for_loop(*var, *start, *end, body)?,
+                Stmt::ParallelFor { var, start, end, body } => self.parallel_for(*var, *start, *end, body)?,
                 Stmt::Store { buf, index, value } => {
                     let v = self.scalar(value)?;
                     let elem = self.program.buffers[buf.0 as usize].elem;
@@ -681,6 +710,53 @@ impl<M: Module> Gen<'_, '_, M> {
             || isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
     }
 
+    /// A loop whose iterations are tasks: outlined into `PREFIX_parN(table,
+    /// i)` and handed to the caller's parallel-for, or run in order when
+    /// there is none (or inside a task).
+    fn parallel_for(&mut self, var: VarId, start: i64, end: i64, body: &[Stmt]) -> Result<(), BackendError> {
+        let Some(table) = self.table else {
+            return self.for_loop(var, start, end, body);
+        };
+        if end <= start {
+            return Ok(());
+        }
+        let ptr = self.module.target_config().pointer_type();
+        let tid = {
+            let sig = task_signature(self.module);
+            let name = format!("{}_par{}", self.prefix, self.tasks.len());
+            self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| err("declare", e))?
+        };
+        self.tasks.push((tid, Task::Loop { var, start, body: body.to_vec() }));
+        let fref = self.module.declare_func_in_func(tid, self.b.func);
+        let hook_at = (self.program.buffers.len() as i32) * 8;
+        let hook = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at);
+        let pool = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at + 8);
+        let (parallel, serial, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(hook, parallel, &[], serial, &[]);
+        self.b.seal_block(parallel);
+        self.b.seal_block(serial);
+        self.b.switch_to_block(parallel);
+        let task_addr = self.b.ins().func_addr(ptr, fref);
+        let n = self.b.ins().iconst(types::I64, end - start);
+        let mut hook_sig = self.module.make_signature();
+        for _ in 0..3 {
+            hook_sig.params.push(AbiParam::new(ptr));
+        }
+        hook_sig.params.push(AbiParam::new(types::I64));
+        let sigref = self.b.import_signature(hook_sig);
+        self.b.ins().call_indirect(sigref, hook, &[pool, task_addr, table, n]);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(serial);
+        self.counted_loop(0, end - start, 1, |s, i| {
+            s.b.ins().call(fref, &[table, i]);
+            Ok(())
+        })?;
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
+    }
+
     /// `for idx in 0..n` with `n` known at run time only (may be 0).
     fn dynamic_loop(
         &mut self,
@@ -778,7 +854,7 @@ impl<M: Module> Gen<'_, '_, M> {
             let name = format!("{}_gemm{}", self.prefix, self.tasks.len());
             self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| err("declare", e))?
         };
-        self.tasks.push((tid, g.clone()));
+        self.tasks.push((tid, Task::Gemm(g.clone())));
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
         let hook_at = (self.program.buffers.len() as i32) * 8;
         let hook = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at);
@@ -1517,6 +1593,7 @@ pub fn vectorized_loop_count(program: &Program) -> usize {
         stmts
             .iter()
             .map(|s| match s {
+                Stmt::ParallelFor { body, .. } => walk(program, kernel, body),
                 Stmt::For { var, body, .. } => {
                     let inner = walk(program, kernel, body);
                     let innermost = !body.iter().any(|b| matches!(b, Stmt::For { .. }));

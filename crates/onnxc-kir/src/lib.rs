@@ -263,6 +263,12 @@ pub enum Expr {
 pub enum Stmt {
     /// `for var in start..end` (step 1); `var` is an `I64` variable.
     For { var: VarId, start: i64, end: i64, body: Vec<Stmt> },
+    /// A `For` whose iterations are independent: each writes memory no
+    /// other iteration touches, and the body reads no variable assigned
+    /// outside it (besides `var`). Backends may run iterations
+    /// concurrently (the CPU backend hands them to the caller's
+    /// parallel-for). Only at a kernel's top level.
+    ParallelFor { var: VarId, start: i64, end: i64, body: Vec<Stmt> },
     /// `buf[index] = value`.
     Store { buf: BufferId, index: Expr, value: Expr },
     /// `var = value` (variables hold accumulators across loop iterations).

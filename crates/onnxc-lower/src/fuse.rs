@@ -80,7 +80,7 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
     let last = cx.kernels.pop().ok_or("the base op produced no kernel")?;
     let mut k = KernelBuilder { name: last.name, vars: last.vars };
     let mut body = last.body;
-    body.extend(k.nest(&od, |_, v| {
+    body.extend(k.nest_parallel(&od, |_, v| {
         let at = |slot: usize| {
             let (_, b, st) = bufs.iter().find(|(s, _, _)| *s == slot).expect("listed");
             load(*b, linear(v, st))

@@ -340,6 +340,25 @@ impl KernelBuilder {
         body
     }
 
+    /// [`KernelBuilder::nest`] whose outermost loop is a `ParallelFor`: for
+    /// nests at a kernel's top level whose outermost index selects disjoint
+    /// output (every iteration writes its own elements), whose body reads
+    /// no variable from outside the nest and holds no `Gemm`.
+    pub fn nest_parallel(
+        &mut self,
+        extents: &[usize],
+        inner: impl FnOnce(&mut KernelBuilder, &[onnxc_kir::Expr]) -> Vec<Stmt>,
+    ) -> Vec<Stmt> {
+        let mut body = self.nest(extents, inner);
+        if let [Stmt::For { var, start, end, body: inner }] = body.as_mut_slice() {
+            if *end - *start > 1 {
+                let inner = std::mem::take(inner);
+                body = vec![Stmt::ParallelFor { var: *var, start: *start, end: *end, body: inner }];
+            }
+        }
+        body
+    }
+
     pub fn finish(self, body: Vec<Stmt>) -> Kernel {
         Kernel { name: self.name, vars: self.vars, body }
     }

@@ -70,12 +70,32 @@ pub(crate) fn elementwise(cx: &mut Lowering, id: NodeId, slots: &[usize], f: imp
         bufs.push(cx.input(id, s)?);
         strides.push(broadcast_strides(&cx.in_dims(id, s)?, &out_dims));
     }
-    let (dims, strides) = collapse(&out_dims, &strides);
+    let (mut dims, mut strides) = collapse(&out_dims, &strides);
+    // One long contiguous run: split it into chunks that can run in
+    // parallel, plus a remainder.
+    const CHUNK: usize = 4096;
+    let mut rest = None;
+    if dims.len() == 1 && dims[0] >= 2 * CHUNK {
+        let (chunks, left) = (dims[0] / CHUNK, dims[0] % CHUNK);
+        if left > 0 {
+            rest = Some((left, strides.iter().map(|s| s[0] * (chunks * CHUNK) as i64).collect::<Vec<i64>>()));
+        }
+        strides = strides.iter().map(|s| vec![s[0] * CHUNK as i64, s[0]]).collect();
+        dims = vec![chunks, CHUNK];
+    }
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
-    let body = k.nest(&dims, |_, v| {
+    let mut body = k.nest_parallel(&dims, |_, v| {
         let args: Vec<Expr> = bufs.iter().enumerate().map(|(i, &b)| load(b, linear(v, &strides[i + 1]))).collect();
         vec![Stmt::Store { buf: out, index: linear(v, &strides[0]), value: f(&args) }]
     });
+    if let Some((left, offsets)) = rest {
+        let step: Vec<i64> = strides.iter().map(|s| s[1]).collect();
+        body.extend(k.nest(&[left], |_, v| {
+            let at = |o: usize| add(int(offsets[o]), mul(v[0].clone(), int(step[o])));
+            let args: Vec<Expr> = bufs.iter().enumerate().map(|(i, &b)| load(b, at(i + 1))).collect();
+            vec![Stmt::Store { buf: out, index: at(0), value: f(&args) }]
+        }));
+    }
     cx.kernels.push(k.finish(body));
     Ok(())
 }
@@ -823,7 +843,7 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         return conv_gemm(cx, id, w, group, (xp, &pd), (wb, &wd), bias, out, &od);
     }
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
-    let mut body = k.nest(&[od[0], m, ospatial], |_, v| {
+    let mut body = k.nest_parallel(&[od[0], m, ospatial], |_, v| {
         let init = match bias {
             Some(b) => load(b, v[1].clone()),
             None => f32c(0.0),
@@ -834,7 +854,10 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     extents.extend(&wd[2..]);
     extents.extend(&od[2..]);
     let (ps, ws, os) = (strides_i64(&pd), strides_i64(&wd), strides_i64(&od));
-    body.extend(k.nest(&extents, |_, v| {
+    // When the outermost loop is over images, groups or output channels it
+    // selects disjoint outputs (over input channels it would not).
+    let disjoint = extents[..3].iter().any(|&e| e > 1);
+    let accumulate = |_: &mut KernelBuilder, v: &[Expr]| {
         let (n, g, oc, c) = (&v[0], &v[1], &v[2], &v[3]);
         let kv = &v[4..4 + sp];
         let ov = &v[4 + sp..];
@@ -851,7 +874,8 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         }
         let prod = bin(BinOp::Mul, load(wb, wi), load(xp, xi));
         vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(BinOp::Add, load(out, oi), prod) }]
-    }));
+    };
+    body.extend(if disjoint { k.nest_parallel(&extents, accumulate) } else { k.nest(&extents, accumulate) });
     cx.kernels.push(k.finish(body));
     Ok(())
 }
@@ -906,7 +930,8 @@ fn conv_gemm(
                 let mut extents = vec![cg];
                 extents.extend(&wd[2..]);
                 extents.extend(&od[2..]);
-                s.extend(k.nest(&extents, |_, iv| {
+                let top_level = od[0] == 1 && group == 1;
+                let fill = |_: &mut KernelBuilder, iv: &[Expr]| {
                     let c = &iv[0];
                     let kv = &iv[1..1 + sp];
                     let ov = &iv[1 + sp..];
@@ -923,7 +948,10 @@ fn conv_gemm(
                         xi = add(xi, mul(at, int(ps[2 + d])));
                     }
                     vec![Stmt::Store { buf: col, index: add(mul(row, int(p as i64)), pos), value: load(xp, xi) }]
-                }));
+                };
+                // Channels fill disjoint rows; only at the kernel's top level
+                // (one image, one group) may they run in parallel.
+                s.extend(if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) });
                 (col, int(0))
             }
         };

@@ -40,7 +40,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
         fn stmts(s: &[Stmt], mark: &mut dyn FnMut(u32)) {
             for st in s {
                 match st {
-                    Stmt::For { body, .. } => stmts(body, mark),
+                    Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => stmts(body, mark),
                     Stmt::Store { buf, index, value } => {
                         mark(buf.0);
                         expr(index, mark);

@@ -98,7 +98,7 @@ fn elementwise_ops_run_in_place_on_dead_intermediates() {
         fn walk(s: &[onnxc_kir::Stmt], out: &mut Vec<u32>) {
             for st in s {
                 match st {
-                    onnxc_kir::Stmt::For { body, .. } => walk(body, out),
+                    onnxc_kir::Stmt::For { body, .. } | onnxc_kir::Stmt::ParallelFor { body, .. } => walk(body, out),
                     onnxc_kir::Stmt::Store { buf, .. } => out.push(buf.0),
                     onnxc_kir::Stmt::Gemm(g) => out.push(g.c.0),
                     _ => {}
