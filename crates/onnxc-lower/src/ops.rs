@@ -842,6 +842,10 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     if cx.options.blocked_gemm && mg >= 4 && cx.stored_f32(&[xp, wb, out]) {
         return conv_gemm(cx, id, w, group, (xp, &pd), (wb, &wd), bias, out, &od);
     }
+    let taps: usize = wd[1..].iter().product();
+    if cx.options.blocked_gemm && taps <= 49 {
+        return conv_output_stationary(cx, id, w, (xp, &pd), (wb, &wd), bias, out, &od, group);
+    }
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let mut body = k.nest_parallel(&[od[0], m, ospatial], |_, v| {
         let init = match bias {
@@ -876,6 +880,67 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(BinOp::Add, load(out, oi), prod) }]
     };
     body.extend(if disjoint { k.nest_parallel(&extents, accumulate) } else { k.nest(&extents, accumulate) });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// A convolution with few taps per output (depthwise convolutions above
+/// all): each output element is the bias plus the sum of its `C/g·k`
+/// products, computed in registers and stored once, rather than
+/// accumulated into memory tap by tap. The innermost loop walks output
+/// columns (vectorized for unit strides); output channels run in parallel.
+#[allow(clippy::too_many_arguments)]
+fn conv_output_stationary(
+    cx: &mut Lowering,
+    id: NodeId,
+    w: &Window,
+    (xp, pd): (BufferId, &[usize]),
+    (wb, wd): (BufferId, &[usize]),
+    bias: Option<BufferId>,
+    out: BufferId,
+    od: &[usize],
+    group: usize,
+) -> R {
+    let sp = pd.len() - 2;
+    let (m, cg) = (wd[0], wd[1]);
+    let mg = m / group;
+    let (ps, ws, os) = (strides_i64(pd), strides_i64(wd), strides_i64(od));
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    // Loops: output channel (all images), then output positions.
+    let mut extents = vec![m, od[0]];
+    extents.extend(&od[2..]);
+    let body = k.nest_parallel(&extents, |_, v| {
+        let (och, n) = (&v[0], &v[1]);
+        let ov = &v[2..];
+        let g = if mg == 1 { och.clone() } else { bin(BinOp::Div, och.clone(), int(mg as i64)) };
+        let mut acc = match bias {
+            Some(b) => load(b, och.clone()),
+            None => f32c(0.0),
+        };
+        let mut oi = add(mul(n.clone(), int(os[0])), mul(och.clone(), int(os[1])));
+        for i in 0..sp {
+            oi = add(oi, mul(ov[i].clone(), int(os[2 + i])));
+        }
+        // Every tap, unrolled: c in 0..C/g, then each kernel position.
+        let mut kpos: Vec<Vec<usize>> = vec![vec![]];
+        for d in 0..sp {
+            kpos = kpos.into_iter().flat_map(|p| (0..wd[2 + d]).map(move |t| [p.clone(), vec![t]].concat())).collect();
+        }
+        for c in 0..cg {
+            let ich = add(mul(g.clone(), int(cg as i64)), int(c as i64));
+            for kp in &kpos {
+                let mut wi = add(mul(och.clone(), int(ws[0])), int(c as i64 * ws[1]));
+                let mut xi = add(mul(n.clone(), int(ps[0])), mul(ich.clone(), int(ps[1])));
+                for d in 0..sp {
+                    wi = add(wi, int(kp[d] as i64 * ws[2 + d]));
+                    let at = add(mul(ov[d].clone(), int(w.strides[d] as i64)), int((kp[d] * w.dilations[d]) as i64));
+                    xi = add(xi, mul(at, int(ps[2 + d])));
+                }
+                acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xp, xi)));
+            }
+        }
+        vec![Stmt::Store { buf: out, index: oi, value: acc }]
+    });
     cx.kernels.push(k.finish(body));
     Ok(())
 }
