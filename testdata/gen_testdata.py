@@ -694,6 +694,13 @@ def gemm_scale_shift(rng):
 
 
 @case
+def lrn_size5(rng):
+    # A 5-channel window over 6 channels, so both edges clip (ORT accepts odd sizes only).
+    return Case([helper.make_node("LRN", ["x"], ["y"], size=5, alpha=0.02, beta=0.6, bias=1.5)],
+                [("x", randn(rng, [2, 6, 3, 3], 2.0))], ["y"], opset=13)
+
+
+@case
 def nonzero_of_constant(rng):
     # NonZero's output shape depends on values; of a constant it folds.
     c = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -3.0]], dtype=np.float32)

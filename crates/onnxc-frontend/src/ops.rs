@@ -212,6 +212,7 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("LogSoftmax", 1),
     ("LpNormalization", 1),
     ("Loop", 1),
+    ("LRN", 1),
     ("LpPool", 1),
     ("MatMul", 1),
     ("MatMulInteger", 1),
@@ -778,6 +779,18 @@ pub fn import_op(
             }
         }
         "OneHot" => Op::OneHot { axis: a.int("axis", -1)? },
+        "LRN" => {
+            let size = a.int("size", 0)?;
+            if size < 1 {
+                return Err(format!("attribute 'size' must be a positive channel count, got {size}").into());
+            }
+            Op::Lrn {
+                alpha: a.float("alpha", 1e-4)?,
+                beta: a.float("beta", 0.75)?,
+                bias: a.float("bias", 1.0)?,
+                size: size as usize,
+            }
+        }
         "LpNormalization" => {
             let p = a.int("p", 2)?;
             if p != 1 && p != 2 {

@@ -400,6 +400,13 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         }
         Op::Output { .. } | Op::Identity | Op::Activation { .. } | Op::RmsNormalization { .. } => x()?,
         Op::Trilu { .. } | Op::CumSum { .. } | Op::LpNormalization { .. } | Op::Hardmax { .. } => x()?,
+        Op::Lrn { .. } => {
+            let (dt, xd) = x()?;
+            if xd.len() < 3 {
+                return Err(format!("input must be [N, C, D1, ...], got {xd:?}"));
+            }
+            (dt, xd)
+        }
         Op::ScatterElements { .. } | Op::ScatterND { .. } => x()?,
         Op::CastLike { .. } => (input(graph, id, 1)?.0, x()?.1),
         Op::IsInf { .. } => (DType::Bool, x()?.1),

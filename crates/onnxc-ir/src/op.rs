@@ -628,6 +628,14 @@ pub enum Op {
         axis: i64,
         p: u32,
     },
+    /// Local response normalization across channels (axis 1):
+    /// `x / (bias + alpha/size · Σ x²)^beta` over `size` neighbouring channels.
+    Lrn {
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+        size: usize,
+    },
     /// Inputs: data, indices.
     GatherElements {
         axis: i64,
@@ -782,6 +790,7 @@ impl Op {
             Op::DataDependent { op_type } => op_type.clone(),
             Op::OneHot { .. } => "OneHot".into(),
             Op::LpNormalization { .. } => "LpNormalization".into(),
+            Op::Lrn { .. } => "LRN".into(),
             Op::GatherElements { .. } => "GatherElements".into(),
             Op::ScatterElements { .. } => "ScatterElements".into(),
             Op::ScatterND { .. } => "ScatterND".into(),

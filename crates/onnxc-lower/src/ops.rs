@@ -350,6 +350,46 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
         }
         Op::OneHot { axis } => crate::more_ops::one_hot(cx, id, axis),
         Op::LpNormalization { axis, p } => crate::more_ops::lp_norm(cx, id, axis, p),
+        Op::Lrn { alpha, beta, bias, size } => {
+            // sum over channels c - (size-1)/2 ..= c + ceil((size-1)/2), clipped.
+            require_f32(cx, id)?;
+            let xd = cx.in_dims(id, 0)?;
+            let x = cx.input(id, 0)?;
+            let out = cx.output(id)?;
+            let c = xd[1];
+            let spatial: usize = xd[2..].iter().product();
+            let (lo, hi) = ((size - 1) / 2, (size - 1) - (size - 1) / 2);
+            let mut k = KernelBuilder::new(name);
+            let acc = k.var(ScalarType::F32);
+            let body = k.nest_parallel(&[xd[0], c, spatial], |k, v| {
+                let (n, ch, s) = (v[0].clone(), v[1].clone(), v[2].clone());
+                let at = |cc: Expr| linear(&[n.clone(), cc, s.clone()], &[(c * spatial) as i64, spatial as i64, 1]);
+                let mut body = vec![Stmt::Assign { var: acc, value: f32c(0.0) }];
+                body.extend(k.nest(&[lo + hi + 1], |_, j| {
+                    // channel = ch - lo + j, skipped when outside [0, C)
+                    let cc = add(bin(BinOp::Sub, ch.clone(), int(lo as i64)), j[0].clone());
+                    let inside = cmp(CmpOp::Ge, cc.clone(), int(0));
+                    let below = cmp(CmpOp::Lt, cc.clone(), int(c as i64));
+                    let clamped = bin(BinOp::Min, bin(BinOp::Max, cc, int(0)), int(c as i64 - 1));
+                    let xv = load(x, at(clamped));
+                    let sq = select(inside, select(below, bin(BinOp::Mul, xv.clone(), xv), f32c(0.0)), f32c(0.0));
+                    vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), sq) }]
+                }));
+                let denom = bin(
+                    BinOp::Pow,
+                    bin(BinOp::Add, f32c(bias), bin(BinOp::Mul, f32c(alpha / size as f32), var(acc))),
+                    f32c(beta),
+                );
+                body.push(Stmt::Store {
+                    buf: out,
+                    index: at(ch.clone()),
+                    value: bin(BinOp::Div, load(x, at(ch.clone())), denom),
+                });
+                body
+            });
+            cx.kernels.push(k.finish(body));
+            Ok(())
+        }
         Op::GatherElements { axis } => crate::more_ops::gather_elements(cx, id, axis),
         Op::ScatterElements { axis, reduction } => crate::more_ops::scatter_elements(cx, id, axis, reduction),
         Op::ScatterND { reduction } => crate::more_ops::scatter_nd(cx, id, reduction),
