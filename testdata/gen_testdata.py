@@ -701,6 +701,16 @@ def lrn_size5(rng):
 
 
 @case
+def pow_mixed_types(rng):
+    # Pow with an exponent of another type: float ** int64 and int64 ** float.
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"]),
+             helper.make_node("Pow", ["n", "f"], ["z"])]
+    return Case(nodes, [("x", uniform(rng, [2, 3], 0.5, 2.0)), ("e", np.array([[1, 2, 3]], dtype=np.int64)),
+                        ("n", np.array([1, 2, 3, 4], dtype=np.int64)), ("f", np.array([0.5, 2.0, 1.5, 3.0], dtype=np.float32))],
+                ["y", "z"], opset=15)
+
+
+@case
 def nonzero_of_constant(rng):
     # NonZero's output shape depends on values; of a constant it folds.
     c = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -3.0]], dtype=np.float32)

@@ -957,7 +957,10 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::Binary(b) => {
             let (adt, a) = x()?;
             let (bdt, bd) = input(graph, id, 1)?;
-            if adt != bdt {
+            // Pow alone takes an exponent of another numeric type (the result has the base's).
+            let numeric = |d: DType| d.is_float() || d.is_int();
+            let mixed_pow = b == BinaryOp::Pow && numeric(adt) && numeric(bdt);
+            if adt != bdt && !mixed_pow {
                 return Err(format!("operand dtypes differ: {adt} and {bdt}"));
             }
             let logical = matches!(b, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor);

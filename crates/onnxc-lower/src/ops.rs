@@ -209,8 +209,15 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             let out_buf = cx.output(id)?;
             let out_t = cx.buffers[out_buf.0 as usize].elem.compute();
             crate::more_ops::binary(b, t, out_t, f32c(0.0), f32c(0.0))?;
+            // A float base with an exponent of another type: the exponent
+            // converts to the base's type (integer bases compute in f64).
+            let exponent_cast = (cx.in_type(id, 1)? != t && t.is_float()).then_some(t);
             elementwise(cx, id, &[0, 1], |a| {
-                crate::more_ops::binary(b, t, out_t, a[0].clone(), a[1].clone()).expect("checked above")
+                let y = match exponent_cast {
+                    Some(to) => Expr::Cast(to, Box::new(a[1].clone())),
+                    None => a[1].clone(),
+                };
+                crate::more_ops::binary(b, t, out_t, a[0].clone(), y).expect("checked above")
             })
         }
         Op::Activation { kind, alpha, beta } => {
