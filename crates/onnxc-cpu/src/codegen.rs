@@ -720,13 +720,22 @@ impl<M: Module> Gen<'_, '_, M> {
         if end <= start {
             return Ok(());
         }
+        let n = self.b.ins().iconst(types::I64, end - start);
+        self.run_tasks("par", Task::Loop { var, start, body: body.to_vec() }, table, table, n)
+    }
+
+    /// Declares `task` as a function `PREFIX_{kind}N(data, i)` (defined
+    /// after the kernel) and runs it for `i` in `0..n`: through the
+    /// caller's parallel-for hook when the kernel's `table` holds one, in
+    /// order here otherwise.
+    fn run_tasks(&mut self, kind: &str, task: Task, table: Value, data: Value, n: Value) -> Result<(), BackendError> {
         let ptr = self.module.target_config().pointer_type();
         let tid = {
             let sig = task_signature(self.module);
-            let name = format!("{}_par{}", self.prefix, self.tasks.len());
+            let name = format!("{}_{kind}{}", self.prefix, self.tasks.len());
             self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| err("declare", e))?
         };
-        self.tasks.push((tid, Task::Loop { var, start, body: body.to_vec() }));
+        self.tasks.push((tid, task));
         let fref = self.module.declare_func_in_func(tid, self.b.func);
         let hook_at = (self.program.buffers.len() as i32) * 8;
         let hook = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at);
@@ -737,18 +746,17 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.seal_block(serial);
         self.b.switch_to_block(parallel);
         let task_addr = self.b.ins().func_addr(ptr, fref);
-        let n = self.b.ins().iconst(types::I64, end - start);
         let mut hook_sig = self.module.make_signature();
         for _ in 0..3 {
             hook_sig.params.push(AbiParam::new(ptr));
         }
         hook_sig.params.push(AbiParam::new(types::I64));
         let sigref = self.b.import_signature(hook_sig);
-        self.b.ins().call_indirect(sigref, hook, &[pool, task_addr, table, n]);
+        self.b.ins().call_indirect(sigref, hook, &[pool, task_addr, data, n]);
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(serial);
-        self.counted_loop(0, end - start, 1, |s, i| {
-            s.b.ins().call(fref, &[table, i]);
+        self.dynamic_loop(n, |s, i| {
+            s.b.ins().call(fref, &[data, i]);
             Ok(())
         })?;
         self.b.ins().jump(done, &[]);
@@ -761,7 +769,7 @@ impl<M: Module> Gen<'_, '_, M> {
     fn dynamic_loop(
         &mut self,
         n: Value,
-        mut body: impl FnMut(&mut Self, Value) -> Result<(), BackendError>,
+        body: impl FnOnce(&mut Self, Value) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
         let v = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
@@ -790,7 +798,7 @@ impl<M: Module> Gen<'_, '_, M> {
         start: i64,
         end: i64,
         step: i64,
-        mut body: impl FnMut(&mut Self, Value) -> Result<(), BackendError>,
+        body: impl FnOnce(&mut Self, Value) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
         if end <= start {
             return Ok(());
@@ -845,58 +853,22 @@ impl<M: Module> Gen<'_, '_, M> {
         let a0 = self.f32_addr(g.a, a_off);
         let b0 = self.f32_addr(g.b, b_off);
         let c0 = self.f32_addr(g.c, c_off);
-        // The row blocks become tasks `task(ctx, i)` over a context of the
-        // three base addresses: handed to the caller's parallel-for when
-        // there is one, run in order here otherwise.
+        // The column panels become tasks `task(data, i)` over the three
+        // base addresses and the AVX2 choice (see `run_tasks`).
         let ptr = self.module.target_config().pointer_type();
-        let tid = {
-            let sig = task_signature(self.module);
-            let name = format!("{}_gemm{}", self.prefix, self.tasks.len());
-            self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| err("declare", e))?
-        };
-        self.tasks.push((tid, Task::Gemm(g.clone())));
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
-        let hook_at = (self.program.buffers.len() as i32) * 8;
-        let hook = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at);
-        let pool = self.b.ins().load(ptr, MemFlagsData::trusted(), table, hook_at + 8);
-        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, hook_at + 16);
+        let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 3));
         for (k, v) in [a0, b0, c0].into_iter().enumerate() {
             self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
         }
         self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let (wide, narrow) = (Panels::new(g.n, true).count(), Panels::new(g.n, false).count());
-        let wide = self.b.ins().iconst(types::I64, wide);
-        let narrow = self.b.ins().iconst(types::I64, narrow);
-        let blocks_v = self.b.ins().select(use_avx2, wide, narrow);
-        let fref = self.module.declare_func_in_func(tid, self.b.func);
-        let parallel = self.b.create_block();
-        let serial = self.b.create_block();
-        let done = self.b.create_block();
-        self.b.ins().brif(hook, parallel, &[], serial, &[]);
-        self.b.seal_block(parallel);
-        self.b.seal_block(serial);
-        self.b.switch_to_block(parallel);
-        let task_addr = self.b.ins().func_addr(ptr, fref);
-        let n = blocks_v;
-        let mut hook_sig = self.module.make_signature();
-        for _ in 0..3 {
-            hook_sig.params.push(AbiParam::new(ptr));
-        }
-        hook_sig.params.push(AbiParam::new(types::I64));
-        let sigref = self.b.import_signature(hook_sig);
-        self.b.ins().call_indirect(sigref, hook, &[pool, task_addr, data, n]);
-        self.b.ins().jump(done, &[]);
-        self.b.switch_to_block(serial);
-        self.dynamic_loop(blocks_v, |s, i| {
-            s.b.ins().call(fref, &[data, i]);
-            Ok(())
-        })?;
-        self.b.ins().jump(done, &[]);
-        self.b.seal_block(done);
-        self.b.switch_to_block(done);
-        Ok(())
+        let wide = self.b.ins().iconst(types::I64, Panels::new(g.n, true).count());
+        let narrow = self.b.ins().iconst(types::I64, Panels::new(g.n, false).count());
+        let n = self.b.ins().select(use_avx2, wide, narrow);
+        self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
     }
 
     /// The body of a GEMM task: column panel `i` of `g` (16 columns with
@@ -1122,22 +1094,10 @@ impl<M: Module> Gen<'_, '_, M> {
         body: impl FnOnce(&mut Self) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
         let v = self.vars[var.0 as usize];
-        let init = self.b.ins().iconst(types::I64, start);
-        self.b.def_var(v, init);
-        let head = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(head, &[]);
-        self.b.switch_to_block(head);
-        body(self)?;
-        let i = self.b.use_var(v);
-        let next = self.b.ins().iadd_imm_s(i, step);
-        self.b.def_var(v, next);
-        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
-        self.b.ins().brif(more, head, &[], exit, &[]);
-        self.b.seal_block(head);
-        self.b.switch_to_block(exit);
-        self.b.seal_block(exit);
-        Ok(())
+        self.counted_loop(start, end, step, |s, i| {
+            s.b.def_var(v, i);
+            body(s)
+        })
     }
 
     fn address(&mut self, buf: BufferId, index: &Expr) -> Result<Value, BackendError> {
