@@ -7,12 +7,12 @@
 //! in place (bias, residual add, activation), so their intermediates vanish
 //! too.
 
-use crate::ops::{broadcast_strides, elementwise, float_const, lower_as, strides_i64, unary_expr};
+use crate::ops::{broadcast_strides, elementwise, float_const, lower_as, softmax_row, strides_i64, unary_expr};
 use crate::{KernelBuilder, Lowering};
 use onnxc_ir::{EpilogueStep, FusedSpec, NodeId, Op};
 use onnxc_kir::build::*;
+use onnxc_kir::GemmStmt;
 use onnxc_kir::{BinOp, Expr, ScalarType, Stmt};
-use onnxc_kir::{GemmStmt, UnOp};
 
 type R = Result<(), String>;
 
@@ -153,29 +153,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
                 }
                 vec![Stmt::Store { buf: scores, index: at(&j[0]), value: val }]
             });
-            row.push(Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) });
-            row.extend(k.nest(&[t_len], |_, j| {
-                vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(scores, at(&j[0]))) }]
-            }));
-            row.push(Stmt::Assign { var: sum, value: f32c(0.0) });
-            row.extend(k.nest(&[t_len], |_, j| {
-                vec![
-                    Stmt::Store {
-                        buf: scores,
-                        index: at(&j[0]),
-                        value: un(UnOp::Exp, bin(BinOp::Sub, load(scores, at(&j[0])), var(mx))),
-                    },
-                    Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(scores, at(&j[0]))) },
-                ]
-            }));
-            row.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
-            row.extend(k.nest(&[t_len], |_, j| {
-                vec![Stmt::Store {
-                    buf: scores,
-                    index: at(&j[0]),
-                    value: bin(BinOp::Mul, load(scores, at(&j[0])), var(sum)),
-                }]
-            }));
+            row.extend(softmax_row(k, (scores, scores), t_len, &at, (mx, sum), false));
             row
         }));
         s.push(Stmt::Gemm(Box::new(GemmStmt {

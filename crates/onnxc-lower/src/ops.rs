@@ -5,7 +5,7 @@ use crate::{KernelBuilder, Lowering};
 use onnxc_ir::shape::{normalize_axis, strides_of};
 use onnxc_ir::{NodeId, Op, UnaryOp, Window};
 use onnxc_kir::build::*;
-use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, GemmStmt, Kernel, ScalarType, Stmt, UnOp};
+use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, GemmStmt, Kernel, ScalarType, Stmt, UnOp, VarId};
 
 type R = Result<(), String>;
 
@@ -150,6 +150,45 @@ pub(crate) fn unary_expr(u: UnaryOp, t: ScalarType, x: Expr) -> Result<Expr, Str
         UnaryOp::Reciprocal => bin(BinOp::Div, float_const(t, 1.0), x),
         other => return crate::more_ops::unary(other, t, x),
     })
+}
+
+/// One softmax (or log-softmax) over `n` elements: `out[at(j)]` from
+/// `x[at(j)]` (the same buffer works), with `mx` and `sum` as scratch
+/// variables. Max-subtracted, so large inputs do not overflow.
+pub(crate) fn softmax_row(
+    k: &mut KernelBuilder,
+    (x, out): (BufferId, BufferId),
+    n: usize,
+    at: &dyn Fn(&Expr) -> Expr,
+    (mx, sum): (VarId, VarId),
+    log: bool,
+) -> Vec<Stmt> {
+    let mut s = vec![Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) }];
+    s.extend(k.nest(&[n], |_, j| vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))) }]));
+    s.push(Stmt::Assign { var: sum, value: f32c(0.0) });
+    s.extend(k.nest(&[n], |_, j| {
+        vec![
+            Stmt::Store {
+                buf: out,
+                index: at(&j[0]),
+                value: un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx))),
+            },
+            Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))) },
+        ]
+    }));
+    if log {
+        // log softmax = x - max - log(sum exp(x - max))
+        s.push(Stmt::Assign { var: sum, value: bin(BinOp::Add, var(mx), un(UnOp::Log, var(sum))) });
+        s.extend(k.nest(&[n], |_, j| {
+            vec![Stmt::Store { buf: out, index: at(&j[0]), value: bin(BinOp::Sub, load(x, at(&j[0])), var(sum)) }]
+        }));
+    } else {
+        s.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
+        s.extend(k.nest(&[n], |_, j| {
+            vec![Stmt::Store { buf: out, index: at(&j[0]), value: bin(BinOp::Mul, load(out, at(&j[0])), var(sum)) }]
+        }));
+    }
+    s
 }
 
 /// Lowers one node.
@@ -677,49 +716,15 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             let out = cx.output(id)?;
             let mut k = KernelBuilder::new(name);
             let (mx, sum) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
-            let body = k.nest(&[outer, inner], |k, v| {
+            // Rows are independent: they run in parallel.
+            let body = k.nest_parallel(&[outer, inner], |k, v| {
                 let at = |j: &Expr| {
                     add(
                         add(mul(v[0].clone(), int((n * inner) as i64)), mul(j.clone(), int(inner as i64))),
                         v[1].clone(),
                     )
                 };
-                let mut s = vec![Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) }];
-                s.extend(k.nest(&[n], |_, j| {
-                    vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))) }]
-                }));
-                s.push(Stmt::Assign { var: sum, value: f32c(0.0) });
-                s.extend(k.nest(&[n], |_, j| {
-                    vec![
-                        Stmt::Store {
-                            buf: out,
-                            index: at(&j[0]),
-                            value: un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx))),
-                        },
-                        Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))) },
-                    ]
-                }));
-                if log {
-                    // log softmax = x - max - log(sum exp(x - max))
-                    s.push(Stmt::Assign { var: sum, value: bin(BinOp::Add, var(mx), un(UnOp::Log, var(sum))) });
-                    s.extend(k.nest(&[n], |_, j| {
-                        vec![Stmt::Store {
-                            buf: out,
-                            index: at(&j[0]),
-                            value: bin(BinOp::Sub, load(x, at(&j[0])), var(sum)),
-                        }]
-                    }));
-                } else {
-                    s.push(Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) });
-                    s.extend(k.nest(&[n], |_, j| {
-                        vec![Stmt::Store {
-                            buf: out,
-                            index: at(&j[0]),
-                            value: bin(BinOp::Mul, load(out, at(&j[0])), var(sum)),
-                        }]
-                    }));
-                }
-                s
+                softmax_row(k, (x, out), n, &at, (mx, sum), log)
             });
             cx.kernels.push(k.finish(body));
             Ok(())
