@@ -16,31 +16,6 @@ type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const ORT_VERSION: &str = "1.32.0";
 
-fn ensure_venv(work: &Path) -> Result<PathBuf> {
-    let venv = work.join("venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join(format!("onnxruntime-{ORT_VERSION}"));
-    if marker.exists() {
-        return Ok(python);
-    }
-    std::fs::create_dir_all(work)?;
-    eprintln!("bench: creating {} with onnxruntime {ORT_VERSION}", venv.display());
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
-        && Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("onnxruntime=={ORT_VERSION}"))
-            .arg("numpy")
-            .status()?
-            .success();
-    if !ok {
-        return Err(
-            "could not create the virtualenv with onnxruntime (needs python3 with venv and pip, and PyPI)".into()
-        );
-    }
-    std::fs::write(&marker, b"")?;
-    Ok(python)
-}
-
 struct Row {
     model: String,
     o0: f64,
@@ -107,7 +82,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         eprintln!("bench: warning: xtask is a debug build; onnxc's compile times are slower (run times are not: the JIT's code does not depend on it)");
     }
     let work = root.join("target/bench");
-    let python = ensure_venv(&work)?;
+    let python = crate::ensure_venv(&work, "onnxruntime", ORT_VERSION)?;
     let script = root.join("xtask/bench/ort_bench.py");
     let mut rows = Vec::new();
     println!(
@@ -238,50 +213,35 @@ fn fma_peak() -> Option<(f64, f64)> {
             return None;
         }
         const ITERS: usize = 20_000_000;
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn wide() -> f32 {
-            use std::arch::x86_64::*;
-            let mut acc = [_mm256_set1_ps(0.0); 10];
-            let (x, y) = (_mm256_set1_ps(std::hint::black_box(0.999_999)), _mm256_set1_ps(std::hint::black_box(1e-7)));
-            for _ in 0..std::hint::black_box(ITERS / 1000) {
-                for _ in 0..1000 {
-                    for a in acc.iter_mut() {
-                        *a = _mm256_fmadd_ps(*a, x, y);
+        // Ten independent accumulators of one vector type, FMA-bound.
+        macro_rules! fma_loop {
+            ($name:ident, $set1:ident, $fmadd:ident, $store:ident, $lanes:literal) => {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn $name() -> f32 {
+                    use std::arch::x86_64::*;
+                    let mut acc = [$set1(0.0); 10];
+                    let (x, y) = ($set1(std::hint::black_box(0.999_999)), $set1(std::hint::black_box(1e-7)));
+                    for _ in 0..std::hint::black_box(ITERS / 1000) {
+                        for _ in 0..1000 {
+                            for a in acc.iter_mut() {
+                                *a = $fmadd(*a, x, y);
+                            }
+                        }
+                        std::hint::black_box(&mut acc);
                     }
-                }
-                std::hint::black_box(&mut acc);
-            }
-            let mut s = 0.0;
-            for a in acc {
-                let mut v = [0f32; 8];
-                // SAFETY: `v` holds 8 floats.
-                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), a) };
-                s += v.iter().sum::<f32>();
-            }
-            s
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn narrow() -> f32 {
-            use std::arch::x86_64::*;
-            let mut acc = [_mm_set1_ps(0.0); 10];
-            let (x, y) = (_mm_set1_ps(std::hint::black_box(0.999_999)), _mm_set1_ps(std::hint::black_box(1e-7)));
-            for _ in 0..std::hint::black_box(ITERS / 1000) {
-                for _ in 0..1000 {
-                    for a in acc.iter_mut() {
-                        *a = _mm_fmadd_ps(*a, x, y);
+                    let mut s = 0.0;
+                    for a in acc {
+                        let mut v = [0f32; $lanes];
+                        // SAFETY: `v` holds one vector's floats.
+                        unsafe { $store(v.as_mut_ptr(), a) };
+                        s += v.iter().sum::<f32>();
                     }
+                    s
                 }
-                std::hint::black_box(&mut acc);
-            }
-            let mut s = 0.0;
-            for a in acc {
-                let mut v = [0f32; 4];
-                // SAFETY: `v` holds 4 floats.
-                unsafe { _mm_storeu_ps(v.as_mut_ptr(), a) };
-                s += v.iter().sum::<f32>();
-            }
-            s
+            };
         }
+        fma_loop!(wide, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, 8);
+        fma_loop!(narrow, _mm_set1_ps, _mm_fmadd_ps, _mm_storeu_ps, 4);
         let time = |f: unsafe fn() -> f32, lanes: f64| {
             let t = std::time::Instant::now();
             // SAFETY: the CPU has AVX2 and FMA (checked above).

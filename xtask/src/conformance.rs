@@ -13,7 +13,7 @@
 use onnxc_ir::Tensor;
 use onnxc_proto::Message;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
@@ -33,30 +33,6 @@ struct Outcome {
 
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
-/// Makes the virtualenv with onnx pinned and returns its python.
-fn ensure_venv(work: &Path) -> Result<PathBuf> {
-    let venv = work.join("venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join(format!("onnx-{ONNX_VERSION}"));
-    if marker.exists() {
-        return Ok(python);
-    }
-    std::fs::create_dir_all(work)?;
-    eprintln!("conformance: creating {} with onnx {ONNX_VERSION}", venv.display());
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
-        && Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("onnx=={ONNX_VERSION}"))
-            .arg("numpy")
-            .status()?
-            .success();
-    if !ok {
-        return Err("could not create the virtualenv with onnx (needs python3 with venv and pip, and PyPI)".into());
-    }
-    std::fs::write(&marker, b"")?;
-    Ok(python)
 }
 
 /// Writes the cases unless the folder was made by this generator already.
@@ -303,7 +279,7 @@ pub fn conformance(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     let work = root.join("target/conformance");
-    let python = ensure_venv(&work)?;
+    let python = crate::ensure_venv(&work, "onnx", ONNX_VERSION)?;
     let cases_dir = work.join("node");
     ensure_cases(root, &python, &cases_dir)?;
     let mut names: Vec<String> = std::fs::read_dir(&cases_dir)?

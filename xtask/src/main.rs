@@ -72,6 +72,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Makes `WORK/venv` with `PACKAGE==VERSION` and numpy (pip, from PyPI)
+/// unless it is already there; returns its python.
+fn ensure_venv(work: &Path, package: &str, version: &str) -> Result<PathBuf> {
+    let venv = work.join("venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join(format!("{package}-{version}"));
+    if marker.exists() {
+        return Ok(python);
+    }
+    fs::create_dir_all(work)?;
+    eprintln!("xtask: creating {} with {package} {version}", venv.display());
+    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("{package}=={version}"))
+            .arg("numpy")
+            .status()?
+            .success();
+    if !ok {
+        return Err(format!(
+            "could not create the virtualenv with {package} (needs python3 with venv and pip, and PyPI)"
+        )
+        .into());
+    }
+    fs::write(&marker, b"")?;
+    Ok(python)
+}
+
 /// Root of the workspace (the parent of this crate's manifest directory).
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -35,6 +35,17 @@ pub mod param {
     pub const BYTES: u32 = 72;
 }
 
+/// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
+/// 3-5 at `high`, `stride` bytes apart.
+fn row(r: usize, low: AsmRegister64, high: AsmRegister64, stride: AsmRegister64) -> AsmMemoryOperand {
+    let base = if r < 3 { low } else { high };
+    match r % 3 {
+        0 => ptr(base),
+        1 => ptr(base + stride),
+        _ => ptr(base + stride * 2),
+    }
+}
+
 /// Machine code of the AVX2+FMA GEMM tile (System V calling convention,
 /// one pointer argument, no stack use, only caller-saved registers).
 pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
@@ -60,21 +71,9 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     // Accumulate: start from C.
     a.lea(rsi, ptr(rdx + r11 * 2))?;
     a.add(rsi, r11)?;
-    for r in 0..3 {
-        let row = match r {
-            0 => ptr(rdx),
-            1 => ptr(rdx + r11),
-            _ => ptr(rdx + r11 * 2),
-        };
-        let row3 = match r {
-            0 => ptr(rsi),
-            1 => ptr(rsi + r11),
-            _ => ptr(rsi + r11 * 2),
-        };
-        a.vmovups(acc[2 * r], row)?;
-        a.vmovups(acc[2 * r + 1], row + 32)?;
-        a.vmovups(acc[6 + 2 * r], row3)?;
-        a.vmovups(acc[6 + 2 * r + 1], row3 + 32)?;
+    for r in 0..6 {
+        a.vmovups(acc[2 * r], row(r, rdx, rsi, r11))?;
+        a.vmovups(acc[2 * r + 1], row(r, rdx, rsi, r11) + 32)?;
     }
     a.jmp(start)?;
     a.set_label(&mut zero)?;
@@ -90,15 +89,7 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.vmovups(ymm12, ptr(rdi))?;
     a.vmovups(ymm13, ptr(rdi + 32))?;
     for r in 0..6 {
-        let src = match r {
-            0 => ptr(rax),
-            1 => ptr(rax + r8),
-            2 => ptr(rax + r8 * 2),
-            3 => ptr(rsi),
-            4 => ptr(rsi + r8),
-            _ => ptr(rsi + r8 * 2),
-        };
-        a.vbroadcastss(ymm14, dword_ptr(src))?;
+        a.vbroadcastss(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
         a.vfmadd231ps(acc[2 * r], ymm14, ymm12)?;
         a.vfmadd231ps(acc[2 * r + 1], ymm14, ymm13)?;
     }
@@ -110,21 +101,9 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut store)?;
     a.lea(rsi, ptr(rdx + r11 * 2))?;
     a.add(rsi, r11)?;
-    for r in 0..3 {
-        let row = match r {
-            0 => ptr(rdx),
-            1 => ptr(rdx + r11),
-            _ => ptr(rdx + r11 * 2),
-        };
-        let row3 = match r {
-            0 => ptr(rsi),
-            1 => ptr(rsi + r11),
-            _ => ptr(rsi + r11 * 2),
-        };
-        a.vmovups(row, acc[2 * r])?;
-        a.vmovups(row + 32, acc[2 * r + 1])?;
-        a.vmovups(row3, acc[6 + 2 * r])?;
-        a.vmovups(row3 + 32, acc[6 + 2 * r + 1])?;
+    for r in 0..6 {
+        a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
+        a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
     }
     a.vzeroupper()?;
     a.ret()?;

@@ -10,6 +10,21 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// Every model with reference outputs in testdata: the per-op models
+/// (sorted), then the digits MLP and CNN.
+pub fn test_models() -> Vec<PathBuf> {
+    let root = root();
+    let mut models: Vec<_> = std::fs::read_dir(root.join("testdata/ops"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    models.sort();
+    models.push(root.join("testdata/mlp_digits.onnx"));
+    models.push(root.join("testdata/cnn_digits.onnx"));
+    models
+}
+
 /// Asserts `actual` matches `expected` the way the corpus is held to:
 /// max abs error <= 1e-4 * max(1, max |expected|) for floats, exact for
 /// integers; dims and dtypes equal.

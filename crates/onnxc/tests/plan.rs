@@ -8,15 +8,7 @@ use onnxc_kir::BufferKind;
 
 #[test]
 fn arena_plan_never_overlaps_live_buffers() {
-    let root = common::root();
-    let mut models: Vec<_> = std::fs::read_dir(root.join("testdata/ops"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-        .collect();
-    models.sort();
-    models.push(root.join("testdata/mlp_digits.onnx"));
-    models.push(root.join("testdata/cnn_digits.onnx"));
+    let models = common::test_models();
     for model in models {
         let arrays = common::npz(&model.with_extension("npz"));
         let loaded = onnxc::load_for_inputs(&model, &arrays).unwrap();

@@ -22,15 +22,7 @@ type Runner<'a> = dyn Fn(&mut [&mut [u8]], &mut [u8]) + 'a;
 
 #[test]
 fn parallel_runs_equal_the_serial_run() {
-    let root = common::root();
-    let mut models: Vec<_> = std::fs::read_dir(root.join("testdata/ops"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-        .collect();
-    models.sort();
-    models.push(root.join("testdata/mlp_digits.onnx"));
-    models.push(root.join("testdata/cnn_digits.onnx"));
+    let models = common::test_models();
     let pool = onnxc::ThreadPool::new(3).unwrap();
     let mut parallel_gemms = 0;
     for model in models {
