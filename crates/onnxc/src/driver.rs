@@ -30,6 +30,17 @@ pub struct CompileOptions {
     /// Passes after which the IR text is printed on stderr (`--print-after`;
     /// `all` for every pass).
     pub print_after: Vec<String>,
+    /// GPU architecture for the `nvptx64-nvidia-cuda` target (`sm_80`
+    /// when `None`).
+    pub gpu_arch: Option<String>,
+}
+
+/// The target triple of the GPU path (PTX plus a launch plan).
+pub const NVPTX_TARGET: &str = "nvptx64-nvidia-cuda";
+
+/// True when `target` names the GPU path.
+pub fn is_gpu_target(target: Option<&str>) -> bool {
+    target.is_some_and(|t| t == NVPTX_TARGET || t == "nvptx64" || t == "cuda")
 }
 
 pub use onnxc_passes::OptLevel;
@@ -50,6 +61,8 @@ pub enum Error {
     Io(String),
     #[error("{0}")]
     Input(String),
+    #[error("GPU path: {0}")]
+    Gpu(String),
 }
 
 fn format_node_errors(errors: &[NodeError]) -> String {
@@ -347,6 +360,9 @@ pub fn build_program_opts(
 
 /// Compiles a model file to an object, static library and header.
 pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Error> {
+    if is_gpu_target(opts.target.as_deref()) {
+        return Err(Error::Input(format!("target {NVPTX_TARGET} produces PTX: use compile_gpu_file")));
+    }
     let name = model_name(path, opts.name.as_deref())?;
     let (_, program, mut report) = build_program_opts(path, opts)?;
     let t = std::time::Instant::now();
@@ -371,6 +387,79 @@ pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Err
     let source = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let header = crate::header::render_header(&program, &name, &source);
     Ok(Artifacts { name, object, archive, header, arena_bytes: program.arena_bytes, report })
+}
+
+/// What a GPU compile produces: PTX, the launch plan and the weights blob.
+#[derive(Clone, Debug)]
+pub struct GpuArtifacts {
+    pub name: String,
+    pub arch: String,
+    pub ptx: String,
+    /// `NAME.plan.json` (see `onnxc_gpu::plan`).
+    pub plan: String,
+    pub weights: Vec<u8>,
+    pub program: onnxc_gpu::ir::GpuProgram,
+    pub report: crate::report::CompileReport,
+}
+
+impl GpuArtifacts {
+    /// Writes `NAME.ptx`, `NAME.plan.json` and `NAME.weights.bin` into `dir`.
+    pub fn write_to(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, Error> {
+        let fail = |e: std::io::Error, what: &Path| {
+            Error::Io(format!(
+                "cannot write to the output folder '{}': {e} (while writing '{}')",
+                dir.display(),
+                what.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
+        let files = [
+            (dir.join(format!("{}.ptx", self.name)), self.ptx.as_bytes()),
+            (dir.join(format!("{}.plan.json", self.name)), self.plan.as_bytes()),
+            (dir.join(format!("{}.weights.bin", self.name)), self.weights.as_slice()),
+        ];
+        let mut written = Vec::new();
+        for (path, bytes) in files {
+            std::fs::write(&path, bytes).map_err(|e| fail(e, &path))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Checks a `--gpu-arch` value (default `sm_80`).
+pub fn gpu_arch(arch: Option<&str>) -> Result<String, Error> {
+    let arch = arch.unwrap_or("sm_80");
+    if onnxc_gpu::ptx::ARCHES.contains(&arch) {
+        Ok(arch.to_string())
+    } else {
+        Err(Error::Input(format!(
+            "--gpu-arch '{arch}' is not supported; use one of {} (the GPU path needs sm_80 or newer)",
+            onnxc_gpu::ptx::ARCHES.join(", ")
+        )))
+    }
+}
+
+/// Lowers a kernel-IR program for the GPU.
+pub fn lower_gpu(program: &Program) -> Result<onnxc_gpu::ir::GpuProgram, Error> {
+    onnxc_gpu::lower::lower(program).map_err(|e| Error::Gpu(e.to_string()))
+}
+
+/// Compiles a model file for the GPU: PTX, launch plan, weights.
+pub fn compile_gpu_file(path: &Path, opts: &CompileOptions) -> Result<GpuArtifacts, Error> {
+    let name = model_name(path, opts.name.as_deref())?;
+    let arch = gpu_arch(opts.gpu_arch.as_deref())?;
+    let (_, program, mut report) = build_program_opts(path, opts)?;
+    let t = std::time::Instant::now();
+    let gpu = lower_gpu(&program)?;
+    let ptx = onnxc_gpu::ptx::emit(&gpu, &arch).map_err(Error::Gpu)?;
+    let plan = serde_json::to_string_pretty(&onnxc_gpu::plan::plan_json(&gpu, &name, &arch))
+        .map_err(|e| Error::Gpu(e.to_string()))?;
+    let weights = onnxc_gpu::plan::weights_blob(&gpu);
+    report.compile_seconds.insert("codegen".into(), t.elapsed().as_secs_f64());
+    report.cpu = format!("{NVPTX_TARGET} {arch}");
+    report.gpu_launches = gpu.launches.len();
+    Ok(GpuArtifacts { name, arch, ptx, plan: plan + "\n", weights, program: gpu, report })
 }
 
 /// A model compiled into this process, with its input/output names.

@@ -19,6 +19,7 @@ use std::process::ExitCode;
   onnxc compile mlp.onnx -o build/ --input-shape input=1x64
   cc app.c build/libmlp.a -lm -o app && ./app
   onnxc compile mlp.onnx -o build-arm/ --target aarch64-unknown-linux-gnu --input-shape input=1x64
+  onnxc compile mlp.onnx -o build-gpu/ --target nvptx64-nvidia-cuda --gpu-arch sm_90 --input-shape input=1x64
   onnxc run mlp.onnx --inputs in.npz --outputs out.npz
   onnxc bench mlp.onnx --inputs in.npz -O3
   onnxc inspect mlp.onnx --optimized --input-shape input=1x64
@@ -52,9 +53,12 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Fix an input's value at compile time, e.g. `mask=mask.npy`: it becomes a constant and leaves the artifact's inputs. Repeatable.
         #[arg(long = "const-input", value_name = "NAME=FILE.npy")]
         const_input: Vec<String>,
-        /// Target triple, e.g. x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu; default: this machine's architecture.
+        /// Target triple, e.g. x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu; default: this machine's architecture. nvptx64-nvidia-cuda writes NAME.ptx, NAME.plan.json and NAME.weights.bin instead (docs/gpu.md).
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
+        /// GPU architecture for --target nvptx64-nvidia-cuda: sm_80 (default), sm_86, sm_89 or sm_90.
+        #[arg(long = "gpu-arch", value_name = "SM")]
+        gpu_arch: Option<String>,
         /// CPU the object may assume: native (this machine), x86-64-v2, x86-64-v3 (AVX2+FMA), x86-64-v4, haswell, znver3, ...; default: the target's baseline, which runs everywhere.
         #[arg(long, value_name = "CPU")]
         cpu: Option<String>,
@@ -131,6 +135,10 @@ The header documents the calling convention; see docs/abi.md.")]
     },
 }
 
+fn gpu_arch_given_for_cpu(opts: &onnxc::CompileOptions) -> bool {
+    opts.gpu_arch.is_some() && !onnxc::is_gpu_target(opts.target.as_deref())
+}
+
 fn parse_level(s: &str) -> std::result::Result<onnxc::OptLevel, String> {
     onnxc::OptLevel::parse(s).ok_or_else(|| format!("'{s}' is not an optimization level; use 0, 1, 2 or 3"))
 }
@@ -171,6 +179,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             name,
             const_input,
             target,
+            gpu_arch,
             cpu,
             report,
             quiet,
@@ -195,7 +204,38 @@ fn dispatch(cli: Cli) -> Result<()> {
                 cpu,
                 opt_level,
                 print_after,
+                gpu_arch,
             };
+            if gpu_arch_given_for_cpu(&opts) {
+                bail!("--gpu-arch applies to --target {} only", onnxc::NVPTX_TARGET);
+            }
+            if onnxc::is_gpu_target(opts.target.as_deref()) {
+                if opts.cpu.is_some() {
+                    bail!("--cpu applies to CPU targets only, not {}", onnxc::NVPTX_TARGET);
+                }
+                let artifacts = onnxc::compile_gpu_file(&model, &opts)?;
+                let files = artifacts.write_to(&output)?;
+                if let Some(path) = &report {
+                    std::fs::write(path, artifacts.report.to_json())
+                        .with_context(|| format!("cannot write the report to '{}'", path.display()))?;
+                }
+                for w in &artifacts.report.warnings {
+                    eprintln!("warning: {w}");
+                }
+                if !quiet {
+                    for f in files {
+                        eprintln!("wrote {}", f.display());
+                    }
+                    eprintln!(
+                        "{}; {} kernel launches for {}",
+                        artifacts.report.summary(),
+                        artifacts.program.launches.len(),
+                        artifacts.arch
+                    );
+                    eprintln!("compiled {} in {:.2}s", model.display(), started.elapsed().as_secs_f64());
+                }
+                return Ok(());
+            }
             let artifacts = onnxc::compile_file(&model, &opts)?;
             let files = artifacts.write_to(&output)?;
             if let Some(path) = &report {

@@ -31,6 +31,8 @@ pub struct CompileReport {
     /// CPU features its code may use.
     pub cpu: String,
     pub cpu_features: Vec<String>,
+    /// Kernel launches of a GPU compile (0 for CPU objects).
+    pub gpu_launches: usize,
 }
 
 fn numel(graph: &Graph, node: onnxc_ir::NodeId, slot: usize) -> u64 {
@@ -152,7 +154,7 @@ impl CompileReport {
         let warnings: Vec<String> = self.warnings.iter().map(|w| esc(w)).collect();
         let features: Vec<String> = self.cpu_features.iter().map(|w| esc(w)).collect();
         format!(
-            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}],\n  \"cpu\": {},\n  \"cpu_features\": [{}]\n}}\n",
+            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}],\n  \"cpu\": {},\n  \"cpu_features\": [{}],\n  \"gpu_launches\": {}\n}}\n",
             passes.join(", "),
             map_u(&ops),
             self.weights_bytes,
@@ -162,7 +164,8 @@ impl CompileReport {
             secs.join(", "),
             warnings.join(", "),
             esc(&self.cpu),
-            features.join(", ")
+            features.join(", "),
+            self.gpu_launches
         )
     }
 

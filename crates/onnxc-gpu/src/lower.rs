@@ -1,0 +1,615 @@
+//! Kernel IR to launches.
+//!
+//! Each kernel's top-level statements become one or more launches, in
+//! order:
+//! - a `Gemm` (alone, or the only statement of a loop nest, whose loops
+//!   become the grid's z dimension) becomes a shared-memory tiled GEMM:
+//!   64x64 tiles of C per block of 256 threads, each thread a 4x4
+//!   register tile, A and B staged through shared memory 16 deep;
+//! - a loop nest whose iterations are independent ([`crate::deps`]; a
+//!   `ParallelFor` is independent by contract) becomes an element-parallel
+//!   launch: as many perfectly nested independent loops as there are are
+//!   collapsed into one index space that a grid-stride loop covers, and the
+//!   rest of the body runs in each thread;
+//! - anything else runs in one thread (`serial`); consecutive such
+//!   statements share one launch.
+//!
+//! A loop holding a `Gemm` among other statements is unrolled when short
+//! (each GEMM then gets its own tiled launch) or else its GEMM becomes a
+//! plain loop nest. Kernels whose launches would share variables run as one
+//! serial launch.
+
+use std::collections::BTreeSet;
+
+use onnxc_kir::{
+    build as kb, BinOp, Buffer, BufferId, BufferKind, CmpOp, Expr, GemmStmt, Kernel, Program, ScalarType, Stmt, VarId,
+};
+
+use crate::ir::build::*;
+use crate::ir::{GExpr, GStmt, GpuProgram, Launch, Sreg};
+use crate::math;
+
+/// Threads per block of element-parallel launches.
+pub const BLOCK: u32 = 256;
+/// Most blocks of an element-parallel launch; a grid-stride loop covers the rest.
+pub const MAX_GRID: u64 = 65_535;
+/// GEMM tile sizes.
+const TM: i64 = 64;
+const TN: i64 = 64;
+const TK: i64 = 16;
+/// Loops holding a GEMM among other statements unroll up to this trip count.
+const UNROLL_GEMM_LOOPS: i64 = 64;
+
+/// Why a program cannot be lowered for the GPU.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("kernel `{kernel}`: {reason}")]
+    Unsupported { kernel: String, reason: String },
+}
+
+/// Lowers a kernel-IR program to launches.
+pub fn lower(program: &Program) -> Result<GpuProgram, LowerError> {
+    let mut cx = Cx { program, buffers: program.buffers.clone(), decode_tables: Vec::new() };
+    let mut launches = Vec::new();
+    for (ki, k) in program.kernels.iter().enumerate() {
+        let base = format!("k{ki}_{}", ident(&k.name));
+        let mut ls = cx.kernel(k, &base)?;
+        if ls.len() == 1 {
+            ls[0].name = base.clone();
+        } else {
+            for (i, l) in ls.iter_mut().enumerate() {
+                l.name = format!("{base}_{i}");
+            }
+        }
+        launches.extend(ls);
+    }
+    Ok(GpuProgram {
+        buffers: cx.buffers,
+        launches,
+        inputs: program.inputs.clone(),
+        outputs: program.outputs.clone(),
+        arena_bytes: program.arena_bytes,
+    })
+}
+
+/// A C identifier from a kernel's readable name (at most 48 characters).
+fn ident(name: &str) -> String {
+    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    s.truncate(48);
+    s
+}
+
+struct Cx<'p> {
+    program: &'p Program,
+    buffers: Vec<Buffer>,
+    /// (storage type name, table buffer) for the one-byte float formats.
+    decode_tables: Vec<(ScalarType, BufferId)>,
+}
+
+/// One top-level piece of a kernel, before it becomes a launch.
+enum Piece {
+    Serial(Vec<Stmt>),
+    Parallel { dims: Vec<(VarId, i64, i64)>, body: Vec<Stmt> },
+    Gemm { outer: Vec<(VarId, i64, i64)>, gemm: GemmStmt },
+}
+
+impl Cx<'_> {
+    fn kernel(&mut self, k: &Kernel, base: &str) -> Result<Vec<Launch>, LowerError> {
+        let mut vars = k.vars.clone();
+        let mut pieces = Vec::new();
+        self.pieces(k, &mut vars, &k.body, &mut pieces);
+        let kernel = Kernel { name: k.name.clone(), vars, body: Vec::new() };
+        // Launches may not hand variables to each other.
+        let crossing = pieces.iter().any(|p| !free_vars(p).is_empty());
+        if crossing {
+            let mut vars = kernel.vars.clone();
+            let body = expand_gemms(&k.body, &mut vars);
+            let kernel = Kernel { vars, ..kernel };
+            return Ok(vec![self.launch(&kernel, base, Piece::Serial(body))?]);
+        }
+        pieces.into_iter().map(|p| self.launch(&kernel, base, p)).collect()
+    }
+
+    /// Splits statements into pieces (see the module docs).
+    fn pieces(&self, k: &Kernel, vars: &mut Vec<ScalarType>, body: &[Stmt], out: &mut Vec<Piece>) {
+        for s in body {
+            match s {
+                Stmt::Gemm(g) => out.push(Piece::Gemm { outer: Vec::new(), gemm: (**g).clone() }),
+                Stmt::For { var, start, end, body: inner } | Stmt::ParallelFor { var, start, end, body: inner } => {
+                    if end <= start {
+                        continue;
+                    }
+                    if contains_gemm(inner) {
+                        if let Some((outer, g)) = perfect_gemm_nest(s) {
+                            out.push(Piece::Gemm { outer, gemm: g });
+                        } else if end - start <= UNROLL_GEMM_LOOPS {
+                            for i in *start..*end {
+                                let body: Vec<Stmt> = inner.iter().map(|s| subst_stmt(s, *var, i)).collect();
+                                self.pieces(k, vars, &body, out);
+                            }
+                        } else {
+                            let s = expand_gemms(std::slice::from_ref(s), vars);
+                            self.pieces(k, vars, &s, out);
+                        }
+                        continue;
+                    }
+                    let parallel = matches!(s, Stmt::ParallelFor { .. })
+                        || crate::deps::independent(self.program, k, *var, *start, *end, inner);
+                    if !parallel {
+                        push_serial(out, s.clone());
+                        continue;
+                    }
+                    let mut dims = vec![(*var, *start, *end)];
+                    let mut body = inner.clone();
+                    while let [Stmt::For { var, start, end, body: inner }] = body.as_slice() {
+                        if end <= start || !crate::deps::independent(self.program, k, *var, *start, *end, inner) {
+                            break;
+                        }
+                        dims.push((*var, *start, *end));
+                        body = inner.clone();
+                    }
+                    out.push(Piece::Parallel { dims, body });
+                }
+                _ => push_serial(out, s.clone()),
+            }
+        }
+    }
+
+    fn launch(&mut self, k: &Kernel, base: &str, piece: Piece) -> Result<Launch, LowerError> {
+        let mut l = Launch {
+            name: base.to_string(),
+            origin: k.name.clone(),
+            strategy: String::new(),
+            grid: [1, 1, 1],
+            block: 1,
+            vars: k.vars.clone(),
+            shared: Vec::new(),
+            body: Vec::new(),
+        };
+        match piece {
+            Piece::Serial(body) => {
+                l.strategy = "serial".into();
+                l.body = self.stmts(&mut l, &body);
+            }
+            Piece::Parallel { dims, body } => {
+                let total: i64 = dims.iter().map(|d| d.2 - d.1).product();
+                let block = if total >= BLOCK as i64 { BLOCK } else { ((total as u32).div_ceil(32) * 32).max(32) };
+                let grid = (total as u64).div_ceil(block as u64).min(MAX_GRID);
+                l.strategy = format!("parallel {} x {}", dims.len(), total);
+                l.block = block;
+                l.grid = [grid as u32, 1, 1];
+                let g = fresh(&mut l, ScalarType::I64);
+                let mut inner = Vec::new();
+                let mut stride = 1;
+                for &(v, s, e) in dims.iter().rev() {
+                    let ext = e - s;
+                    let idx = if stride == 1 { var(g) } else { bin(BinOp::Div, var(g), int(stride)) };
+                    let idx = if stride * ext == total { idx } else { bin(BinOp::Rem, idx, int(ext)) };
+                    inner.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
+                    stride *= ext;
+                }
+                inner.extend(self.stmts(&mut l, &body));
+                let gid = add(mul(sreg(Sreg::Ctaid(0)), sreg(Sreg::Ntid)), sreg(Sreg::Tid));
+                let step = mul(sreg(Sreg::Nctaid), sreg(Sreg::Ntid));
+                l.body = vec![GStmt::Stride { var: g, start: gid, end: total, step, body: inner }];
+            }
+            Piece::Gemm { outer, gemm } => self.gemm(&mut l, &outer, &gemm)?,
+        }
+        Ok(l)
+    }
+
+    /// The tiled GEMM launch (see the module docs).
+    fn gemm(&mut self, l: &mut Launch, outer: &[(VarId, i64, i64)], g: &GemmStmt) -> Result<(), LowerError> {
+        let (m, n, k) = (g.m as i64, g.n as i64, g.k as i64);
+        let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
+        let (gx, gy) = ((n + TN - 1) / TN, (m + TM - 1) / TM);
+        if gy > 65_535 || batch > 65_535 || gx > i32::MAX as i64 {
+            return Err(LowerError::Unsupported {
+                kernel: l.origin.clone(),
+                reason: format!("GEMM grid {gx}x{gy}x{batch} exceeds CUDA's limits"),
+            });
+        }
+        l.strategy = format!("gemm {m}x{n}x{k} tiled {TM}x{TN}x{TK}, batch {batch}");
+        l.grid = [gx as u32, gy as u32, batch as u32];
+        l.block = 256;
+        l.shared = vec![(ScalarType::F32, (TK * TM) as u64), (ScalarType::F32, (TK * TN) as u64)];
+        let mut body = Vec::new();
+        // Batch indices from blockIdx.z.
+        let mut stride = 1;
+        for &(v, s, e) in outer.iter().rev() {
+            let ext = e - s;
+            let z = sreg(Sreg::Ctaid(2));
+            let idx = if stride == 1 { z } else { bin(BinOp::Div, z, int(stride)) };
+            let idx = if stride * ext == batch { idx } else { bin(BinOp::Rem, idx, int(ext)) };
+            body.push(GStmt::Assign { var: v, value: add(idx, int(s)) });
+            stride *= ext;
+        }
+        let i64t = ScalarType::I64;
+        let (tx, ty, m0, n0, kt, kk, e, i, j) = (
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+            fresh(l, i64t),
+        );
+        let a_off = self.expr(l, &g.a_off);
+        let b_off = self.expr(l, &g.b_off);
+        let c_off = self.expr(l, &g.c_off);
+        let acc: Vec<VarId> = (0..16).map(|_| fresh(l, ScalarType::F32)).collect();
+        let av: Vec<VarId> = (0..4).map(|_| fresh(l, ScalarType::F32)).collect();
+        let bv: Vec<VarId> = (0..4).map(|_| fresh(l, ScalarType::F32)).collect();
+        body.push(GStmt::Assign { var: tx, value: bin(BinOp::Rem, sreg(Sreg::Tid), int(16)) });
+        body.push(GStmt::Assign { var: ty, value: bin(BinOp::Div, sreg(Sreg::Tid), int(16)) });
+        body.push(GStmt::Assign { var: m0, value: mul(sreg(Sreg::Ctaid(1)), int(TM)) });
+        body.push(GStmt::Assign { var: n0, value: mul(sreg(Sreg::Ctaid(0)), int(TN)) });
+        for &a in &acc {
+            body.push(GStmt::Assign { var: a, value: fty(0.0, ScalarType::F32) });
+        }
+        let lt = |a: GExpr, b: i64| cmp(CmpOp::Lt, a, int(b));
+        let and = |a: GExpr, b: GExpr| bin(BinOp::And, a, b);
+        let zero = fty(0.0, ScalarType::F32);
+        let mut kloop = Vec::new();
+        for r in 0..4 {
+            // A: element e of the 64x16 tile is row e/16, depth e%16 (threads read along k).
+            kloop.push(GStmt::Assign { var: e, value: add(sreg(Sreg::Tid), int(256 * r)) });
+            kloop.push(GStmt::Assign { var: i, value: add(var(m0), bin(BinOp::Div, var(e), int(TK))) });
+            kloop.push(GStmt::Assign { var: j, value: add(mul(var(kt), int(TK)), bin(BinOp::Rem, var(e), int(TK))) });
+            let a_idx = add(add(a_off.clone(), mul(var(i), int(g.a_rs))), mul(var(j), int(g.a_cs)));
+            kloop.push(GStmt::SharedStore {
+                arr: 0,
+                index: add(mul(bin(BinOp::Rem, var(e), int(TK)), int(TM)), bin(BinOp::Div, var(e), int(TK))),
+                value: select(and(lt(var(i), m), lt(var(j), k)), load(g.a, a_idx), zero.clone()),
+            });
+            // B: element e of the 16x64 tile is depth e/64, column e%64 (threads read along n).
+            kloop.push(GStmt::Assign { var: i, value: add(mul(var(kt), int(TK)), bin(BinOp::Div, var(e), int(TN))) });
+            kloop.push(GStmt::Assign { var: j, value: add(var(n0), bin(BinOp::Rem, var(e), int(TN))) });
+            let b_idx = add(add(b_off.clone(), mul(var(i), int(g.b_rs))), var(j));
+            kloop.push(GStmt::SharedStore {
+                arr: 1,
+                index: var(e),
+                value: select(and(lt(var(i), k), lt(var(j), n)), load(g.b, b_idx), zero.clone()),
+            });
+        }
+        kloop.push(GStmt::Barrier);
+        let mut inner = Vec::new();
+        for r in 0..4 {
+            let idx = add(mul(var(kk), int(TM)), add(mul(var(ty), int(4)), int(r)));
+            inner.push(GStmt::Assign { var: av[r as usize], value: shared_load(0, idx) });
+            let idx = add(mul(var(kk), int(TN)), add(mul(var(tx), int(4)), int(r)));
+            inner.push(GStmt::Assign { var: bv[r as usize], value: shared_load(1, idx) });
+        }
+        for r in 0..4 {
+            for c in 0..4 {
+                let a = acc[r * 4 + c];
+                inner.push(GStmt::Assign {
+                    var: a,
+                    value: bin(BinOp::Add, var(a), bin(BinOp::Mul, var(av[r]), var(bv[c]))),
+                });
+            }
+        }
+        kloop.push(GStmt::For { var: kk, start: 0, end: TK, body: inner });
+        kloop.push(GStmt::Barrier);
+        body.push(GStmt::For { var: kt, start: 0, end: (k + TK - 1) / TK, body: kloop });
+        for r in 0..4 {
+            for c in 0..4 {
+                let row = add(var(m0), add(mul(var(ty), int(4)), int(r)));
+                let col = add(var(n0), add(mul(var(tx), int(4)), int(c)));
+                let idx = add(add(c_off.clone(), mul(row.clone(), int(g.c_rs))), col.clone());
+                let sum = var(acc[(r * 4 + c) as usize]);
+                let value = if g.accumulate { bin(BinOp::Add, load(g.c, idx.clone()), sum) } else { sum };
+                body.push(GStmt::If {
+                    cond: and(lt(row, m), lt(col, n)),
+                    body: vec![GStmt::Store { buf: g.c, index: idx, value }],
+                });
+            }
+        }
+        l.body = body;
+        Ok(())
+    }
+
+    fn stmts(&mut self, l: &mut Launch, body: &[Stmt]) -> Vec<GStmt> {
+        let mut out = Vec::new();
+        for s in body {
+            if let Stmt::Gemm(g) = s {
+                // Only inside serial pieces: a plain loop nest.
+                let nest = gemm_nest(g, &mut l.vars);
+                out.extend(self.stmts(l, &nest));
+            } else {
+                out.push(self.stmt(l, s));
+            }
+        }
+        out
+    }
+
+    fn stmt(&mut self, l: &mut Launch, s: &Stmt) -> GStmt {
+        match s {
+            Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
+                GStmt::For { var: *var, start: *start, end: *end, body: self.stmts(l, body) }
+            }
+            Stmt::Store { buf, index, value } => {
+                let index = self.expr(l, index);
+                let value = self.expr(l, value);
+                let elem = self.buffers[buf.0 as usize].elem;
+                let mut f = |t| fresh(l, t);
+                match elem {
+                    ScalarType::BF16 => GStmt::StoreRaw { buf: *buf, index, value: math::f32_to_bf16(value, &mut f) },
+                    ScalarType::F8E8M0 => GStmt::StoreRaw { buf: *buf, index, value: math::f32_to_e8m0(value, &mut f) },
+                    t => match t.minifloat() {
+                        Some(mf) => {
+                            GStmt::StoreRaw { buf: *buf, index, value: math::f32_to_minifloat(mf, value, &mut f) }
+                        }
+                        None => GStmt::Store { buf: *buf, index, value },
+                    },
+                }
+            }
+            Stmt::Assign { var, value } => GStmt::Assign { var: *var, value: self.expr(l, value) },
+            Stmt::FailIf { cond, status } => GStmt::Fail { cond: self.expr(l, cond), status: *status },
+            Stmt::Gemm(_) => unreachable!("stmts expands GEMMs"),
+        }
+    }
+
+    fn expr(&mut self, l: &mut Launch, e: &Expr) -> GExpr {
+        match e {
+            Expr::Var(v) => var(*v),
+            Expr::Int(v, t) => GExpr::Int(*v, *t),
+            Expr::Float(v, t) => GExpr::Float(*v, *t),
+            Expr::Load { buf, index } => {
+                let index = self.expr(l, index);
+                let elem = self.buffers[buf.0 as usize].elem;
+                if elem.minifloat().is_some() || elem == ScalarType::F8E8M0 {
+                    let table = self.decode_table(elem);
+                    let raw = GExpr::LoadRaw { buf: *buf, index: Box::new(index) };
+                    return load(table, cast(ScalarType::I64, raw));
+                }
+                load(*buf, index)
+            }
+            Expr::Unary(op, a) => {
+                let t = self.kernel_type(l, a);
+                let a = self.expr(l, a);
+                if math::needs_expansion(*op) {
+                    math::unary(*op, t, a, &mut |t| fresh(l, t))
+                } else {
+                    un(*op, a)
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let t = self.kernel_type(l, a);
+                let (a, b) = (self.expr(l, a), self.expr(l, b));
+                match op {
+                    BinOp::Pow => math::pow(t, a, b, &mut |t| fresh(l, t)),
+                    BinOp::Rem if t.is_float() => math::fmod(t, a, b, &mut |t| fresh(l, t)),
+                    _ => bin(*op, a, b),
+                }
+            }
+            Expr::Cmp(op, a, b) => {
+                let (a, b) = (self.expr(l, a), self.expr(l, b));
+                cmp(*op, a, b)
+            }
+            Expr::Select { cond, then, otherwise } => {
+                let c = self.expr(l, cond);
+                let t = self.expr(l, then);
+                let o = self.expr(l, otherwise);
+                select(c, t, o)
+            }
+            Expr::Cast(t, a) => cast(*t, self.expr(l, a)),
+        }
+    }
+
+    /// The kernel-IR type of `e` (variables typed by the launch).
+    fn kernel_type(&self, l: &Launch, e: &Expr) -> ScalarType {
+        let k = Kernel { name: String::new(), vars: l.vars.clone(), body: Vec::new() };
+        k.type_of(self.program, e)
+    }
+
+    /// The 256-entry f32 decode table of a one-byte float format (a constant).
+    fn decode_table(&mut self, elem: ScalarType) -> BufferId {
+        if let Some((_, b)) = self.decode_tables.iter().find(|(t, _)| *t == elem) {
+            return *b;
+        }
+        let bytes: Vec<u8> = (0..=255u8)
+            .flat_map(|c| {
+                let v = match elem.minifloat() {
+                    Some(f) => f.decode(c),
+                    None => onnxc_kir::minifloat::e8m0_decode(c),
+                };
+                v.to_le_bytes()
+            })
+            .collect();
+        let id = BufferId(self.buffers.len() as u32);
+        self.buffers.push(Buffer {
+            name: format!("decode_{elem}"),
+            elem: ScalarType::F32,
+            len: 256,
+            kind: BufferKind::Constant(bytes),
+        });
+        self.decode_tables.push((elem, id));
+        id
+    }
+}
+
+fn fresh(l: &mut Launch, t: ScalarType) -> VarId {
+    l.vars.push(t);
+    VarId(l.vars.len() as u32 - 1)
+}
+
+fn push_serial(out: &mut Vec<Piece>, s: Stmt) {
+    if let Some(Piece::Serial(v)) = out.last_mut() {
+        v.push(s);
+    } else {
+        out.push(Piece::Serial(vec![s]));
+    }
+}
+
+fn contains_gemm(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Gemm(_) => true,
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => contains_gemm(body),
+        _ => false,
+    })
+}
+
+/// `for ... { for ... { gemm } }` with nothing else: the loops and the GEMM.
+fn perfect_gemm_nest(s: &Stmt) -> Option<(Vec<(VarId, i64, i64)>, GemmStmt)> {
+    let mut outer = Vec::new();
+    let mut cur = s;
+    loop {
+        match cur {
+            Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
+                if end <= start || body.len() != 1 {
+                    return None;
+                }
+                outer.push((*var, *start, *end));
+                cur = &body[0];
+            }
+            Stmt::Gemm(g) => return Some((outer, (**g).clone())),
+            _ => return None,
+        }
+    }
+}
+
+/// Variables a piece reads that it does not bind itself.
+fn free_vars(p: &Piece) -> BTreeSet<VarId> {
+    fn e(x: &Expr, bound: &BTreeSet<VarId>, out: &mut BTreeSet<VarId>) {
+        match x {
+            Expr::Var(v) if !bound.contains(v) => {
+                out.insert(*v);
+            }
+            Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => {}
+            Expr::Load { index, .. } => e(index, bound, out),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => e(a, bound, out),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => {
+                e(a, bound, out);
+                e(b, bound, out);
+            }
+            Expr::Select { cond, then, otherwise } => {
+                e(cond, bound, out);
+                e(then, bound, out);
+                e(otherwise, bound, out);
+            }
+        }
+    }
+    fn s(body: &[Stmt], bound: &mut BTreeSet<VarId>, out: &mut BTreeSet<VarId>) {
+        for st in body {
+            match st {
+                Stmt::For { var, body, .. } | Stmt::ParallelFor { var, body, .. } => {
+                    bound.insert(*var);
+                    s(body, bound, out);
+                }
+                Stmt::Store { index, value, .. } => {
+                    e(index, bound, out);
+                    e(value, bound, out);
+                }
+                Stmt::Assign { var, value } => {
+                    e(value, bound, out);
+                    bound.insert(*var);
+                }
+                Stmt::FailIf { cond, .. } => e(cond, bound, out),
+                Stmt::Gemm(g) => {
+                    e(&g.a_off, bound, out);
+                    e(&g.b_off, bound, out);
+                    e(&g.c_off, bound, out);
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    match p {
+        Piece::Serial(body) => s(body, &mut BTreeSet::new(), &mut out),
+        Piece::Parallel { dims, body } => s(body, &mut dims.iter().map(|d| d.0).collect(), &mut out),
+        Piece::Gemm { outer, gemm } => {
+            s(&[Stmt::Gemm(Box::new(gemm.clone()))], &mut outer.iter().map(|d| d.0).collect(), &mut out)
+        }
+    }
+    out
+}
+
+/// Replaces every `Gemm` with its plain loop nest.
+fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
+    let mut out = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Gemm(g) => out.extend(gemm_nest(g, vars)),
+            Stmt::For { var, start, end, body } => {
+                out.push(Stmt::For { var: *var, start: *start, end: *end, body: expand_gemms(body, vars) })
+            }
+            Stmt::ParallelFor { var, start, end, body } => {
+                out.push(Stmt::ParallelFor { var: *var, start: *start, end: *end, body: expand_gemms(body, vars) })
+            }
+            s => out.push(s.clone()),
+        }
+    }
+    out
+}
+
+/// `GemmStmt`'s definition as kernel-IR loops.
+fn gemm_nest(g: &GemmStmt, vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
+    let mut v = |t| {
+        vars.push(t);
+        VarId(vars.len() as u32 - 1)
+    };
+    let (i, j, p, acc) = (v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::F32));
+    let a = kb::load(
+        g.a,
+        kb::add(g.a_off.clone(), kb::add(kb::mul(kb::var(i), kb::int(g.a_rs)), kb::mul(kb::var(p), kb::int(g.a_cs)))),
+    );
+    let b = kb::load(g.b, kb::add(g.b_off.clone(), kb::add(kb::mul(kb::var(p), kb::int(g.b_rs)), kb::var(j))));
+    let c_idx = kb::add(g.c_off.clone(), kb::add(kb::mul(kb::var(i), kb::int(g.c_rs)), kb::var(j)));
+    let init = if g.accumulate { kb::load(g.c, c_idx.clone()) } else { kb::f32c(0.0) };
+    let inner = vec![
+        Stmt::Assign { var: acc, value: init },
+        Stmt::For {
+            var: p,
+            start: 0,
+            end: g.k as i64,
+            body: vec![Stmt::Assign { var: acc, value: kb::bin(BinOp::Add, kb::var(acc), kb::bin(BinOp::Mul, a, b)) }],
+        },
+        Stmt::Store { buf: g.c, index: c_idx, value: kb::var(acc) },
+    ];
+    vec![Stmt::For {
+        var: i,
+        start: 0,
+        end: g.m as i64,
+        body: vec![Stmt::For { var: j, start: 0, end: g.n as i64, body: inner }],
+    }]
+}
+
+fn subst_expr(e: &Expr, v: VarId, x: i64) -> Expr {
+    match e {
+        Expr::Var(w) if *w == v => Expr::Int(x, ScalarType::I64),
+        Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => e.clone(),
+        Expr::Load { buf, index } => kb::load(*buf, subst_expr(index, v, x)),
+        Expr::Unary(op, a) => kb::un(*op, subst_expr(a, v, x)),
+        Expr::Cast(t, a) => Expr::Cast(*t, Box::new(subst_expr(a, v, x))),
+        Expr::Binary(op, a, b) => kb::bin(*op, subst_expr(a, v, x), subst_expr(b, v, x)),
+        Expr::Cmp(op, a, b) => kb::cmp(*op, subst_expr(a, v, x), subst_expr(b, v, x)),
+        Expr::Select { cond, then, otherwise } => {
+            kb::select(subst_expr(cond, v, x), subst_expr(then, v, x), subst_expr(otherwise, v, x))
+        }
+    }
+}
+
+fn subst_stmt(s: &Stmt, v: VarId, x: i64) -> Stmt {
+    let body = |b: &[Stmt]| b.iter().map(|s| subst_stmt(s, v, x)).collect();
+    match s {
+        Stmt::For { var, start, end, body: b } => Stmt::For { var: *var, start: *start, end: *end, body: body(b) },
+        Stmt::ParallelFor { var, start, end, body: b } => {
+            Stmt::ParallelFor { var: *var, start: *start, end: *end, body: body(b) }
+        }
+        Stmt::Store { buf, index, value } => {
+            Stmt::Store { buf: *buf, index: subst_expr(index, v, x), value: subst_expr(value, v, x) }
+        }
+        Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: subst_expr(value, v, x) },
+        Stmt::FailIf { cond, status } => Stmt::FailIf { cond: subst_expr(cond, v, x), status: *status },
+        Stmt::Gemm(g) => {
+            let mut g = (**g).clone();
+            g.a_off = subst_expr(&g.a_off, v, x);
+            g.b_off = subst_expr(&g.b_off, v, x);
+            g.c_off = subst_expr(&g.c_off, v, x);
+            Stmt::Gemm(Box::new(g))
+        }
+    }
+}
