@@ -18,8 +18,8 @@ use std::process::Command;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
-const ONNX_VERSION: &str = "1.23.2";
-const MANIFEST: &str = "xtask/conformance/manifest.tsv";
+pub(crate) const ONNX_VERSION: &str = "1.23.2";
+pub(crate) const MANIFEST: &str = "xtask/conformance/manifest.tsv";
 const GENERATOR: &str = "xtask/conformance/gen_node_tests.py";
 /// Every SAMPLE-th passing case also runs as a linked object.
 const SAMPLE: usize = 25;
@@ -36,7 +36,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// Writes the cases unless the folder was made by this generator already.
-fn ensure_cases(root: &Path, python: &Path, cases: &Path) -> Result<()> {
+pub(crate) fn ensure_cases(root: &Path, python: &Path, cases: &Path) -> Result<()> {
     let script = root.join(GENERATOR);
     let stamp_value = format!("{ONNX_VERSION} {:016x}\n", fnv(&std::fs::read(&script)?));
     let stamp = cases.join(".stamp");
@@ -57,7 +57,7 @@ fn read_pb(path: &Path) -> Result<Tensor> {
     Ok(onnxc_frontend::tensor_from_proto(&proto, None)?)
 }
 
-fn read_set(dir: &Path, kind: &str) -> Result<Vec<Tensor>> {
+pub(crate) fn read_set(dir: &Path, kind: &str) -> Result<Vec<Tensor>> {
     let mut v = Vec::new();
     loop {
         let p = dir.join(format!("{kind}_{}.pb", v.len()));
@@ -69,7 +69,7 @@ fn read_set(dir: &Path, kind: &str) -> Result<Vec<Tensor>> {
 }
 
 /// Compares with rtol 1e-3 / atol 1e-5 for floats, exactly otherwise.
-fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
+pub(crate) fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
     if got.dtype != want.dtype {
         return Err(format!("dtype {} instead of {}", got.dtype, want.dtype));
     }
@@ -188,7 +188,7 @@ fn run_linked_case(root: &Path, dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn read_manifest(path: &Path) -> BTreeMap<String, (bool, String)> {
+pub(crate) fn read_manifest(path: &Path) -> BTreeMap<String, (bool, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())

@@ -10,6 +10,7 @@
 mod bench;
 mod conformance;
 mod models;
+mod ptx;
 
 use std::env;
 use std::fs;
@@ -43,6 +44,12 @@ commands:
                         target/bench) side by side; print medians and ratios,
                         and a 512^3 GEMM's GFLOP/s against the measured FMA
                         peak (--gemm: only that)
+  ptx [--corpus DIR | --no-corpus] [--no-node-tests] [--filter S]
+                        the GPU path without a GPU: lower every model the
+                        CPU gets right (testdata, corpus, passing node
+                        tests), check its PTX with ptxas for sm_80 and sm_90
+                        (nvidia-cuda-nvcc in a virtualenv under target/ptxas)
+                        and run the launch interpreter against the references
   help                  show this message";
 
 fn main() -> ExitCode {
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
         "conformance" => conformance::conformance(&workspace_root(), rest),
         "cross-aarch64" => models::cross_aarch64(&workspace_root()),
         "bench" => bench::bench(&workspace_root(), rest),
+        "ptx" => ptx::ptx(&workspace_root(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -10,7 +10,7 @@ use std::time::Instant;
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 /// Max abs error and the corpus tolerance 1e-4 * max(1, max |reference|).
-fn error_and_tolerance(actual: &Tensor, expected: &Tensor) -> Result<(f64, f64)> {
+pub(crate) fn error_and_tolerance(actual: &Tensor, expected: &Tensor) -> Result<(f64, f64)> {
     if actual.dims != expected.dims || actual.dtype != expected.dtype {
         return Err(
             format!("got {} {:?}, expected {} {:?}", actual.dtype, actual.dims, expected.dtype, expected.dims).into()

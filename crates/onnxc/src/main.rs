@@ -21,7 +21,10 @@ use std::process::ExitCode;
   onnxc compile mlp.onnx -o build-arm/ --target aarch64-unknown-linux-gnu --input-shape input=1x64
   onnxc compile mlp.onnx -o build-gpu/ --target nvptx64-nvidia-cuda --gpu-arch sm_90 --input-shape input=1x64
   onnxc run mlp.onnx --inputs in.npz --outputs out.npz
+  onnxc run mlp.onnx --inputs in.npz --device cuda            (needs --features cuda and an NVIDIA GPU)
+  onnxc run mlp.onnx --inputs in.npz --device gpu-sim         (the GPU program, interpreted on the CPU)
   onnxc bench mlp.onnx --inputs in.npz -O3
+  onnxc bench mlp.onnx --inputs in.npz --device cuda
   onnxc inspect mlp.onnx --optimized --input-shape input=1x64
 
 Optimization levels (-O, default 2): 0 = inference, constant folding, dead code;
@@ -75,9 +78,15 @@ The header documents the calling convention; see docs/abi.md.")]
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Compile a model in-process (JIT) and run it on inputs from a file.
+    /// Compile a model in-process (JIT) and run it on inputs from a file, on the CPU or a GPU.
     #[command(after_help = "Input shapes are taken from the given arrays; arrays that are not model inputs
-(e.g. reference outputs stored alongside) are ignored.")]
+(e.g. reference outputs stored alongside) are ignored.
+
+Devices: cpu (default) runs the JIT-compiled native code; cuda lowers the model for the
+GPU, emits PTX for --gpu-arch and runs it on GPU 0 through the CUDA driver (an onnxc
+built with `cargo build --release --features cuda`, and an NVIDIA driver); gpu-sim runs
+the same GPU program in onnxc's launch interpreter on the CPU (slow, but it checks the
+GPU lowering on a machine without a GPU).")]
     Run {
         /// The ONNX model file.
         model: PathBuf,
@@ -90,10 +99,19 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Optimization level 0-3.
         #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_level)]
         opt_level: onnxc::OptLevel,
+        /// Where to run: cpu, cuda (an NVIDIA GPU; needs an onnxc built with --features cuda) or gpu-sim (the GPU program in the launch interpreter).
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        /// GPU architecture the PTX targets for --device cuda or gpu-sim: sm_80 (default), sm_86, sm_89 or sm_90.
+        #[arg(long = "gpu-arch", value_name = "SM")]
+        gpu_arch: Option<String>,
     },
-    /// Time a model in-process on the code path a linked object runs: warm-up, then median, min and p90 latency.
+    /// Time a model in-process on the code path a linked object runs (or on a GPU): warm-up, then median, min and p90 latency.
     #[command(after_help = "The inputs fix the shapes (as for `run`). Runs until both --iterations and
---min-seconds are reached. Single-threaded. Quote medians: a shared machine is noisy.")]
+--min-seconds are reached. Single-threaded unless --threads. Quote medians: a shared machine is noisy.
+
+--device cuda times the PTX on GPU 0 (an onnxc built with --features cuda): the inputs are
+uploaded once, and each timed run is every kernel launch plus a synchronize (wall clock).")]
     Bench {
         /// The ONNX model file.
         model: PathBuf,
@@ -115,6 +133,12 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Threads for the parallel loops (through the artifact's parallel-for hook, on a rayon pool).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Where to run: cpu or cuda (an NVIDIA GPU; needs an onnxc built with --features cuda).
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        /// GPU architecture the PTX targets for --device cuda: sm_80 (default), sm_86, sm_89 or sm_90.
+        #[arg(long = "gpu-arch", value_name = "SM")]
+        gpu_arch: Option<String>,
     },
     /// Describe a model: inputs and outputs, op histogram, parameters, opsets.
     Inspect {
@@ -133,6 +157,145 @@ The header documents the calling convention; see docs/abi.md.")]
         #[arg(long, value_name = "FILE.dot")]
         dot: Option<PathBuf>,
     },
+}
+
+/// Where `run` and `bench` execute the model.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Device {
+    /// The JIT-compiled native code on this CPU.
+    Cpu,
+    /// The PTX on GPU 0, through the CUDA driver.
+    Cuda,
+    /// The GPU program in the launch interpreter, on the CPU.
+    GpuSim,
+}
+
+/// The error of `--device cuda` in an onnxc built without the `cuda` feature.
+const NO_CUDA: &str = "this onnxc was built without GPU support; rebuild with `cargo build --release --features cuda`";
+
+/// Checks `--device`/`--gpu-arch` before any work: the device is available
+/// in this build and the arch is one the GPU path targets.
+fn check_device(device: Device, gpu_arch: Option<&str>) -> Result<()> {
+    match device {
+        Device::Cpu if gpu_arch.is_some() => bail!("--gpu-arch applies to --device cuda or gpu-sim only"),
+        Device::Cuda if !cfg!(feature = "cuda") => bail!("{NO_CUDA}"),
+        _ => {}
+    }
+    onnxc::gpu_arch(gpu_arch)?;
+    Ok(())
+}
+
+/// The GPU program and its PTX for a model compiled in-process.
+fn lower_for_gpu(loaded: &onnxc::LoadedModel, gpu_arch: Option<&str>) -> Result<(onnxc_gpu::ir::GpuProgram, String)> {
+    let arch = onnxc::gpu_arch(gpu_arch)?;
+    let gpu = onnxc::lower_gpu(&loaded.program)?;
+    let ptx = onnxc_gpu::ptx::emit(&gpu, &arch).map_err(onnxc::Error::Gpu)?;
+    Ok((gpu, ptx))
+}
+
+/// The inputs' bytes in the compiled program's input order.
+fn input_bytes<'a>(loaded: &onnxc::LoadedModel, given: &'a BTreeMap<String, Tensor>) -> Result<Vec<&'a [u8]>> {
+    loaded
+        .program
+        .inputs
+        .iter()
+        .map(|io| {
+            given
+                .get(&io.name)
+                .map(|t| t.bytes.as_slice())
+                .ok_or_else(|| anyhow::anyhow!("input '{}' was not given", io.name))
+        })
+        .collect()
+}
+
+/// Named output tensors from the bytes a GPU run returned (graph order).
+fn output_tensors(loaded: &onnxc::LoadedModel, outputs: Vec<Vec<u8>>) -> Vec<(String, Tensor)> {
+    loaded
+        .program
+        .outputs
+        .iter()
+        .zip(outputs)
+        .enumerate()
+        .map(|(i, (io, bytes))| {
+            let dtype = loaded.graph.graph[loaded.graph.outputs[i]].outputs[0].dtype;
+            (io.name.clone(), Tensor { dtype, dims: io.dims.clone(), bytes })
+        })
+        .collect()
+}
+
+/// Runs the model's GPU program on GPU 0.
+#[cfg(feature = "cuda")]
+fn run_cuda(
+    loaded: &onnxc::LoadedModel,
+    given: &BTreeMap<String, Tensor>,
+    gpu_arch: Option<&str>,
+) -> Result<Vec<(String, Tensor)>> {
+    let (gpu, ptx) = lower_for_gpu(loaded, gpu_arch)?;
+    let mut model = onnxc_gpu::cuda::CudaModel::new(&gpu, &ptx)?;
+    let (outputs, status) = model.run(&input_bytes(loaded, given)?)?;
+    if status != 0 {
+        bail!("{}", onnxc_gpu::cuda::CudaError::Status(status));
+    }
+    Ok(output_tensors(loaded, outputs))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(_: &onnxc::LoadedModel, _: &BTreeMap<String, Tensor>, _: Option<&str>) -> Result<Vec<(String, Tensor)>> {
+    bail!("{NO_CUDA}")
+}
+
+/// Runs the model's GPU program in the launch interpreter.
+fn run_gpu_sim(
+    loaded: &onnxc::LoadedModel,
+    given: &BTreeMap<String, Tensor>,
+    gpu_arch: Option<&str>,
+) -> Result<Vec<(String, Tensor)>> {
+    // The PTX is emitted too (and dropped), so that gpu-sim fails where cuda would.
+    let (gpu, _ptx) = lower_for_gpu(loaded, gpu_arch)?;
+    let inputs: Vec<Vec<u8>> = input_bytes(loaded, given)?.into_iter().map(<[u8]>::to_vec).collect();
+    let run = onnxc_gpu::interp::run(&gpu, &inputs).map_err(|e| anyhow::anyhow!("GPU launch interpreter: {e}"))?;
+    if run.status != 0 {
+        bail!(
+            "the GPU program finished with status {} (see docs/abi.md; 4: an If took a branch that was not compiled)",
+            run.status
+        );
+    }
+    Ok(output_tensors(loaded, run.outputs))
+}
+
+/// Times the model's GPU program on GPU 0; returns the device's name, the
+/// seconds of setup (lowering, PTX, loading the module: the driver's JIT)
+/// and the stats.
+#[cfg(feature = "cuda")]
+fn bench_cuda(
+    loaded: &onnxc::LoadedModel,
+    given: &BTreeMap<String, Tensor>,
+    gpu_arch: Option<&str>,
+    warmup: usize,
+    iterations: usize,
+    min_seconds: f64,
+) -> Result<(String, f64, onnxc::BenchStats)> {
+    let started = std::time::Instant::now();
+    let (gpu, ptx) = lower_for_gpu(loaded, gpu_arch)?;
+    let mut model = onnxc_gpu::cuda::CudaModel::new(&gpu, &ptx)?;
+    let setup = started.elapsed().as_secs_f64();
+    let mut times = model.time_runs(&input_bytes(loaded, given)?, warmup, iterations, min_seconds)?;
+    times.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let stats = onnxc::BenchStats { runs: times.len(), median: at(0.5), min: times[0], p90: at(0.9) };
+    Ok((model.device_name(), setup, stats))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_cuda(
+    _: &onnxc::LoadedModel,
+    _: &BTreeMap<String, Tensor>,
+    _: Option<&str>,
+    _: usize,
+    _: usize,
+    _: f64,
+) -> Result<(String, f64, onnxc::BenchStats)> {
+    bail!("{NO_CUDA}")
 }
 
 fn gpu_arch_given_for_cpu(opts: &onnxc::CompileOptions) -> bool {
@@ -254,19 +417,34 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { model, inputs, outputs, opt_level } => run(&model, &inputs, outputs.as_deref(), opt_level),
-        Command::Bench { model, inputs, opt_level, iterations, min_seconds, warmup, threads } => {
+        Command::Run { model, inputs, outputs, opt_level, device, gpu_arch } => {
+            check_device(device, gpu_arch.as_deref())?;
+            run(&model, &inputs, outputs.as_deref(), opt_level, device, gpu_arch.as_deref())
+        }
+        Command::Bench { model, inputs, opt_level, iterations, min_seconds, warmup, threads, device, gpu_arch } => {
+            check_device(device, gpu_arch.as_deref())?;
+            match device {
+                Device::GpuSim => bail!("--device gpu-sim applies to `run` only (the interpreter is not worth timing)"),
+                Device::Cuda if threads != 1 => bail!("--threads applies to --device cpu only"),
+                _ => {}
+            }
             let graph = onnxc::load(&model)?;
             let given = read_inputs(&inputs, &graph)?;
             let started = std::time::Instant::now();
             let loaded = onnxc::load_for_inputs_with(&model, &given, opt_level)?;
             let compile = started.elapsed().as_secs_f64();
-            let stats = loaded.bench_threads(&given, warmup, iterations, min_seconds, threads)?;
+            let (on, compile, stats) = if device == Device::Cuda {
+                let (name, setup, stats) =
+                    bench_cuda(&loaded, &given, gpu_arch.as_deref(), warmup, iterations, min_seconds)?;
+                (format!("cuda {name}"), compile + setup, stats)
+            } else {
+                let stats = loaded.bench_threads(&given, warmup, iterations, min_seconds, threads)?;
+                (format!("{threads} thread{}", if threads == 1 { "" } else { "s" }), compile, stats)
+            };
             println!(
-                "{}: -O{} {threads} thread{}, compile {:.3}s; {} runs: median {:.3} ms, min {:.3} ms, p90 {:.3} ms",
+                "{}: -O{} {on}, compile {:.3}s; {} runs: median {:.3} ms, min {:.3} ms, p90 {:.3} ms",
                 model.display(),
                 opt_level as u8,
-                if threads == 1 { "" } else { "s" },
                 compile,
                 stats.runs,
                 stats.median * 1e3,
@@ -348,11 +526,22 @@ fn summary(t: &Tensor) -> String {
     format!("min {lo:.6} max {hi:.6} mean {:.6} [{}{more}]", sum / v.len() as f64, head.join(", "))
 }
 
-fn run(model: &Path, inputs: &Path, outputs: Option<&Path>, level: onnxc::OptLevel) -> Result<()> {
+fn run(
+    model: &Path,
+    inputs: &Path,
+    outputs: Option<&Path>,
+    level: onnxc::OptLevel,
+    device: Device,
+    gpu_arch: Option<&str>,
+) -> Result<()> {
     let graph = onnxc::load(model)?;
     let given = read_inputs(inputs, &graph)?;
     let loaded = onnxc::load_for_inputs_with(model, &given, level)?;
-    let results = loaded.run(&given)?;
+    let results = match device {
+        Device::Cpu => loaded.run(&given)?,
+        Device::Cuda => run_cuda(&loaded, &given, gpu_arch)?,
+        Device::GpuSim => run_gpu_sim(&loaded, &given, gpu_arch)?,
+    };
     for (name, t) in &results {
         println!("{name}: {} {:?}  {}", t.dtype, t.dims, summary(t));
     }
