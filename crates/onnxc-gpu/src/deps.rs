@@ -192,10 +192,25 @@ fn vars_private(body: &[Stmt], defined: &mut BTreeSet<VarId>, assigned: &BTreeSe
 
 /// True when the iterations of `for var in start..end { body }` are
 /// independent (see the module docs).
-pub fn independent(program: &Program, _kernel: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> bool {
+pub fn independent(program: &Program, kernel: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> bool {
+    independent_except(program, kernel, var, start, end, body, &BTreeSet::new())
+}
+
+/// [`independent`], except that the variables `reductions` (accumulators
+/// that the caller combines across iterations itself) may carry values.
+pub fn independent_except(
+    program: &Program,
+    _kernel: &Kernel,
+    var: VarId,
+    start: i64,
+    end: i64,
+    body: &[Stmt],
+    reductions: &BTreeSet<VarId>,
+) -> bool {
     let mut scan =
         Scan { program, accesses: Vec::new(), ranges: BTreeMap::new(), assigned: BTreeSet::new(), has_gemm: false };
     scan.stmts(body);
+    scan.assigned.retain(|v| !reductions.contains(v));
     if scan.has_gemm || scan.assigned.contains(&var) || scan.ranges.contains_key(&var) {
         return false;
     }

@@ -291,6 +291,7 @@ impl Machine<'_> {
                     return Err(format!("barrier reached by {} of {} threads", lanes.len(), self.l.block));
                 }
             }
+            GStmt::WarpSync => {}
             GStmt::Fail { cond, status } => {
                 let c = self.eval(cond, lanes)?;
                 if c.iter().any(|&c| c != 0) {
@@ -404,6 +405,22 @@ impl Machine<'_> {
                     *x = norm(*to, *x & if to.size_bytes() == 4 { 0xffff_ffff } else { u64::MAX });
                 }
                 v
+            }
+            GExpr::ShflXor { value, mask } => {
+                let v = self.eval(value, lanes)?;
+                let mut pos = vec![usize::MAX; self.l.block as usize];
+                for (k, &t) in lanes.iter().enumerate() {
+                    pos[t as usize] = k;
+                }
+                let mut out = Vec::with_capacity(lanes.len());
+                for &t in lanes {
+                    let partner = (t ^ mask) as usize;
+                    match pos.get(partner) {
+                        Some(&k) if k != usize::MAX => out.push(v[k]),
+                        _ => return Err(format!("shuffle in thread {t}: partner thread {partner} is not active")),
+                    }
+                }
+                out
             }
             GExpr::Let { var, value, body } => {
                 let v = self.eval(value, lanes)?;

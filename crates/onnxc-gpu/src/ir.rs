@@ -77,6 +77,12 @@ pub enum GExpr {
         value: Box<GExpr>,
         body: Box<GExpr>,
     },
+    /// The value `value` has in lane `lane ^ mask` of this warp
+    /// (`shfl.sync.bfly`; every lane of the warp must evaluate it together).
+    ShflXor {
+        value: Box<GExpr>,
+        mask: u32,
+    },
 }
 
 /// A statement executed by one thread.
@@ -133,6 +139,8 @@ pub enum GStmt {
         cond: GExpr,
         status: i32,
     },
+    /// `bar.warp.sync`: the warp's lanes see each other's memory writes.
+    WarpSync,
 }
 
 /// One kernel launch.
@@ -189,6 +197,7 @@ impl GpuProgram {
             GExpr::Cmp(..) => ScalarType::Bool,
             GExpr::Select { then, .. } => self.type_of(l, then),
             GExpr::Let { body, .. } => self.type_of(l, body),
+            GExpr::ShflXor { value, .. } => self.type_of(l, value),
         }
     }
 }

@@ -89,8 +89,20 @@ struct Cx<'p> {
 /// One top-level piece of a kernel, before it becomes a launch.
 enum Piece {
     Serial(Vec<Stmt>),
-    Parallel { dims: Vec<(VarId, i64, i64)>, body: Vec<Stmt> },
-    Gemm { outer: Vec<(VarId, i64, i64)>, gemm: GemmStmt },
+    Parallel {
+        dims: Vec<(VarId, i64, i64)>,
+        body: Vec<Stmt>,
+    },
+    /// One warp per iteration of `dims`; the body's loops run across the
+    /// warp's lanes, their reductions combined with shuffles.
+    Warp {
+        dims: Vec<(VarId, i64, i64)>,
+        body: Vec<Stmt>,
+    },
+    Gemm {
+        outer: Vec<(VarId, i64, i64)>,
+        gemm: GemmStmt,
+    },
 }
 
 impl Cx<'_> {
@@ -148,7 +160,11 @@ impl Cx<'_> {
                         dims.push((*var, *start, *end));
                         body = inner.clone();
                     }
-                    out.push(Piece::Parallel { dims, body });
+                    if warp_worthy(self.program, k, &body) {
+                        out.push(Piece::Warp { dims, body });
+                    } else {
+                        out.push(Piece::Parallel { dims, body });
+                    }
                 }
                 _ => push_serial(out, s.clone()),
             }
@@ -167,6 +183,7 @@ impl Cx<'_> {
             body: Vec::new(),
         };
         match piece {
+            Piece::Serial(body) if warp_worthy(self.program, k, &body) => self.warp(&mut l, k, &[], &body),
             Piece::Serial(body) => {
                 l.strategy = "serial".into();
                 l.body = self.stmts(&mut l, &body);
@@ -193,9 +210,76 @@ impl Cx<'_> {
                 let step = mul(sreg(Sreg::Nctaid), sreg(Sreg::Ntid));
                 l.body = vec![GStmt::Stride { var: g, start: gid, end: total, step, body: inner }];
             }
+            Piece::Warp { dims, body } => self.warp(&mut l, k, &dims, &body),
             Piece::Gemm { outer, gemm } => self.gemm(&mut l, &outer, &gemm)?,
         }
         Ok(l)
+    }
+
+    /// The warp-per-row launch (see [`Piece::Warp`]).
+    fn warp(&mut self, l: &mut Launch, k: &Kernel, dims: &[(VarId, i64, i64)], body: &[Stmt]) {
+        const WARPS: i64 = (BLOCK / 32) as i64;
+        let rows: i64 = dims.iter().map(|d| d.2 - d.1).product();
+        l.strategy = format!("warp-per-row {} x {rows}", dims.len());
+        l.block = BLOCK;
+        l.grid = [(rows as u64).div_ceil(WARPS as u64).min(MAX_GRID) as u32, 1, 1];
+        let (g, lane) = (fresh(l, ScalarType::I64), fresh(l, ScalarType::I64));
+        let mut inner = Vec::new();
+        let mut stride = 1;
+        for &(v, s, e) in dims.iter().rev() {
+            let ext = e - s;
+            let idx = if stride == 1 { var(g) } else { bin(BinOp::Div, var(g), int(stride)) };
+            let idx = if stride * ext == rows { idx } else { bin(BinOp::Rem, idx, int(ext)) };
+            inner.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
+            stride *= ext;
+        }
+        for st in body {
+            match st {
+                Stmt::For { var: kv, start, end, body: lb } | Stmt::ParallelFor { var: kv, start, end, body: lb } => {
+                    let reductions = coop_loop(self.program, k, *kv, *start, *end, lb).expect("warp_worthy checked");
+                    // Each lane accumulates its share from the identity.
+                    let mut lb = lb.clone();
+                    let mut parts = Vec::new();
+                    for &(acc, op) in &reductions {
+                        let t = l.vars[acc.0 as usize];
+                        let p = fresh(l, t);
+                        lb = lb.iter().map(|s| rename_stmt(s, acc, p)).collect();
+                        inner.push(GStmt::Assign { var: p, value: identity(op, t) });
+                        parts.push((acc, p, op));
+                    }
+                    let lbody = self.stmts(l, &lb);
+                    inner.push(GStmt::Stride {
+                        var: *kv,
+                        start: add(var(lane), int(*start)),
+                        end: *end,
+                        step: int(32),
+                        body: lbody,
+                    });
+                    if stores(&lb) {
+                        inner.push(GStmt::WarpSync);
+                    }
+                    for (acc, p, op) in parts {
+                        for m in [16, 8, 4, 2, 1] {
+                            let other = GExpr::ShflXor { value: Box::new(var(p)), mask: m };
+                            inner.push(GStmt::Assign { var: p, value: bin(op, var(p), other) });
+                        }
+                        inner.push(GStmt::Assign { var: acc, value: bin(op, var(acc), var(p)) });
+                    }
+                }
+                Stmt::Store { .. } => {
+                    let s = self.stmt(l, st);
+                    inner.push(GStmt::If { cond: cmp(CmpOp::Eq, var(lane), int(0)), body: vec![s] });
+                    inner.push(GStmt::WarpSync);
+                }
+                _ => inner.push(self.stmt(l, st)),
+            }
+        }
+        let tid = sreg(Sreg::Tid);
+        let mut out = vec![GStmt::Assign { var: lane, value: bin(BinOp::Rem, tid.clone(), int(32)) }];
+        let row0 = add(mul(sreg(Sreg::Ctaid(0)), int(WARPS)), bin(BinOp::Div, tid, int(32)));
+        let step = mul(sreg(Sreg::Nctaid), int(WARPS));
+        out.push(GStmt::Stride { var: g, start: row0, end: rows, step, body: inner });
+        l.body = out;
     }
 
     /// The tiled GEMM launch (see the module docs).
@@ -431,6 +515,170 @@ impl Cx<'_> {
     }
 }
 
+/// The reduction loops of a body worth a warp per row: every top-level
+/// statement is a store, an assignment, a check or a loop the lanes can
+/// share ([`coop_loop`]), and some loop has at least 32 iterations.
+fn warp_worthy(program: &Program, k: &Kernel, body: &[Stmt]) -> bool {
+    let mut long = false;
+    for s in body {
+        match s {
+            Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
+                if coop_loop(program, k, *var, *start, *end, body).is_none() {
+                    return false;
+                }
+                long |= end - start >= 32;
+            }
+            Stmt::Gemm(_) => return false,
+            _ => {}
+        }
+    }
+    long
+}
+
+/// When the iterations of a loop can be spread over a warp's lanes:
+/// independent ([`crate::deps`]) except for accumulators `acc = acc op e`
+/// (op Add, Max or Min on f32/f64/i32/i64) read nowhere else. Returns the
+/// accumulators.
+fn coop_loop(
+    program: &Program,
+    k: &Kernel,
+    var: VarId,
+    start: i64,
+    end: i64,
+    body: &[Stmt],
+) -> Option<Vec<(VarId, BinOp)>> {
+    let mut reductions = Vec::new();
+    for s in body {
+        let Stmt::Assign { var: acc, value: Expr::Binary(op, a, b) } = s else { continue };
+        if !matches!(op, BinOp::Add | BinOp::Max | BinOp::Min)
+            || !matches!(k.vars[acc.0 as usize], ScalarType::F32 | ScalarType::F64 | ScalarType::I32 | ScalarType::I64)
+        {
+            continue;
+        }
+        let other = match (&**a, &**b) {
+            (Expr::Var(x), e) | (e, Expr::Var(x)) if x == acc => e,
+            _ => continue,
+        };
+        let mut counts = (0, 0);
+        count_var_stmts(body, *acc, &mut counts);
+        if counts == (1, 1) && !mentions(other, *acc) {
+            reductions.push((*acc, *op));
+        }
+    }
+    let set: BTreeSet<VarId> = reductions.iter().map(|r| r.0).collect();
+    crate::deps::independent_except(program, k, var, start, end, body, &set).then_some(reductions)
+}
+
+/// The identity of a reduction.
+fn identity(op: BinOp, t: ScalarType) -> GExpr {
+    let float = matches!(t, ScalarType::F32 | ScalarType::F64);
+    match (op, float) {
+        (BinOp::Max, true) => fty(f64::NEG_INFINITY, t),
+        (BinOp::Min, true) => fty(f64::INFINITY, t),
+        (_, true) => fty(0.0, t),
+        (BinOp::Max, false) => ity(if t == ScalarType::I32 { i32::MIN as i64 } else { i64::MIN }, t),
+        (BinOp::Min, false) => ity(if t == ScalarType::I32 { i32::MAX as i64 } else { i64::MAX }, t),
+        _ => ity(0, t),
+    }
+}
+
+fn mentions(e: &Expr, v: VarId) -> bool {
+    let mut c = (0, 0);
+    count_var(e, v, &mut c);
+    c.0 > 0
+}
+
+/// Counts reads (`.0`) of `v` in `e`.
+fn count_var(e: &Expr, v: VarId, c: &mut (usize, usize)) {
+    match e {
+        Expr::Var(w) => c.0 += (*w == v) as usize,
+        Expr::Int(..) | Expr::Float(..) => {}
+        Expr::Load { index, .. } => count_var(index, v, c),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => count_var(a, v, c),
+        Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => {
+            count_var(a, v, c);
+            count_var(b, v, c);
+        }
+        Expr::Select { cond, then, otherwise } => {
+            count_var(cond, v, c);
+            count_var(then, v, c);
+            count_var(otherwise, v, c);
+        }
+    }
+}
+
+/// Counts reads (`.0`) and assignments (`.1`) of `v` in statements.
+fn count_var_stmts(body: &[Stmt], v: VarId, c: &mut (usize, usize)) {
+    for s in body {
+        match s {
+            Stmt::For { var, body, .. } | Stmt::ParallelFor { var, body, .. } => {
+                c.1 += (*var == v) as usize;
+                count_var_stmts(body, v, c);
+            }
+            Stmt::Store { index, value, .. } => {
+                count_var(index, v, c);
+                count_var(value, v, c);
+            }
+            Stmt::Assign { var, value } => {
+                c.1 += (*var == v) as usize;
+                count_var(value, v, c);
+            }
+            Stmt::FailIf { cond, .. } => count_var(cond, v, c),
+            Stmt::Gemm(g) => {
+                count_var(&g.a_off, v, c);
+                count_var(&g.b_off, v, c);
+                count_var(&g.c_off, v, c);
+            }
+        }
+    }
+}
+
+fn stores(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Store { .. } | Stmt::Gemm(_) => true,
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => stores(body),
+        _ => false,
+    })
+}
+
+fn rename_expr(e: &Expr, from: VarId, to: VarId) -> Expr {
+    match e {
+        Expr::Var(w) if *w == from => Expr::Var(to),
+        Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => e.clone(),
+        Expr::Load { buf, index } => kb::load(*buf, rename_expr(index, from, to)),
+        Expr::Unary(op, a) => kb::un(*op, rename_expr(a, from, to)),
+        Expr::Cast(t, a) => Expr::Cast(*t, Box::new(rename_expr(a, from, to))),
+        Expr::Binary(op, a, b) => kb::bin(*op, rename_expr(a, from, to), rename_expr(b, from, to)),
+        Expr::Cmp(op, a, b) => kb::cmp(*op, rename_expr(a, from, to), rename_expr(b, from, to)),
+        Expr::Select { cond, then, otherwise } => {
+            kb::select(rename_expr(cond, from, to), rename_expr(then, from, to), rename_expr(otherwise, from, to))
+        }
+    }
+}
+
+fn rename_stmt(s: &Stmt, from: VarId, to: VarId) -> Stmt {
+    let body = |b: &[Stmt]| b.iter().map(|s| rename_stmt(s, from, to)).collect();
+    let r = |v: &VarId| if *v == from { to } else { *v };
+    match s {
+        Stmt::For { var, start, end, body: b } => Stmt::For { var: r(var), start: *start, end: *end, body: body(b) },
+        Stmt::ParallelFor { var, start, end, body: b } => {
+            Stmt::ParallelFor { var: r(var), start: *start, end: *end, body: body(b) }
+        }
+        Stmt::Store { buf, index, value } => {
+            Stmt::Store { buf: *buf, index: rename_expr(index, from, to), value: rename_expr(value, from, to) }
+        }
+        Stmt::Assign { var, value } => Stmt::Assign { var: r(var), value: rename_expr(value, from, to) },
+        Stmt::FailIf { cond, status } => Stmt::FailIf { cond: rename_expr(cond, from, to), status: *status },
+        Stmt::Gemm(g) => {
+            let mut g = (**g).clone();
+            g.a_off = rename_expr(&g.a_off, from, to);
+            g.b_off = rename_expr(&g.b_off, from, to);
+            g.c_off = rename_expr(&g.c_off, from, to);
+            Stmt::Gemm(Box::new(g))
+        }
+    }
+}
+
 fn fresh(l: &mut Launch, t: ScalarType) -> VarId {
     l.vars.push(t);
     VarId(l.vars.len() as u32 - 1)
@@ -519,7 +767,9 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
     let mut out = BTreeSet::new();
     match p {
         Piece::Serial(body) => s(body, &mut BTreeSet::new(), &mut out),
-        Piece::Parallel { dims, body } => s(body, &mut dims.iter().map(|d| d.0).collect(), &mut out),
+        Piece::Parallel { dims, body } | Piece::Warp { dims, body } => {
+            s(body, &mut dims.iter().map(|d| d.0).collect(), &mut out)
+        }
         Piece::Gemm { outer, gemm } => {
             s(&[Stmt::Gemm(Box::new(gemm.clone()))], &mut outer.iter().map(|d| d.0).collect(), &mut out)
         }

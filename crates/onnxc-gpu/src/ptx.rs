@@ -426,6 +426,22 @@ impl Emitter<'_> {
                 }
                 r
             }
+            GExpr::ShflXor { value, mask } => {
+                let c = class(self.ty(value));
+                let x = self.expr(value);
+                let r = self.reg(c);
+                if matches!(c, Class::R64 | Class::F64) {
+                    let (lo, hi, a, b) =
+                        (self.reg(Class::R32), self.reg(Class::R32), self.reg(Class::R32), self.reg(Class::R32));
+                    self.ins(format!("mov.b64 {{{lo}, {hi}}}, {x}"));
+                    self.ins(format!("shfl.sync.bfly.b32 {a}, {lo}, {mask}, 31, -1"));
+                    self.ins(format!("shfl.sync.bfly.b32 {b}, {hi}, {mask}, 31, -1"));
+                    self.ins(format!("mov.b64 {r}, {{{a}, {b}}}"));
+                } else {
+                    self.ins(format!("shfl.sync.bfly.b32 {r}, {x}, {mask}, 31, -1"));
+                }
+                r
+            }
             GExpr::Let { var, value, body } => {
                 let v = self.expr(value);
                 let c = class(self.l.vars[var.0 as usize]);
@@ -697,6 +713,7 @@ impl Emitter<'_> {
                 }
             }
             GStmt::Barrier => self.ins("bar.sync 0"),
+            GStmt::WarpSync => self.ins("bar.warp.sync -1"),
             GStmt::Fail { cond, status } => {
                 let c = self.expr(cond);
                 let p = self.reg(Class::Pred);
@@ -748,9 +765,11 @@ fn has_load(e: &GExpr) -> bool {
     match e {
         GExpr::Load { .. } | GExpr::LoadRaw { .. } => true,
         GExpr::Var(_) | GExpr::Int(..) | GExpr::Float(..) | GExpr::Special(_) => false,
-        GExpr::SharedLoad { index, .. } | GExpr::Unary(_, index) | GExpr::Cast(_, index) | GExpr::Bits(_, index) => {
-            has_load(index)
-        }
+        GExpr::SharedLoad { index, .. }
+        | GExpr::Unary(_, index)
+        | GExpr::Cast(_, index)
+        | GExpr::Bits(_, index)
+        | GExpr::ShflXor { value: index, .. } => has_load(index),
         GExpr::Binary(_, a, b) | GExpr::Cmp(_, a, b) | GExpr::Let { value: a, body: b, .. } => {
             has_load(a) || has_load(b)
         }
@@ -765,9 +784,11 @@ fn expr_buffers(e: &GExpr, out: &mut Vec<u32>) {
             expr_buffers(index, out);
         }
         GExpr::Var(_) | GExpr::Int(..) | GExpr::Float(..) | GExpr::Special(_) => {}
-        GExpr::SharedLoad { index, .. } | GExpr::Unary(_, index) | GExpr::Cast(_, index) | GExpr::Bits(_, index) => {
-            expr_buffers(index, out)
-        }
+        GExpr::SharedLoad { index, .. }
+        | GExpr::Unary(_, index)
+        | GExpr::Cast(_, index)
+        | GExpr::Bits(_, index)
+        | GExpr::ShflXor { value: index, .. } => expr_buffers(index, out),
         GExpr::Binary(_, a, b) | GExpr::Cmp(_, a, b) | GExpr::Let { value: a, body: b, .. } => {
             expr_buffers(a, out);
             expr_buffers(b, out);
@@ -803,6 +824,6 @@ fn stmt_buffers(s: &GStmt, out: &mut Vec<u32>) {
         }
         GStmt::Assign { value, .. } => expr_buffers(value, out),
         GStmt::Fail { cond, .. } => expr_buffers(cond, out),
-        GStmt::Barrier => {}
+        GStmt::Barrier | GStmt::WarpSync => {}
     }
 }
