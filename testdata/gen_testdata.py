@@ -435,6 +435,39 @@ def softmax_opset11_axis1(rng):
     return unary_case(rng, "Softmax", opset=11, axis=1)
 
 
+@case
+def softmax_long_rows(rng):
+    # rows of 300: long enough for the GPU path's warp-per-row reductions
+    return unary_case(rng, "Softmax", shape=(6, 300), opset=13)
+
+
+@case
+def reducesum_long_rows(rng):
+    return Case([helper.make_node("ReduceSum", ["X", "axes"], ["Y"], keepdims=0)],
+                [("X", randn(rng, [3, 2000]))], ["Y"],
+                [("axes", np.array([1], dtype=np.int64))], opset=13)
+
+
+@case
+def reducemax_all_large(rng):
+    return Case([helper.make_node("ReduceMax", ["X"], ["Y"], keepdims=0)],
+                [("X", randn(rng, [4, 1000]))], ["Y"], opset=13)
+
+
+@case
+def layernorm_384(rng):
+    return Case([helper.make_node("LayerNormalization", ["X", "scale", "bias"], ["Y"], axis=-1, epsilon=1e-5)],
+                [("X", randn(rng, [5, 384]))], ["Y"],
+                [("scale", randn(rng, [384])), ("bias", randn(rng, [384]))], opset=17)
+
+
+@case
+def matmul_edge_tiles(rng):
+    # several 64x64 GPU tiles with ragged edges in M, N and K
+    return Case([helper.make_node("MatMul", ["A", "B"], ["Y"])],
+                [("A", randn(rng, [70, 130])), ("B", randn(rng, [130, 90]))], ["Y"])
+
+
 # ---- Elementwise binary ----------------------------------------------------------
 
 def binary_case(op, a, b, b_init=False):

@@ -9,6 +9,7 @@
 
 mod bench;
 mod conformance;
+mod gpu;
 mod models;
 mod ptx;
 
@@ -50,6 +51,13 @@ commands:
                         tests), check its PTX with ptxas for sm_80 and sm_90
                         (nvidia-cuda-nvcc in a virtualenv under target/ptxas)
                         and run the launch interpreter against the references
+  gpu [--arch SM] [--filter S] [--seconds S] [--no-conformance|--no-corpus|--no-bench]
+                        on an NVIDIA GPU (rebuilds xtask in release with
+                        --features cuda and runs `gpu-run`): the node tests
+                        and corpus models that pass on the CPU, against their
+                        references; resnet18/mobilenet_v2/minilm_l6 latency
+                        at batch 1 and 32 next to PyTorch (onnx2torch) where
+                        installed; writes target/gpu-results.md
   help                  show this message";
 
 fn main() -> ExitCode {
@@ -65,6 +73,8 @@ fn main() -> ExitCode {
         "cross-aarch64" => models::cross_aarch64(&workspace_root()),
         "bench" => bench::bench(&workspace_root(), rest),
         "ptx" => ptx::ptx(&workspace_root(), rest),
+        "gpu" => gpu::gpu(&workspace_root(), rest),
+        "gpu-run" => gpu::gpu_run(&workspace_root(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -4,6 +4,8 @@
 //! semantics on the CPU ([`interp`]) that checks the mapping against the
 //! CPU backend.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod deps;
 pub mod interp;
 pub mod ir;

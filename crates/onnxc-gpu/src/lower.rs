@@ -86,6 +86,9 @@ struct Cx<'p> {
     decode_tables: Vec<(ScalarType, BufferId)>,
 }
 
+/// Loops by variable, start and end, outermost first.
+type Dims = Vec<(VarId, i64, i64)>;
+
 /// One top-level piece of a kernel, before it becomes a launch.
 enum Piece {
     Serial(Vec<Stmt>),
@@ -236,25 +239,31 @@ impl Cx<'_> {
         for st in body {
             match st {
                 Stmt::For { var: kv, start, end, body: lb } | Stmt::ParallelFor { var: kv, start, end, body: lb } => {
-                    let reductions = coop_loop(self.program, k, *kv, *start, *end, lb).expect("warp_worthy checked");
+                    let coop = coop_loop(self.program, k, *kv, *start, *end, lb).expect("warp_worthy checked");
                     // Each lane accumulates its share from the identity.
-                    let mut lb = lb.clone();
+                    let mut lb = coop.body.clone();
                     let mut parts = Vec::new();
-                    for &(acc, op) in &reductions {
+                    for &(acc, op) in &coop.reductions {
                         let t = l.vars[acc.0 as usize];
                         let p = fresh(l, t);
                         lb = lb.iter().map(|s| rename_stmt(s, acc, p)).collect();
                         inner.push(GStmt::Assign { var: p, value: identity(op, t) });
                         parts.push((acc, p, op));
                     }
-                    let lbody = self.stmts(l, &lb);
-                    inner.push(GStmt::Stride {
-                        var: *kv,
-                        start: add(var(lane), int(*start)),
-                        end: *end,
-                        step: int(32),
-                        body: lbody,
-                    });
+                    // One index over the nest, dealt to the lanes in turn.
+                    let total: i64 = coop.dims.iter().map(|d| d.2 - d.1).product();
+                    let f = fresh(l, ScalarType::I64);
+                    let mut lbody = Vec::new();
+                    let mut stride = 1;
+                    for &(v, s, e) in coop.dims.iter().rev() {
+                        let ext = e - s;
+                        let idx = if stride == 1 { var(f) } else { bin(BinOp::Div, var(f), int(stride)) };
+                        let idx = if stride * ext == total { idx } else { bin(BinOp::Rem, idx, int(ext)) };
+                        lbody.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
+                        stride *= ext;
+                    }
+                    lbody.extend(self.stmts(l, &lb));
+                    inner.push(GStmt::Stride { var: f, start: var(lane), end: total, step: int(32), body: lbody });
                     if stores(&lb) {
                         inner.push(GStmt::WarpSync);
                     }
@@ -523,10 +532,10 @@ fn warp_worthy(program: &Program, k: &Kernel, body: &[Stmt]) -> bool {
     for s in body {
         match s {
             Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
-                if coop_loop(program, k, *var, *start, *end, body).is_none() {
-                    return false;
+                match coop_loop(program, k, *var, *start, *end, body) {
+                    Some(c) => long |= c.dims.iter().map(|d| d.2 - d.1).product::<i64>() >= 32,
+                    None => return false,
                 }
-                long |= end - start >= 32;
             }
             Stmt::Gemm(_) => return false,
             _ => {}
@@ -535,20 +544,27 @@ fn warp_worthy(program: &Program, k: &Kernel, body: &[Stmt]) -> bool {
     long
 }
 
-/// When the iterations of a loop can be spread over a warp's lanes:
-/// independent ([`crate::deps`]) except for accumulators `acc = acc op e`
-/// (op Add, Max or Min on f32/f64/i32/i64) read nowhere else. Returns the
-/// accumulators.
-fn coop_loop(
-    program: &Program,
-    k: &Kernel,
-    var: VarId,
-    start: i64,
-    end: i64,
-    body: &[Stmt],
-) -> Option<Vec<(VarId, BinOp)>> {
+/// A loop nest the lanes of a warp can share: its perfectly nested loops
+/// (outermost first), the innermost body, and that body's accumulators.
+struct Coop {
+    dims: Vec<(VarId, i64, i64)>,
+    body: Vec<Stmt>,
+    reductions: Vec<(VarId, BinOp)>,
+}
+
+/// When the iterations of a loop (with the loops perfectly nested in it)
+/// can be spread over a warp's lanes: independent ([`crate::deps`])
+/// except for accumulators `acc = acc op e` in the innermost body (op Add,
+/// Max or Min on f32/f64/i32/i64) that are read nowhere else.
+fn coop_loop(program: &Program, k: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> Option<Coop> {
+    let mut dims = vec![(var, start, end)];
+    let mut inner = body;
+    while let [Stmt::For { var, start, end, body }] = inner {
+        dims.push((*var, *start, *end));
+        inner = body;
+    }
     let mut reductions = Vec::new();
-    for s in body {
+    for s in inner {
         let Stmt::Assign { var: acc, value: Expr::Binary(op, a, b) } = s else { continue };
         if !matches!(op, BinOp::Add | BinOp::Max | BinOp::Min)
             || !matches!(k.vars[acc.0 as usize], ScalarType::F32 | ScalarType::F64 | ScalarType::I32 | ScalarType::I64)
@@ -560,13 +576,25 @@ fn coop_loop(
             _ => continue,
         };
         let mut counts = (0, 0);
-        count_var_stmts(body, *acc, &mut counts);
+        count_var_stmts(inner, *acc, &mut counts);
         if counts == (1, 1) && !mentions(other, *acc) {
             reductions.push((*acc, *op));
         }
     }
     let set: BTreeSet<VarId> = reductions.iter().map(|r| r.0).collect();
-    crate::deps::independent_except(program, k, var, start, end, body, &set).then_some(reductions)
+    // Each level independent (given the levels outside it) makes the whole
+    // nest's iterations independent.
+    let mut level_body = body;
+    for (i, &(v, s, e)) in dims.iter().enumerate() {
+        if e <= s || !crate::deps::independent_except(program, k, v, s, e, level_body, &set) {
+            return None;
+        }
+        if i + 1 < dims.len() {
+            let [Stmt::For { body, .. }] = level_body else { unreachable!("perfect nest") };
+            level_body = body;
+        }
+    }
+    Some(Coop { dims, body: inner.to_vec(), reductions })
 }
 
 /// The identity of a reduction.
@@ -701,7 +729,7 @@ fn contains_gemm(body: &[Stmt]) -> bool {
 }
 
 /// `for ... { for ... { gemm } }` with nothing else: the loops and the GEMM.
-fn perfect_gemm_nest(s: &Stmt) -> Option<(Vec<(VarId, i64, i64)>, GemmStmt)> {
+fn perfect_gemm_nest(s: &Stmt) -> Option<(Dims, GemmStmt)> {
     let mut outer = Vec::new();
     let mut cur = s;
     loop {

@@ -108,7 +108,8 @@ GPU lowering on a machine without a GPU).")]
     },
     /// Time a model in-process on the code path a linked object runs (or on a GPU): warm-up, then median, min and p90 latency.
     #[command(after_help = "The inputs fix the shapes (as for `run`). Runs until both --iterations and
---min-seconds are reached. Single-threaded unless --threads. Quote medians: a shared machine is noisy.
+--min-seconds are reached. Single-threaded unless --threads. Quote medians: a shared
+machine is noisy.
 
 --device cuda times the PTX on GPU 0 (an onnxc built with --features cuda): the inputs are
 uploaded once, and each timed run is every kernel launch plus a synchronize (wall clock).")]
@@ -166,7 +167,7 @@ enum Device {
     Cpu,
     /// The PTX on GPU 0, through the CUDA driver.
     Cuda,
-    /// The GPU program in the launch interpreter, on the CPU.
+    /// The GPU program in the launch interpreter, on the CPU (`run` only).
     GpuSim,
 }
 

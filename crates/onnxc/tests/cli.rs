@@ -359,3 +359,72 @@ fn if_branch_that_cannot_be_typed_fails_only_when_taken() {
     let err = jit.run(&[&[0u8], &x_bytes]).unwrap_err().to_string();
     assert!(err.contains("status 4"), "{err}");
 }
+
+/// `run --device gpu-sim`: the GPU program (lowered, PTX emitted) run by the
+/// launch interpreter matches the reference, written as the CPU path writes it.
+#[test]
+fn run_on_the_gpu_launch_interpreter_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.npz");
+    let out = onnxc(&[
+        "run",
+        "testdata/mlp_digits.onnx",
+        "--inputs",
+        "testdata/mlp_digits.npz",
+        "--device",
+        "gpu-sim",
+        "--gpu-arch",
+        "sm_90",
+        "--outputs",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("logits: f32 [1, 10]  min "), "{stdout}");
+    let written = common::npz(&out_path);
+    let reference = common::npz(Path::new(&common::root().join("testdata/mlp_digits.npz")));
+    common::assert_close("run --device gpu-sim", &written["logits"], &reference["logits"]);
+    // gpu-sim is not timed; --gpu-arch needs a GPU device.
+    let stderr =
+        fails(&["bench", "testdata/mlp_digits.onnx", "--inputs", "testdata/mlp_digits.npz", "--device", "gpu-sim"]);
+    assert!(stderr.contains("applies to `run` only"), "{stderr}");
+    let stderr =
+        fails(&["run", "testdata/mlp_digits.onnx", "--inputs", "testdata/mlp_digits.npz", "--gpu-arch", "sm_80"]);
+    assert!(stderr.contains("--gpu-arch applies to --device cuda or gpu-sim"), "{stderr}");
+}
+
+/// `--device cuda`: without the `cuda` feature (the default build) a clear
+/// error saying how to rebuild; with it, the reference outputs on a machine
+/// with an NVIDIA GPU, or a clean error (no driver, no device) elsewhere.
+#[test]
+fn run_on_cuda_needs_the_feature_and_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.npz");
+    let args = [
+        "run",
+        "testdata/mlp_digits.onnx",
+        "--inputs",
+        "testdata/mlp_digits.npz",
+        "--device",
+        "cuda",
+        "--outputs",
+        out_path.to_str().unwrap(),
+    ];
+    if !cfg!(feature = "cuda") {
+        for args in [&args[..], &["bench", "testdata/mlp_digits.onnx", "--inputs", "x.npz", "--device", "cuda"][..]] {
+            let stderr = fails(args);
+            assert!(stderr.contains("built without GPU support") && stderr.contains("--features cuda"), "{stderr}");
+        }
+        return;
+    }
+    let out = onnxc(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal compiler error"), "{stderr}");
+    if out.status.success() {
+        let reference = common::npz(Path::new(&common::root().join("testdata/mlp_digits.npz")));
+        common::assert_close("run --device cuda", &common::npz(&out_path)["logits"], &reference["logits"]);
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("no CUDA driver") || stderr.contains("no CUDA device"), "{stderr}");
+    }
+}
