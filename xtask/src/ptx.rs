@@ -7,7 +7,7 @@
 //! `nvidia-cuda-nvcc` wheel, in a virtualenv under target/ptxas); and the
 //! launch interpreter runs the GPU program on the CPU and is compared with
 //! the reference outputs (the testdata and node-test references, ONNX
-//! Runtime's for the corpus). Prints the counts; fails on any rejection or
+//! Runtime's for the corpus) and with the CPU backend's outputs. Prints the counts; fails on any rejection or
 //! mismatch.
 
 use onnxc_ir::Tensor;
@@ -68,7 +68,8 @@ fn npz_case(name: String, model: PathBuf, npz: &Path) -> Result<Case> {
     Ok(Case { name, model, inputs: arrays, expected, node_test: false })
 }
 
-/// Lowers one case, writes its PTX, runs the interpreter. Returns the PTX
+/// Lowers one case, writes its PTX, runs the interpreter and compares its
+/// outputs with the reference and with the CPU backend's. Returns the PTX
 /// files written and the interpreter's seconds.
 fn check_case(case: &Case, out: &Path) -> std::result::Result<(Vec<PathBuf>, f64), String> {
     let loaded =
@@ -93,14 +94,19 @@ fn check_case(case: &Case, out: &Path) -> std::result::Result<(Vec<PathBuf>, f64
     if run.status != 0 {
         return Err(format!("launch interpreter: status {}", run.status));
     }
-    for ((io, bytes), want) in loaded.program.outputs.iter().zip(run.outputs).zip(&case.expected) {
+    // Against the reference outputs, and against the CPU backend's.
+    let cpu = loaded.run(&case.inputs).map_err(|e| format!("CPU run: {e}"))?;
+    for (((io, bytes), want), (_, cpu)) in loaded.program.outputs.iter().zip(run.outputs).zip(&case.expected).zip(&cpu)
+    {
         let got = Tensor { dtype: want.dtype, dims: io.dims.clone(), bytes };
-        if case.node_test {
-            crate::conformance::compare(&got, want).map_err(|e| format!("output '{}': {e}", io.name))?;
-        } else {
-            let (err, tol) = crate::models::error_and_tolerance(&got, want).map_err(|e| e.to_string())?;
-            if err > tol {
-                return Err(format!("output '{}': max abs error {err:.2e} > {tol:.2e}", io.name));
+        for (what, want) in [("reference", want), ("CPU backend", cpu)] {
+            if case.node_test {
+                crate::conformance::compare(&got, want).map_err(|e| format!("output '{}' vs {what}: {e}", io.name))?;
+            } else {
+                let (err, tol) = crate::models::error_and_tolerance(&got, want).map_err(|e| e.to_string())?;
+                if err > tol {
+                    return Err(format!("output '{}': max abs error {err:.2e} > {tol:.2e} vs {what}", io.name));
+                }
             }
         }
     }

@@ -1,0 +1,314 @@
+//! Hand-built kernel-IR programs through the GPU lowering: which loops may
+//! run in parallel, the launches chosen, the interpreter's checks, and the
+//! interpreter's results against the CPU backend's JIT (an independent
+//! implementation of the same kernel IR).
+
+use onnxc_gpu::ir::{GExpr, GStmt, GpuProgram, Launch, Sreg};
+use onnxc_kir::build::*;
+use onnxc_kir::*;
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn buffer(name: &str, len: u64, kind: BufferKind) -> Buffer {
+    Buffer { name: name.into(), elem: ScalarType::F32, len, kind }
+}
+
+fn io(name: &str, n: usize, b: u32) -> IoDesc {
+    IoDesc { name: name.into(), dtype: "f32".into(), dims: vec![n], buffer: BufferId(b) }
+}
+
+/// A program with input x (buffer 0, `n` elements) and output y (buffer 1,
+/// `m` elements) and one kernel.
+fn program(n: usize, m: usize, vars: Vec<ScalarType>, body: Vec<Stmt>) -> Program {
+    Program {
+        buffers: vec![buffer("x", n as u64, BufferKind::Input(0)), buffer("y", m as u64, BufferKind::Output(0))],
+        kernels: vec![Kernel { name: "k".into(), vars, body }],
+        inputs: vec![io("x", n, 0)],
+        outputs: vec![io("y", m, 1)],
+        arena_bytes: 0,
+    }
+}
+
+fn strategies(g: &GpuProgram) -> Vec<String> {
+    g.launches.iter().map(|l| l.strategy.split_whitespace().next().unwrap().to_string()).collect()
+}
+
+/// Runs both backends on `x`; asserts the interpreter's output is within
+/// `tol` (relative to the largest magnitude) of the JIT's; returns it.
+fn both(p: &Program, x: &[f32], tol: f32) -> Vec<f32> {
+    let jit = onnxc_cpu::JitModel::new(p).unwrap();
+    let want = f32s(&jit.run(&[&f32_bytes(x)]).unwrap()[0]);
+    let gpu = onnxc_gpu::lower::lower(p).unwrap();
+    let got = onnxc_gpu::interp::run(&gpu, &[f32_bytes(x)]).unwrap();
+    assert_eq!(got.status, 0);
+    let got = f32s(&got.outputs[0]);
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= tol * scale, "element {i}: gpu {a}, cpu {b}");
+    }
+    // The PTX names every launch.
+    let ptx = onnxc_gpu::ptx::emit(&gpu, "sm_80").unwrap();
+    for l in &gpu.launches {
+        assert!(ptx.contains(&format!(".visible .entry {}(", l.name)));
+    }
+    got
+}
+
+fn input(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect()
+}
+
+#[test]
+fn elementwise_loop_nest_collapses_into_one_parallel_launch() {
+    // y[i, j] = x[i, j] * 2 over 7 x 300.
+    let (i, j) = (VarId(0), VarId(1));
+    let body = vec![Stmt::For {
+        var: i,
+        start: 0,
+        end: 7,
+        body: vec![Stmt::For {
+            var: j,
+            start: 0,
+            end: 300,
+            body: vec![Stmt::Store {
+                buf: BufferId(1),
+                index: linear(&[var(i), var(j)], &[300, 1]),
+                value: bin(BinOp::Mul, load(BufferId(0), linear(&[var(i), var(j)], &[300, 1])), f32c(2.0)),
+            }],
+        }],
+    }];
+    let p = program(2100, 2100, vec![ScalarType::I64; 2], body);
+    let g = onnxc_gpu::lower::lower(&p).unwrap();
+    assert_eq!(strategies(&g), ["parallel"]);
+    assert!(g.launches[0].strategy.contains("2 x 2100"), "{}", g.launches[0].strategy);
+    both(&p, &input(2100), 0.0);
+}
+
+#[test]
+fn prefix_sum_stays_serial_and_correct() {
+    // y[0] = x[0]; y[i] = y[i-1] + x[i]: iteration i reads what i-1 wrote.
+    let i = VarId(0);
+    let body = vec![
+        Stmt::Store { buf: BufferId(1), index: int(0), value: load(BufferId(0), int(0)) },
+        Stmt::For {
+            var: i,
+            start: 1,
+            end: 500,
+            body: vec![Stmt::Store {
+                buf: BufferId(1),
+                index: var(i),
+                value: bin(BinOp::Add, load(BufferId(1), bin(BinOp::Sub, var(i), int(1))), load(BufferId(0), var(i))),
+            }],
+        },
+    ];
+    let p = program(500, 500, vec![ScalarType::I64], body);
+    let g = onnxc_gpu::lower::lower(&p).unwrap();
+    assert_eq!(strategies(&g), ["serial"]);
+    both(&p, &input(500), 0.0);
+}
+
+#[test]
+fn overlapping_writes_and_carried_variables_are_not_parallel() {
+    let (i, acc) = (VarId(0), VarId(1));
+    // Iteration i writes y[i] and y[i + 1]: neighbours overlap.
+    let overlap = vec![Stmt::For {
+        var: i,
+        start: 0,
+        end: 99,
+        body: vec![
+            Stmt::Store { buf: BufferId(1), index: var(i), value: load(BufferId(0), var(i)) },
+            Stmt::Store { buf: BufferId(1), index: add(var(i), int(1)), value: load(BufferId(0), var(i)) },
+        ],
+    }];
+    let p = program(100, 100, vec![ScalarType::I64, ScalarType::F32], overlap.clone());
+    assert!(!onnxc_gpu::deps::independent(
+        &p,
+        &p.kernels[0],
+        i,
+        0,
+        99,
+        match &overlap[0] {
+            Stmt::For { body, .. } => body,
+            _ => unreachable!(),
+        }
+    ));
+    both(&p, &input(100), 0.0);
+    // A running sum stored at every step carries `acc` between iterations.
+    let carried = vec![
+        Stmt::Assign { var: acc, value: f32c(0.0) },
+        Stmt::For {
+            var: i,
+            start: 0,
+            end: 100,
+            body: vec![
+                Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), load(BufferId(0), var(i))) },
+                Stmt::Store { buf: BufferId(1), index: var(i), value: var(acc) },
+            ],
+        },
+    ];
+    let p = program(100, 100, vec![ScalarType::I64, ScalarType::F32], carried);
+    let g = onnxc_gpu::lower::lower(&p).unwrap();
+    assert_eq!(strategies(&g), ["serial"]);
+    both(&p, &input(100), 1e-6);
+}
+
+#[test]
+fn row_reductions_run_a_warp_per_row() {
+    // y[r] = max over j of x[r, j] + sum over j of x[r, j], rows of 1000.
+    let (r, j, mx, sum) = (VarId(0), VarId(1), VarId(2), VarId(3));
+    let at = |r: Expr, j: Expr| load(BufferId(0), linear(&[r, j], &[1000, 1]));
+    let body = vec![Stmt::For {
+        var: r,
+        start: 0,
+        end: 5,
+        body: vec![
+            Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) },
+            Stmt::Assign { var: sum, value: f32c(0.0) },
+            Stmt::For {
+                var: j,
+                start: 0,
+                end: 1000,
+                body: vec![
+                    Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), at(var(r), var(j))) },
+                    Stmt::Assign { var: sum, value: bin(BinOp::Add, at(var(r), var(j)), var(sum)) },
+                ],
+            },
+            Stmt::Store { buf: BufferId(1), index: var(r), value: bin(BinOp::Add, var(mx), var(sum)) },
+        ],
+    }];
+    let p = program(5000, 5, vec![ScalarType::I64, ScalarType::I64, ScalarType::F32, ScalarType::F32], body);
+    let g = onnxc_gpu::lower::lower(&p).unwrap();
+    assert_eq!(strategies(&g), ["warp-per-row"]);
+    let ptx = onnxc_gpu::ptx::emit(&g, "sm_90").unwrap();
+    assert!(ptx.contains("shfl.sync.bfly.b32"));
+    // The sum is reassociated across lanes: equal within rounding.
+    both(&p, &input(5000), 1e-5);
+}
+
+#[test]
+fn gemm_with_ragged_tiles_matches_the_cpu() {
+    // y = x[0..70*130] as A (70 x 130) times x[9100..] as B (130 x 90), accumulated onto a copy of 1.0s.
+    let (m, n, k) = (70, 90, 130);
+    let i = VarId(0);
+    let body = vec![
+        Stmt::For {
+            var: i,
+            start: 0,
+            end: (m * n) as i64,
+            body: vec![Stmt::Store { buf: BufferId(1), index: var(i), value: f32c(1.0) }],
+        },
+        Stmt::Gemm(Box::new(GemmStmt {
+            m,
+            n,
+            k,
+            a: BufferId(0),
+            a_off: int(0),
+            a_rs: k as i64,
+            a_cs: 1,
+            b: BufferId(0),
+            b_off: int((m * k) as i64),
+            b_rs: n as i64,
+            c: BufferId(1),
+            c_off: int(0),
+            c_rs: n as i64,
+            accumulate: true,
+        })),
+    ];
+    let p = program(m * k + k * n, m * n, vec![ScalarType::I64], body);
+    let g = onnxc_gpu::lower::lower(&p).unwrap();
+    assert_eq!(strategies(&g), ["parallel", "gemm"]);
+    assert_eq!(g.launches[1].grid, [2, 2, 1]);
+    assert!(g.launches[1].shared_bytes() > 0);
+    both(&p, &input(m * k + k * n), 1e-5);
+}
+
+/// A launch by hand: `block` threads run `body` once.
+fn one_launch(block: u32, body: Vec<GStmt>, vars: usize) -> GpuProgram {
+    let p = program(4, 64, vec![], vec![]);
+    GpuProgram {
+        buffers: p.buffers,
+        launches: vec![Launch {
+            name: "t".into(),
+            origin: "t".into(),
+            strategy: "test".into(),
+            grid: [1, 1, 1],
+            block,
+            vars: vec![ScalarType::I64; vars],
+            shared: vec![],
+            body,
+        }],
+        inputs: p.inputs,
+        outputs: p.outputs,
+        arena_bytes: 0,
+    }
+}
+
+#[test]
+fn interpreter_reports_out_of_bounds_divergent_barriers_and_lone_shuffles() {
+    use onnxc_gpu::ir::build as g;
+    let tid = || g::sreg(Sreg::Tid);
+    // Thread 4 reads x[4] of 4 elements.
+    let oob =
+        one_launch(8, vec![GStmt::Store { buf: BufferId(1), index: tid(), value: g::load(BufferId(0), tid()) }], 0);
+    let e = onnxc_gpu::interp::run(&oob, &[f32_bytes(&[0.0; 4])]).unwrap_err().to_string();
+    assert!(e.contains("index 4 out of bounds of buffer `x`"), "{e}");
+    // A barrier under a condition only half the block meets.
+    let divergent =
+        one_launch(64, vec![GStmt::If { cond: g::cmp(CmpOp::Lt, tid(), g::int(32)), body: vec![GStmt::Barrier] }], 0);
+    let e = onnxc_gpu::interp::run(&divergent, &[f32_bytes(&[0.0; 4])]).unwrap_err().to_string();
+    assert!(e.contains("barrier reached by 32 of 64 threads"), "{e}");
+    // A shuffle whose partner lane is inactive.
+    let lone = one_launch(
+        32,
+        vec![GStmt::If {
+            cond: g::cmp(CmpOp::Lt, tid(), g::int(16)),
+            body: vec![GStmt::Assign { var: VarId(0), value: GExpr::ShflXor { value: Box::new(tid()), mask: 16 } }],
+        }],
+        1,
+    );
+    let e = onnxc_gpu::interp::run(&lone, &[f32_bytes(&[0.0; 4])]).unwrap_err().to_string();
+    assert!(e.contains("partner thread 16 is not active"), "{e}");
+}
+
+#[test]
+fn butterfly_shuffles_sum_a_warp() {
+    use onnxc_gpu::ir::build as g;
+    // Each lane starts with its index; after 5 butterflies all hold 0+1+...+31.
+    let v = VarId(0);
+    let mut body = vec![GStmt::Assign { var: v, value: g::sreg(Sreg::Tid) }];
+    for m in [16, 8, 4, 2, 1] {
+        body.push(GStmt::Assign {
+            var: v,
+            value: g::bin(BinOp::Add, g::var(v), GExpr::ShflXor { value: Box::new(g::var(v)), mask: m }),
+        });
+    }
+    body.push(GStmt::Store { buf: BufferId(1), index: g::sreg(Sreg::Tid), value: g::cast(ScalarType::F32, g::var(v)) });
+    let p = one_launch(32, body, 1);
+    let out = onnxc_gpu::interp::run(&p, &[f32_bytes(&[0.0; 4])]).unwrap();
+    assert!(f32s(&out.outputs[0])[..32].iter().all(|&x| x == 496.0));
+}
+
+#[test]
+fn ptx_of_a_small_program_reads_as_expected() {
+    // y[i] = x[i] * 2 + 1: the whole module, to review the emitter's output.
+    let i = VarId(0);
+    let body = vec![Stmt::ParallelFor {
+        var: i,
+        start: 0,
+        end: 1000,
+        body: vec![Stmt::Store {
+            buf: BufferId(1),
+            index: var(i),
+            value: bin(BinOp::Add, bin(BinOp::Mul, load(BufferId(0), var(i)), f32c(2.0)), f32c(1.0)),
+        }],
+    }];
+    let p = program(1000, 1000, vec![ScalarType::I64], body);
+    let g = onnxc_gpu::lower::lower(&p).unwrap();
+    insta::assert_snapshot!(onnxc_gpu::ptx::emit(&g, "sm_80").unwrap());
+}
