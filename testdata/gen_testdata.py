@@ -46,7 +46,7 @@ DEFAULT_OPSET = 17
 
 F32 = TensorProto.FLOAT
 I64 = TensorProto.INT64
-NP2ONNX = {np.dtype(np.float32): F32, np.dtype(np.int64): I64}
+NP2ONNX = {np.dtype(np.float32): F32, np.dtype(np.int64): I64, np.dtype(np.float16): TensorProto.FLOAT16}
 
 
 # --------------------------------------------------------------------------
@@ -466,6 +466,14 @@ def matmul_edge_tiles(rng):
     # several 64x64 GPU tiles with ragged edges in M, N and K
     return Case([helper.make_node("MatMul", ["A", "B"], ["Y"])],
                 [("A", randn(rng, [70, 130])), ("B", randn(rng, [130, 90]))], ["Y"])
+
+
+@case
+def matmul_f16(rng):
+    # half-precision product: tensor cores (mma.sync) on the GPU path
+    return Case([helper.make_node("MatMul", ["A", "B"], ["Y"])],
+                [("A", randn(rng, [40, 50]).astype(np.float16))], ["Y"],
+                [("B", randn(rng, [50, 24]).astype(np.float16))])
 
 
 # ---- Elementwise binary ----------------------------------------------------------

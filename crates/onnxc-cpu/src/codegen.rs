@@ -131,6 +131,16 @@ pub fn define_program<M: Module>(
         None
     };
     for (ki, kernel) in program.kernels.iter().enumerate() {
+        // Half-precision products run as plain loops (f32 accumulation).
+        let expanded;
+        let kernel = if has_half_gemm(program, &kernel.body) {
+            let mut vars = kernel.vars.clone();
+            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &|g| !g.is_f32(program));
+            expanded = Kernel { name: kernel.name.clone(), vars, body };
+            &expanded
+        } else {
+            kernel
+        };
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         // Kernels that can fail return a status; the others return nothing.
@@ -1564,6 +1574,15 @@ pub fn vectorized_loop_count(program: &Program) -> usize {
             .sum()
     }
     program.kernels.iter().map(|k| walk(program, k, &k.body)).sum()
+}
+
+/// True when `body` holds a `Gemm` on f16/bf16 buffers.
+fn has_half_gemm(program: &Program, body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Gemm(g) => !g.is_f32(program),
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_half_gemm(program, body),
+        _ => false,
+    })
 }
 
 /// libm names (f64, f32) of a transcendental op.

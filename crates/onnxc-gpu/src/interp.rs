@@ -292,10 +292,74 @@ impl Machine<'_> {
                 }
             }
             GStmt::WarpSync => {}
+            GStmt::Mma { half, d, a, b, c } => self.mma(*half, d, a, b, c, lanes)?,
             GStmt::Fail { cond, status } => {
                 let c = self.eval(cond, lanes)?;
                 if c.iter().any(|&c| c != 0) {
                     self.status = *status;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `mma.sync.aligned.m16n8k16.row.col.f32`: with `group = lane / 4` and
+    /// `t = lane % 4`, register `a[r]` holds A's row `group + 8 * (r & 1)`,
+    /// columns `2t + 8 * (r >> 1)` and the next one (low half first);
+    /// `b[r]` holds B's rows `2t + 8r` and the next one in column `group`;
+    /// `c[r]` and `d[r]` are C's and D's row `group + 8 * (r >> 1)`, column
+    /// `2t + (r & 1)`. Products are exact in f32 and summed in k order.
+    fn mma(
+        &mut self,
+        half: ScalarType,
+        d: &[VarId; 4],
+        a: &[VarId; 4],
+        b: &[VarId; 2],
+        c: &[VarId; 4],
+        lanes: &[u32],
+    ) -> R<()> {
+        let dec = |h: u64| -> f32 {
+            if half == ScalarType::BF16 {
+                f32::from_bits(((h & 0xffff) as u32) << 16)
+            } else {
+                f16_to_f32(h as u16)
+            }
+        };
+        let mut warps: Vec<u32> = lanes.iter().map(|t| t / 32).collect();
+        warps.dedup();
+        for w in warps {
+            let base = w * 32;
+            if (0..32).any(|l| !lanes.contains(&(base + l))) {
+                return Err(format!("mma in warp {w} without all 32 lanes"));
+            }
+            let (mut am, mut bm, mut cm) = ([[0f32; 16]; 16], [[0f32; 8]; 16], [[0f32; 8]; 16]);
+            for l in 0..32u32 {
+                let t = (base + l) as usize;
+                let (g, q) = ((l / 4) as usize, (l % 4) as usize);
+                for r in 0..4 {
+                    let v = self.vars[a[r].0 as usize][t];
+                    let (row, col) = (g + 8 * (r & 1), 2 * q + 8 * (r >> 1));
+                    am[row][col] = dec(v);
+                    am[row][col + 1] = dec(v >> 16);
+                    let (row, col) = (g + 8 * (r >> 1), 2 * q + (r & 1));
+                    cm[row][col] = f32v(self.vars[c[r].0 as usize][t]);
+                }
+                for r in 0..2 {
+                    let v = self.vars[b[r].0 as usize][t];
+                    bm[2 * q + 8 * r][g] = dec(v);
+                    bm[2 * q + 8 * r + 1][g] = dec(v >> 16);
+                }
+            }
+            for l in 0..32u32 {
+                let t = (base + l) as usize;
+                let (g, q) = ((l / 4) as usize, (l % 4) as usize);
+                for r in 0..4 {
+                    let (row, col) = (g + 8 * (r >> 1), 2 * q + (r & 1));
+                    let mut acc = cm[row][col];
+                    for k in 0..16 {
+                        acc += am[row][k] * bm[k][col];
+                    }
+                    self.vars[d[r].0 as usize][t] = f32b(acc);
                 }
             }
         }

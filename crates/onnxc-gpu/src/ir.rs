@@ -46,7 +46,8 @@ pub enum GExpr {
         buf: BufferId,
         index: Box<GExpr>,
     },
-    /// The stored byte of a one-byte buffer, as `U8`.
+    /// The stored bits of an element: `U8` for one-byte buffers, `U16` for
+    /// two-byte ones.
     LoadRaw {
         buf: BufferId,
         index: Box<GExpr>,
@@ -115,7 +116,7 @@ pub enum GStmt {
         index: GExpr,
         value: GExpr,
     },
-    /// Stores the `U8` `value` as the byte of a one-byte buffer.
+    /// Stores `value` (`U8`, or `U16` for two-byte buffers) as the element's bits.
     StoreRaw {
         buf: BufferId,
         index: GExpr,
@@ -141,6 +142,20 @@ pub enum GStmt {
     },
     /// `bar.warp.sync`: the warp's lanes see each other's memory writes.
     WarpSync,
+    /// A warp's tensor-core product `D = A B + C` on 16x16 (A, row-major)
+    /// by 16x8 (B, column-major) half-precision tiles with f32
+    /// accumulators: `mma.sync.aligned.m16n8k16.row.col.f32.<half>.<half>.f32`.
+    /// Each lane holds its fragment: `a` four and `b` two `U32` registers
+    /// of two packed halves, `c` and `d` four `F32`s, in PTX's layout
+    /// (lane = 4 * group + thread_in_group; see `interp.rs`). `half` is
+    /// F16 or BF16. Every lane of the warp must execute it together.
+    Mma {
+        half: ScalarType,
+        d: [VarId; 4],
+        a: [VarId; 4],
+        b: [VarId; 2],
+        c: [VarId; 4],
+    },
 }
 
 /// One kernel launch.
@@ -191,6 +206,7 @@ impl GpuProgram {
             GExpr::Int(_, t) | GExpr::Float(_, t) | GExpr::Cast(t, _) | GExpr::Bits(t, _) => *t,
             GExpr::Special(_) => ScalarType::I64,
             GExpr::Load { buf, .. } => self.buffers[buf.0 as usize].elem.compute(),
+            GExpr::LoadRaw { buf, .. } if self.buffers[buf.0 as usize].elem.size_bytes() == 2 => ScalarType::U16,
             GExpr::LoadRaw { .. } => ScalarType::U8,
             GExpr::SharedLoad { arr, .. } => l.shared[*arr as usize].0,
             GExpr::Unary(_, a) | GExpr::Binary(_, a, _) => self.type_of(l, a),

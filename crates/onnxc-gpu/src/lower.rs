@@ -293,6 +293,10 @@ impl Cx<'_> {
 
     /// The tiled GEMM launch (see the module docs).
     fn gemm(&mut self, l: &mut Launch, outer: &[(VarId, i64, i64)], g: &GemmStmt) -> Result<(), LowerError> {
+        let half = self.buffers[g.a.0 as usize].elem;
+        if matches!(half, ScalarType::F16 | ScalarType::BF16) {
+            return self.gemm_mma(l, outer, g, half);
+        }
         let (m, n, k) = (g.m as i64, g.n as i64, g.k as i64);
         let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
         let (gx, gy) = ((n + TN - 1) / TN, (m + TM - 1) / TM);
@@ -404,12 +408,156 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// Batch indices from `blockIdx.z`.
+    fn batch_vars(outer: &[(VarId, i64, i64)], body: &mut Vec<GStmt>) {
+        let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
+        let mut stride = 1;
+        for &(v, s, e) in outer.iter().rev() {
+            let ext = e - s;
+            let z = sreg(Sreg::Ctaid(2));
+            let idx = if stride == 1 { z } else { bin(BinOp::Div, z, int(stride)) };
+            let idx = if stride * ext == batch { idx } else { bin(BinOp::Rem, idx, int(ext)) };
+            body.push(GStmt::Assign { var: v, value: add(idx, int(s)) });
+            stride *= ext;
+        }
+    }
+
+    /// The tensor-core GEMM for f16/bf16 A and B: 64x32 tiles of C per
+    /// block of 4 warps, each warp 16 rows by 4 `mma.sync` 16x8 tiles,
+    /// A and B staged 16 deep through shared memory as packed pairs of
+    /// halves (B transposed, so that both fragments read pairs along k).
+    fn gemm_mma(
+        &mut self,
+        l: &mut Launch,
+        outer: &[(VarId, i64, i64)],
+        g: &GemmStmt,
+        half: ScalarType,
+    ) -> Result<(), LowerError> {
+        const BM: i64 = 64;
+        const BN: i64 = 32;
+        let (m, n, k) = (g.m as i64, g.n as i64, g.k as i64);
+        let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
+        let (gx, gy) = ((n + BN - 1) / BN, (m + BM - 1) / BM);
+        if gy > 65_535 || batch > 65_535 || gx > i32::MAX as i64 {
+            return Err(LowerError::Unsupported {
+                kernel: l.origin.clone(),
+                reason: format!("GEMM grid {gx}x{gy}x{batch} exceeds CUDA's limits"),
+            });
+        }
+        l.strategy = format!("gemm {m}x{n}x{k} {half} tensor cores (mma.sync m16n8k16) {BM}x{BN}x16, batch {batch}");
+        l.grid = [gx as u32, gy as u32, batch as u32];
+        l.block = 128;
+        // Packed pairs: A as [64 rows][8 pairs], B as [32 columns][8 pairs].
+        l.shared = vec![(ScalarType::U32, (BM * 8) as u64), (ScalarType::U32, (BN * 8) as u64)];
+        let mut body = Vec::new();
+        Self::batch_vars(outer, &mut body);
+        let (i64t, u32t) = (ScalarType::I64, ScalarType::U32);
+        let v = |l: &mut Launch, t| fresh(l, t);
+        let (m0, n0, kt, e, row, p0, lane, grp, tig, rb) = (
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+            v(l, i64t),
+        );
+        let a_off = self.expr(l, &g.a_off);
+        let b_off = self.expr(l, &g.b_off);
+        let c_off = self.expr(l, &g.c_off);
+        let acc: Vec<[VarId; 4]> = (0..4).map(|_| [0; 4].map(|_| fresh(l, ScalarType::F32))).collect();
+        let af = [0; 4].map(|_| fresh(l, u32t));
+        let bf = [0; 2].map(|_| fresh(l, u32t));
+        let tid = || sreg(Sreg::Tid);
+        body.push(GStmt::Assign { var: m0, value: mul(sreg(Sreg::Ctaid(1)), int(BM)) });
+        body.push(GStmt::Assign { var: n0, value: mul(sreg(Sreg::Ctaid(0)), int(BN)) });
+        body.push(GStmt::Assign { var: lane, value: bin(BinOp::Rem, tid(), int(32)) });
+        body.push(GStmt::Assign { var: grp, value: bin(BinOp::Div, var(lane), int(4)) });
+        body.push(GStmt::Assign { var: tig, value: bin(BinOp::Rem, var(lane), int(4)) });
+        body.push(GStmt::Assign { var: rb, value: mul(bin(BinOp::Div, tid(), int(32)), int(16)) });
+        for a in acc.iter().flatten() {
+            body.push(GStmt::Assign { var: *a, value: fty(0.0, ScalarType::F32) });
+        }
+        let lt = |a: GExpr, b: i64| cmp(CmpOp::Lt, a, int(b));
+        let and = |a: GExpr, b: GExpr| bin(BinOp::And, a, b);
+        // The bits of one element, or 0 outside the matrix.
+        let bits = |buf: BufferId, inside: GExpr, idx: GExpr| {
+            let raw = GExpr::LoadRaw { buf, index: Box::new(idx) };
+            select(inside, cast(u32t, raw), ity(0, u32t))
+        };
+        let pack = |lo: GExpr, hi: GExpr| bin(BinOp::Or, lo, bin(BinOp::Shl, hi, ity(16, u32t)));
+        let mut kloop = Vec::new();
+        for r in 0..4 {
+            // A pair e: row e / 8, depth 2 (e % 8) and the next.
+            kloop.push(GStmt::Assign { var: e, value: add(tid(), int(128 * r)) });
+            kloop.push(GStmt::Assign { var: row, value: add(var(m0), bin(BinOp::Div, var(e), int(8))) });
+            kloop.push(GStmt::Assign {
+                var: p0,
+                value: add(mul(var(kt), int(16)), mul(bin(BinOp::Rem, var(e), int(8)), int(2))),
+            });
+            let at = |p: GExpr| add(add(a_off.clone(), mul(var(row), int(g.a_rs))), mul(p, int(g.a_cs)));
+            let lo = bits(g.a, and(lt(var(row), m), lt(var(p0), k)), at(var(p0)));
+            let hi = bits(g.a, and(lt(var(row), m), lt(add(var(p0), int(1)), k)), at(add(var(p0), int(1))));
+            kloop.push(GStmt::SharedStore { arr: 0, index: var(e), value: pack(lo, hi) });
+        }
+        for r in 0..2 {
+            // B pair e: column e / 8, depth 2 (e % 8) and the next.
+            kloop.push(GStmt::Assign { var: e, value: add(tid(), int(128 * r)) });
+            kloop.push(GStmt::Assign { var: row, value: add(var(n0), bin(BinOp::Div, var(e), int(8))) });
+            kloop.push(GStmt::Assign {
+                var: p0,
+                value: add(mul(var(kt), int(16)), mul(bin(BinOp::Rem, var(e), int(8)), int(2))),
+            });
+            let at = |p: GExpr| add(add(b_off.clone(), mul(p, int(g.b_rs))), var(row));
+            let lo = bits(g.b, and(lt(var(row), n), lt(var(p0), k)), at(var(p0)));
+            let hi = bits(g.b, and(lt(var(row), n), lt(add(var(p0), int(1)), k)), at(add(var(p0), int(1))));
+            kloop.push(GStmt::SharedStore { arr: 1, index: var(e), value: pack(lo, hi) });
+        }
+        kloop.push(GStmt::Barrier);
+        for r in 0..4i64 {
+            let rowi = add(var(rb), add(var(grp), int(8 * (r & 1))));
+            let idx = add(mul(rowi, int(8)), add(var(tig), int(4 * (r >> 1))));
+            kloop.push(GStmt::Assign { var: af[r as usize], value: shared_load(0, idx) });
+        }
+        for (q, a) in acc.iter().enumerate() {
+            for r in 0..2i64 {
+                let col = add(int(q as i64 * 8), var(grp));
+                let idx = add(mul(col, int(8)), add(var(tig), int(4 * r)));
+                kloop.push(GStmt::Assign { var: bf[r as usize], value: shared_load(1, idx) });
+            }
+            kloop.push(GStmt::Mma { half, d: *a, a: af, b: bf, c: *a });
+        }
+        kloop.push(GStmt::Barrier);
+        body.push(GStmt::For { var: kt, start: 0, end: (k + 15) / 16, body: kloop });
+        let c_elem = self.buffers[g.c.0 as usize].elem;
+        for (q, a) in acc.iter().enumerate() {
+            for r in 0..4i64 {
+                let rowi = add(var(m0), add(var(rb), add(var(grp), int(8 * (r >> 1)))));
+                let col = add(var(n0), add(int(q as i64 * 8), add(mul(var(tig), int(2)), int(r & 1))));
+                let idx = add(add(c_off.clone(), mul(rowi.clone(), int(g.c_rs))), col.clone());
+                let sum = var(a[r as usize]);
+                let value = if g.accumulate { bin(BinOp::Add, load(g.c, idx.clone()), sum) } else { sum };
+                let store = if c_elem == ScalarType::BF16 {
+                    GStmt::StoreRaw { buf: g.c, index: idx, value: math::f32_to_bf16(value, &mut |t| fresh(l, t)) }
+                } else {
+                    GStmt::Store { buf: g.c, index: idx, value }
+                };
+                body.push(GStmt::If { cond: and(lt(rowi, m), lt(col, n)), body: vec![store] });
+            }
+        }
+        l.body = body;
+        Ok(())
+    }
+
     fn stmts(&mut self, l: &mut Launch, body: &[Stmt]) -> Vec<GStmt> {
         let mut out = Vec::new();
         for s in body {
             if let Stmt::Gemm(g) = s {
                 // Only inside serial pieces: a plain loop nest.
-                let nest = gemm_nest(g, &mut l.vars);
+                let nest = g.loops(&mut l.vars);
                 out.extend(self.stmts(l, &nest));
             } else {
                 out.push(self.stmt(l, s));
@@ -807,52 +955,7 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
 
 /// Replaces every `Gemm` with its plain loop nest.
 fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
-    let mut out = Vec::new();
-    for s in body {
-        match s {
-            Stmt::Gemm(g) => out.extend(gemm_nest(g, vars)),
-            Stmt::For { var, start, end, body } => {
-                out.push(Stmt::For { var: *var, start: *start, end: *end, body: expand_gemms(body, vars) })
-            }
-            Stmt::ParallelFor { var, start, end, body } => {
-                out.push(Stmt::ParallelFor { var: *var, start: *start, end: *end, body: expand_gemms(body, vars) })
-            }
-            s => out.push(s.clone()),
-        }
-    }
-    out
-}
-
-/// `GemmStmt`'s definition as kernel-IR loops.
-fn gemm_nest(g: &GemmStmt, vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
-    let mut v = |t| {
-        vars.push(t);
-        VarId(vars.len() as u32 - 1)
-    };
-    let (i, j, p, acc) = (v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::F32));
-    let a = kb::load(
-        g.a,
-        kb::add(g.a_off.clone(), kb::add(kb::mul(kb::var(i), kb::int(g.a_rs)), kb::mul(kb::var(p), kb::int(g.a_cs)))),
-    );
-    let b = kb::load(g.b, kb::add(g.b_off.clone(), kb::add(kb::mul(kb::var(p), kb::int(g.b_rs)), kb::var(j))));
-    let c_idx = kb::add(g.c_off.clone(), kb::add(kb::mul(kb::var(i), kb::int(g.c_rs)), kb::var(j)));
-    let init = if g.accumulate { kb::load(g.c, c_idx.clone()) } else { kb::f32c(0.0) };
-    let inner = vec![
-        Stmt::Assign { var: acc, value: init },
-        Stmt::For {
-            var: p,
-            start: 0,
-            end: g.k as i64,
-            body: vec![Stmt::Assign { var: acc, value: kb::bin(BinOp::Add, kb::var(acc), kb::bin(BinOp::Mul, a, b)) }],
-        },
-        Stmt::Store { buf: g.c, index: c_idx, value: kb::var(acc) },
-    ];
-    vec![Stmt::For {
-        var: i,
-        start: 0,
-        end: g.m as i64,
-        body: vec![Stmt::For { var: j, start: 0, end: g.n as i64, body: inner }],
-    }]
+    onnxc_kir::expand_gemms(body, vars, &|_| true)
 }
 
 fn subst_expr(e: &Expr, v: VarId, x: i64) -> Expr {

@@ -715,6 +715,15 @@ impl Emitter<'_> {
             }
             GStmt::Barrier => self.ins("bar.sync 0"),
             GStmt::WarpSync => self.ins("bar.warp.sync -1"),
+            GStmt::Mma { half, d, a, b, c } => {
+                let h = if *half == ScalarType::BF16 { "bf16" } else { "f16" };
+                let regs =
+                    |vs: &[VarId]| vs.iter().map(|v| self.vars[v.0 as usize].clone()).collect::<Vec<_>>().join(", ");
+                let (d, a, b, c) = (regs(d), regs(a), regs(b), regs(c));
+                self.ins(format!(
+                    "mma.sync.aligned.m16n8k16.row.col.f32.{h}.{h}.f32 {{{d}}}, {{{a}}}, {{{b}}}, {{{c}}}"
+                ));
+            }
             GStmt::Fail { cond, status } => {
                 let c = self.expr(cond);
                 let p = self.reg(Class::Pred);
@@ -825,6 +834,6 @@ fn stmt_buffers(s: &GStmt, out: &mut Vec<u32>) {
         }
         GStmt::Assign { value, .. } => expr_buffers(value, out),
         GStmt::Fail { cond, .. } => expr_buffers(cond, out),
-        GStmt::Barrier | GStmt::WarpSync => {}
+        GStmt::Barrier | GStmt::WarpSync | GStmt::Mma { .. } => {}
     }
 }

@@ -312,3 +312,92 @@ fn ptx_of_a_small_program_reads_as_expected() {
     let g = onnxc_gpu::lower::lower(&p).unwrap();
     insta::assert_snapshot!(onnxc_gpu::ptx::emit(&g, "sm_80").unwrap());
 }
+
+/// Rounds f32 values to IEEE half bits.
+fn f16_bits(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|&x| onnxc_gpu::interp::f32_to_f16(x).to_le_bytes()).collect()
+}
+
+#[test]
+fn half_precision_gemm_runs_on_tensor_cores_and_matches_the_cpu() {
+    // C (f16 or bf16, 45 x 37) = A (45 x 53) B (53 x 37), accumulated in f32.
+    let (m, n, k) = (45usize, 37usize, 53usize);
+    for half in [ScalarType::F16, ScalarType::BF16] {
+        let buf = |name: &str, len: usize, kind| Buffer { name: name.into(), elem: half, len: len as u64, kind };
+        let desc = |name: &str, len: usize, b: u32| IoDesc {
+            name: name.into(),
+            dtype: "f16".into(),
+            dims: vec![len],
+            buffer: BufferId(b),
+        };
+        let p = Program {
+            buffers: vec![
+                buf("a", m * k, BufferKind::Input(0)),
+                buf("b", k * n, BufferKind::Input(1)),
+                buf("c", m * n, BufferKind::Output(0)),
+            ],
+            kernels: vec![Kernel {
+                name: "matmul".into(),
+                vars: vec![],
+                body: vec![Stmt::Gemm(Box::new(GemmStmt {
+                    m,
+                    n,
+                    k,
+                    a: BufferId(0),
+                    a_off: int(0),
+                    a_rs: k as i64,
+                    a_cs: 1,
+                    b: BufferId(1),
+                    b_off: int(0),
+                    b_rs: n as i64,
+                    c: BufferId(2),
+                    c_off: int(0),
+                    c_rs: n as i64,
+                    accumulate: false,
+                }))],
+            }],
+            inputs: vec![desc("a", m * k, 0), desc("b", k * n, 1)],
+            outputs: vec![desc("c", m * n, 2)],
+            arena_bytes: 0,
+        };
+        let enc = |v: &[f32]| -> Vec<u8> {
+            if half == ScalarType::F16 {
+                f16_bits(v)
+            } else {
+                v.iter().flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()).collect()
+            }
+        };
+        let dec = |b: &[u8]| -> Vec<f32> {
+            b.chunks_exact(2)
+                .map(|c| {
+                    let h = u16::from_le_bytes([c[0], c[1]]);
+                    if half == ScalarType::F16 {
+                        onnxc_gpu::interp::f16_to_f32(h)
+                    } else {
+                        f32::from_bits((h as u32) << 16)
+                    }
+                })
+                .collect()
+        };
+        let (a, b) = (enc(&input(m * k)), enc(&input(k * n + 7)[7..]));
+        let jit = onnxc_cpu::JitModel::new(&p).unwrap();
+        let want = dec(&jit.run(&[&a, &b]).unwrap()[0]);
+        let g = onnxc_gpu::lower::lower(&p).unwrap();
+        assert!(g.launches[0].strategy.contains("tensor cores"), "{}", g.launches[0].strategy);
+        let ptx = onnxc_gpu::ptx::emit(&g, "sm_80").unwrap();
+        assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32"), "{half}");
+        let got = dec(&onnxc_gpu::interp::run(&g, &[a.clone(), b.clone()]).unwrap().outputs[0]);
+        // Naive reference in f64 from the rounded inputs.
+        let (ad, bd) = (dec(&a), dec(&b));
+        let ulp = if half == ScalarType::F16 { 1e-3 } else { 8e-3 };
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f64 = (0..k).map(|p| ad[i * k + p] as f64 * bd[p * n + j] as f64).sum();
+                let tol = ulp * exact.abs().max(0.05);
+                for (what, v) in [("gpu", got[i * n + j]), ("cpu", want[i * n + j])] {
+                    assert!((v as f64 - exact).abs() <= tol, "{half} {what} [{i},{j}]: {v} vs {exact}");
+                }
+            }
+        }
+    }
+}

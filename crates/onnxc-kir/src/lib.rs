@@ -282,7 +282,9 @@ pub enum Stmt {
 }
 
 /// `C[i, j] = (C[i, j] if accumulate else 0) + sum_p A[i, p] * B[p, j]` for
-/// `i < m`, `j < n`, `p < k`, all f32. Elements are addressed as
+/// `i < m`, `j < n`, `p < k`. A and B are both f32, both f16 or both bf16,
+/// C f32 or their type; products accumulate in f32 and C is rounded once
+/// (see [`GemmStmt::loops`] for the reference form). Elements are addressed as
 /// `A[a_off + i*a_rs + p*a_cs]`, `B[b_off + p*b_rs + j]` (rows of B are
 /// contiguous) and `C[c_off + i*c_rs + j]`; offsets may use loop variables.
 /// C must not overlap A or B.
@@ -302,6 +304,66 @@ pub struct GemmStmt {
     pub c_off: Expr,
     pub c_rs: i64,
     pub accumulate: bool,
+}
+
+impl GemmStmt {
+    /// True when A, B and C are all f32 (what register-blocked CPU kernels take).
+    pub fn is_f32(&self, program: &Program) -> bool {
+        [self.a, self.b, self.c].iter().all(|b| program.buffers[b.0 as usize].elem == ScalarType::F32)
+    }
+
+    /// The product as plain loops with an f32 accumulator (new variables
+    /// are pushed onto `vars`): the reference semantics backends may emit
+    /// when they have no faster kernel.
+    pub fn loops(&self, vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
+        use build::*;
+        let mut v = |t| {
+            vars.push(t);
+            VarId(vars.len() as u32 - 1)
+        };
+        let (i, j, p, acc) = (v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::F32));
+        let a = load(self.a, add(self.a_off.clone(), add(mul(var(i), int(self.a_rs)), mul(var(p), int(self.a_cs)))));
+        let b = load(self.b, add(self.b_off.clone(), add(mul(var(p), int(self.b_rs)), var(j))));
+        let c_idx = add(self.c_off.clone(), add(mul(var(i), int(self.c_rs)), var(j)));
+        let init = if self.accumulate { load(self.c, c_idx.clone()) } else { f32c(0.0) };
+        let inner = vec![
+            Stmt::Assign { var: acc, value: init },
+            Stmt::For {
+                var: p,
+                start: 0,
+                end: self.k as i64,
+                body: vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, a, b)) }],
+            },
+            Stmt::Store { buf: self.c, index: c_idx, value: var(acc) },
+        ];
+        vec![Stmt::For {
+            var: i,
+            start: 0,
+            end: self.m as i64,
+            body: vec![Stmt::For { var: j, start: 0, end: self.n as i64, body: inner }],
+        }]
+    }
+}
+
+/// Replaces every `Gemm` for which `expand` holds by [`GemmStmt::loops`].
+pub fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>, expand: &dyn Fn(&GemmStmt) -> bool) -> Vec<Stmt> {
+    let mut out = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Gemm(g) if expand(g) => out.extend(g.loops(vars)),
+            Stmt::For { var, start, end, body } => {
+                out.push(Stmt::For { var: *var, start: *start, end: *end, body: expand_gemms(body, vars, expand) })
+            }
+            Stmt::ParallelFor { var, start, end, body } => out.push(Stmt::ParallelFor {
+                var: *var,
+                start: *start,
+                end: *end,
+                body: expand_gemms(body, vars, expand),
+            }),
+            s => out.push(s.clone()),
+        }
+    }
+    out
 }
 
 /// Status a run returns when an If selects a branch that could not be

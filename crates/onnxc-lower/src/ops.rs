@@ -571,7 +571,12 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             let b = cx.input(id, 1)?;
             let out = cx.output(id)?;
             let mut k = KernelBuilder::new(name);
-            let blocked = cx.options.blocked_gemm && cx.stored_f32(&[a, b, out]);
+            // f16/bf16 products become Gemm statements too: f32 accumulation
+            // (plain loops on the CPU, tensor cores on the GPU).
+            let elem = |b: BufferId| cx.buffers[b.0 as usize].elem;
+            let half =
+                matches!(elem(a), ScalarType::F16 | ScalarType::BF16) && elem(b) == elem(a) && elem(out) == elem(a);
+            let blocked = cx.options.blocked_gemm && (cx.stored_f32(&[a, b, out]) || half);
             let body = k.nest(&batch, |k, bv| {
                 let (oa, ob, oo) = (linear(bv, &sa), linear(bv, &sb), linear(bv, &so));
                 if blocked {

@@ -48,7 +48,7 @@ fn read_array<R: io::Read>(file: npyz::NpyFile<R>, path: &Path, name: &str) -> i
     let bytes = match dtype {
         DType::F32 => bytes!(f32),
         DType::F64 => bytes!(f64),
-        DType::F16 => bytes!(u16),
+        DType::F16 => file.into_vec::<half::f16>()?.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect(),
         DType::I8 => bytes!(i8),
         DType::I16 => bytes!(i16),
         DType::I32 => bytes!(i32),
@@ -100,6 +100,7 @@ fn write_array<W: io::Write>(w: &mut W, t: &Tensor) -> io::Result<()> {
     match t.dtype {
         DType::F32 => write!(f32, le!(f32)),
         DType::F64 => write!(f64, le!(f64)),
+        DType::F16 => write!(half::f16, le!(u16).map(half::f16::from_bits)),
         DType::I8 => write!(i8, le!(i8)),
         DType::I16 => write!(i16, le!(i16)),
         DType::I32 => write!(i32, le!(i32)),
