@@ -57,3 +57,62 @@ fn check(model: &std::path::Path) -> Vec<String> {
     }
     kinds
 }
+
+#[test]
+fn gpu_compile_writes_ptx_plan_and_weights_byte_identically() {
+    let model = common::root().join("testdata/cnn_digits.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for run in 0..2 {
+        let out = dir.path().join(format!("run{run}"));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_onnxc"))
+            .args(["compile", model.to_str().unwrap(), "-q", "--target", "nvptx64-nvidia-cuda", "--gpu-arch", "sm_90"])
+            .args(["--input-shape", "input=1x1x8x8", "-o"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let files: Vec<Vec<u8>> = ["cnn_digits.ptx", "cnn_digits.plan.json", "cnn_digits.weights.bin"]
+            .iter()
+            .map(|f| std::fs::read(out.join(f)).unwrap())
+            .collect();
+        outputs.push(files);
+    }
+    assert_eq!(outputs[0], outputs[1], "two compiles differ");
+    let ptx = String::from_utf8(outputs[0][0].clone()).unwrap();
+    assert!(ptx.contains(".target sm_90"));
+    let plan: serde_json::Value = serde_json::from_slice(&outputs[0][1]).unwrap();
+    assert_eq!(plan["gpu_arch"], "sm_90");
+    assert_eq!(plan["params"][0], "weights");
+    assert_eq!(plan["weights"]["bytes"].as_u64().unwrap() as usize, outputs[0][2].len());
+    // Every launch in the plan is an entry of the PTX, in the same order.
+    let launches = plan["launches"].as_array().unwrap();
+    assert!(!launches.is_empty());
+    let mut at = 0;
+    for l in launches {
+        let entry = format!(".visible .entry {}(", l["kernel"].as_str().unwrap());
+        let found = ptx[at..].find(&entry).unwrap_or_else(|| panic!("{entry} missing or out of order"));
+        at += found + entry.len();
+    }
+}
+
+#[test]
+fn gpu_flags_are_checked() {
+    let model = common::root().join("testdata/mlp_digits.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onnxc"))
+            .args(["compile", model.to_str().unwrap(), "--input-shape", "input=1x64", "-o"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--target", "nvptx64-nvidia-cuda", "--gpu-arch", "sm_70"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--gpu-arch 'sm_70' is not supported") && err.contains("sm_90"), "{err}");
+    let out = run(&["--gpu-arch", "sm_90"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--gpu-arch applies to --target nvptx64-nvidia-cuda"));
+}
