@@ -86,6 +86,19 @@ impl Graph {
     }
 
     /// The producer (node, output slot) feeding input `slot` of `node`.
+    /// Removes the edge into `node`'s input `slot` (if any).
+    pub fn disconnect(&mut self, node: NodeId, slot: usize) {
+        let edges: Vec<_> = self
+            .graph
+            .edges_directed(node, Direction::Incoming)
+            .filter(|e| e.weight().dst_slot == slot)
+            .map(|e| e.id())
+            .collect();
+        for e in edges {
+            self.graph.remove_edge(e);
+        }
+    }
+
     pub fn input_of(&self, node: NodeId, slot: usize) -> Option<(NodeId, usize)> {
         self.graph
             .edges_directed(node, Direction::Incoming)

@@ -33,6 +33,8 @@ pub struct CompileOptions {
     /// GPU architecture for the `nvptx64-nvidia-cuda` target (`sm_80`
     /// when `None`).
     pub gpu_arch: Option<String>,
+    /// Post-training int8 quantization (`--quantize`; see `quantize.rs`).
+    pub quantize: Option<crate::quantize::QuantizeOptions>,
 }
 
 /// The target triple of the GPU path (PTX plus a launch plan).
@@ -63,6 +65,9 @@ pub enum Error {
     Input(String),
     #[error("GPU path: {0}")]
     Gpu(String),
+    /// A quantized build missed `--accuracy-budget` (the message holds the report).
+    #[error("{0}")]
+    Budget(String),
 }
 
 fn format_node_errors(errors: &[NodeError]) -> String {
@@ -268,6 +273,41 @@ pub fn prepare_with(
     onnxc_passes::run_pipeline_with(graph, level.pipeline(), cfg!(debug_assertions), &mut after).map_err(Error::Nodes)
 }
 
+/// [`prepare_with`], quantizing when `quantize` says so: the passes
+/// before fusion, then `quantize::quantize` (calibration, accuracy gate),
+/// then the rest.
+pub fn prepare_maybe_quantized(
+    graph: &mut Graph,
+    level: OptLevel,
+    print_after: &[String],
+    quantize: Option<&crate::quantize::QuantizeOptions>,
+) -> Result<(Vec<onnxc_passes::PassStats>, Option<crate::quantize::QuantReport>), Error> {
+    let Some(q) = quantize else {
+        return Ok((prepare_with(graph, level, print_after)?, None));
+    };
+    check_pass_names(print_after)?;
+    let pipeline = level.pipeline();
+    let cut = pipeline.iter().position(|p| p.name == "fuse").unwrap_or(pipeline.len() - 1);
+    let infer = onnxc_passes::ALL_PASSES.iter().find(|p| p.name == "infer-fold").expect("infer-fold exists");
+    let rest: Vec<onnxc_passes::Pass> = std::iter::once(infer)
+        .chain(&pipeline[cut..])
+        .map(|p| onnxc_passes::Pass { name: p.name, run: p.run })
+        .collect();
+    let mut after = |pass: &str, g: &Graph| {
+        if print_after.iter().any(|p| p == pass || p == "all") {
+            eprintln!("; IR after pass '{pass}'\n{}", onnxc_ir::text::to_text(g));
+        }
+    };
+    let mut passes = onnxc_passes::run_pipeline_with(graph, &pipeline[..cut], cfg!(debug_assertions), &mut after)
+        .map_err(Error::Nodes)?;
+    let (quantized, report) = crate::quantize::quantize(graph, q, &rest)?;
+    *graph = quantized;
+    passes.extend(
+        onnxc_passes::run_pipeline_with(graph, &rest, cfg!(debug_assertions), &mut after).map_err(Error::Nodes)?,
+    );
+    Ok((passes, Some(report)))
+}
+
 fn check_pass_names(names: &[String]) -> Result<(), Error> {
     let known: Vec<&str> = onnxc_passes::ALL_PASSES.iter().map(|p| p.name).collect();
     for n in names {
@@ -346,10 +386,28 @@ pub fn build_program_opts(
     let t = std::time::Instant::now();
     let mut graph = load(path)?;
     bake_inputs(&mut graph, &opts.constant_inputs)?;
-    pin_input_shapes(&mut graph, &opts.input_shapes)?;
+    let mut shapes = opts.input_shapes.clone();
+    if let Some(q) = &opts.quantize {
+        // Inputs left symbolic take the calibration samples' shapes.
+        if let Some(sample) = q.calibration.as_deref().or(q.validation.as_deref()).map(crate::quantize::read_samples) {
+            let sample = sample?.swap_remove(0);
+            for &n in &graph.inputs {
+                let info = &graph.graph[n].outputs[0];
+                if !shapes.contains_key(&info.name) && info.shape.as_known().is_none() {
+                    if let Some(t) = sample.get(&info.name) {
+                        shapes.insert(info.name.clone(), t.dims.clone());
+                    }
+                }
+            }
+        }
+    }
+    pin_input_shapes(&mut graph, &shapes)?;
     report.compile_seconds.insert("import".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    report.passes = prepare_with(&mut graph, opts.opt_level, &opts.print_after)?;
+    let (passes, quantization) =
+        prepare_maybe_quantized(&mut graph, opts.opt_level, &opts.print_after, opts.quantize.as_ref())?;
+    report.passes = passes;
+    report.quantization = quantization;
     report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let program = lower_at(&graph, opts.opt_level)?;
@@ -639,6 +697,17 @@ pub fn load_for_inputs_with(
     inputs: &BTreeMap<String, Tensor>,
     level: OptLevel,
 ) -> Result<LoadedModel, Error> {
+    load_for_inputs_quantized(path, inputs, level, None).map(|(m, _)| m)
+}
+
+/// [`load_for_inputs_with`], quantizing first when `quantize` is given
+/// (`run`/`bench --quantize`); also returns what quantization did.
+pub fn load_for_inputs_quantized(
+    path: &Path,
+    inputs: &BTreeMap<String, Tensor>,
+    level: OptLevel,
+    quantize: Option<&crate::quantize::QuantizeOptions>,
+) -> Result<(LoadedModel, Option<crate::quantize::QuantReport>), Error> {
     let mut graph = load(path)?;
     let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut missing = Vec::new();
@@ -676,10 +745,10 @@ pub fn load_for_inputs_with(
     bake_parameter_inputs(&mut graph, inputs);
     shapes.retain(|name, _| graph.inputs.iter().any(|&n| graph.graph[n].outputs[0].name == *name));
     pin_input_shapes(&mut graph, &shapes)?;
-    prepare_with(&mut graph, level, &[])?;
+    let (_, quantization) = prepare_maybe_quantized(&mut graph, level, &[], quantize)?;
     let program = lower_at(&graph, level)?;
     let jit = JitModel::new(&program)?;
-    Ok(LoadedModel { graph, program, jit })
+    Ok((LoadedModel { graph, program, jit }, quantization))
 }
 
 /// True when input `slot` of `op` must be known at compile time (a shape,

@@ -14,6 +14,7 @@ pub mod archive;
 mod driver;
 pub mod header;
 pub mod npz;
+pub mod quantize;
 pub mod report;
 
 pub use driver::*;

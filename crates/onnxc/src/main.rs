@@ -36,6 +36,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the Compile variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Compile a model into NAME.o, libNAME.a and NAME.h in an output folder.
@@ -77,6 +79,8 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Compile a model in-process (JIT) and run it on inputs from a file, on the CPU or a GPU.
     #[command(after_help = "Input shapes are taken from the given arrays; arrays that are not model inputs
@@ -105,6 +109,8 @@ GPU lowering on a machine without a GPU).")]
         /// GPU architecture the PTX targets for --device cuda or gpu-sim: sm_80 (default), sm_86, sm_89 or sm_90.
         #[arg(long = "gpu-arch", value_name = "SM")]
         gpu_arch: Option<String>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Time a model in-process on the code path a linked object runs (or on a GPU): warm-up, then median, min and p90 latency.
     #[command(after_help = "The inputs fix the shapes (as for `run`). Runs until both --iterations and
@@ -140,6 +146,8 @@ uploaded once, and each timed run is every kernel launch plus a synchronize (wal
         /// GPU architecture the PTX targets for --device cuda: sm_80 (default), sm_86, sm_89 or sm_90.
         #[arg(long = "gpu-arch", value_name = "SM")]
         gpu_arch: Option<String>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Describe a model: inputs and outputs, op histogram, parameters, opsets.
     Inspect {
@@ -299,6 +307,57 @@ fn bench_cuda(
     bail!("{NO_CUDA}")
 }
 
+/// The quantization flags (`compile`; see docs/quantization.md).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Quantization")]
+struct QuantArgs {
+    /// Post-training quantization: int8 (static: weights int8 per channel, activations u8 per tensor with scales from --calibration) or dynamic (activation scales computed at run time; for transformer MatMuls).
+    #[arg(long, value_name = "MODE")]
+    quantize: Option<String>,
+    /// Calibration samples: an .npz whose arrays (keyed by input name) have a leading batch of samples, or a folder of such files.
+    #[arg(long, value_name = "DATA")]
+    calibration: Option<PathBuf>,
+    /// How calibration picks activation ranges: minmax (default), percentile (99.99; or percentile=P) or entropy (least KL divergence).
+    #[arg(long = "calibration-method", value_name = "METHOD", default_value = "minmax")]
+    calibration_method: String,
+    /// Samples on which the float and quantized models are compared; default: the calibration data.
+    #[arg(long, value_name = "DATA")]
+    validation: Option<PathBuf>,
+    /// Fail the compile unless every output meets these, e.g. `cosine>=0.99,top1>=0.99` (also max_abs<=X, mean_abs<=X).
+    #[arg(long = "accuracy-budget", value_name = "LIST")]
+    accuracy_budget: Option<String>,
+    /// auto: keep the layers whose quantization hurts most in float until the budget holds; none (default): fail instead.
+    #[arg(long, value_name = "auto|none", default_value = "none")]
+    fallback: String,
+}
+
+impl QuantArgs {
+    fn options(&self) -> Result<Option<onnxc::quantize::QuantizeOptions>> {
+        let Some(mode) = &self.quantize else {
+            if self.calibration.is_some() || self.validation.is_some() || self.accuracy_budget.is_some() {
+                bail!("--calibration, --validation and --accuracy-budget need --quantize int8 or --quantize dynamic");
+            }
+            return Ok(None);
+        };
+        let fallback_auto = match self.fallback.as_str() {
+            "auto" => true,
+            "none" => false,
+            other => bail!("--fallback '{other}' is not auto or none"),
+        };
+        Ok(Some(onnxc::quantize::QuantizeOptions {
+            mode: onnxc::quantize::parse_mode(mode).map_err(anyhow::Error::msg)?,
+            calibration: self.calibration.clone(),
+            method: onnxc::quantize::parse_method(&self.calibration_method).map_err(anyhow::Error::msg)?,
+            validation: self.validation.clone(),
+            budget: match &self.accuracy_budget {
+                Some(b) => onnxc::quantize::parse_budget(b).map_err(anyhow::Error::msg)?,
+                None => Vec::new(),
+            },
+            fallback_auto,
+        }))
+    }
+}
+
 fn gpu_arch_given_for_cpu(opts: &onnxc::CompileOptions) -> bool {
     opts.gpu_arch.is_some() && !onnxc::is_gpu_target(opts.target.as_deref())
 }
@@ -349,6 +408,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             quiet,
             opt_level,
             print_after,
+            quant,
         } => {
             let started = std::time::Instant::now();
             let mut constant_inputs = BTreeMap::new();
@@ -369,6 +429,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 opt_level,
                 print_after,
                 gpu_arch,
+                quantize: quant.options()?,
             };
             if gpu_arch_given_for_cpu(&opts) {
                 bail!("--gpu-arch applies to --target {} only", onnxc::NVPTX_TARGET);
@@ -418,11 +479,22 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { model, inputs, outputs, opt_level, device, gpu_arch } => {
+        Command::Run { model, inputs, outputs, opt_level, device, gpu_arch, quant } => {
             check_device(device, gpu_arch.as_deref())?;
-            run(&model, &inputs, outputs.as_deref(), opt_level, device, gpu_arch.as_deref())
+            run(&model, &inputs, outputs.as_deref(), opt_level, device, gpu_arch.as_deref(), &quant)
         }
-        Command::Bench { model, inputs, opt_level, iterations, min_seconds, warmup, threads, device, gpu_arch } => {
+        Command::Bench {
+            model,
+            inputs,
+            opt_level,
+            iterations,
+            min_seconds,
+            warmup,
+            threads,
+            device,
+            gpu_arch,
+            quant,
+        } => {
             check_device(device, gpu_arch.as_deref())?;
             match device {
                 Device::GpuSim => bail!("--device gpu-sim applies to `run` only (the interpreter is not worth timing)"),
@@ -432,8 +504,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             let graph = onnxc::load(&model)?;
             let given = read_inputs(&inputs, &graph)?;
             let started = std::time::Instant::now();
-            let loaded = onnxc::load_for_inputs_with(&model, &given, opt_level)?;
+            let (loaded, quantization) =
+                onnxc::load_for_inputs_quantized(&model, &given, opt_level, quant.options()?.as_ref())?;
             let compile = started.elapsed().as_secs_f64();
+            if let Some(q) = quantization {
+                eprint!("{}", q.text());
+            }
             let (on, compile, stats) = if device == Device::Cuda {
                 let (name, setup, stats) =
                     bench_cuda(&loaded, &given, gpu_arch.as_deref(), warmup, iterations, min_seconds)?;
@@ -534,10 +610,14 @@ fn run(
     level: onnxc::OptLevel,
     device: Device,
     gpu_arch: Option<&str>,
+    quant: &QuantArgs,
 ) -> Result<()> {
     let graph = onnxc::load(model)?;
     let given = read_inputs(inputs, &graph)?;
-    let loaded = onnxc::load_for_inputs_with(model, &given, level)?;
+    let (loaded, quantization) = onnxc::load_for_inputs_quantized(model, &given, level, quant.options()?.as_ref())?;
+    if let Some(q) = quantization {
+        eprint!("{}", q.text());
+    }
     let results = match device {
         Device::Cpu => loaded.run(&given)?,
         Device::Cuda => run_cuda(&loaded, &given, gpu_arch)?,

@@ -76,6 +76,25 @@ pub fn read_npz(path: &Path) -> io::Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
+/// Reads the arrays of an `.npz` file whose dtype onnxc knows; the names
+/// of the others (strings, objects) come back second.
+pub fn read_npz_numeric(path: &Path) -> io::Result<(BTreeMap<String, Tensor>, Vec<String>)> {
+    let mut archive =
+        npyz::npz::NpzArchive::open(path).map_err(|e| invalid(path, format!("not a readable .npz file ({e})")))?;
+    let names: Vec<String> = archive.array_names().map(String::from).collect();
+    let (mut out, mut skipped) = (BTreeMap::new(), Vec::new());
+    for name in names {
+        let file = archive.by_name(&name)?.ok_or_else(|| invalid(path, format!("array '{name}' vanished")))?;
+        let known = matches!(file.dtype(), npyz::DType::Plain(ts) if dtype_of(&ts.to_string()).is_some());
+        if known {
+            out.insert(name.clone(), read_array(file, path, &name)?);
+        } else {
+            skipped.push(name);
+        }
+    }
+    Ok((out, skipped))
+}
+
 /// Reads one `.npy` file.
 pub fn read_npy(path: &Path) -> io::Result<Tensor> {
     let bytes = std::fs::read(path)?;

@@ -33,6 +33,8 @@ pub struct CompileReport {
     pub cpu_features: Vec<String>,
     /// Kernel launches of a GPU compile (0 for CPU objects).
     pub gpu_launches: usize,
+    /// What `--quantize` did (parameters, calibration, accuracy).
+    pub quantization: Option<crate::quantize::QuantReport>,
 }
 
 fn numel(graph: &Graph, node: onnxc_ir::NodeId, slot: usize) -> u64 {
@@ -154,7 +156,7 @@ impl CompileReport {
         let warnings: Vec<String> = self.warnings.iter().map(|w| esc(w)).collect();
         let features: Vec<String> = self.cpu_features.iter().map(|w| esc(w)).collect();
         format!(
-            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}],\n  \"cpu\": {},\n  \"cpu_features\": [{}],\n  \"gpu_launches\": {}\n}}\n",
+            "{{\n  \"passes\": [{}],\n  \"ops\": {{{}}},\n  \"weights_bytes\": {},\n  \"arena_bytes\": {},\n  \"intermediate_bytes\": {},\n  \"flops\": {{{}}},\n  \"compile_seconds\": {{{}}},\n  \"warnings\": [{}],\n  \"cpu\": {},\n  \"cpu_features\": [{}],\n  \"gpu_launches\": {},\n  \"quantization\": {}\n}}\n",
             passes.join(", "),
             map_u(&ops),
             self.weights_bytes,
@@ -165,7 +167,8 @@ impl CompileReport {
             warnings.join(", "),
             esc(&self.cpu),
             features.join(", "),
-            self.gpu_launches
+            self.gpu_launches,
+            self.quantization.as_ref().map(|q| q.json()).unwrap_or_else(|| "null".into())
         )
     }
 
@@ -181,6 +184,6 @@ impl CompileReport {
             self.weights_bytes,
             self.arena_bytes,
             self.intermediate_bytes
-        )
+        ) + &self.quantization.as_ref().map(|q| format!("\n{}", q.text().trim_end())).unwrap_or_default()
     }
 }

@@ -18,10 +18,7 @@ fn launch_interpreter_matches_the_reference_on_every_test_model() {
                     *strategies.entry(k).or_default() += 1;
                 }
             }
-            Err(e) => failures.push(format!(
-                "{}",
-                e.downcast_ref::<String>().cloned().unwrap_or_else(|| model.display().to_string())
-            )),
+            Err(e) => failures.push(e.downcast_ref::<String>().cloned().unwrap_or_else(|| model.display().to_string())),
         }
     }
     eprintln!("launch strategies: {strategies:?}");
