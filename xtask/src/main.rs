@@ -12,6 +12,7 @@ mod conformance;
 mod gpu;
 mod models;
 mod ptx;
+mod quant;
 
 use std::env;
 use std::fs;
@@ -58,6 +59,11 @@ commands:
                         references; resnet18/mobilenet_v2/minilm_l6 latency
                         at batch 1 and 32 next to PyTorch (onnx2torch) where
                         installed; writes target/gpu-results.md
+  quant [DIR]           the quantization checks on the corpus: digits test
+                        accuracy of int8 builds (each calibration method)
+                        against float, MiniLM sentence-embedding cosines
+                        (dynamic and static), the accuracy gate and
+                        --fallback auto
   help                  show this message";
 
 fn main() -> ExitCode {
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         "cross-aarch64" => models::cross_aarch64(&workspace_root()),
         "bench" => bench::bench(&workspace_root(), rest),
         "ptx" => ptx::ptx(&workspace_root(), rest),
+        "quant" => quant::quant(&workspace_root(), rest),
         "gpu" => gpu::gpu(&workspace_root(), rest),
         "gpu-run" => gpu::gpu_run(&workspace_root(), rest),
         "help" | "-h" | "--help" => {

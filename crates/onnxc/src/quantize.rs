@@ -338,12 +338,13 @@ fn entropy_threshold(hist: &[u64]) -> f32 {
         // Reference: the first `end` bins, the outliers folded into the last.
         let mut p: Vec<f64> = hist[..end].iter().map(|&c| c as f64).collect();
         p[end - 1] += hist[end..].iter().sum::<u64>() as f64;
-        // Candidate: the clipped distribution merged into LEVELS levels,
-        // spread back over the bins that were nonzero.
+        // Candidate: the bins inside the threshold (outliers left out)
+        // merged into LEVELS levels, spread back over the bins where the
+        // reference is nonzero (as TensorRT's calibrator does).
         let mut q = vec![0.0f64; end];
         for l in 0..LEVELS {
             let (a, b) = (l * end / LEVELS, ((l + 1) * end / LEVELS).max(l * end / LEVELS + 1));
-            let sum: f64 = p[a..b].iter().sum();
+            let sum: f64 = hist[a..b].iter().map(|&c| c as f64).sum();
             let nonzero = p[a..b].iter().filter(|&&c| c > 0.0).count();
             if nonzero > 0 {
                 for i in a..b {
@@ -917,7 +918,15 @@ mod tests {
         let p = o.range(CalibMethod::Percentile(99.9));
         assert!(p.hi < 2.0 && p.lo <= -0.95, "{p:?}");
         let e = o.range(CalibMethod::Entropy);
-        assert!(e.hi < 10.0 && e.hi >= 0.9, "{e:?}");
+        assert!(e.hi <= 50.0 && e.hi >= 0.9 && e.lo == -1.0, "{e:?}");
+        // An exponential bulk with a thin tail out to 50: entropy clips the tail.
+        let mut v: Vec<f32> = (1..=20_000).map(|i| -(i as f32 / 20_001.0).ln() * 0.2).collect();
+        v.extend((0..40).map(|i| 1.0 + i as f32 * 49.0 / 39.0));
+        let mut o = Observer::new();
+        o.see_range(&v);
+        o.see_hist(&v);
+        let e = o.range(CalibMethod::Entropy);
+        assert!(e.hi < 25.0 && e.hi >= 0.9, "{e:?}");
         // u8 parameters put zero exactly on the grid.
         let (scale, zp) = Range { lo: -1.0, hi: 3.0 }.scale_zero_point();
         assert!((scale - 4.0 / 255.0).abs() < 1e-7 && zp == 64);
