@@ -216,6 +216,8 @@ pub const SUPPORTED_OPS: &[(&str, i64)] = &[
     ("LpPool", 1),
     ("MatMul", 1),
     ("MatMulInteger", 1),
+    ("ConvInteger", 1),
+    ("QLinearConv", 1),
     ("Max", 1),
     ("MaxPool", 1),
     ("Mean", 1),
@@ -566,6 +568,11 @@ pub fn import_op(
         }
         "DynamicQuantizeLinear" => Op::DynamicQuantize,
         "MatMulInteger" => Op::MatMulInteger { qlinear: false },
+        "ConvInteger" | "QLinearConv" => Op::ConvInteger {
+            window: window(&a, false)?,
+            group: a.int("group", 1)?.max(0) as usize,
+            qlinear: op_type == "QLinearConv",
+        },
         "QLinearMatMul" => Op::MatMulInteger { qlinear: true },
         "RotaryEmbedding" => Op::Rotary {
             interleaved: a.int("interleaved", 0)? != 0,

@@ -455,6 +455,26 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             return Ok(vec![(DType::U8, xd), (DType::F32, vec![]), (DType::U8, vec![])]);
         }
+        Op::ConvInteger { mut window, group, qlinear } => {
+            let (_, xd) = x()?;
+            let (_, wd) = input(graph, id, if qlinear { 3 } else { 1 })?;
+            if xd.len() < 3 || wd.len() != xd.len() {
+                return Err(format!("input {xd:?} and weights {wd:?} must have the same rank >= 3"));
+            }
+            if group == 0 || xd[1] % group != 0 || wd[0] % group != 0 || wd[1].checked_mul(group) != Some(xd[1]) {
+                return Err(format!("channels do not match: input {xd:?}, weights {wd:?}, group {group}"));
+            }
+            if window.kernel.is_empty() {
+                window.kernel = wd[2..].to_vec();
+            } else if window.kernel != wd[2..] {
+                return Err(format!("kernel_shape {:?} differs from the weights' {:?}", window.kernel, &wd[2..]));
+            }
+            let mut d = vec![xd[0], wd[0]];
+            d.extend(window_out(&mut window, &xd[2..], false)?);
+            let dt = if qlinear { input(graph, id, 7)?.0 } else { DType::I32 };
+            graph.graph[id].op = Op::ConvInteger { window, group, qlinear };
+            (dt, d)
+        }
         Op::MatMulInteger { qlinear } => {
             let (a_slot, b_slot) = if qlinear { (0, 3) } else { (0, 1) };
             let (_, a) = input(graph, id, a_slot)?;

@@ -552,6 +552,14 @@ pub enum Op {
     },
     /// DynamicQuantizeLinear: outputs y (u8), scale, zero point.
     DynamicQuantize,
+    /// ConvInteger (x, w, optional x/w zero points) to i32, or QLinearConv
+    /// (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, optional i32
+    /// bias) when `qlinear`; the window as for [`Op::Conv`].
+    ConvInteger {
+        window: Window,
+        group: usize,
+        qlinear: bool,
+    },
     /// MatMulInteger (a, b, optional zero points) to i32, or QLinearMatMul
     /// (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) when `qlinear`.
     MatMulInteger {
@@ -781,6 +789,8 @@ impl Op {
             Op::Quantize { .. } => "QuantizeLinear".into(),
             Op::Dequantize { .. } => "DequantizeLinear".into(),
             Op::DynamicQuantize => "DynamicQuantizeLinear".into(),
+            Op::ConvInteger { qlinear: false, .. } => "ConvInteger".into(),
+            Op::ConvInteger { qlinear: true, .. } => "QLinearConv".into(),
             Op::MatMulInteger { qlinear: false } => "MatMulInteger".into(),
             Op::MatMulInteger { qlinear: true } => "QLinearMatMul".into(),
             Op::GroupNorm { groups: 0, .. } => "InstanceNormalization".into(),
@@ -837,7 +847,9 @@ impl Op {
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 format!("alpha={alpha},beta={beta},trans_a={},trans_b={}", *trans_a as u8, *trans_b as u8)
             }
-            Op::Conv { window: w, group } => format!("{},group={group}", window(w)),
+            Op::Conv { window: w, group } | Op::ConvInteger { window: w, group, .. } => {
+                format!("{},group={group}", window(w))
+            }
             Op::ConvTranspose { window: w, group, output_padding, .. } => {
                 format!("{},group={group},output_padding={}", window(w), list(output_padding))
             }

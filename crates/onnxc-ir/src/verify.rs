@@ -54,6 +54,8 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Quantize { .. } | Op::Dequantize { .. } => 2,
             Op::ScaledDotProductAttention { .. } => 3,
             Op::MatMulInteger { qlinear: false } => 2,
+            Op::ConvInteger { qlinear: false, .. } => 2,
+            Op::ConvInteger { qlinear: true, .. } => 8,
             Op::Recurrent(_) => 3,
             Op::Slice => 3,
             Op::Input { .. } | Op::Constant(_) => 0,

@@ -305,6 +305,7 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
         Op::Dequantize { .. } => crate::quant::dequantize(cx, id),
         Op::DynamicQuantize => crate::quant::dynamic_quantize(cx, id),
         Op::MatMulInteger { qlinear } => crate::quant::matmul_integer(cx, id, qlinear),
+        Op::ConvInteger { ref window, group, qlinear } => crate::quant::conv_integer(cx, id, window, group, qlinear),
         Op::GridSample { mode, padding, align_corners } => {
             crate::grid::grid_sample(cx, id, mode, padding, align_corners)
         }

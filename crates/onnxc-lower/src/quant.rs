@@ -1,5 +1,6 @@
 //! Quantization ops: QuantizeLinear/DequantizeLinear (per tensor or per
-//! axis), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul. Integer
+//! axis), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul,
+//! ConvInteger and QLinearConv. Integer
 //! products accumulate exactly in i32; scales apply in f32 with
 //! round-half-to-even and saturation, as the ONNX reference does.
 
@@ -240,6 +241,118 @@ pub fn matmul_integer(cx: &mut Lowering, id: NodeId, qlinear: bool) -> R {
             s.push(Stmt::Store { buf: out, index, value });
             s
         })
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// ConvInteger (i32 out) or QLinearConv (requantized out): for every
+/// output element, `sum (x - x_zp) (w - w_zp[m])` over the window in i32,
+/// taps in the padding skipped (they would contribute `x_zp - x_zp`).
+pub fn conv_integer(cx: &mut Lowering, id: NodeId, window: &onnxc_ir::Window, group: usize, qlinear: bool) -> R {
+    let (x_slot, w_slot) = if qlinear { (0, 3) } else { (0, 1) };
+    let xd = cx.in_dims(id, x_slot)?;
+    let wd = cx.in_dims(id, w_slot)?;
+    let od = cx.out_dims(id)?;
+    let (x, w) = (cx.input(id, x_slot)?, cx.input(id, w_slot)?);
+    let (xzp, wzp) = if qlinear {
+        (operand_param(cx, id, 2)?, operand_param(cx, id, 5)?)
+    } else {
+        (operand_param(cx, id, 2)?, operand_param(cx, id, 3)?)
+    };
+    let scales = if qlinear {
+        Some((
+            operand_param(cx, id, 1)?.ok_or("x_scale is missing")?,
+            operand_param(cx, id, 4)?.ok_or("w_scale is missing")?,
+            cx.input(id, 6)?,
+            operand_param(cx, id, 7)?,
+        ))
+    } else {
+        None
+    };
+    let bias = if qlinear { operand_param(cx, id, 8)? } else { None };
+    let out = cx.output(id)?;
+    let out_t = cx.buffers[out.0 as usize].elem;
+    if qlinear {
+        range(out_t)?;
+    }
+    let sp = xd.len() - 2;
+    let (cg, mg) = (xd[1] / group, wd[0] / group);
+    let (xs, ws, os) = (strides_i64(&xd), strides_i64(&wd), strides_i64(&od));
+    let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
+    let acc = k.var(ScalarType::I32);
+    let i32_of = |e: Expr| Expr::Cast(ScalarType::I32, Box::new(e));
+    let pick = |p: &Option<(BufferId, usize)>, idx: &Expr| -> Expr {
+        match p {
+            Some((buf, len)) if *len > 1 => load(*buf, idx.clone()),
+            Some((buf, _)) => load(*buf, int(0)),
+            None => Expr::Int(0, ScalarType::I32),
+        }
+    };
+    let mut taps = vec![cg];
+    taps.extend(&wd[2..]);
+    let body = k.nest(&od, |k, ov| {
+        let (n, m) = (ov[0].clone(), ov[1].clone());
+        let g = bin(BinOp::Div, m.clone(), int(mg as i64));
+        let mut s = vec![Stmt::Assign { var: acc, value: Expr::Int(0, ScalarType::I32) }];
+        s.extend(k.nest(&taps, |_, kv| {
+            let c = add(mul(g.clone(), int(cg as i64)), kv[0].clone());
+            let mut valid: Option<Expr> = None;
+            let mut x_idx = add(mul(n.clone(), int(xs[0])), mul(c, int(xs[1])));
+            let mut w_idx = add(mul(m.clone(), int(ws[0])), mul(kv[0].clone(), int(ws[1])));
+            for d in 0..sp {
+                let pos = bin(
+                    BinOp::Sub,
+                    add(
+                        mul(ov[2 + d].clone(), int(window.strides[d] as i64)),
+                        mul(kv[1 + d].clone(), int(window.dilations[d] as i64)),
+                    ),
+                    int(window.pads[d] as i64),
+                );
+                let inside = bin(
+                    BinOp::And,
+                    cmp(onnxc_kir::CmpOp::Ge, pos.clone(), int(0)),
+                    cmp(onnxc_kir::CmpOp::Lt, pos.clone(), int(xd[2 + d] as i64)),
+                );
+                valid = Some(match valid {
+                    None => inside,
+                    Some(v) => bin(BinOp::And, v, inside),
+                });
+                // Clamped into the input, so the load stays in bounds.
+                let clamped = bin(BinOp::Min, bin(BinOp::Max, pos, int(0)), int(xd[2 + d] as i64 - 1));
+                x_idx = add(x_idx, mul(clamped, int(xs[2 + d])));
+                w_idx = add(w_idx, mul(kv[1 + d].clone(), int(ws[2 + d])));
+            }
+            let xv = bin(BinOp::Sub, i32_of(load(x, x_idx)), i32_of(pick(&xzp, &int(0))));
+            let wv = bin(BinOp::Sub, i32_of(load(w, w_idx)), i32_of(pick(&wzp, &m)));
+            let term = bin(BinOp::Mul, xv, wv);
+            let term = match valid {
+                Some(v) => select(v, term, Expr::Int(0, ScalarType::I32)),
+                None => term,
+            };
+            vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), term) }]
+        }));
+        let total = match &bias {
+            Some(b) => bin(BinOp::Add, var(acc), i32_of(pick(&Some(*b), &m))),
+            None => var(acc),
+        };
+        let value = match &scales {
+            None => total,
+            Some((xs_, ws_, ys, yzp)) => {
+                let real = bin(
+                    BinOp::Mul,
+                    bin(BinOp::Mul, f32_of(total), f32_of(pick(&Some(*xs_), &int(0)))),
+                    f32_of(pick(&Some(*ws_), &m)),
+                );
+                let z = match yzp {
+                    Some((zb, _)) => f32_of(load(*zb, int(0))),
+                    None => f32c(0.0),
+                };
+                requantize(bin(BinOp::Div, real, f32_of(load(*ys, int(0)))), z, out_t).expect("range checked")
+            }
+        };
+        s.push(Stmt::Store { buf: out, index: linear(ov, &os), value });
+        s
     });
     cx.kernels.push(k.finish(body));
     Ok(())
