@@ -40,6 +40,9 @@ commands:
   cross-aarch64         compile the testdata models for aarch64, link with
                         aarch64-linux-gnu-gcc, run under qemu-aarch64 and
                         compare (installs both with apt-get if missing)
+  baseline-x86          objects built without --cpu, run under qemu-x86_64
+                        on a CPU without AVX (-cpu Nehalem: the baseline
+                        kernels, chosen from CPUID) and with AVX2 (-cpu max)
   bench [DIR] [--seconds S] [--models a,b] [--write FILE.md] [--gemm]
                         time the corpus models with onnxc (-O0, -O3) and
                         ONNX Runtime (1 and 2 threads, in a virtualenv under
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         "corpus" => models::corpus(&workspace_root(), rest),
         "conformance" => conformance::conformance(&workspace_root(), rest),
         "cross-aarch64" => models::cross_aarch64(&workspace_root()),
+        "baseline-x86" => models::baseline_x86(&workspace_root()),
         "bench" => bench::bench(&workspace_root(), rest),
         "ptx" => ptx::ptx(&workspace_root(), rest),
         "quant" => quant::quant(&workspace_root(), rest),

@@ -27,13 +27,15 @@ pub(crate) fn error_and_tolerance(actual: &Tensor, expected: &Tensor) -> Result<
 /// How to build and run a C driver for one target.
 pub struct Toolchain {
     pub target: Option<String>,
+    /// `--cpu` for the object (default: `native` on the host, else the baseline).
+    pub cpu: Option<String>,
     pub cc: String,
     pub runner: Vec<String>,
 }
 
 impl Toolchain {
     pub fn host() -> Toolchain {
-        Toolchain { target: None, cc: "cc".into(), runner: Vec::new() }
+        Toolchain { target: None, cpu: None, cc: "cc".into(), runner: Vec::new() }
     }
 }
 
@@ -54,7 +56,7 @@ pub fn run_linked(
         constant_inputs: constants.clone(),
         target: tc.target.clone(),
         // On the host, the JIT's CPU, so that results are bit-identical.
-        cpu: if tc.target.is_none() { Some("native".into()) } else { None },
+        cpu: tc.cpu.clone().or_else(|| tc.target.is_none().then(|| "native".into())),
         opt_level: onnxc::OptLevel::O3,
         ..Default::default()
     };
@@ -257,6 +259,7 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
     }
     let tc = Toolchain {
         target: Some("aarch64-unknown-linux-gnu".into()),
+        cpu: None,
         cc: "aarch64-linux-gnu-gcc".into(),
         runner: vec!["qemu-aarch64".into(), "-L".into(), "/usr/aarch64-linux-gnu".into()],
     };
@@ -272,4 +275,67 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         results.push((format!("{npz} (aarch64)"), r));
     }
     report(results, "cross-aarch64")
+}
+
+/// `cargo xtask baseline-x86`: objects built without `--cpu` for x86-64,
+/// linked natively and run under `qemu-x86_64 -cpu Nehalem`, a CPU without
+/// AVX: the artifact's CPUID check must pick the baseline kernels (an AVX2
+/// instruction would stop the program with SIGILL) and still match the
+/// references. Then the same under `-cpu max` (AVX2 and FMA present: the
+/// fast path, emulated).
+pub fn baseline_x86(root: &Path) -> Result<()> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err("baseline-x86 runs x86-64 objects natively; this host is not x86-64".into());
+    }
+    if !have("qemu-x86_64") {
+        eprintln!("installing qemu-user with apt-get");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null")
+            .status()?;
+        if !status.success() || !have("qemu-x86_64") {
+            return Err("qemu-x86_64 is needed (Debian: apt-get install qemu-user)".into());
+        }
+    }
+    let mut results = Vec::new();
+    for cpu in ["Nehalem", "max"] {
+        let tc = Toolchain {
+            target: Some("x86_64-unknown-linux-gnu".into()),
+            cpu: None,
+            cc: "cc".into(),
+            runner: vec!["qemu-x86_64".into(), "-cpu".into(), cpu.into()],
+        };
+        for (m, npz) in [
+            ("mlp_digits", "mlp_digits_b4"),
+            ("cnn_digits", "cnn_digits"),
+            ("ops/matmul_edge_tiles", "ops/matmul_edge_tiles"),
+        ] {
+            let r = check(
+                root,
+                &root.join(format!("testdata/{m}.onnx")),
+                &root.join(format!("testdata/{npz}.npz")),
+                &tc,
+                false,
+            );
+            results.push((format!("{npz} (x86-64 baseline object, qemu -cpu {cpu})"), r));
+        }
+    }
+    // The emulator must refuse AVX2 on that CPU, or the check above proves nothing.
+    let tc = Toolchain {
+        target: Some("x86_64-unknown-linux-gnu".into()),
+        cpu: Some("x86-64-v3".into()),
+        cc: "cc".into(),
+        runner: vec!["qemu-x86_64".into(), "-cpu".into(), "Nehalem".into()],
+    };
+    let m = root.join("testdata/ops/matmul_edge_tiles.onnx");
+    let r = check(root, &m, &m.with_extension("npz"), &tc, false);
+    results.push((
+        "an x86-64-v3 object under -cpu Nehalem fails (the emulator enforces the CPU)".to_string(),
+        match r {
+            Err(e) if e.to_string().contains("exited with") => Ok(format!("refused as expected: {e}")),
+            Err(e) => Err(format!("failed, but not by running: {e}").into()),
+            Ok(_) => Err("an AVX2 object ran on a CPU without AVX: qemu does not enforce -cpu".into()),
+        },
+    ));
+    report(results, "baseline-x86")
 }
