@@ -1371,6 +1371,126 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
+    /// An f32x4 constant.
+    fn vconst(&mut self, v: f32) -> Value {
+        let s = self.b.ins().f32const(v);
+        self.b.ins().splat(types::F32X4, s)
+    }
+
+    /// `mask ? t : f` lane by lane, `mask` from an `fcmp` on f32x4.
+    fn vselect(&mut self, mask: Value, t: Value, f: Value) -> Value {
+        let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let mask = self.b.ins().bitcast(types::F32X4, flags, mask);
+        self.b.ins().bitselect(mask, t, f)
+    }
+
+    /// Horner's rule: `c[0] + x (c[1] + x (c[2] + ...))`.
+    fn vpoly(&mut self, x: Value, c: &[f32]) -> Value {
+        let mut acc = self.vconst(c[c.len() - 1]);
+        for &k in c[..c.len() - 1].iter().rev() {
+            let m = self.b.ins().fmul(acc, x);
+            let k = self.vconst(k);
+            acc = self.b.ins().fadd(m, k);
+        }
+        acc
+    }
+
+    /// e^x on four lanes (libm's `expf` runs one at a time): x = k ln 2 + r
+    /// with k rounded by the 1.5·2^23 trick and ln 2 split in two, e^r by
+    /// its degree-6 Taylor polynomial (|r| <= ln2/2: relative error below
+    /// 2e-7), 2^k built in the exponent bits (as two factors). Overflow gives +inf, results
+    /// below 2^-126 flush to 0, NaN stays NaN. SSE2 only.
+    fn vexp(&mut self, x: Value) -> Value {
+        let (lo, hi) = (self.vconst(-87.336_54), self.vconst(88.722_83));
+        let xc = self.b.ins().fmax(x, lo);
+        let xc = self.b.ins().fmin(xc, hi);
+        let log2e = self.vconst(std::f32::consts::LOG2_E);
+        let magic = self.vconst(12_582_912.0);
+        let t = self.b.ins().fmul(xc, log2e);
+        let t = self.b.ins().fadd(t, magic);
+        let k = self.b.ins().fsub(t, magic);
+        let (ln2_hi, ln2_lo) = (self.vconst(0.693_359_4), self.vconst(-2.121_944_4e-4));
+        let a = self.b.ins().fmul(k, ln2_hi);
+        let r = self.b.ins().fsub(xc, a);
+        let a = self.b.ins().fmul(k, ln2_lo);
+        let r = self.b.ins().fsub(r, a);
+        let p = self.vpoly(r, &[1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0]);
+        // 2^k as 2^(k/2) 2^(k - k/2), so that k = 128 and k = -126 stay
+        // within the exponent field.
+        let ki = self.b.ins().fcvt_to_sint_sat(types::I32X4, k);
+        let k1 = self.b.ins().sshr_imm(ki, 1);
+        let k2 = self.b.ins().isub(ki, k1);
+        let bias = self.b.ins().iconst(types::I32, 127);
+        let bias = self.b.ins().splat(types::I32X4, bias);
+        let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let mut y = p;
+        for part in [k1, k2] {
+            let e = self.b.ins().iadd(part, bias);
+            let e = self.b.ins().ishl_imm_u(e, 23);
+            let two = self.b.ins().bitcast(types::F32X4, flags, e);
+            y = self.b.ins().fmul(y, two);
+        }
+        let inf = self.vconst(f32::INFINITY);
+        let over = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+        let y = self.vselect(over, inf, y);
+        let zero = self.vconst(0.0);
+        let under = self.b.ins().fcmp(FloatCC::LessThan, x, lo);
+        self.vselect(under, zero, y)
+    }
+
+    /// erf on four lanes: for |x| < 0.5 its odd Taylor polynomial to x^13,
+    /// else Abramowitz and Stegun 7.1.26 (`1 - t P(t) e^{-x^2}`, absolute
+    /// error below 1.5e-7) with the sign of x.
+    fn verf(&mut self, x: Value) -> Value {
+        let a = self.b.ins().fabs(x);
+        let x2 = self.b.ins().fmul(x, x);
+        let small = self.vpoly(
+            x2,
+            &[1.128_379_2, -0.376_126_38, 0.112_837_92, -0.026_866_17, 0.005_223_977_5, -8.548_327e-4, 1.205_533e-4],
+        );
+        let small = self.b.ins().fmul(small, x);
+        let one = self.vconst(1.0);
+        let p = self.vconst(0.327_591_1);
+        let t = self.b.ins().fmul(a, p);
+        let t = self.b.ins().fadd(t, one);
+        let t = self.b.ins().fdiv(one, t);
+        let poly = self.vpoly(t, &[0.0, 0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152, 1.061_405_4]);
+        let nx2 = self.b.ins().fneg(x2);
+        let e = self.vexp(nx2);
+        let pe = self.b.ins().fmul(poly, e);
+        let big = self.b.ins().fsub(one, pe);
+        let neg = self.b.ins().fneg(big);
+        let zero = self.vconst(0.0);
+        let is_neg = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+        let big = self.vselect(is_neg, neg, big);
+        let half = self.vconst(0.5);
+        let is_small = self.b.ins().fcmp(FloatCC::LessThan, a, half);
+        self.vselect(is_small, small, big)
+    }
+
+    /// tanh on four lanes: for |x| < 0.3 its odd Taylor polynomial to x^9,
+    /// else `1 - 2 / (e^{2|x|} + 1)` with the sign of x.
+    fn vtanh(&mut self, x: Value) -> Value {
+        let a = self.b.ins().fabs(x);
+        let x2 = self.b.ins().fmul(x, x);
+        let small = self.vpoly(x2, &[1.0, -1.0 / 3.0, 2.0 / 15.0, -17.0 / 315.0, 62.0 / 2835.0]);
+        let small = self.b.ins().fmul(small, x);
+        let two_a = self.b.ins().fadd(a, a);
+        let e = self.vexp(two_a);
+        let one = self.vconst(1.0);
+        let two = self.vconst(2.0);
+        let d = self.b.ins().fadd(e, one);
+        let q = self.b.ins().fdiv(two, d);
+        let big = self.b.ins().fsub(one, q);
+        let neg = self.b.ins().fneg(big);
+        let zero = self.vconst(0.0);
+        let is_neg = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+        let big = self.vselect(is_neg, neg, big);
+        let lim = self.vconst(0.3);
+        let is_small = self.b.ins().fcmp(FloatCC::LessThan, a, lim);
+        self.vselect(is_small, small, big)
+    }
+
     fn vector(&mut self, var: VarId, e: &Expr) -> Result<Value, BackendError> {
         let vt = types::F32X4;
         Ok(match e {
@@ -1393,6 +1513,9 @@ impl<M: Module> Gen<'_, '_, M> {
                     UnOp::Neg => self.b.ins().fneg(x),
                     UnOp::Abs => self.b.ins().fabs(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
+                    UnOp::Exp => self.vexp(x),
+                    UnOp::Erf => self.verf(x),
+                    UnOp::Tanh => self.vtanh(x),
                     _ => unreachable!("vector_plan admits no calls"),
                 }
             }
@@ -1472,7 +1595,7 @@ pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
 
 /// Decides whether the innermost loop over `var` with `body` vectorizes:
 /// only f32 stores at unit stride, loads at unit stride or invariant, no
-/// calls, no variables written, and no buffer both stored and loaded at a
+/// libm calls (exp, erf and tanh have inline four-lane forms), no variables written, and no buffer both stored and loaded at a
 /// different index (which would reorder a dependence).
 fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) -> Option<VectorPlan> {
     let mut stores: Vec<(BufferId, &Expr)> = Vec::new();
@@ -1536,7 +1659,9 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
                 && matches!(affine_coefficient(index, var), Some(0) | Some(1))
         }
         Expr::Unary(op, a) => {
-            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt) && f32_typed && vector_expr_ok(program, kernel, var, a)
+            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt | UnOp::Exp | UnOp::Erf | UnOp::Tanh)
+                && f32_typed
+                && vector_expr_ok(program, kernel, var, a)
         }
         Expr::Binary(op, a, b) => {
             matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Min | BinOp::Max)

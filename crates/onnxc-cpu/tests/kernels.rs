@@ -403,3 +403,81 @@ fn gemm_statement_matches_naive_product() {
         }
     }
 }
+
+extern "C" {
+    fn erf(x: f64) -> f64;
+}
+
+#[test]
+fn vectorized_exp_erf_tanh_match_libm() {
+    // A sweep over [-30, 30] plus edge values, four lanes at a time.
+    let mut x: Vec<f32> = (0..6000).map(|i| -30.0 + i as f32 * 0.01).collect();
+    x.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        88.7,
+        88.8,
+        -87.3,
+        -87.4,
+        -104.0,
+        1e10,
+        -1e10,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ]);
+    x.extend([f32::NAN, 0.299, 0.301, 0.499, 0.501, 5e-4, -5e-4]);
+    while x.len() % 4 != 0 {
+        x.push(0.25);
+    }
+    let n = x.len() as u64;
+    let i = var(VarId(0));
+    let v = load(BufferId(0), i.clone());
+    let body = vec![Stmt::For {
+        var: VarId(0),
+        start: 0,
+        end: n as i64,
+        body: vec![
+            Stmt::Store { buf: BufferId(1), index: i.clone(), value: un(UnOp::Exp, v.clone()) },
+            Stmt::Store { buf: BufferId(2), index: i.clone(), value: un(UnOp::Erf, v.clone()) },
+            Stmt::Store { buf: BufferId(3), index: i.clone(), value: un(UnOp::Tanh, v) },
+        ],
+    }];
+    let program = Program {
+        buffers: vec![
+            buffer("x", ScalarType::F32, n, BufferKind::Input(0)),
+            buffer("e", ScalarType::F32, n, BufferKind::Output(0)),
+            buffer("f", ScalarType::F32, n, BufferKind::Output(1)),
+            buffer("t", ScalarType::F32, n, BufferKind::Output(2)),
+        ],
+        kernels: vec![Kernel { name: "math".into(), vars: vec![ScalarType::I64], body }],
+        inputs: vec![io("x", "f32", n as usize, 0)],
+        outputs: vec![io("e", "f32", n as usize, 1), io("f", "f32", n as usize, 2), io("t", "f32", n as usize, 3)],
+        arena_bytes: 0,
+    };
+    assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&program), 1, "the loop runs four lanes at a time");
+    let out = onnxc_cpu::JitModel::new(&program).unwrap().run(&[&f32_bytes(&x)]).unwrap();
+    let (e, f, t) = (f32s(&out[0]), f32s(&out[1]), f32s(&out[2]));
+    for (k, &v) in x.iter().enumerate() {
+        let xd = v as f64;
+        // exp: relative 4e-7 where normal; 0 below 2^-126; inf above the f32 range.
+        let want = xd.exp();
+        if v.is_nan() {
+            assert!(e[k].is_nan() && f[k].is_nan() && t[k].is_nan(), "NaN in, NaN out");
+            continue;
+        }
+        if want < f32::MIN_POSITIVE as f64 {
+            assert!(e[k] >= 0.0 && (e[k] as f64) < 1.2e-38, "exp({v}) = {}", e[k]);
+        } else if want > f32::MAX as f64 {
+            assert_eq!(e[k], f32::INFINITY, "exp({v})");
+        } else {
+            assert!(((e[k] as f64 - want) / want).abs() <= 4e-7, "exp({v}) = {} vs {want}", e[k]);
+        }
+        // SAFETY: libm's erf on a finite or infinite double.
+        let want = unsafe { erf(xd) };
+        assert!((f[k] as f64 - want).abs() <= 2e-7 + 1e-6 * want.abs().min(1e-3), "erf({v}) = {} vs {want}", f[k]);
+        let want = xd.tanh();
+        assert!((t[k] as f64 - want).abs() <= 3e-7 * want.abs().max(1e-7) + 1e-12, "tanh({v}) = {} vs {want}", t[k]);
+    }
+}
