@@ -1418,7 +1418,7 @@ impl<M: Module> Gen<'_, '_, M> {
         // 2^k as 2^(k/2) 2^(k - k/2), so that k = 128 and k = -126 stay
         // within the exponent field.
         let ki = self.b.ins().fcvt_to_sint_sat(types::I32X4, k);
-        let k1 = self.b.ins().sshr_imm(ki, 1);
+        let k1 = self.b.ins().sshr_imm_u(ki, 1);
         let k2 = self.b.ins().isub(ki, k1);
         let bias = self.b.ins().iconst(types::I32, 127);
         let bias = self.b.ins().splat(types::I32X4, bias);
@@ -1446,7 +1446,15 @@ impl<M: Module> Gen<'_, '_, M> {
         let x2 = self.b.ins().fmul(x, x);
         let small = self.vpoly(
             x2,
-            &[1.128_379_2, -0.376_126_38, 0.112_837_92, -0.026_866_17, 0.005_223_977_5, -8.548_327e-4, 1.205_533e-4],
+            &[
+                std::f32::consts::FRAC_2_SQRT_PI,
+                -0.376_126_38,
+                0.112_837_92,
+                -0.026_866_17,
+                0.005_223_977_5,
+                -8.548_327e-4,
+                1.205_533e-4,
+            ],
         );
         let small = self.b.ins().fmul(small, x);
         let one = self.vconst(1.0);
