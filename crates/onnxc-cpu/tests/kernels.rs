@@ -428,7 +428,7 @@ fn vectorized_exp_erf_tanh_match_libm() {
         f32::NEG_INFINITY,
     ]);
     x.extend([f32::NAN, 0.299, 0.301, 0.499, 0.501, 5e-4, -5e-4]);
-    while x.len() % 4 != 0 {
+    while !x.len().is_multiple_of(4) {
         x.push(0.25);
     }
     let n = x.len() as u64;
