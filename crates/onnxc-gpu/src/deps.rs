@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use onnxc_kir::{BinOp, BufferId, BufferKind, Expr, Kernel, Program, ScalarType, Stmt, VarId};
+use onnxc_kir::{BinOp, Buffer, BufferId, BufferKind, Expr, Kernel, ScalarType, Stmt, VarId};
 
 /// An affine function of variables: `c0 + sum(coef[v] * v)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,17 +83,18 @@ struct Access {
 }
 
 struct Scan<'a> {
-    program: &'a Program,
+    buffers: &'a [Buffer],
     accesses: Vec<Access>,
     /// Loop variables of the body's loops and their inclusive ranges.
     ranges: BTreeMap<VarId, (i64, i64)>,
     assigned: BTreeSet<VarId>,
-    has_gemm: bool,
+    /// Stand-in loop variables for GEMM statements (counting down from u32::MAX).
+    synthetic: u32,
 }
 
 impl Scan<'_> {
     fn access(&mut self, buf: BufferId, index: &Expr, store: bool) {
-        let b = &self.program.buffers[buf.0 as usize];
+        let b = &self.buffers[buf.0 as usize];
         let w = b.elem.size_bytes() as i64;
         let (object, base) = match b.kind {
             BufferKind::Arena { offset } => (Object::Arena, offset),
@@ -138,7 +139,28 @@ impl Scan<'_> {
                     self.expr(value);
                 }
                 Stmt::FailIf { cond, .. } => self.expr(cond),
-                Stmt::Gemm(_) => self.has_gemm = true,
+                Stmt::Gemm(g) => {
+                    // C[c_off + i c_rs + j] = sum_p A[a_off + i a_rs + p a_cs] B[b_off + p b_rs + j],
+                    // with i, j, p as loop variables of their ranges.
+                    self.synthetic -= 3;
+                    let (i, j, p) = (VarId(self.synthetic), VarId(self.synthetic + 1), VarId(self.synthetic + 2));
+                    self.ranges.insert(i, (0, g.m as i64 - 1));
+                    self.ranges.insert(j, (0, g.n as i64 - 1));
+                    self.ranges.insert(p, (0, g.k as i64 - 1));
+                    use onnxc_kir::build::{add, int, mul, var};
+                    let c = add(g.c_off.clone(), add(mul(var(i), int(g.c_rs)), var(j)));
+                    let a = add(g.a_off.clone(), add(mul(var(i), int(g.a_rs)), mul(var(p), int(g.a_cs))));
+                    let b = add(g.b_off.clone(), add(mul(var(p), int(g.b_rs)), var(j)));
+                    self.access(g.c, &c, true);
+                    if g.accumulate {
+                        self.access(g.c, &c, false);
+                    }
+                    self.access(g.a, &a, false);
+                    self.access(g.b, &b, false);
+                    for off in [&g.a_off, &g.b_off, &g.c_off] {
+                        self.expr(off);
+                    }
+                }
             }
         }
     }
@@ -181,7 +203,7 @@ fn vars_private(body: &[Stmt], defined: &mut BTreeSet<VarId>, assigned: &BTreeSe
                 ok
             }
             Stmt::FailIf { cond, .. } => reads_ok(cond, defined, assigned),
-            Stmt::Gemm(_) => false,
+            Stmt::Gemm(g) => [&g.a_off, &g.b_off, &g.c_off].iter().all(|e| reads_ok(e, defined, assigned)),
         };
         if !ok {
             return false;
@@ -192,14 +214,14 @@ fn vars_private(body: &[Stmt], defined: &mut BTreeSet<VarId>, assigned: &BTreeSe
 
 /// True when the iterations of `for var in start..end { body }` are
 /// independent (see the module docs).
-pub fn independent(program: &Program, kernel: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> bool {
-    independent_except(program, kernel, var, start, end, body, &BTreeSet::new())
+pub fn independent(buffers: &[Buffer], kernel: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> bool {
+    independent_except(buffers, kernel, var, start, end, body, &BTreeSet::new())
 }
 
 /// [`independent`], except that the variables `reductions` (accumulators
 /// that the caller combines across iterations itself) may carry values.
 pub fn independent_except(
-    program: &Program,
+    buffers: &[Buffer],
     _kernel: &Kernel,
     var: VarId,
     start: i64,
@@ -208,10 +230,10 @@ pub fn independent_except(
     reductions: &BTreeSet<VarId>,
 ) -> bool {
     let mut scan =
-        Scan { program, accesses: Vec::new(), ranges: BTreeMap::new(), assigned: BTreeSet::new(), has_gemm: false };
+        Scan { buffers, accesses: Vec::new(), ranges: BTreeMap::new(), assigned: BTreeSet::new(), synthetic: u32::MAX };
     scan.stmts(body);
     scan.assigned.retain(|v| !reductions.contains(v));
-    if scan.has_gemm || scan.assigned.contains(&var) || scan.ranges.contains_key(&var) {
+    if scan.assigned.contains(&var) || scan.ranges.contains_key(&var) {
         return false;
     }
     if !vars_private(body, &mut BTreeSet::from([var]), &scan.assigned) {

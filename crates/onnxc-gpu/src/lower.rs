@@ -49,7 +49,13 @@ pub enum LowerError {
 
 /// Lowers a kernel-IR program to launches.
 pub fn lower(program: &Program) -> Result<GpuProgram, LowerError> {
-    let mut cx = Cx { program, buffers: program.buffers.clone(), decode_tables: Vec::new() };
+    let mut cx = Cx {
+        program,
+        buffers: program.buffers.clone(),
+        decode_tables: Vec::new(),
+        arena_end: program.arena_bytes,
+        scratch_at: 0,
+    };
     let mut launches = Vec::new();
     for (ki, k) in program.kernels.iter().enumerate() {
         let base = format!("k{ki}_{}", ident(&k.name));
@@ -68,7 +74,7 @@ pub fn lower(program: &Program) -> Result<GpuProgram, LowerError> {
         launches,
         inputs: program.inputs.clone(),
         outputs: program.outputs.clone(),
-        arena_bytes: program.arena_bytes,
+        arena_bytes: cx.arena_end,
     })
 }
 
@@ -84,6 +90,13 @@ struct Cx<'p> {
     buffers: Vec<Buffer>,
     /// (storage type name, table buffer) for the one-byte float formats.
     decode_tables: Vec<(ScalarType, BufferId)>,
+    /// The device arena's size: the kernel IR's, plus per-iteration copies
+    /// of scratch buffers ([`Cx::fission`]).
+    arena_end: u64,
+    /// Where the current kernel's scratch copies go next: kernels run one
+    /// after another, so every kernel's copies start at the kernel IR's
+    /// arena end.
+    scratch_at: u64,
 }
 
 /// Loops by variable, start and end, outermost first.
@@ -110,6 +123,7 @@ enum Piece {
 
 impl Cx<'_> {
     fn kernel(&mut self, k: &Kernel, base: &str) -> Result<Vec<Launch>, LowerError> {
+        self.scratch_at = self.program.arena_bytes.div_ceil(64) * 64;
         let mut vars = k.vars.clone();
         let mut pieces = Vec::new();
         self.pieces(k, &mut vars, &k.body, &mut pieces);
@@ -126,7 +140,7 @@ impl Cx<'_> {
     }
 
     /// Splits statements into pieces (see the module docs).
-    fn pieces(&self, k: &Kernel, vars: &mut Vec<ScalarType>, body: &[Stmt], out: &mut Vec<Piece>) {
+    fn pieces(&mut self, k: &Kernel, vars: &mut Vec<ScalarType>, body: &[Stmt], out: &mut Vec<Piece>) {
         for s in body {
             match s {
                 Stmt::Gemm(g) => out.push(Piece::Gemm { outer: Vec::new(), gemm: (**g).clone() }),
@@ -137,6 +151,8 @@ impl Cx<'_> {
                     if contains_gemm(inner) {
                         if let Some((outer, g)) = perfect_gemm_nest(s) {
                             out.push(Piece::Gemm { outer, gemm: g });
+                        } else if let Some(split) = self.fission(k, s) {
+                            self.pieces(k, vars, &split, out);
                         } else if end - start <= UNROLL_GEMM_LOOPS {
                             for i in *start..*end {
                                 let body: Vec<Stmt> = inner.iter().map(|s| subst_stmt(s, *var, i)).collect();
@@ -149,7 +165,7 @@ impl Cx<'_> {
                         continue;
                     }
                     let parallel = matches!(s, Stmt::ParallelFor { .. })
-                        || crate::deps::independent(self.program, k, *var, *start, *end, inner);
+                        || crate::deps::independent(&self.buffers, k, *var, *start, *end, inner);
                     if !parallel {
                         push_serial(out, s.clone());
                         continue;
@@ -157,13 +173,13 @@ impl Cx<'_> {
                     let mut dims = vec![(*var, *start, *end)];
                     let mut body = inner.clone();
                     while let [Stmt::For { var, start, end, body: inner }] = body.as_slice() {
-                        if end <= start || !crate::deps::independent(self.program, k, *var, *start, *end, inner) {
+                        if end <= start || !crate::deps::independent(&self.buffers, k, *var, *start, *end, inner) {
                             break;
                         }
                         dims.push((*var, *start, *end));
                         body = inner.clone();
                     }
-                    if warp_worthy(self.program, k, &body) {
+                    if warp_worthy(&self.buffers, k, &body) {
                         out.push(Piece::Warp { dims, body });
                     } else {
                         out.push(Piece::Parallel { dims, body });
@@ -186,7 +202,7 @@ impl Cx<'_> {
             body: Vec::new(),
         };
         match piece {
-            Piece::Serial(body) if warp_worthy(self.program, k, &body) => self.warp(&mut l, k, &[], &body),
+            Piece::Serial(body) if warp_worthy(&self.buffers, k, &body) => self.warp(&mut l, k, &[], &body),
             Piece::Serial(body) => {
                 l.strategy = "serial".into();
                 l.body = self.stmts(&mut l, &body);
@@ -239,7 +255,7 @@ impl Cx<'_> {
         for st in body {
             match st {
                 Stmt::For { var: kv, start, end, body: lb } | Stmt::ParallelFor { var: kv, start, end, body: lb } => {
-                    let coop = coop_loop(self.program, k, *kv, *start, *end, lb).expect("warp_worthy checked");
+                    let coop = coop_loop(&self.buffers, k, *kv, *start, *end, lb).expect("warp_worthy checked");
                     // Each lane accumulates its share from the identity.
                     let mut lb = coop.body.clone();
                     let mut parts = Vec::new();
@@ -289,6 +305,91 @@ impl Cx<'_> {
         let step = mul(sreg(Sreg::Nctaid), int(WARPS));
         out.push(GStmt::Stride { var: g, start: row0, end: rows, step, body: inner });
         l.body = out;
+    }
+
+    /// A loop nest holding a `Gemm` among other statements, split into one
+    /// loop nest per statement (so that each GEMM becomes one batched
+    /// launch and the loops between them one launch each). Legal when the
+    /// nest's iterations are independent; a scratch buffer that every
+    /// iteration first overwrites entirely with a GEMM (the attention
+    /// kernel's scores) gets one copy per iteration, at the end of the
+    /// device arena, to make them so.
+    fn fission(&mut self, k: &Kernel, s: &Stmt) -> Option<Vec<Stmt>> {
+        let mut dims = Vec::new();
+        let mut cur = s;
+        let body = loop {
+            match cur {
+                Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
+                    dims.push((*var, *start, *end));
+                    match body.as_slice() {
+                        [inner @ (Stmt::For { .. } | Stmt::ParallelFor { .. })] => cur = inner,
+                        _ => break body,
+                    }
+                }
+                _ => return None,
+            }
+        };
+        if body.len() < 2 || dims.iter().any(|d| d.2 <= d.1) {
+            return None;
+        }
+        let trip: i64 = dims.iter().map(|d| d.2 - d.1).product();
+        let dim_vars: BTreeSet<VarId> = dims.iter().map(|d| d.0).collect();
+        // Arena buffers every iteration addresses the same way: scratch.
+        let mut scratch: Vec<BufferId> = Vec::new();
+        let mut other: BTreeSet<BufferId> = BTreeSet::new();
+        collect_buffer_uses(body, &dim_vars, &mut scratch, &mut other);
+        let mut written = BTreeSet::new();
+        written_buffers(body, &mut written);
+        scratch.retain(|b| !other.contains(b) && written.contains(b));
+        scratch.sort();
+        scratch.dedup();
+        let mut body = body.clone();
+        for b in scratch {
+            let buf = self.buffers[b.0 as usize].clone();
+            if !matches!(buf.kind, BufferKind::Arena { .. }) || !first_use_overwrites(&body, b, buf.len) {
+                return None;
+            }
+            let offset = self.scratch_at.div_ceil(64) * 64;
+            self.scratch_at = offset + buf.bytes() * trip as u64;
+            self.arena_end = self.arena_end.max(self.scratch_at);
+            let id = BufferId(self.buffers.len() as u32);
+            self.buffers.push(onnxc_kir::Buffer {
+                name: format!("{}_per_iteration", buf.name),
+                elem: buf.elem,
+                len: buf.len * trip as u64,
+                kind: BufferKind::Arena { offset },
+            });
+            // Iteration h's copy starts at h * len.
+            let mut h = kb::int(0);
+            let mut stride = 1;
+            for &(v, st, e) in dims.iter().rev() {
+                h = kb::add(h, kb::mul(kb::bin(BinOp::Sub, kb::var(v), kb::int(st)), kb::int(stride)));
+                stride *= e - st;
+            }
+            let shift = kb::mul(h, kb::int(buf.len as i64));
+            body = body.iter().map(|st| rebase_stmt(st, b, id, &shift)).collect();
+        }
+        // Each level independent given the ones outside it.
+        let nest = |inner: Vec<Stmt>| -> Stmt {
+            let mut s = inner;
+            for &(var, start, end) in dims.iter().rev() {
+                s = vec![Stmt::For { var, start, end, body: s }];
+            }
+            s.pop().expect("one statement")
+        };
+        let whole = nest(body.clone());
+        let mut level = &whole;
+        for _ in &dims {
+            let Stmt::For { var, start, end, body: inner } = level else { return None };
+            if !crate::deps::independent(&self.buffers, k, *var, *start, *end, inner) {
+                return None;
+            }
+            level = match inner.as_slice() {
+                [next @ Stmt::For { .. }] => next,
+                _ => break,
+            };
+        }
+        Some(body.into_iter().map(|st| nest(vec![st])).collect())
     }
 
     /// The tiled GEMM launch (see the module docs).
@@ -641,9 +742,17 @@ impl Cx<'_> {
     }
 
     /// The kernel-IR type of `e` (variables typed by the launch).
+    /// (As `Kernel::type_of`, over this lowering's buffers, which include
+    /// the per-iteration scratch copies.)
     fn kernel_type(&self, l: &Launch, e: &Expr) -> ScalarType {
-        let k = Kernel { name: String::new(), vars: l.vars.clone(), body: Vec::new() };
-        k.type_of(self.program, e)
+        match e {
+            Expr::Var(v) => l.vars[v.0 as usize],
+            Expr::Int(_, t) | Expr::Float(_, t) | Expr::Cast(t, _) => *t,
+            Expr::Load { buf, .. } => self.buffers[buf.0 as usize].elem.compute(),
+            Expr::Unary(_, a) | Expr::Binary(_, a, _) => self.kernel_type(l, a),
+            Expr::Cmp(..) => ScalarType::Bool,
+            Expr::Select { then, .. } => self.kernel_type(l, then),
+        }
     }
 
     /// The 256-entry f32 decode table of a one-byte float format (a constant).
@@ -675,12 +784,12 @@ impl Cx<'_> {
 /// The reduction loops of a body worth a warp per row: every top-level
 /// statement is a store, an assignment, a check or a loop the lanes can
 /// share ([`coop_loop`]), and some loop has at least 32 iterations.
-fn warp_worthy(program: &Program, k: &Kernel, body: &[Stmt]) -> bool {
+fn warp_worthy(buffers: &[Buffer], k: &Kernel, body: &[Stmt]) -> bool {
     let mut long = false;
     for s in body {
         match s {
             Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
-                match coop_loop(program, k, *var, *start, *end, body) {
+                match coop_loop(buffers, k, *var, *start, *end, body) {
                     Some(c) => long |= c.dims.iter().map(|d| d.2 - d.1).product::<i64>() >= 32,
                     None => return false,
                 }
@@ -704,7 +813,7 @@ struct Coop {
 /// can be spread over a warp's lanes: independent ([`crate::deps`])
 /// except for accumulators `acc = acc op e` in the innermost body (op Add,
 /// Max or Min on f32/f64/i32/i64) that are read nowhere else.
-fn coop_loop(program: &Program, k: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> Option<Coop> {
+fn coop_loop(buffers: &[Buffer], k: &Kernel, var: VarId, start: i64, end: i64, body: &[Stmt]) -> Option<Coop> {
     let mut dims = vec![(var, start, end)];
     let mut inner = body;
     while let [Stmt::For { var, start, end, body }] = inner {
@@ -734,7 +843,7 @@ fn coop_loop(program: &Program, k: &Kernel, var: VarId, start: i64, end: i64, bo
     // nest's iterations independent.
     let mut level_body = body;
     for (i, &(v, s, e)) in dims.iter().enumerate() {
-        if e <= s || !crate::deps::independent_except(program, k, v, s, e, level_body, &set) {
+        if e <= s || !crate::deps::independent_except(buffers, k, v, s, e, level_body, &set) {
             return None;
         }
         if i + 1 < dims.len() {
@@ -874,6 +983,164 @@ fn contains_gemm(body: &[Stmt]) -> bool {
         Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => contains_gemm(body),
         _ => false,
     })
+}
+
+/// Sorts the buffers `body` accesses into those addressed without the
+/// loop variables `dims` (`same`) and the others.
+fn collect_buffer_uses(
+    body: &[Stmt],
+    dims: &BTreeSet<VarId>,
+    same: &mut Vec<BufferId>,
+    other: &mut BTreeSet<BufferId>,
+) {
+    fn uses_dim(e: &Expr, dims: &BTreeSet<VarId>) -> bool {
+        match e {
+            Expr::Var(v) => dims.contains(v),
+            Expr::Int(..) | Expr::Float(..) => false,
+            Expr::Load { index, .. } | Expr::Unary(_, index) | Expr::Cast(_, index) => uses_dim(index, dims),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => uses_dim(a, dims) || uses_dim(b, dims),
+            Expr::Select { cond, then, otherwise } => {
+                uses_dim(cond, dims) || uses_dim(then, dims) || uses_dim(otherwise, dims)
+            }
+        }
+    }
+    fn expr(e: &Expr, dims: &BTreeSet<VarId>, same: &mut Vec<BufferId>, other: &mut BTreeSet<BufferId>) {
+        match e {
+            Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => {}
+            Expr::Load { buf, index } => {
+                if uses_dim(index, dims) {
+                    other.insert(*buf);
+                } else {
+                    same.push(*buf);
+                }
+                expr(index, dims, same, other);
+            }
+            Expr::Unary(_, a) | Expr::Cast(_, a) => expr(a, dims, same, other),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => {
+                expr(a, dims, same, other);
+                expr(b, dims, same, other);
+            }
+            Expr::Select { cond, then, otherwise } => {
+                expr(cond, dims, same, other);
+                expr(then, dims, same, other);
+                expr(otherwise, dims, same, other);
+            }
+        }
+    }
+    for st in body {
+        match st {
+            Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => collect_buffer_uses(body, dims, same, other),
+            Stmt::Store { buf, index, value } => {
+                if uses_dim(index, dims) {
+                    other.insert(*buf);
+                } else {
+                    same.push(*buf);
+                }
+                expr(index, dims, same, other);
+                expr(value, dims, same, other);
+            }
+            Stmt::Assign { value, .. } => expr(value, dims, same, other),
+            Stmt::FailIf { cond, .. } => expr(cond, dims, same, other),
+            Stmt::Gemm(g) => {
+                for (b, off) in [(g.a, &g.a_off), (g.b, &g.b_off), (g.c, &g.c_off)] {
+                    if uses_dim(off, dims) {
+                        other.insert(b);
+                    } else {
+                        same.push(b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The buffers `body` stores into (GEMM outputs included).
+fn written_buffers(body: &[Stmt], out: &mut BTreeSet<BufferId>) {
+    for st in body {
+        match st {
+            Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => written_buffers(body, out),
+            Stmt::Store { buf, .. } => {
+                out.insert(*buf);
+            }
+            Stmt::Gemm(g) => {
+                out.insert(g.c);
+            }
+            Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
+        }
+    }
+}
+
+/// True when the first statement of `body` touching `buf` is a `Gemm`
+/// that overwrites all `len` elements of it.
+fn first_use_overwrites(body: &[Stmt], buf: BufferId, len: u64) -> bool {
+    for st in body {
+        match st {
+            Stmt::Gemm(g) if g.c == buf => {
+                return !g.accumulate
+                    && g.c_off == kb::int(0)
+                    && g.c_rs == g.n as i64
+                    && (g.m * g.n) as u64 == len
+                    && g.a != buf
+                    && g.b != buf;
+            }
+            Stmt::Gemm(g) if g.a == buf || g.b == buf => return false,
+            Stmt::Gemm(_) => {}
+            _ => {
+                let mut same = Vec::new();
+                let mut other = BTreeSet::new();
+                collect_buffer_uses(std::slice::from_ref(st), &BTreeSet::new(), &mut same, &mut other);
+                if same.contains(&buf) || other.contains(&buf) {
+                    return false;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Moves every access of buffer `from` to buffer `to`, `shift` elements on.
+fn rebase_stmt(s: &Stmt, from: BufferId, to: BufferId, shift: &Expr) -> Stmt {
+    fn e(x: &Expr, from: BufferId, to: BufferId, shift: &Expr) -> Expr {
+        match x {
+            Expr::Load { buf, index } if *buf == from => {
+                kb::load(to, kb::add(e(index, from, to, shift), shift.clone()))
+            }
+            Expr::Load { buf, index } => kb::load(*buf, e(index, from, to, shift)),
+            Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => x.clone(),
+            Expr::Unary(op, a) => kb::un(*op, e(a, from, to, shift)),
+            Expr::Cast(t, a) => Expr::Cast(*t, Box::new(e(a, from, to, shift))),
+            Expr::Binary(op, a, b) => kb::bin(*op, e(a, from, to, shift), e(b, from, to, shift)),
+            Expr::Cmp(op, a, b) => kb::cmp(*op, e(a, from, to, shift), e(b, from, to, shift)),
+            Expr::Select { cond, then, otherwise } => {
+                kb::select(e(cond, from, to, shift), e(then, from, to, shift), e(otherwise, from, to, shift))
+            }
+        }
+    }
+    let body = |b: &[Stmt]| b.iter().map(|st| rebase_stmt(st, from, to, shift)).collect();
+    match s {
+        Stmt::For { var, start, end, body: b } => Stmt::For { var: *var, start: *start, end: *end, body: body(b) },
+        Stmt::ParallelFor { var, start, end, body: b } => {
+            Stmt::ParallelFor { var: *var, start: *start, end: *end, body: body(b) }
+        }
+        Stmt::Store { buf, index, value } => {
+            let index = e(index, from, to, shift);
+            let (buf, index) = if *buf == from { (to, kb::add(index, shift.clone())) } else { (*buf, index) };
+            Stmt::Store { buf, index, value: e(value, from, to, shift) }
+        }
+        Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: e(value, from, to, shift) },
+        Stmt::FailIf { cond, status } => Stmt::FailIf { cond: e(cond, from, to, shift), status: *status },
+        Stmt::Gemm(g) => {
+            let mut g = (**g).clone();
+            for (b, off) in [(&mut g.a, &mut g.a_off), (&mut g.b, &mut g.b_off), (&mut g.c, &mut g.c_off)] {
+                *off = e(off, from, to, shift);
+                if *b == from {
+                    *b = to;
+                    *off = kb::add(off.clone(), shift.clone());
+                }
+            }
+            Stmt::Gemm(Box::new(g))
+        }
+    }
 }
 
 /// `for ... { for ... { gemm } }` with nothing else: the loops and the GEMM.

@@ -128,7 +128,7 @@ fn overlapping_writes_and_carried_variables_are_not_parallel() {
     }];
     let p = program(100, 100, vec![ScalarType::I64, ScalarType::F32], overlap.clone());
     assert!(!onnxc_gpu::deps::independent(
-        &p,
+        &p.buffers,
         &p.kernels[0],
         i,
         0,
@@ -400,4 +400,80 @@ fn half_precision_gemm_runs_on_tensor_cores_and_matches_the_cpu() {
             }
         }
     }
+}
+
+#[test]
+fn a_head_loop_with_scratch_splits_into_batched_launches() {
+    // For each of 5 heads: S = A_h B (into one shared 8x40 scratch), S = S * 2
+    // row by row, then out_h = S C. The scratch gets a copy per head and the
+    // loop splits into three launches: two batched GEMMs and one for the rows.
+    let (heads, m, k, n, p) = (5usize, 8usize, 6usize, 40usize, 3usize);
+    let a_len = heads * m * k;
+    let (h, i, j) = (VarId(0), VarId(1), VarId(2));
+    let gemm = |a: u32, a_off: Expr, b: u32, b_off: Expr, c: u32, c_off: Expr, (mm, nn, kk): (usize, usize, usize)| {
+        Stmt::Gemm(Box::new(GemmStmt {
+            m: mm,
+            n: nn,
+            k: kk,
+            a: BufferId(a),
+            a_off,
+            a_rs: kk as i64,
+            a_cs: 1,
+            b: BufferId(b),
+            b_off,
+            b_rs: nn as i64,
+            c: BufferId(c),
+            c_off,
+            c_rs: nn as i64,
+            accumulate: false,
+        }))
+    };
+    let body = vec![Stmt::For {
+        var: h,
+        start: 0,
+        end: heads as i64,
+        body: vec![
+            gemm(0, mul(var(h), int((m * k) as i64)), 2, int(0), 3, int(0), (m, n, k)),
+            Stmt::For {
+                var: i,
+                start: 0,
+                end: m as i64,
+                body: vec![Stmt::For {
+                    var: j,
+                    start: 0,
+                    end: n as i64,
+                    body: vec![Stmt::Store {
+                        buf: BufferId(3),
+                        index: linear(&[var(i), var(j)], &[n as i64, 1]),
+                        value: bin(BinOp::Mul, load(BufferId(3), linear(&[var(i), var(j)], &[n as i64, 1])), f32c(2.0)),
+                    }],
+                }],
+            },
+            gemm(3, int(0), 4, int(0), 1, mul(var(h), int((m * p) as i64)), (m, p, n)),
+        ],
+    }];
+    let bw: Vec<u8> = f32_bytes(&input(k * n));
+    let cw: Vec<u8> = f32_bytes(&input(n * p + 3)[3..]);
+    let p_ = Program {
+        buffers: vec![
+            buffer("x", a_len as u64, BufferKind::Input(0)),
+            buffer("y", (heads * m * p) as u64, BufferKind::Output(0)),
+            buffer("b", (k * n) as u64, BufferKind::Constant(bw)),
+            buffer("scratch", (m * n) as u64, BufferKind::Arena { offset: 0 }),
+            buffer("c", (n * p) as u64, BufferKind::Constant(cw)),
+        ],
+        kernels: vec![Kernel { name: "heads".into(), vars: vec![ScalarType::I64; 3], body }],
+        inputs: vec![io("x", a_len, 0)],
+        outputs: vec![io("y", heads * m * p, 1)],
+        arena_bytes: (m * n * 4) as u64,
+    };
+    let g = onnxc_gpu::lower::lower(&p_).unwrap();
+    assert_eq!(strategies(&g), ["gemm", "parallel", "gemm"]);
+    assert!(g.launches[0].strategy.contains("batch 5"), "{}", g.launches[0].strategy);
+    assert_eq!(
+        g.arena_bytes,
+        5 * (m * n * 4) as u64 + 64 * ((m * n * 4) as u64).div_ceil(64),
+        "one scratch copy per head"
+    );
+    both(&p_, &input(a_len), 1e-5);
 }
