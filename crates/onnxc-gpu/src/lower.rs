@@ -236,12 +236,31 @@ impl Cx<'_> {
     }
 
     /// The warp-per-row launch (see [`Piece::Warp`]).
+    ///
+    /// Few long rows (fewer than 256 rows with a loop of 1024 iterations or
+    /// more) get a whole block per row instead: its 256 threads share the
+    /// loops, each warp's shuffle-reduced partials meet in shared memory,
+    /// and `bar.sync` takes the place of `bar.warp.sync`.
     fn warp(&mut self, l: &mut Launch, k: &Kernel, dims: &[(VarId, i64, i64)], body: &[Stmt]) {
-        const WARPS: i64 = (BLOCK / 32) as i64;
         let rows: i64 = dims.iter().map(|d| d.2 - d.1).product();
-        l.strategy = format!("warp-per-row {} x {rows}", dims.len());
+        let longest = body
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::For { var, start, end, body } | Stmt::ParallelFor { var, start, end, body } => {
+                    coop_loop(&self.buffers, k, *var, *start, *end, body)
+                        .map(|c| c.dims.iter().map(|d| d.2 - d.1).product::<i64>())
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let whole_block = rows < 256 && longest >= 1024;
+        let width: i64 = if whole_block { BLOCK as i64 } else { 32 };
+        let per_block = BLOCK as i64 / width;
+        l.strategy = format!("{}-per-row {} x {rows}", if whole_block { "block" } else { "warp" }, dims.len());
         l.block = BLOCK;
-        l.grid = [(rows as u64).div_ceil(WARPS as u64).min(MAX_GRID) as u32, 1, 1];
+        l.grid = [(rows as u64).div_ceil(per_block as u64).min(MAX_GRID) as u32, 1, 1];
+        let sync = if whole_block { GStmt::Barrier } else { GStmt::WarpSync };
         let (g, lane) = (fresh(l, ScalarType::I64), fresh(l, ScalarType::I64));
         let mut inner = Vec::new();
         let mut stride = 1;
@@ -279,14 +298,34 @@ impl Cx<'_> {
                         stride *= ext;
                     }
                     lbody.extend(self.stmts(l, &lb));
-                    inner.push(GStmt::Stride { var: f, start: var(lane), end: total, step: int(32), body: lbody });
+                    inner.push(GStmt::Stride { var: f, start: var(lane), end: total, step: int(width), body: lbody });
                     if stores(&lb) {
-                        inner.push(GStmt::WarpSync);
+                        inner.push(sync.clone());
                     }
                     for (acc, p, op) in parts {
                         for m in [16, 8, 4, 2, 1] {
                             let other = GExpr::ShflXor { value: Box::new(var(p)), mask: m };
                             inner.push(GStmt::Assign { var: p, value: bin(op, var(p), other) });
+                        }
+                        if whole_block {
+                            // Lane 0 of each warp posts its warp's partial;
+                            // every thread then combines all of them in order.
+                            let t = l.vars[p.0 as usize];
+                            l.shared.push((t, per_block.max(BLOCK as i64 / 32) as u64));
+                            let arr = l.shared.len() as u32 - 1;
+                            let warp_id = bin(BinOp::Div, sreg(Sreg::Tid), int(32));
+                            inner.push(GStmt::If {
+                                cond: cmp(CmpOp::Eq, bin(BinOp::Rem, sreg(Sreg::Tid), int(32)), int(0)),
+                                body: vec![GStmt::SharedStore { arr, index: warp_id, value: var(p) }],
+                            });
+                            inner.push(GStmt::Barrier);
+                            let mut total = shared_load(arr, int(0));
+                            for w in 1..BLOCK as i64 / 32 {
+                                total = bin(op, total, shared_load(arr, int(w)));
+                            }
+                            inner.push(GStmt::Assign { var: p, value: total });
+                            // Nobody overwrites the partials before all have read them.
+                            inner.push(GStmt::Barrier);
                         }
                         inner.push(GStmt::Assign { var: acc, value: bin(op, var(acc), var(p)) });
                     }
@@ -294,15 +333,15 @@ impl Cx<'_> {
                 Stmt::Store { .. } => {
                     let s = self.stmt(l, st);
                     inner.push(GStmt::If { cond: cmp(CmpOp::Eq, var(lane), int(0)), body: vec![s] });
-                    inner.push(GStmt::WarpSync);
+                    inner.push(sync.clone());
                 }
                 _ => inner.push(self.stmt(l, st)),
             }
         }
         let tid = sreg(Sreg::Tid);
-        let mut out = vec![GStmt::Assign { var: lane, value: bin(BinOp::Rem, tid.clone(), int(32)) }];
-        let row0 = add(mul(sreg(Sreg::Ctaid(0)), int(WARPS)), bin(BinOp::Div, tid, int(32)));
-        let step = mul(sreg(Sreg::Nctaid), int(WARPS));
+        let mut out = vec![GStmt::Assign { var: lane, value: bin(BinOp::Rem, tid.clone(), int(width)) }];
+        let row0 = add(mul(sreg(Sreg::Ctaid(0)), int(per_block)), bin(BinOp::Div, tid, int(width)));
+        let step = mul(sreg(Sreg::Nctaid), int(per_block));
         out.push(GStmt::Stride { var: g, start: row0, end: rows, step, body: inner });
         l.body = out;
     }

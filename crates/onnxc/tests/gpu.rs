@@ -25,6 +25,8 @@ fn launch_interpreter_matches_the_reference_on_every_test_model() {
     assert!(failures.is_empty(), "{} models fail:\n{}", failures.len(), failures.join("\n"));
     assert!(strategies.get("gemm").copied().unwrap_or(0) >= 5, "{strategies:?}");
     assert!(strategies.get("parallel").copied().unwrap_or(0) >= 20, "{strategies:?}");
+    assert!(strategies.get("warp-per-row").copied().unwrap_or(0) >= 1, "{strategies:?}");
+    assert!(strategies.get("block-per-row").copied().unwrap_or(0) >= 1, "{strategies:?}");
 }
 
 /// Lowers, interprets and emits one model; returns its launch strategies.
