@@ -965,42 +965,16 @@ fn stores(body: &[Stmt]) -> bool {
     })
 }
 
-fn rename_expr(e: &Expr, from: VarId, to: VarId) -> Expr {
-    match e {
-        Expr::Var(w) if *w == from => Expr::Var(to),
-        Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => e.clone(),
-        Expr::Load { buf, index } => kb::load(*buf, rename_expr(index, from, to)),
-        Expr::Unary(op, a) => kb::un(*op, rename_expr(a, from, to)),
-        Expr::Cast(t, a) => Expr::Cast(*t, Box::new(rename_expr(a, from, to))),
-        Expr::Binary(op, a, b) => kb::bin(*op, rename_expr(a, from, to), rename_expr(b, from, to)),
-        Expr::Cmp(op, a, b) => kb::cmp(*op, rename_expr(a, from, to), rename_expr(b, from, to)),
-        Expr::Select { cond, then, otherwise } => {
-            kb::select(rename_expr(cond, from, to), rename_expr(then, from, to), rename_expr(otherwise, from, to))
-        }
-    }
-}
-
+/// `s` with variable `from` renamed `to`, wherever it is read or written.
 fn rename_stmt(s: &Stmt, from: VarId, to: VarId) -> Stmt {
-    let body = |b: &[Stmt]| b.iter().map(|s| rename_stmt(s, from, to)).collect();
-    let r = |v: &VarId| if *v == from { to } else { *v };
-    match s {
-        Stmt::For { var, start, end, body: b } => Stmt::For { var: r(var), start: *start, end: *end, body: body(b) },
-        Stmt::ParallelFor { var, start, end, body: b } => {
-            Stmt::ParallelFor { var: r(var), start: *start, end: *end, body: body(b) }
-        }
-        Stmt::Store { buf, index, value } => {
-            Stmt::Store { buf: *buf, index: rename_expr(index, from, to), value: rename_expr(value, from, to) }
-        }
-        Stmt::Assign { var, value } => Stmt::Assign { var: r(var), value: rename_expr(value, from, to) },
-        Stmt::FailIf { cond, status } => Stmt::FailIf { cond: rename_expr(cond, from, to), status: *status },
-        Stmt::Gemm(g) => {
-            let mut g = (**g).clone();
-            g.a_off = rename_expr(&g.a_off, from, to);
-            g.b_off = rename_expr(&g.b_off, from, to);
-            g.c_off = rename_expr(&g.c_off, from, to);
-            Stmt::Gemm(Box::new(g))
-        }
-    }
+    let swap = |v: VarId| if v == from { to } else { v };
+    let fe = |e: &Expr| {
+        e.rebuild(&|n| match n {
+            Expr::Var(v) => Expr::Var(swap(v)),
+            n => n,
+        })
+    };
+    s.map(&fe, &swap, &|b, i| (b, i))
 }
 
 fn fresh(l: &mut Launch, t: ScalarType) -> VarId {
@@ -1139,47 +1113,14 @@ fn first_use_overwrites(body: &[Stmt], buf: BufferId, len: u64) -> bool {
 
 /// Moves every access of buffer `from` to buffer `to`, `shift` elements on.
 fn rebase_stmt(s: &Stmt, from: BufferId, to: BufferId, shift: &Expr) -> Stmt {
-    fn e(x: &Expr, from: BufferId, to: BufferId, shift: &Expr) -> Expr {
-        match x {
-            Expr::Load { buf, index } if *buf == from => {
-                kb::load(to, kb::add(e(index, from, to, shift), shift.clone()))
-            }
-            Expr::Load { buf, index } => kb::load(*buf, e(index, from, to, shift)),
-            Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => x.clone(),
-            Expr::Unary(op, a) => kb::un(*op, e(a, from, to, shift)),
-            Expr::Cast(t, a) => Expr::Cast(*t, Box::new(e(a, from, to, shift))),
-            Expr::Binary(op, a, b) => kb::bin(*op, e(a, from, to, shift), e(b, from, to, shift)),
-            Expr::Cmp(op, a, b) => kb::cmp(*op, e(a, from, to, shift), e(b, from, to, shift)),
-            Expr::Select { cond, then, otherwise } => {
-                kb::select(e(cond, from, to, shift), e(then, from, to, shift), e(otherwise, from, to, shift))
-            }
-        }
-    }
-    let body = |b: &[Stmt]| b.iter().map(|st| rebase_stmt(st, from, to, shift)).collect();
-    match s {
-        Stmt::For { var, start, end, body: b } => Stmt::For { var: *var, start: *start, end: *end, body: body(b) },
-        Stmt::ParallelFor { var, start, end, body: b } => {
-            Stmt::ParallelFor { var: *var, start: *start, end: *end, body: body(b) }
-        }
-        Stmt::Store { buf, index, value } => {
-            let index = e(index, from, to, shift);
-            let (buf, index) = if *buf == from { (to, kb::add(index, shift.clone())) } else { (*buf, index) };
-            Stmt::Store { buf, index, value: e(value, from, to, shift) }
-        }
-        Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: e(value, from, to, shift) },
-        Stmt::FailIf { cond, status } => Stmt::FailIf { cond: e(cond, from, to, shift), status: *status },
-        Stmt::Gemm(g) => {
-            let mut g = (**g).clone();
-            for (b, off) in [(&mut g.a, &mut g.a_off), (&mut g.b, &mut g.b_off), (&mut g.c, &mut g.c_off)] {
-                *off = e(off, from, to, shift);
-                if *b == from {
-                    *b = to;
-                    *off = kb::add(off.clone(), shift.clone());
-                }
-            }
-            Stmt::Gemm(Box::new(g))
-        }
-    }
+    let fe = |e: &Expr| {
+        e.rebuild(&|n| match n {
+            Expr::Load { buf, index } if buf == from => kb::load(to, kb::add(*index, shift.clone())),
+            n => n,
+        })
+    };
+    let fb = |b: BufferId, index: Expr| if b == from { (to, kb::add(index, shift.clone())) } else { (b, index) };
+    s.map(&fe, &|v| v, &fb)
 }
 
 /// `for ... { for ... { gemm } }` with nothing else: the loops and the GEMM.
@@ -1264,39 +1205,13 @@ fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
     onnxc_kir::expand_gemms(body, vars, &|_| true)
 }
 
-fn subst_expr(e: &Expr, v: VarId, x: i64) -> Expr {
-    match e {
-        Expr::Var(w) if *w == v => Expr::Int(x, ScalarType::I64),
-        Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => e.clone(),
-        Expr::Load { buf, index } => kb::load(*buf, subst_expr(index, v, x)),
-        Expr::Unary(op, a) => kb::un(*op, subst_expr(a, v, x)),
-        Expr::Cast(t, a) => Expr::Cast(*t, Box::new(subst_expr(a, v, x))),
-        Expr::Binary(op, a, b) => kb::bin(*op, subst_expr(a, v, x), subst_expr(b, v, x)),
-        Expr::Cmp(op, a, b) => kb::cmp(*op, subst_expr(a, v, x), subst_expr(b, v, x)),
-        Expr::Select { cond, then, otherwise } => {
-            kb::select(subst_expr(cond, v, x), subst_expr(then, v, x), subst_expr(otherwise, v, x))
-        }
-    }
-}
-
+/// `s` with variable `v` replaced by the constant `x` (one unrolled iteration).
 fn subst_stmt(s: &Stmt, v: VarId, x: i64) -> Stmt {
-    let body = |b: &[Stmt]| b.iter().map(|s| subst_stmt(s, v, x)).collect();
-    match s {
-        Stmt::For { var, start, end, body: b } => Stmt::For { var: *var, start: *start, end: *end, body: body(b) },
-        Stmt::ParallelFor { var, start, end, body: b } => {
-            Stmt::ParallelFor { var: *var, start: *start, end: *end, body: body(b) }
-        }
-        Stmt::Store { buf, index, value } => {
-            Stmt::Store { buf: *buf, index: subst_expr(index, v, x), value: subst_expr(value, v, x) }
-        }
-        Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: subst_expr(value, v, x) },
-        Stmt::FailIf { cond, status } => Stmt::FailIf { cond: subst_expr(cond, v, x), status: *status },
-        Stmt::Gemm(g) => {
-            let mut g = (**g).clone();
-            g.a_off = subst_expr(&g.a_off, v, x);
-            g.b_off = subst_expr(&g.b_off, v, x);
-            g.c_off = subst_expr(&g.c_off, v, x);
-            Stmt::Gemm(Box::new(g))
-        }
-    }
+    let fe = |e: &Expr| {
+        e.rebuild(&|n| match n {
+            Expr::Var(w) if w == v => Expr::Int(x, ScalarType::I64),
+            n => n,
+        })
+    };
+    s.map(&fe, &|w| w, &|b, i| (b, i))
 }

@@ -276,6 +276,28 @@ fn const_i64s(graph: &Graph, id: NodeId, slot: usize, what: &str) -> Result<Opti
     t.to_i64_vec().map(Some).ok_or_else(|| format!("{what} must be an integer tensor"))
 }
 
+/// Conv-style operands: input [N, C, ...] and weights [M, C/group, k...]
+/// of one rank, channels divisible by `group`; fills the window's kernel
+/// from the weights.
+fn check_conv_operands(xd: &[usize], wd: &[usize], window: &mut Window, group: usize) -> Result<(), String> {
+    if xd.len() < 3 || wd.len() != xd.len() {
+        return Err(format!("input {xd:?} and weights {wd:?} must have the same rank >= 3"));
+    }
+    if group == 0
+        || !xd[1].is_multiple_of(group)
+        || !wd[0].is_multiple_of(group)
+        || wd[1].checked_mul(group) != Some(xd[1])
+    {
+        return Err(format!("channels do not match: input {xd:?}, weights {wd:?}, group {group}"));
+    }
+    if window.kernel.is_empty() {
+        window.kernel = wd[2..].to_vec();
+    } else if window.kernel != wd[2..] {
+        return Err(format!("kernel_shape {:?} differs from the weights' {:?}", window.kernel, &wd[2..]));
+    }
+    Ok(())
+}
+
 fn window_out(w: &mut Window, in_dims: &[usize], op_is_pool: bool) -> Result<Vec<usize>, String> {
     let n = in_dims.len();
     if w.kernel.len() != n {
@@ -458,17 +480,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::ConvInteger { mut window, group, qlinear } => {
             let (_, xd) = x()?;
             let (_, wd) = input(graph, id, if qlinear { 3 } else { 1 })?;
-            if xd.len() < 3 || wd.len() != xd.len() {
-                return Err(format!("input {xd:?} and weights {wd:?} must have the same rank >= 3"));
-            }
-            if group == 0 || xd[1] % group != 0 || wd[0] % group != 0 || wd[1].checked_mul(group) != Some(xd[1]) {
-                return Err(format!("channels do not match: input {xd:?}, weights {wd:?}, group {group}"));
-            }
-            if window.kernel.is_empty() {
-                window.kernel = wd[2..].to_vec();
-            } else if window.kernel != wd[2..] {
-                return Err(format!("kernel_shape {:?} differs from the weights' {:?}", window.kernel, &wd[2..]));
-            }
+            check_conv_operands(&xd, &wd, &mut window, group)?;
             let mut d = vec![xd[0], wd[0]];
             d.extend(window_out(&mut window, &xd[2..], false)?);
             let dt = if qlinear { input(graph, id, 7)?.0 } else { DType::I32 };
@@ -1020,17 +1032,7 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
         Op::Conv { mut window, group } => {
             let (dt, xd) = x()?;
             let (_, wd) = input(graph, id, 1)?;
-            if xd.len() < 3 || wd.len() != xd.len() {
-                return Err(format!("input {xd:?} and weights {wd:?} must have the same rank >= 3"));
-            }
-            if group == 0 || xd[1] % group != 0 || wd[0] % group != 0 || wd[1].checked_mul(group) != Some(xd[1]) {
-                return Err(format!("channels do not match: input {xd:?}, weights {wd:?}, group {group}"));
-            }
-            if window.kernel.is_empty() {
-                window.kernel = wd[2..].to_vec();
-            } else if window.kernel != wd[2..] {
-                return Err(format!("kernel_shape {:?} differs from the weights' {:?}", window.kernel, &wd[2..]));
-            }
+            check_conv_operands(&xd, &wd, &mut window, group)?;
             if graph.input_of(id, 2).is_some() {
                 let (_, bd) = input(graph, id, 2)?;
                 if bd != [wd[0]] {

@@ -366,6 +366,63 @@ pub fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>, expand: &dyn Fn(&
     out
 }
 
+impl Expr {
+    /// Rebuilds the expression bottom-up: children first, then `f` on the
+    /// node with its new children.
+    pub fn rebuild(&self, f: &dyn Fn(Expr) -> Expr) -> Expr {
+        let node = match self {
+            Expr::Var(_) | Expr::Int(..) | Expr::Float(..) => self.clone(),
+            Expr::Load { buf, index } => Expr::Load { buf: *buf, index: Box::new(index.rebuild(f)) },
+            Expr::Unary(op, a) => Expr::Unary(*op, Box::new(a.rebuild(f))),
+            Expr::Cast(t, a) => Expr::Cast(*t, Box::new(a.rebuild(f))),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, Box::new(a.rebuild(f)), Box::new(b.rebuild(f))),
+            Expr::Cmp(op, a, b) => Expr::Cmp(*op, Box::new(a.rebuild(f)), Box::new(b.rebuild(f))),
+            Expr::Select { cond, then, otherwise } => Expr::Select {
+                cond: Box::new(cond.rebuild(f)),
+                then: Box::new(then.rebuild(f)),
+                otherwise: Box::new(otherwise.rebuild(f)),
+            },
+        };
+        f(node)
+    }
+}
+
+impl Stmt {
+    /// The statement with `fe` applied to each of its expressions (indices,
+    /// values, conditions, GEMM offsets), `fv` to each variable it binds
+    /// or assigns and `fb` to each buffer it stores into or multiplies,
+    /// through nested bodies.
+    pub fn map(
+        &self,
+        fe: &dyn Fn(&Expr) -> Expr,
+        fv: &dyn Fn(VarId) -> VarId,
+        fb: &dyn Fn(BufferId, Expr) -> (BufferId, Expr),
+    ) -> Stmt {
+        let body = |b: &[Stmt]| b.iter().map(|s| s.map(fe, fv, fb)).collect();
+        match self {
+            Stmt::For { var, start, end, body: b } => {
+                Stmt::For { var: fv(*var), start: *start, end: *end, body: body(b) }
+            }
+            Stmt::ParallelFor { var, start, end, body: b } => {
+                Stmt::ParallelFor { var: fv(*var), start: *start, end: *end, body: body(b) }
+            }
+            Stmt::Store { buf, index, value } => {
+                let (buf, index) = fb(*buf, fe(index));
+                Stmt::Store { buf, index, value: fe(value) }
+            }
+            Stmt::Assign { var, value } => Stmt::Assign { var: fv(*var), value: fe(value) },
+            Stmt::FailIf { cond, status } => Stmt::FailIf { cond: fe(cond), status: *status },
+            Stmt::Gemm(g) => {
+                let mut g = (**g).clone();
+                (g.a, g.a_off) = fb(g.a, fe(&g.a_off));
+                (g.b, g.b_off) = fb(g.b, fe(&g.b_off));
+                (g.c, g.c_off) = fb(g.c, fe(&g.c_off));
+                Stmt::Gemm(Box::new(g))
+            }
+        }
+    }
+}
+
 /// Status a run returns when an If selects a branch that could not be
 /// compiled at the pinned shapes (see `docs/abi.md`).
 pub const STATUS_UNCOMPILED_BRANCH: i32 = 4;

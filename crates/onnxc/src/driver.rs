@@ -100,28 +100,36 @@ impl Artifacts {
     /// Writes `NAME.o`, `libNAME.a` and `NAME.h` into `dir`, creating it,
     /// and the default thread pool `onnxc_pool.h`/`onnxc_pool.c`.
     pub fn write_to(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, Error> {
-        let fail = |e: std::io::Error, what: &Path| {
-            Error::Io(format!(
-                "cannot write to the output folder '{}': {e} (while writing '{}')",
-                dir.display(),
-                what.display()
-            ))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
-        let files = [
-            (dir.join(format!("{}.o", self.name)), self.object.as_slice()),
-            (dir.join(format!("lib{}.a", self.name)), self.archive.as_slice()),
-            (dir.join(format!("{}.h", self.name)), self.header.as_bytes()),
-            (dir.join("onnxc_pool.h"), POOL_H.as_bytes()),
-            (dir.join("onnxc_pool.c"), POOL_C.as_bytes()),
-        ];
-        let mut written = Vec::new();
-        for (path, bytes) in files {
-            std::fs::write(&path, bytes).map_err(|e| fail(e, &path))?;
-            written.push(path);
-        }
-        Ok(written)
+        write_files(
+            dir,
+            &[
+                (format!("{}.o", self.name), self.object.as_slice()),
+                (format!("lib{}.a", self.name), self.archive.as_slice()),
+                (format!("{}.h", self.name), self.header.as_bytes()),
+                ("onnxc_pool.h".into(), POOL_H.as_bytes()),
+                ("onnxc_pool.c".into(), POOL_C.as_bytes()),
+            ],
+        )
     }
+}
+
+/// Writes `files` (name, bytes) into `dir`, creating it; returns the paths.
+fn write_files(dir: &Path, files: &[(String, &[u8])]) -> Result<Vec<std::path::PathBuf>, Error> {
+    let fail = |e: std::io::Error, what: &Path| {
+        Error::Io(format!(
+            "cannot write to the output folder '{}': {e} (while writing '{}')",
+            dir.display(),
+            what.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
+    let mut written = Vec::new();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| fail(e, &path))?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// Loads and imports an ONNX model file.
@@ -463,25 +471,14 @@ pub struct GpuArtifacts {
 impl GpuArtifacts {
     /// Writes `NAME.ptx`, `NAME.plan.json` and `NAME.weights.bin` into `dir`.
     pub fn write_to(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, Error> {
-        let fail = |e: std::io::Error, what: &Path| {
-            Error::Io(format!(
-                "cannot write to the output folder '{}': {e} (while writing '{}')",
-                dir.display(),
-                what.display()
-            ))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
-        let files = [
-            (dir.join(format!("{}.ptx", self.name)), self.ptx.as_bytes()),
-            (dir.join(format!("{}.plan.json", self.name)), self.plan.as_bytes()),
-            (dir.join(format!("{}.weights.bin", self.name)), self.weights.as_slice()),
-        ];
-        let mut written = Vec::new();
-        for (path, bytes) in files {
-            std::fs::write(&path, bytes).map_err(|e| fail(e, &path))?;
-            written.push(path);
-        }
-        Ok(written)
+        write_files(
+            dir,
+            &[
+                (format!("{}.ptx", self.name), self.ptx.as_bytes()),
+                (format!("{}.plan.json", self.name), self.plan.as_bytes()),
+                (format!("{}.weights.bin", self.name), self.weights.as_slice()),
+            ],
+        )
     }
 }
 

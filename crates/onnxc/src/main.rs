@@ -434,50 +434,36 @@ fn dispatch(cli: Cli) -> Result<()> {
             if gpu_arch_given_for_cpu(&opts) {
                 bail!("--gpu-arch applies to --target {} only", onnxc::NVPTX_TARGET);
             }
-            if onnxc::is_gpu_target(opts.target.as_deref()) {
-                if opts.cpu.is_some() {
-                    bail!("--cpu applies to CPU targets only, not {}", onnxc::NVPTX_TARGET);
-                }
-                let artifacts = onnxc::compile_gpu_file(&model, &opts)?;
-                let files = artifacts.write_to(&output)?;
+            // What the compile wrote and did, on stderr; the report as JSON.
+            let finish = |files: Vec<PathBuf>, r: &onnxc::report::CompileReport, extra: String| -> Result<()> {
                 if let Some(path) = &report {
-                    std::fs::write(path, artifacts.report.to_json())
+                    std::fs::write(path, r.to_json())
                         .with_context(|| format!("cannot write the report to '{}'", path.display()))?;
                 }
-                for w in &artifacts.report.warnings {
+                for w in &r.warnings {
                     eprintln!("warning: {w}");
                 }
                 if !quiet {
                     for f in files {
                         eprintln!("wrote {}", f.display());
                     }
-                    eprintln!(
-                        "{}; {} kernel launches for {}",
-                        artifacts.report.summary(),
-                        artifacts.program.launches.len(),
-                        artifacts.arch
-                    );
+                    eprintln!("{}{extra}", r.summary());
                     eprintln!("compiled {} in {:.2}s", model.display(), started.elapsed().as_secs_f64());
                 }
-                return Ok(());
+                Ok(())
+            };
+            if onnxc::is_gpu_target(opts.target.as_deref()) {
+                if opts.cpu.is_some() {
+                    bail!("--cpu applies to CPU targets only, not {}", onnxc::NVPTX_TARGET);
+                }
+                let artifacts = onnxc::compile_gpu_file(&model, &opts)?;
+                let files = artifacts.write_to(&output)?;
+                let extra = format!("; {} kernel launches for {}", artifacts.program.launches.len(), artifacts.arch);
+                return finish(files, &artifacts.report, extra);
             }
             let artifacts = onnxc::compile_file(&model, &opts)?;
             let files = artifacts.write_to(&output)?;
-            if let Some(path) = &report {
-                std::fs::write(path, artifacts.report.to_json())
-                    .with_context(|| format!("cannot write the report to '{}'", path.display()))?;
-            }
-            for w in &artifacts.report.warnings {
-                eprintln!("warning: {w}");
-            }
-            if !quiet {
-                for f in files {
-                    eprintln!("wrote {}", f.display());
-                }
-                eprintln!("{}", artifacts.report.summary());
-                eprintln!("compiled {} in {:.2}s", model.display(), started.elapsed().as_secs_f64());
-            }
-            Ok(())
+            finish(files, &artifacts.report, String::new())
         }
         Command::Run { model, inputs, outputs, opt_level, device, gpu_arch, quant } => {
             check_device(device, gpu_arch.as_deref())?;
