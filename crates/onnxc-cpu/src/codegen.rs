@@ -1476,6 +1476,22 @@ impl<M: Module> Gen<'_, '_, M> {
         self.vselect(is_small, small, big)
     }
 
+    /// Round half to even on four lanes with SSE2 only: below 2^23,
+    /// `(|x| + 2^23) - 2^23` rounds exactly (the sum's ulp is 1), then the
+    /// sign comes back; from 2^23 on every f32 is an integer (and NaN and
+    /// infinities pass through).
+    fn vround(&mut self, x: Value) -> Value {
+        let a = self.b.ins().fabs(x);
+        let big = self.vconst(8_388_608.0);
+        let t = self.b.ins().fadd(a, big);
+        let t = self.b.ins().fsub(t, big);
+        let sign_bit = self.vconst(-0.0);
+        let sign = self.b.ins().band(x, sign_bit);
+        let r = self.b.ins().bor(t, sign);
+        let small = self.b.ins().fcmp(FloatCC::LessThan, a, big);
+        self.vselect(small, r, x)
+    }
+
     /// tanh on four lanes: for |x| < 0.3 its odd Taylor polynomial to x^9,
     /// else `1 - 2 / (e^{2|x|} + 1)` with the sign of x.
     fn vtanh(&mut self, x: Value) -> Value {
@@ -1524,6 +1540,7 @@ impl<M: Module> Gen<'_, '_, M> {
                     UnOp::Exp => self.vexp(x),
                     UnOp::Erf => self.verf(x),
                     UnOp::Tanh => self.vtanh(x),
+                    UnOp::Round => self.vround(x),
                     _ => unreachable!("vector_plan admits no calls"),
                 }
             }
@@ -1667,7 +1684,7 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
                 && matches!(affine_coefficient(index, var), Some(0) | Some(1))
         }
         Expr::Unary(op, a) => {
-            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt | UnOp::Exp | UnOp::Erf | UnOp::Tanh)
+            matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt | UnOp::Exp | UnOp::Erf | UnOp::Tanh | UnOp::Round)
                 && f32_typed
                 && vector_expr_ok(program, kernel, var, a)
         }

@@ -409,7 +409,7 @@ extern "C" {
 }
 
 #[test]
-fn vectorized_exp_erf_tanh_match_libm() {
+fn vectorized_exp_erf_tanh_round_match_libm() {
     // A sweep over [-30, 30] plus edge values, four lanes at a time.
     let mut x: Vec<f32> = (0..6000).map(|i| -30.0 + i as f32 * 0.01).collect();
     x.extend([
@@ -441,7 +441,8 @@ fn vectorized_exp_erf_tanh_match_libm() {
         body: vec![
             Stmt::Store { buf: BufferId(1), index: i.clone(), value: un(UnOp::Exp, v.clone()) },
             Stmt::Store { buf: BufferId(2), index: i.clone(), value: un(UnOp::Erf, v.clone()) },
-            Stmt::Store { buf: BufferId(3), index: i.clone(), value: un(UnOp::Tanh, v) },
+            Stmt::Store { buf: BufferId(3), index: i.clone(), value: un(UnOp::Tanh, v.clone()) },
+            Stmt::Store { buf: BufferId(4), index: i.clone(), value: un(UnOp::Round, bin(BinOp::Mul, v, f32c(7.5))) },
         ],
     }];
     let program = Program {
@@ -450,16 +451,25 @@ fn vectorized_exp_erf_tanh_match_libm() {
             buffer("e", ScalarType::F32, n, BufferKind::Output(0)),
             buffer("f", ScalarType::F32, n, BufferKind::Output(1)),
             buffer("t", ScalarType::F32, n, BufferKind::Output(2)),
+            buffer("r", ScalarType::F32, n, BufferKind::Output(3)),
         ],
         kernels: vec![Kernel { name: "math".into(), vars: vec![ScalarType::I64], body }],
         inputs: vec![io("x", "f32", n as usize, 0)],
-        outputs: vec![io("e", "f32", n as usize, 1), io("f", "f32", n as usize, 2), io("t", "f32", n as usize, 3)],
+        outputs: vec![
+            io("e", "f32", n as usize, 1),
+            io("f", "f32", n as usize, 2),
+            io("t", "f32", n as usize, 3),
+            io("r", "f32", n as usize, 4),
+        ],
         arena_bytes: 0,
     };
     assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&program), 1, "the loop runs four lanes at a time");
     let out = onnxc_cpu::JitModel::new(&program).unwrap().run(&[&f32_bytes(&x)]).unwrap();
-    let (e, f, t) = (f32s(&out[0]), f32s(&out[1]), f32s(&out[2]));
+    let (e, f, t, r) = (f32s(&out[0]), f32s(&out[1]), f32s(&out[2]), f32s(&out[3]));
     for (k, &v) in x.iter().enumerate() {
+        // Round half to even, bit for bit (x * 7.5 hits many halves).
+        let want = (v * 7.5).round_ties_even();
+        assert!(r[k].to_bits() == want.to_bits() || (want.is_nan() && r[k].is_nan()), "round({}) = {}", v * 7.5, r[k]);
         let xd = v as f64;
         // exp: relative 4e-7 where normal; 0 below 2^-126; inf above the f32 range.
         let want = xd.exp();

@@ -4,9 +4,10 @@
 //! What it does today: the weights of every Conv, Gemm and MatMul whose
 //! weights are constant are quantized symmetrically per output channel to
 //! int8 (and replaced by their dequantized values), and the layer's input
-//! activation is quantized per tensor: `static` puts a
-//! QuantizeLinear/DequantizeLinear pair (u8, asymmetric) with the scale
-//! and zero point found by calibration in front of it, `dynamic` a
+//! activation is quantized per tensor: `static` puts the round trip of a
+//! QuantizeLinear/DequantizeLinear pair (u8, asymmetric; scale and zero
+//! point from calibration) in front of it, written as the f32 arithmetic
+//! it amounts to so that it fuses into one vectorized loop, `dynamic` a
 //! DynamicQuantizeLinear/DequantizeLinear pair that finds them at run
 //! time. The arithmetic between the pairs is still f32: the integer
 //! kernels that would make the build faster are not written yet, so the
@@ -534,26 +535,48 @@ fn insert(
         );
         match ranges {
             Some(r) => {
+                // QuantizeLinear then DequantizeLinear, written as the f32
+                // arithmetic they amount to (round(x / s) + zp clamped to
+                // [0, 255], minus zp, times s): one fused, vectorized loop.
                 let (scale, zp) = r[k].scale_zero_point();
                 rec.input_scale = Some(scale);
                 rec.input_zero_point = Some(zp);
-                let q = g.add_node(
-                    format!("{}_quantize_input", l.name),
-                    Op::Quantize { axis: 1, to: DType::U8, saturate: true, block: 0 },
-                    3,
-                    vec![q_info("quantized", DType::U8)],
+                g.graph.remove_node(dq);
+                let konst = |g: &mut Graph, what: &str, v: f32| {
+                    g.add_constant(format!("{}_input_{what}", l.name), Tensor::from_f32(&[], &[v]))
+                };
+                let (s, z, lo, hi) = (
+                    konst(&mut g, "scale", scale),
+                    konst(&mut g, "zero_point", zp as f32),
+                    konst(&mut g, "q_min", 0.0),
+                    konst(&mut g, "q_max", 255.0),
                 );
-                let s = g.add_constant(format!("{}_input_scale", l.name), Tensor::from_f32(&[], &[scale]));
-                let z = g.add_constant(
-                    format!("{}_input_zero_point", l.name),
-                    Tensor { dtype: DType::U8, dims: vec![], bytes: vec![zp] },
-                );
-                g.connect(src, slot, q, 0);
-                g.connect(s, 0, q, 1);
-                g.connect(z, 0, q, 2);
-                g.connect(q, 0, dq, 0);
-                g.connect(s, 0, dq, 1);
-                g.connect(z, 0, dq, 2);
+                // (name, op, the constants after the running value)
+                let steps: [(&str, Op, Vec<NodeId>); 6] = [
+                    ("div", Op::Binary(onnxc_ir::BinaryOp::Div), vec![s]),
+                    ("round", Op::Unary(onnxc_ir::UnaryOp::Round), vec![]),
+                    ("add_zero_point", Op::Binary(onnxc_ir::BinaryOp::Add), vec![z]),
+                    ("clip", Op::Clip, vec![lo, hi]),
+                    ("sub_zero_point", Op::Binary(onnxc_ir::BinaryOp::Sub), vec![z]),
+                    ("mul", Op::Binary(onnxc_ir::BinaryOp::Mul), vec![s]),
+                ];
+                let mut prev = (src, slot);
+                for (what, op, extra) in steps {
+                    let n = g.add_node(
+                        format!("{}_fake_quant_{what}", l.name),
+                        op,
+                        1 + extra.len(),
+                        vec![q_info(what, DType::F32)],
+                    );
+                    g.connect(prev.0, prev.1, n, 0);
+                    for (i, c) in extra.into_iter().enumerate() {
+                        g.connect(c, 0, n, 1 + i);
+                    }
+                    prev = (n, 0);
+                }
+                g.connect(prev.0, prev.1, l.node, 0);
+                records.push(rec);
+                continue;
             }
             None => {
                 let d = g.add_node(
