@@ -115,3 +115,37 @@ fn gpu_flags_are_checked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--gpu-arch applies to --target nvptx64-nvidia-cuda"));
 }
+
+#[test]
+fn a_quantized_build_runs_the_same_on_the_gpu_path() {
+    // --quantize int8 composes with the GPU target: the launch interpreter
+    // runs the quantized program as the CPU JIT does.
+    let root = common::root();
+    let model = root.join("testdata/mlp_digits.onnx");
+    let opts = onnxc::CompileOptions {
+        input_shapes: [("input".to_string(), vec![1, 64])].into(),
+        quantize: Some(onnxc::quantize::QuantizeOptions {
+            mode: onnxc::quantize::QuantMode::Static,
+            calibration: Some(root.join("testdata/mlp_digits_b4.npz")),
+            method: onnxc::quantize::CalibMethod::MinMax,
+            validation: None,
+            budget: Vec::new(),
+            fallback_auto: false,
+        }),
+        ..Default::default()
+    };
+    let (_, program, _) = onnxc::build_program_opts(&model, &opts).unwrap();
+    let arrays = common::npz(&root.join("testdata/mlp_digits.npz"));
+    let input = arrays["input"].bytes.clone();
+    let cpu = onnxc::JitModel::new(&program).unwrap().run(&[&input]).unwrap();
+    let gpu = onnxc_gpu::lower::lower(&program).unwrap();
+    let got = onnxc_gpu::interp::run(&gpu, &[input]).unwrap();
+    let f = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+    for (a, b) in f(&got.outputs[0]).iter().zip(f(&cpu[0])) {
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "gpu {a} vs cpu {b}");
+    }
+    assert!(
+        onnxc_gpu::ptx::emit(&gpu, "sm_80").unwrap().contains("cvt.rni.f32.f32"),
+        "the rounding of the fake quantization"
+    );
+}
