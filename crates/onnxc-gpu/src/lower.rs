@@ -215,15 +215,7 @@ impl Cx<'_> {
                 l.block = block;
                 l.grid = [grid as u32, 1, 1];
                 let g = fresh(&mut l, ScalarType::I64);
-                let mut inner = Vec::new();
-                let mut stride = 1;
-                for &(v, s, e) in dims.iter().rev() {
-                    let ext = e - s;
-                    let idx = if stride == 1 { var(g) } else { bin(BinOp::Div, var(g), int(stride)) };
-                    let idx = if stride * ext == total { idx } else { bin(BinOp::Rem, idx, int(ext)) };
-                    inner.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
-                    stride *= ext;
-                }
+                let mut inner = unflatten(&dims, var(g));
                 inner.extend(self.stmts(&mut l, &body));
                 let gid = add(mul(sreg(Sreg::Ctaid(0)), sreg(Sreg::Ntid)), sreg(Sreg::Tid));
                 let step = mul(sreg(Sreg::Nctaid), sreg(Sreg::Ntid));
@@ -262,15 +254,7 @@ impl Cx<'_> {
         l.grid = [(rows as u64).div_ceil(per_block as u64).min(MAX_GRID) as u32, 1, 1];
         let sync = if whole_block { GStmt::Barrier } else { GStmt::WarpSync };
         let (g, lane) = (fresh(l, ScalarType::I64), fresh(l, ScalarType::I64));
-        let mut inner = Vec::new();
-        let mut stride = 1;
-        for &(v, s, e) in dims.iter().rev() {
-            let ext = e - s;
-            let idx = if stride == 1 { var(g) } else { bin(BinOp::Div, var(g), int(stride)) };
-            let idx = if stride * ext == rows { idx } else { bin(BinOp::Rem, idx, int(ext)) };
-            inner.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
-            stride *= ext;
-        }
+        let mut inner = unflatten(dims, var(g));
         for st in body {
             match st {
                 Stmt::For { var: kv, start, end, body: lb } | Stmt::ParallelFor { var: kv, start, end, body: lb } => {
@@ -288,15 +272,7 @@ impl Cx<'_> {
                     // One index over the nest, dealt to the lanes in turn.
                     let total: i64 = coop.dims.iter().map(|d| d.2 - d.1).product();
                     let f = fresh(l, ScalarType::I64);
-                    let mut lbody = Vec::new();
-                    let mut stride = 1;
-                    for &(v, s, e) in coop.dims.iter().rev() {
-                        let ext = e - s;
-                        let idx = if stride == 1 { var(f) } else { bin(BinOp::Div, var(f), int(stride)) };
-                        let idx = if stride * ext == total { idx } else { bin(BinOp::Rem, idx, int(ext)) };
-                        lbody.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
-                        stride *= ext;
-                    }
+                    let mut lbody = unflatten(&coop.dims, var(f));
                     lbody.extend(self.stmts(l, &lb));
                     inner.push(GStmt::Stride { var: f, start: var(lane), end: total, step: int(width), body: lbody });
                     if stores(&lb) {
@@ -439,28 +415,12 @@ impl Cx<'_> {
         }
         let (m, n, k) = (g.m as i64, g.n as i64, g.k as i64);
         let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
-        let (gx, gy) = ((n + TN - 1) / TN, (m + TM - 1) / TM);
-        if gy > 65_535 || batch > 65_535 || gx > i32::MAX as i64 {
-            return Err(LowerError::Unsupported {
-                kernel: l.origin.clone(),
-                reason: format!("GEMM grid {gx}x{gy}x{batch} exceeds CUDA's limits"),
-            });
-        }
+        l.grid = gemm_grid(&l.origin, m, n, batch, TM, TN)?;
         l.strategy = format!("gemm {m}x{n}x{k} tiled {TM}x{TN}x{TK}, batch {batch}");
-        l.grid = [gx as u32, gy as u32, batch as u32];
         l.block = 256;
         l.shared = vec![(ScalarType::F32, (TK * TM) as u64), (ScalarType::F32, (TK * TN) as u64)];
-        let mut body = Vec::new();
         // Batch indices from blockIdx.z.
-        let mut stride = 1;
-        for &(v, s, e) in outer.iter().rev() {
-            let ext = e - s;
-            let z = sreg(Sreg::Ctaid(2));
-            let idx = if stride == 1 { z } else { bin(BinOp::Div, z, int(stride)) };
-            let idx = if stride * ext == batch { idx } else { bin(BinOp::Rem, idx, int(ext)) };
-            body.push(GStmt::Assign { var: v, value: add(idx, int(s)) });
-            stride *= ext;
-        }
+        let mut body = unflatten(outer, sreg(Sreg::Ctaid(2)));
         let i64t = ScalarType::I64;
         let (tx, ty, m0, n0, kt, kk, e, i, j) = (
             fresh(l, i64t),
@@ -548,20 +508,6 @@ impl Cx<'_> {
         Ok(())
     }
 
-    /// Batch indices from `blockIdx.z`.
-    fn batch_vars(outer: &[(VarId, i64, i64)], body: &mut Vec<GStmt>) {
-        let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
-        let mut stride = 1;
-        for &(v, s, e) in outer.iter().rev() {
-            let ext = e - s;
-            let z = sreg(Sreg::Ctaid(2));
-            let idx = if stride == 1 { z } else { bin(BinOp::Div, z, int(stride)) };
-            let idx = if stride * ext == batch { idx } else { bin(BinOp::Rem, idx, int(ext)) };
-            body.push(GStmt::Assign { var: v, value: add(idx, int(s)) });
-            stride *= ext;
-        }
-    }
-
     /// The tensor-core GEMM for f16/bf16 A and B: 64x32 tiles of C per
     /// block of 4 warps, each warp 16 rows by 4 `mma.sync` 16x8 tiles,
     /// A and B staged 16 deep through shared memory as packed pairs of
@@ -577,20 +523,12 @@ impl Cx<'_> {
         const BN: i64 = 32;
         let (m, n, k) = (g.m as i64, g.n as i64, g.k as i64);
         let batch: i64 = outer.iter().map(|d| d.2 - d.1).product();
-        let (gx, gy) = ((n + BN - 1) / BN, (m + BM - 1) / BM);
-        if gy > 65_535 || batch > 65_535 || gx > i32::MAX as i64 {
-            return Err(LowerError::Unsupported {
-                kernel: l.origin.clone(),
-                reason: format!("GEMM grid {gx}x{gy}x{batch} exceeds CUDA's limits"),
-            });
-        }
+        l.grid = gemm_grid(&l.origin, m, n, batch, BM, BN)?;
         l.strategy = format!("gemm {m}x{n}x{k} {half} tensor cores (mma.sync m16n8k16) {BM}x{BN}x16, batch {batch}");
-        l.grid = [gx as u32, gy as u32, batch as u32];
         l.block = 128;
         // Packed pairs: A as [64 rows][8 pairs], B as [32 columns][8 pairs].
         l.shared = vec![(ScalarType::U32, (BM * 8) as u64), (ScalarType::U32, (BN * 8) as u64)];
-        let mut body = Vec::new();
-        Self::batch_vars(outer, &mut body);
+        let mut body = unflatten(outer, sreg(Sreg::Ctaid(2)));
         let (i64t, u32t) = (ScalarType::I64, ScalarType::U32);
         let v = |l: &mut Launch, t| fresh(l, t);
         let (m0, n0, kt, e, row, p0, lane, grp, tig, rb) = (
@@ -975,6 +913,35 @@ fn rename_stmt(s: &Stmt, from: VarId, to: VarId) -> Stmt {
         })
     };
     s.map(&fe, &swap, &|b, i| (b, i))
+}
+
+/// Assignments of the loop variables `dims` (outermost first) from one
+/// flat index over their product, innermost fastest.
+fn unflatten(dims: &[(VarId, i64, i64)], flat: GExpr) -> Vec<GStmt> {
+    let total: i64 = dims.iter().map(|d| d.2 - d.1).product();
+    let mut out = Vec::new();
+    let mut stride = 1;
+    for &(v, s, e) in dims.iter().rev() {
+        let ext = e - s;
+        let idx = if stride == 1 { flat.clone() } else { bin(BinOp::Div, flat.clone(), int(stride)) };
+        let idx = if stride * ext == total { idx } else { bin(BinOp::Rem, idx, int(ext)) };
+        out.insert(0, GStmt::Assign { var: v, value: add(idx, int(s)) });
+        stride *= ext;
+    }
+    out
+}
+
+/// The grid of a GEMM launch with `bm` x `bn` tiles of C, `batch` deep,
+/// or an error when it exceeds CUDA's limits.
+fn gemm_grid(kernel: &str, m: i64, n: i64, batch: i64, bm: i64, bn: i64) -> Result<[u32; 3], LowerError> {
+    let (gx, gy) = ((n + bn - 1) / bn, (m + bm - 1) / bm);
+    if gy > 65_535 || batch > 65_535 || gx > i32::MAX as i64 {
+        return Err(LowerError::Unsupported {
+            kernel: kernel.to_string(),
+            reason: format!("GEMM grid {gx}x{gy}x{batch} exceeds CUDA's limits"),
+        });
+    }
+    Ok([gx as u32, gy as u32, batch as u32])
 }
 
 fn fresh(l: &mut Launch, t: ScalarType) -> VarId {
