@@ -262,40 +262,12 @@ mod run {
     ) -> Result<Vec<(String, Tensor)>, Failure> {
         let c = compile(model, inputs, arch).map_err(Failure::Case)?;
         let mut m = gpu.load(&c)?;
-        let bytes = input_bytes(&c.loaded, inputs).map_err(Failure::Case)?;
+        let bytes = c.loaded.input_bytes(inputs).map_err(|e| Failure::Case(e.to_string()))?;
         let (outputs, status) = m.run(&bytes).map_err(cuda_failure)?;
         if status != 0 {
             return Err(Failure::Case(CudaError::Status(status).to_string()));
         }
-        Ok(output_tensors(&c.loaded, outputs))
-    }
-
-    /// The inputs' bytes in the compiled program's input order.
-    fn input_bytes<'a>(
-        loaded: &onnxc::LoadedModel,
-        given: &'a BTreeMap<String, Tensor>,
-    ) -> Result<Vec<&'a [u8]>, String> {
-        loaded
-            .program
-            .inputs
-            .iter()
-            .map(|io| given.get(&io.name).map(|t| t.bytes.as_slice()).ok_or(format!("input '{}' missing", io.name)))
-            .collect()
-    }
-
-    /// Named output tensors from the bytes a GPU run returned (graph order).
-    fn output_tensors(loaded: &onnxc::LoadedModel, outputs: Vec<Vec<u8>>) -> Vec<(String, Tensor)> {
-        loaded
-            .program
-            .outputs
-            .iter()
-            .zip(outputs)
-            .enumerate()
-            .map(|(i, (io, bytes))| {
-                let dtype = loaded.graph.graph[loaded.graph.outputs[i]].outputs[0].dtype;
-                (io.name.clone(), Tensor { dtype, dims: io.dims.clone(), bytes })
-            })
-            .collect()
+        Ok(c.loaded.output_tensors(outputs))
     }
 
     fn first_line(e: &dyn std::fmt::Display) -> String {
@@ -679,14 +651,13 @@ mod run {
         }
         let mut m = gpu.load(&c)?;
         let compile_s = t.elapsed().as_secs_f64();
-        let bytes = input_bytes(&c.loaded, &inputs).map_err(Failure::Case)?;
+        let bytes = c.loaded.input_bytes(&inputs).map_err(|e| Failure::Case(e.to_string()))?;
         // One run to size the timed ones: about `seconds` of them, 3 to 1000.
         let first = m.time_runs(&bytes, 1, 1, 0.0).map_err(cuda_failure)?[0];
         let iterations = ((o.seconds / first.max(1e-6)) as usize).clamp(3, 1000);
-        let mut times = m.time_runs(&bytes, 2, iterations, 0.0).map_err(cuda_failure)?;
-        times.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
-        Ok(Timing { median: at(0.5), min: times[0] * 1e3, p90: at(0.9), runs: times.len(), compile_s })
+        let times = m.time_runs(&bytes, 2, iterations, 0.0).map_err(cuda_failure)?;
+        let st = onnxc::BenchStats::of(times);
+        Ok(Timing { median: st.median * 1e3, min: st.min * 1e3, p90: st.p90 * 1e3, runs: st.runs, compile_s })
     }
 
     /// `t` (batch 1) repeated `batch` times along axis 0.

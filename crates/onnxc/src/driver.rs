@@ -527,25 +527,38 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Runs on named inputs (extra names are ignored); returns outputs in graph order.
     pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> {
-        let mut bufs = Vec::new();
-        for io in &self.program.inputs {
-            let t = inputs.get(&io.name).ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
-            bufs.push(t.bytes.as_slice());
-        }
-        let outs = self.jit.run(&bufs)?;
-        Ok(self
-            .program
+        let outs = self.jit.run(&self.input_bytes(inputs)?)?;
+        Ok(self.output_tensors(outs))
+    }
+
+    /// The named inputs' bytes in the compiled program's input order
+    /// (extra names are ignored).
+    pub fn input_bytes<'a>(&self, inputs: &'a BTreeMap<String, Tensor>) -> Result<Vec<&'a [u8]>, Error> {
+        self.program
+            .inputs
+            .iter()
+            .map(|io| {
+                inputs
+                    .get(&io.name)
+                    .map(|t| t.bytes.as_slice())
+                    .ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))
+            })
+            .collect()
+    }
+
+    /// Named output tensors from the bytes a run returned (graph order), by
+    /// the CPU or any other backend of the same program.
+    pub fn output_tensors(&self, outputs: Vec<Vec<u8>>) -> Vec<(String, Tensor)> {
+        self.program
             .outputs
             .iter()
-            .zip(outs)
-            .map(|(io, bytes)| {
-                let dtype = self.graph.graph
-                    [self.graph.outputs[self.program.outputs.iter().position(|o| o.name == io.name).unwrap_or(0)]]
-                .outputs[0]
-                    .dtype;
+            .zip(outputs)
+            .zip(&self.graph.outputs)
+            .map(|((io, bytes), &o)| {
+                let dtype = self.graph.graph[o].outputs[0].dtype;
                 (io.name.clone(), Tensor { dtype, dims: io.dims.clone(), bytes })
             })
-            .collect())
+            .collect()
     }
 
     /// Times the compiled entry point on `inputs` (the code a linked object
@@ -573,11 +586,7 @@ impl LoadedModel {
         threads: usize,
     ) -> Result<BenchStats, Error> {
         let pool = ThreadPool::new(threads)?;
-        let mut bufs = Vec::new();
-        for io in &self.program.inputs {
-            let t = inputs.get(&io.name).ok_or_else(|| Error::Input(format!("input '{}' was not given", io.name)))?;
-            bufs.push(t.bytes.as_slice());
-        }
+        let bufs = self.input_bytes(inputs)?;
         let mut outputs: Vec<Vec<u8>> = self
             .program
             .outputs
@@ -601,9 +610,7 @@ impl LoadedModel {
                 break;
             }
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-        Ok(BenchStats { runs: times.len(), median: at(0.5), min: times[0], p90: at(0.9) })
+        Ok(BenchStats::of(times))
     }
 }
 
@@ -680,6 +687,15 @@ pub struct BenchStats {
     pub median: f64,
     pub min: f64,
     pub p90: f64,
+}
+
+impl BenchStats {
+    /// The statistics of timed runs (at least one), in seconds.
+    pub fn of(mut times: Vec<f64>) -> BenchStats {
+        times.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        BenchStats { runs: times.len(), median: at(0.5), min: times[0], p90: at(0.9) }
+    }
 }
 
 /// Compiles a model in-process, taking input shapes from `inputs` (arrays

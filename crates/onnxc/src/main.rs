@@ -202,36 +202,6 @@ fn lower_for_gpu(loaded: &onnxc::LoadedModel, gpu_arch: Option<&str>) -> Result<
     Ok((gpu, ptx))
 }
 
-/// The inputs' bytes in the compiled program's input order.
-fn input_bytes<'a>(loaded: &onnxc::LoadedModel, given: &'a BTreeMap<String, Tensor>) -> Result<Vec<&'a [u8]>> {
-    loaded
-        .program
-        .inputs
-        .iter()
-        .map(|io| {
-            given
-                .get(&io.name)
-                .map(|t| t.bytes.as_slice())
-                .ok_or_else(|| anyhow::anyhow!("input '{}' was not given", io.name))
-        })
-        .collect()
-}
-
-/// Named output tensors from the bytes a GPU run returned (graph order).
-fn output_tensors(loaded: &onnxc::LoadedModel, outputs: Vec<Vec<u8>>) -> Vec<(String, Tensor)> {
-    loaded
-        .program
-        .outputs
-        .iter()
-        .zip(outputs)
-        .enumerate()
-        .map(|(i, (io, bytes))| {
-            let dtype = loaded.graph.graph[loaded.graph.outputs[i]].outputs[0].dtype;
-            (io.name.clone(), Tensor { dtype, dims: io.dims.clone(), bytes })
-        })
-        .collect()
-}
-
 /// Runs the model's GPU program on GPU 0.
 #[cfg(feature = "cuda")]
 fn run_cuda(
@@ -241,11 +211,11 @@ fn run_cuda(
 ) -> Result<Vec<(String, Tensor)>> {
     let (gpu, ptx) = lower_for_gpu(loaded, gpu_arch)?;
     let mut model = onnxc_gpu::cuda::CudaModel::new(&gpu, &ptx)?;
-    let (outputs, status) = model.run(&input_bytes(loaded, given)?)?;
+    let (outputs, status) = model.run(&loaded.input_bytes(given)?)?;
     if status != 0 {
         bail!("{}", onnxc_gpu::cuda::CudaError::Status(status));
     }
-    Ok(output_tensors(loaded, outputs))
+    Ok(loaded.output_tensors(outputs))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -261,7 +231,7 @@ fn run_gpu_sim(
 ) -> Result<Vec<(String, Tensor)>> {
     // The PTX is emitted too (and dropped), so that gpu-sim fails where cuda would.
     let (gpu, _ptx) = lower_for_gpu(loaded, gpu_arch)?;
-    let inputs: Vec<Vec<u8>> = input_bytes(loaded, given)?.into_iter().map(<[u8]>::to_vec).collect();
+    let inputs: Vec<Vec<u8>> = loaded.input_bytes(given)?.into_iter().map(<[u8]>::to_vec).collect();
     let run = onnxc_gpu::interp::run(&gpu, &inputs).map_err(|e| anyhow::anyhow!("GPU launch interpreter: {e}"))?;
     if run.status != 0 {
         bail!(
@@ -269,7 +239,7 @@ fn run_gpu_sim(
             run.status
         );
     }
-    Ok(output_tensors(loaded, run.outputs))
+    Ok(loaded.output_tensors(run.outputs))
 }
 
 /// Times the model's GPU program on GPU 0; returns the device's name, the
@@ -288,10 +258,8 @@ fn bench_cuda(
     let (gpu, ptx) = lower_for_gpu(loaded, gpu_arch)?;
     let mut model = onnxc_gpu::cuda::CudaModel::new(&gpu, &ptx)?;
     let setup = started.elapsed().as_secs_f64();
-    let mut times = model.time_runs(&input_bytes(loaded, given)?, warmup, iterations, min_seconds)?;
-    times.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    let stats = onnxc::BenchStats { runs: times.len(), median: at(0.5), min: times[0], p90: at(0.9) };
+    let times = model.time_runs(&loaded.input_bytes(given)?, warmup, iterations, min_seconds)?;
+    let stats = onnxc::BenchStats::of(times);
     Ok((model.device_name(), setup, stats))
 }
 
