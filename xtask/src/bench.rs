@@ -177,6 +177,7 @@ fn gemm_gflops(threads: usize, secs: f64) -> Result<f64> {
         c_off: int(0),
         c_rs: n as i64,
         accumulate: false,
+        i16_pairs: false,
     };
     let program = Program {
         buffers: vec![

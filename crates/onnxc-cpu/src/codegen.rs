@@ -118,6 +118,19 @@ pub fn define_program<M: Module>(
     } else {
         None
     };
+    // The integer tile likewise, when some kernel has an integer product.
+    let avx2_i16 = if avx2.is_some() && program.kernels.iter().any(|k| has_i16_gemm(&k.body)) {
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        let id = module
+            .declare_function(&format!("{name}__{}", crate::ukernel::AVX2_GEMM_I16_NAME), Linkage::Local, &sig)
+            .map_err(|e| err("declare", e))?;
+        let code = crate::ukernel::avx2_gemm_i16x2_6x16().map_err(|e| err("AVX2 integer microkernel", e))?;
+        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("AVX2 integer microkernel", e))?;
+        Some(id)
+    } else {
+        None
+    };
     let check = if dispatch {
         let mut sig = module.make_signature();
         sig.returns.push(AbiParam::new(types::I64));
@@ -135,7 +148,7 @@ pub fn define_program<M: Module>(
         let expanded;
         let kernel = if has_half_gemm(program, &kernel.body) {
             let mut vars = kernel.vars.clone();
-            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &|g| !g.is_f32(program));
+            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &|g| !g.is_f32(program) && !g.i16_pairs);
             expanded = Kernel { name: kernel.name.clone(), vars, body };
             &expanded
         } else {
@@ -179,6 +192,7 @@ pub fn define_program<M: Module>(
                 tasks: &mut tasks,
                 prefix: format!("{name}__k{ki}"),
                 avx2,
+                avx2_i16,
             };
             g.stmts(&kernel.body)?;
             if can_fail {
@@ -230,8 +244,10 @@ pub fn define_program<M: Module>(
                     tasks: &mut no_tasks,
                     prefix: String::new(),
                     avx2,
+                    avx2_i16,
                 };
                 match &task {
+                    Task::Gemm(gemm) if gemm.i16_pairs => g.gemm_i16_task_body(gemm, data, i)?,
                     Task::Gemm(gemm) => g.gemm_task_body(gemm, data, i)?,
                     Task::Loop { var, start, body } => {
                         let at = g.b.ins().iadd_imm_s(i, *start);
@@ -480,6 +496,9 @@ struct Gen<'a, 'b, M: Module> {
     prefix: String,
     /// The AVX2 GEMM microkernel, when the ISA has AVX2 and FMA.
     avx2: Option<FuncId>,
+    /// The AVX2 integer GEMM microkernel, when `avx2` is there and the
+    /// program has integer products.
+    avx2_i16: Option<FuncId>,
 }
 
 fn flags() -> MemFlagsData {
@@ -845,6 +864,9 @@ impl<M: Module> Gen<'_, '_, M> {
     /// over the whole k loop; column and row remainders use 4-lane and
     /// scalar tiles. Row blocks are tasks (see `gemm_task_body`).
     fn gemm(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
+        if g.i16_pairs {
+            return self.gemm_i16(g);
+        }
         for b in [g.a, g.b, g.c] {
             let elem = self.program.buffers[b.0 as usize].elem;
             if elem != ScalarType::F32 {
@@ -879,6 +901,195 @@ impl<M: Module> Gen<'_, '_, M> {
         let narrow = self.b.ins().iconst(types::I64, Panels::new(g.n, false).count());
         let n = self.b.ins().select(use_avx2, wide, narrow);
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
+    }
+
+    /// An integer (i16-pair) product: 16-column panels are the tasks, each
+    /// walks its 6-row blocks through the AVX2 tile, or through 128-bit
+    /// Cranelift tiles (`pmaddwd`) without AVX2. Lowering pads `m` to a
+    /// multiple of 6 and `n` of 16.
+    fn gemm_i16(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
+        let where_ = format!("kernel '{}'", self.kernel.name);
+        for b in [g.a, g.b, g.c] {
+            let buf = &self.program.buffers[b.0 as usize];
+            if buf.elem != ScalarType::I32 {
+                return Err(err(&where_, format!("an integer Gemm needs i32 buffers, '{}' is {}", buf.name, buf.elem)));
+            }
+        }
+        if g.m % 6 != 0 || g.n % 16 != 0 {
+            return Err(err(&where_, format!("an integer Gemm needs m % 6 == 0 and n % 16 == 0, not {}x{}", g.m, g.n)));
+        }
+        if g.m == 0 || g.n == 0 {
+            return Ok(());
+        }
+        let a_off = self.scalar(&g.a_off)?;
+        let b_off = self.scalar(&g.b_off)?;
+        let c_off = self.scalar(&g.c_off)?;
+        let a0 = self.f32_addr(g.a, a_off);
+        let b0 = self.f32_addr(g.b, b_off);
+        let c0 = self.f32_addr(g.c, c_off);
+        let ptr = self.module.target_config().pointer_type();
+        let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
+        let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 3));
+        for (k, v) in [a0, b0, c0].into_iter().enumerate() {
+            self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
+        }
+        self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
+        let data = self.b.ins().stack_addr(ptr, slot, 0);
+        let n = self.b.ins().iconst(types::I64, (g.n / 16) as i64);
+        self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
+    }
+
+    /// Panel `i` (columns `16 i ..`) of an integer product, all rows.
+    fn gemm_i16_task_body(&mut self, g: &onnxc_kir::GemmStmt, data: Value, i: Value) -> Result<(), BackendError> {
+        let ptr = self.module.target_config().pointer_type();
+        let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
+        let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
+        let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
+        let j = self.b.ins().imul_imm_s(i, 16);
+        let narrow_panel = |s: &mut Self| -> Result<(), BackendError> {
+            s.counted_loop(0, g.m as i64, 2, |s, row| {
+                s.gemm_i16_tile(g, (a0, b0, c0), row, j)?;
+                Ok(())
+            })
+        };
+        let Some(ukr) = self.avx2_i16 else {
+            return narrow_panel(self);
+        };
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), data, 24);
+        let (wide, narrow, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(use_avx2, wide, &[], narrow, &[]);
+        self.b.seal_block(wide);
+        self.b.seal_block(narrow);
+        self.b.switch_to_block(wide);
+        {
+            use crate::ukernel::param;
+            let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, param::BYTES, 3));
+            let jb = self.b.ins().ishl_imm_u(j, 2);
+            let bj = self.b.ins().iadd(b0, jb);
+            let consts = [
+                (param::K, g.k as i64),
+                (param::A_RS, g.a_rs * 4),
+                (param::A_CS, g.a_cs * 4),
+                (param::B_RS, g.b_rs * 4),
+                (param::C_RS, g.c_rs * 4),
+                (param::ACCUMULATE, g.accumulate as i64),
+            ];
+            for (off, v) in consts {
+                let v = self.b.ins().iconst(types::I64, v);
+                self.b.ins().stack_store(types::I64, v, slot, off);
+            }
+            self.b.ins().stack_store(ptr, bj, slot, param::B);
+            let params = self.b.ins().stack_addr(ptr, slot, 0);
+            let fref = self.module.declare_func_in_func(ukr, self.b.func);
+            self.counted_loop(0, g.m as i64, 6, |s, row| {
+                let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
+                let a = s.b.ins().iadd(a0, a_el);
+                let c_el = s.b.ins().imul_imm_s(row, g.c_rs);
+                let c_el = s.b.ins().iadd(c_el, j);
+                let c_el = s.b.ins().ishl_imm_u(c_el, 2);
+                let c = s.b.ins().iadd(c0, c_el);
+                s.b.ins().stack_store(ptr, a, slot, param::A);
+                s.b.ins().stack_store(ptr, c, slot, param::C);
+                s.b.ins().call(fref, &[params]);
+                Ok(())
+            })?;
+        }
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(narrow);
+        narrow_panel(self)?;
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
+    }
+
+    /// Two rows by 16 columns of an integer product in 128-bit vectors:
+    /// eight i32x4 accumulators, each step a `pmaddwd` of A's broadcast
+    /// pair with four vectors of B's pairs.
+    fn gemm_i16_tile(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        (a0, b0, c0): (Value, Value, Value),
+        i: Value,
+        j: Value,
+    ) -> Result<(), BackendError> {
+        const ROWS: usize = 2;
+        const VECS: usize = 4;
+        let ptr = self.module.target_config().pointer_type();
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let mut c_rows = Vec::new();
+        let mut a_ptrs = Vec::new();
+        for r in 0..ROWS {
+            let ir = self.b.ins().iadd_imm_s(i, r as i64);
+            let c_el = self.b.ins().imul_imm_s(ir, g.c_rs);
+            let c_el = self.b.ins().iadd(c_el, j);
+            let c_el = self.b.ins().ishl_imm_u(c_el, 2);
+            c_rows.push(self.b.ins().iadd(c0, c_el));
+            let a_el = self.b.ins().imul_imm_s(ir, g.a_rs * 4);
+            let a = self.b.ins().iadd(a0, a_el);
+            let v = self.b.declare_var(ptr);
+            self.b.def_var(v, a);
+            a_ptrs.push(v);
+        }
+        let jb = self.b.ins().ishl_imm_u(j, 2);
+        let b_start = self.b.ins().iadd(b0, jb);
+        let b_ptr = self.b.declare_var(ptr);
+        self.b.def_var(b_ptr, b_start);
+        let zero = self.b.ins().iconst(types::I32, 0);
+        let zero = self.b.ins().splat(types::I32X4, zero);
+        let mut acc = Vec::new();
+        for &c_row in &c_rows {
+            let mut row = Vec::new();
+            for h in 0..VECS {
+                let v = self.b.declare_var(types::I32X4);
+                let init =
+                    if g.accumulate { self.b.ins().load(types::I32X4, flags(), c_row, (h * 16) as i32) } else { zero };
+                self.b.def_var(v, init);
+                row.push(v);
+            }
+            acc.push(row);
+        }
+        let (a_step, b_step) = (g.a_cs * 4, g.b_rs * 4);
+        self.counted_loop(0, g.k as i64, 1, |s, _| {
+            let bp = s.b.use_var(b_ptr);
+            let bv: Vec<Value> = (0..VECS)
+                .map(|h| {
+                    let v = s.b.ins().load(types::I32X4, flags(), bp, (h * 16) as i32);
+                    s.b.ins().bitcast(types::I16X8, le, v)
+                })
+                .collect();
+            for (r, &ap_var) in a_ptrs.iter().enumerate() {
+                let ap = s.b.use_var(ap_var);
+                let a = s.b.ins().load(types::I32, flags(), ap, 0);
+                let a = s.b.ins().splat(types::I32X4, a);
+                let a = s.b.ins().bitcast(types::I16X8, le, a);
+                for (h, &v) in acc[r].iter().enumerate() {
+                    let cur = s.b.use_var(v);
+                    // Cranelift's x64 backend matches this tree to one `pmaddwd`.
+                    let (al, bl) = (s.b.ins().swiden_low(a), s.b.ins().swiden_low(bv[h]));
+                    let (ah, bh) = (s.b.ins().swiden_high(a), s.b.ins().swiden_high(bv[h]));
+                    let lo = s.b.ins().imul(al, bl);
+                    let hi = s.b.ins().imul(ah, bh);
+                    let p = s.b.ins().iadd_pairwise(lo, hi);
+                    let next = s.b.ins().iadd(cur, p);
+                    s.b.def_var(v, next);
+                }
+                let next = s.b.ins().iadd_imm_s(ap, a_step);
+                s.b.def_var(ap_var, next);
+            }
+            let next = s.b.ins().iadd_imm_s(bp, b_step);
+            s.b.def_var(b_ptr, next);
+            Ok(())
+        })?;
+        for (r, row) in acc.iter().enumerate() {
+            for (h, &v) in row.iter().enumerate() {
+                let val = self.b.use_var(v);
+                self.b.ins().store(flags(), val, c_rows[r], (h * 16) as i32);
+            }
+        }
+        Ok(())
     }
 
     /// The body of a GEMM task: column panel `i` of `g` (16 columns with
@@ -1726,10 +1937,19 @@ pub fn vectorized_loop_count(program: &Program) -> usize {
     program.kernels.iter().map(|k| walk(program, k, &k.body)).sum()
 }
 
+/// True when `body` holds an integer (i16-pair) `Gemm`.
+fn has_i16_gemm(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Gemm(g) => g.i16_pairs,
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_i16_gemm(body),
+        _ => false,
+    })
+}
+
 /// True when `body` holds a `Gemm` on f16/bf16 buffers.
 fn has_half_gemm(program: &Program, body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
-        Stmt::Gemm(g) => !g.is_f32(program),
+        Stmt::Gemm(g) => !g.is_f32(program) && !g.i16_pairs,
         Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_half_gemm(program, body),
         _ => false,
     })

@@ -110,6 +110,79 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
+/// Symbol name of the AVX2 integer GEMM microkernel.
+pub const AVX2_GEMM_I16_NAME: &str = "x86_64_avx2_gemm_i16x2_6x16";
+
+/// Machine code of the AVX2 integer GEMM tile: the same 6×16 tile and
+/// parameter block as [`avx2_gemm_f32_6x16`], over i32 elements that each
+/// hold two i16 (see `onnxc_kir::GemmStmt::i16_pairs`): per step, the
+/// pair of A's row is broadcast (`vpbroadcastd`), multiplied with the
+/// pairs of B's 16 columns and summed pairwise into i32 (`vpmaddwd`: 16
+/// multiply-adds per instruction, twice an FMA's 8), then added to the
+/// accumulators (`vpaddd`). `k` counts pairs. Exact: i16×i16 products and
+/// their pair sums fit in i32, and the accumulation wraps like the
+/// reference loops.
+pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
+    // Registers as in the f32 kernel; ymm15 holds each product pair sum.
+    a.mov(rax, qword_ptr(rdi + param::A))?;
+    a.mov(rdx, qword_ptr(rdi + param::C))?;
+    a.mov(rcx, qword_ptr(rdi + param::K))?;
+    a.mov(r8, qword_ptr(rdi + param::A_RS))?;
+    a.mov(r9, qword_ptr(rdi + param::A_CS))?;
+    a.mov(r10, qword_ptr(rdi + param::B_RS))?;
+    a.mov(r11, qword_ptr(rdi + param::C_RS))?;
+    a.cmp(qword_ptr(rdi + param::ACCUMULATE), 0)?;
+    a.mov(rdi, qword_ptr(rdi + param::B))?;
+    let mut zero = a.create_label();
+    let mut start = a.create_label();
+    let mut body = a.create_label();
+    let mut store = a.create_label();
+    a.je(zero)?;
+    a.lea(rsi, ptr(rdx + r11 * 2))?;
+    a.add(rsi, r11)?;
+    for r in 0..6 {
+        a.vmovdqu(acc[2 * r], row(r, rdx, rsi, r11))?;
+        a.vmovdqu(acc[2 * r + 1], row(r, rdx, rsi, r11) + 32)?;
+    }
+    a.jmp(start)?;
+    a.set_label(&mut zero)?;
+    for &r in &acc {
+        a.vpxor(r, r, r)?;
+    }
+    a.set_label(&mut start)?;
+    a.lea(rsi, ptr(rax + r8 * 2))?;
+    a.add(rsi, r8)?;
+    a.test(rcx, rcx)?;
+    a.jz(store)?;
+    a.set_label(&mut body)?;
+    a.vmovdqu(ymm12, ptr(rdi))?;
+    a.vmovdqu(ymm13, ptr(rdi + 32))?;
+    for r in 0..6 {
+        a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
+        a.vpmaddwd(ymm15, ymm14, ymm12)?;
+        a.vpaddd(acc[2 * r], acc[2 * r], ymm15)?;
+        a.vpmaddwd(ymm15, ymm14, ymm13)?;
+        a.vpaddd(acc[2 * r + 1], acc[2 * r + 1], ymm15)?;
+    }
+    a.add(rax, r9)?;
+    a.add(rsi, r9)?;
+    a.add(rdi, r10)?;
+    a.dec(rcx)?;
+    a.jnz(body)?;
+    a.set_label(&mut store)?;
+    a.lea(rsi, ptr(rdx + r11 * 2))?;
+    a.add(rsi, r11)?;
+    for r in 0..6 {
+        a.vmovdqu(row(r, rdx, rsi, r11), acc[2 * r])?;
+        a.vmovdqu(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
 /// Symbol name of the CPU check.
 pub const HAS_AVX2_FMA_NAME: &str = "x86_64_has_avx2_fma";
 

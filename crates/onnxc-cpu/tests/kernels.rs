@@ -351,6 +351,7 @@ fn gemm_statement_matches_naive_product() {
                 c_off: int(2),
                 c_rs: n as i64,
                 accumulate,
+                i16_pairs: false,
             };
             let program = Program {
                 buffers: vec![
@@ -399,6 +400,91 @@ fn gemm_statement_matches_naive_product() {
                     (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
                     "m{m} n{n} k{k} t{transposed_a} acc{accumulate} [{idx}]: {g} vs {w}"
                 );
+            }
+        }
+    }
+}
+
+/// The integer GEMM (i16 pairs packed in i32, the AVX2 `vpmaddwd` tile
+/// on this machine) against a naive loop over the unpacked halves, with
+/// offsets, a padded row stride and accumulation into C; and the kernel
+/// IR's reference loops (`GemmStmt::loops`) against the same loop.
+#[test]
+fn integer_gemm_matches_naive_product() {
+    let pack = |lo: i32, hi: i32| ((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32;
+    let halves = |x: i32| ((x as i16) as i64, ((x >> 16) as i16) as i64);
+    let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    for &(m, n, k) in &[(6, 16, 1), (6, 32, 5), (12, 48, 37), (18, 16, 0), (30, 64, 150)] {
+        for accumulate in [false, true] {
+            for expanded in [false, true] {
+                let a_rs = k as i64 + 3;
+                let val = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 601) as i32 - 300;
+                let a: Vec<i32> = (0..m * a_rs as usize + 2).map(|i| pack(val(i, 1), val(i, 2))).collect();
+                let b: Vec<i32> = (0..k * n + 1).map(|i| pack(val(i, 3), val(i, 4) / 3)).collect();
+                let c0: Vec<i32> = (0..m * n).map(|i| val(i, 5) * 1000).collect();
+                let gemm = GemmStmt {
+                    m,
+                    n,
+                    k,
+                    a: BufferId(0),
+                    a_off: int(2),
+                    a_rs,
+                    a_cs: 1,
+                    b: BufferId(1),
+                    b_off: int(1),
+                    b_rs: n as i64,
+                    c: BufferId(2),
+                    c_off: int(0),
+                    c_rs: n as i64,
+                    accumulate,
+                    i16_pairs: true,
+                };
+                let mut vars = vec![ScalarType::I64];
+                let mut body = vec![Stmt::For {
+                    var: VarId(0),
+                    start: 0,
+                    end: c0.len() as i64,
+                    body: vec![Stmt::Store {
+                        buf: BufferId(2),
+                        index: var(VarId(0)),
+                        value: load(BufferId(3), var(VarId(0))),
+                    }],
+                }];
+                if expanded {
+                    body.extend(gemm.loops(&mut vars));
+                } else {
+                    body.push(Stmt::Gemm(Box::new(gemm)));
+                }
+                let program = Program {
+                    buffers: vec![
+                        buffer("a", ScalarType::I32, a.len() as u64, BufferKind::Input(0)),
+                        buffer("b", ScalarType::I32, b.len() as u64, BufferKind::Constant(i32_bytes(&b))),
+                        buffer("c", ScalarType::I32, c0.len() as u64, BufferKind::Output(0)),
+                        buffer("c_init", ScalarType::I32, c0.len() as u64, BufferKind::Constant(i32_bytes(&c0))),
+                    ],
+                    kernels: vec![Kernel { name: "gemm".into(), vars, body }],
+                    inputs: vec![io("a", "i32", a.len(), 0)],
+                    outputs: vec![io("c", "i32", c0.len(), 2)],
+                    arena_bytes: 0,
+                };
+                let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+                let out = jit.run(&[&i32_bytes(&a)]).unwrap().remove(0);
+                let got: Vec<i32> = out.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut acc: i64 = if accumulate { c0[i * n + j] as i64 } else { 0 };
+                        for p in 0..k {
+                            let (al, ah) = halves(a[2 + i * a_rs as usize + p]);
+                            let (bl, bh) = halves(b[1 + p * n + j]);
+                            acc += al * bl + ah * bh;
+                        }
+                        assert_eq!(
+                            got[i * n + j] as i64,
+                            acc,
+                            "m{m} n{n} k{k} acc{accumulate} loops{expanded} [{i},{j}]"
+                        );
+                    }
+                }
             }
         }
     }

@@ -288,6 +288,14 @@ pub enum Stmt {
 /// `A[a_off + i*a_rs + p*a_cs]`, `B[b_off + p*b_rs + j]` (rows of B are
 /// contiguous) and `C[c_off + i*c_rs + j]`; offsets may use loop variables.
 /// C must not overlap A or B.
+///
+/// With `i16_pairs`, A, B and C are i32 buffers and the product is an
+/// integer one: each A and B element holds two i16 (the low half first,
+/// as a little-endian `[i16; 2]`), `k` counts pairs, and a step adds
+/// `lo(a)·lo(b) + hi(a)·hi(b)` to C's i32 (wrapping). A k-pair of
+/// quantized activations meets the same k-pair of weights, which is what
+/// x86's `pmaddwd`/`vpmaddwd` computes. Backends may require `m` to be a
+/// multiple of 6 and `n` of 16 (lowering pads).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GemmStmt {
     pub m: usize,
@@ -304,12 +312,15 @@ pub struct GemmStmt {
     pub c_off: Expr,
     pub c_rs: i64,
     pub accumulate: bool,
+    /// The integer form (see above).
+    pub i16_pairs: bool,
 }
 
 impl GemmStmt {
     /// True when A, B and C are all f32 (what register-blocked CPU kernels take).
     pub fn is_f32(&self, program: &Program) -> bool {
-        [self.a, self.b, self.c].iter().all(|b| program.buffers[b.0 as usize].elem == ScalarType::F32)
+        !self.i16_pairs
+            && [self.a, self.b, self.c].iter().all(|b| program.buffers[b.0 as usize].elem == ScalarType::F32)
     }
 
     /// The product as plain loops with an f32 accumulator (new variables
@@ -321,18 +332,29 @@ impl GemmStmt {
             vars.push(t);
             VarId(vars.len() as u32 - 1)
         };
-        let (i, j, p, acc) = (v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::F32));
+        let acc_t = if self.i16_pairs { ScalarType::I32 } else { ScalarType::F32 };
+        let (i, j, p, acc) = (v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::I64), v(acc_t));
         let a = load(self.a, add(self.a_off.clone(), add(mul(var(i), int(self.a_rs)), mul(var(p), int(self.a_cs)))));
         let b = load(self.b, add(self.b_off.clone(), add(mul(var(p), int(self.b_rs)), var(j))));
         let c_idx = add(self.c_off.clone(), add(mul(var(i), int(self.c_rs)), var(j)));
-        let init = if self.accumulate { load(self.c, c_idx.clone()) } else { f32c(0.0) };
+        let zero = if self.i16_pairs { Expr::Int(0, ScalarType::I32) } else { f32c(0.0) };
+        let init = if self.accumulate { load(self.c, c_idx.clone()) } else { zero };
+        let step = if self.i16_pairs {
+            // Sign-extended halves: (x << 16) >> 16 and x >> 16.
+            let c16 = || Expr::Int(16, ScalarType::I32);
+            let lo = |x: &Expr| bin(BinOp::Shr, bin(BinOp::Shl, x.clone(), c16()), c16());
+            let hi = |x: &Expr| bin(BinOp::Shr, x.clone(), c16());
+            bin(BinOp::Add, bin(BinOp::Mul, lo(&a), lo(&b)), bin(BinOp::Mul, hi(&a), hi(&b)))
+        } else {
+            bin(BinOp::Mul, a, b)
+        };
         let inner = vec![
             Stmt::Assign { var: acc, value: init },
             Stmt::For {
                 var: p,
                 start: 0,
                 end: self.k as i64,
-                body: vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), bin(BinOp::Mul, a, b)) }],
+                body: vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), step) }],
             },
             Stmt::Store { buf: self.c, index: c_idx, value: var(acc) },
         ];

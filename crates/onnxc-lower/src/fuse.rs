@@ -140,6 +140,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             c_off: int(0),
             c_rs: t_len as i64,
             accumulate: false,
+            i16_pairs: false,
         }))];
         s.extend(k.nest(&[s_len], |k, i| {
             let i = i[0].clone();
@@ -171,6 +172,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             c_off: mul(h, int((s_len * dv) as i64)),
             c_rs: dv as i64,
             accumulate: false,
+            i16_pairs: false,
         })));
         s
     });

@@ -596,6 +596,7 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
                         c_off: oo,
                         c_rs: n as i64,
                         accumulate: false,
+                        i16_pairs: false,
                     }))];
                 }
                 let spec = GemmSpec {
@@ -674,6 +675,7 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
                     c_off: int(0),
                     c_rs: n as i64,
                     accumulate: c.is_some(),
+                    i16_pairs: false,
                 })));
                 cx.kernels.push(k.finish(body));
                 return Ok(());
@@ -1093,6 +1095,7 @@ fn conv_gemm(
             c_off: add(mul(n, int((m * p) as i64)), mul(g, int((mg * p) as i64))),
             c_rs: p as i64,
             accumulate: bias.is_some(),
+            i16_pairs: false,
         })));
         s
     }));
