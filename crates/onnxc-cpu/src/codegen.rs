@@ -1727,8 +1727,40 @@ impl<M: Module> Gen<'_, '_, M> {
     }
 
     fn vector(&mut self, var: VarId, e: &Expr) -> Result<Value, BackendError> {
-        let vt = types::F32X4;
+        let vt = if self.ty(e) == ScalarType::I32 { types::I32X4 } else { types::F32X4 };
         Ok(match e {
+            Expr::Int(..) => {
+                let s = self.scalar(e)?;
+                self.b.ins().splat(vt, s)
+            }
+            Expr::Cast(ScalarType::I32, a) => {
+                let x = self.vector(var, a)?;
+                self.b.ins().fcvt_to_sint_sat(types::I32X4, x)
+            }
+            Expr::Cast(ScalarType::F32, a) => {
+                let x = self.vector(var, a)?;
+                self.b.ins().fcvt_from_sint(types::F32X4, x)
+            }
+            Expr::Binary(op, a, c) if vt == types::I32X4 => {
+                let x = self.vector(var, a)?;
+                let ins = self.b.ins();
+                match (op, &**c) {
+                    (BinOp::Shl, Expr::Int(k, _)) => ins.ishl_imm_u(x, *k),
+                    (BinOp::Shr, Expr::Int(k, _)) => ins.sshr_imm_u(x, *k),
+                    _ => {
+                        let y = self.vector(var, c)?;
+                        let ins = self.b.ins();
+                        match op {
+                            BinOp::Add => ins.iadd(x, y),
+                            BinOp::Sub => ins.isub(x, y),
+                            BinOp::And => ins.band(x, y),
+                            BinOp::Or => ins.bor(x, y),
+                            BinOp::Xor => ins.bxor(x, y),
+                            _ => unreachable!("vector_plan admits no other i32 op"),
+                        }
+                    }
+                }
+            }
             Expr::Load { buf, index } if affine_coefficient(index, var) == Some(0) => {
                 let s = self.scalar(e)?;
                 let _ = (buf, index);
@@ -1839,10 +1871,11 @@ fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) ->
         let Stmt::Store { buf, index, value } = s else {
             return None;
         };
-        if program.buffers[buf.0 as usize].elem != ScalarType::F32 || affine_coefficient(index, var) != Some(1) {
+        let elem = program.buffers[buf.0 as usize].elem;
+        if !matches!(elem, ScalarType::F32 | ScalarType::I32) || affine_coefficient(index, var) != Some(1) {
             return None;
         }
-        if kernel.type_of(program, value) != ScalarType::F32 || !vector_expr_ok(program, kernel, var, value) {
+        if kernel.type_of(program, value) != elem || !vector_expr_ok(program, kernel, var, value) {
             return None;
         }
         stores.push((*buf, index));
@@ -1886,8 +1919,30 @@ fn loads_of<'e>(e: &'e Expr, out: &mut Vec<(BufferId, &'e Expr)>) {
 }
 
 fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> bool {
-    let f32_typed = kernel.type_of(program, e) == ScalarType::F32;
+    let ty = |e: &Expr| kernel.type_of(program, e);
+    let f32_typed = ty(e) == ScalarType::F32;
+    if ty(e) == ScalarType::I32 {
+        // i32 lanes: conversions from f32, loads, constants and the
+        // operations SSE2 has (shifts by a constant below 32).
+        return match e {
+            Expr::Int(..) => true,
+            Expr::Var(v) => *v != var,
+            Expr::Load { buf, index } => {
+                program.buffers[buf.0 as usize].elem == ScalarType::I32
+                    && matches!(affine_coefficient(index, var), Some(0) | Some(1))
+            }
+            Expr::Cast(_, a) => ty(a) == ScalarType::F32 && vector_expr_ok(program, kernel, var, a),
+            Expr::Binary(BinOp::Shl | BinOp::Shr, a, b) => {
+                matches!(**b, Expr::Int(k, _) if (0..32).contains(&k)) && vector_expr_ok(program, kernel, var, a)
+            }
+            Expr::Binary(BinOp::Add | BinOp::Sub | BinOp::And | BinOp::Or | BinOp::Xor, a, b) => {
+                vector_expr_ok(program, kernel, var, a) && vector_expr_ok(program, kernel, var, b)
+            }
+            _ => false,
+        };
+    }
     match e {
+        Expr::Cast(_, a) => f32_typed && ty(a) == ScalarType::I32 && vector_expr_ok(program, kernel, var, a),
         Expr::Float(_, ScalarType::F32) => true,
         Expr::Var(v) => *v != var && f32_typed,
         Expr::Load { buf, index } => {

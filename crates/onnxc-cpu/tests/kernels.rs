@@ -71,6 +71,61 @@ fn vector_body_and_scalar_remainder_match_naive_loop() {
     assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&fused_program(13)), 1);
 }
 
+/// i32 lanes: f32 to i32 conversion, shifts, masks and ors packing two
+/// i16 into an i32 (what a quantizing im2col writes), and i32 to f32 back
+/// (what a dequantizing epilogue reads), vector bodies and remainders
+/// against Rust.
+#[test]
+fn integer_lanes_vectorize_and_match_rust() {
+    for n in [3usize, 4, 9, 16] {
+        let (i, x, c) = (VarId(0), BufferId(0), BufferId(1));
+        let (packed, back) = (BufferId(2), BufferId(3));
+        let i32c = |v: i64| Expr::Int(v, ScalarType::I32);
+        let q = |e: Expr| Expr::Cast(ScalarType::I32, Box::new(Expr::Unary(UnOp::Round, Box::new(e))));
+        let lo = q(bin(BinOp::Mul, load(x, var(i)), f32c(3.0)));
+        let hi = q(load(x, add(var(i), int(1))));
+        let pack = bin(BinOp::Or, bin(BinOp::And, lo, i32c(0xffff)), bin(BinOp::Shl, hi, i32c(16)));
+        let unpack = Expr::Cast(ScalarType::F32, Box::new(bin(BinOp::Shr, load(c, var(i)), i32c(16))));
+        let program = Program {
+            buffers: vec![
+                buffer("x", ScalarType::F32, n as u64 + 1, BufferKind::Input(0)),
+                buffer("c", ScalarType::I32, n as u64, BufferKind::Input(1)),
+                buffer("packed", ScalarType::I32, n as u64, BufferKind::Output(0)),
+                buffer("back", ScalarType::F32, n as u64, BufferKind::Output(1)),
+            ],
+            kernels: vec![Kernel {
+                name: "pack".into(),
+                vars: vec![ScalarType::I64],
+                body: vec![Stmt::For {
+                    var: i,
+                    start: 0,
+                    end: n as i64,
+                    body: vec![
+                        Stmt::Store { buf: packed, index: var(i), value: pack },
+                        Stmt::Store { buf: back, index: var(i), value: bin(BinOp::Mul, unpack, f32c(0.5)) },
+                    ],
+                }],
+            }],
+            inputs: vec![io("x", "f32", n + 1, 0), io("c", "i32", n, 1)],
+            outputs: vec![io("packed", "i32", n, 2), io("back", "f32", n, 3)],
+            arena_bytes: 0,
+        };
+        assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&program), 1);
+        let xs: Vec<f32> = (0..=n).map(|k| k as f32 * 7.3 - 40.0).collect();
+        let cs: Vec<i32> = (0..n).map(|k| (k as i32 * 12345 - 50000) << 8).collect();
+        let c_bytes: Vec<u8> = cs.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+        let out = jit.run(&[&f32_bytes(&xs), &c_bytes]).unwrap();
+        let got: Vec<i32> = out[0].chunks(4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect();
+        for k in 0..n {
+            let lo = (xs[k] * 3.0).round_ties_even() as i32;
+            let hi = xs[k + 1].round_ties_even() as i32;
+            assert_eq!(got[k], (lo & 0xffff) | (hi << 16), "n {n} packed[{k}]");
+        }
+        assert_eq!(f32s(&out[1]), cs.iter().map(|&v| (v >> 16) as f32 * 0.5).collect::<Vec<_>>(), "n {n}");
+    }
+}
+
 #[test]
 fn loop_carried_dependence_is_not_vectorized() {
     // y[i] = y[i-1] + x[i] (a prefix sum): lanes would read stale values.
