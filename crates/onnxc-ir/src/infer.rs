@@ -1029,9 +1029,18 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let (_, b) = input(graph, id, 1)?;
             (dt, matmul_dims(&a, &b)?)
         }
-        Op::Conv { mut window, group } => {
+        Op::Conv { ref window, group } | Op::QuantizedConv { ref window, group, .. } => {
+            let mut window = window.clone();
             let (dt, xd) = x()?;
-            let (_, wd) = input(graph, id, 1)?;
+            let (wt, wd) = input(graph, id, 1)?;
+            if let Op::QuantizedConv { w_scale, .. } = &op {
+                if dt != DType::F32 || wt != DType::I8 || wd.first() != Some(&w_scale.len()) {
+                    return Err(format!(
+                        "QuantizedConv takes f32 x and i8 w with one scale per output channel, not {dt} x, {wt} w {wd:?}, {} scales",
+                        w_scale.len()
+                    ));
+                }
+            }
             check_conv_operands(&xd, &wd, &mut window, group)?;
             if graph.input_of(id, 2).is_some() {
                 let (_, bd) = input(graph, id, 2)?;
@@ -1041,7 +1050,10 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             }
             let mut d = vec![xd[0], wd[0]];
             d.extend(window_out(&mut window, &xd[2..], false)?);
-            graph.graph[id].op = Op::Conv { window, group };
+            match &mut graph.graph[id].op {
+                Op::Conv { window: w, .. } | Op::QuantizedConv { window: w, .. } => *w = window,
+                _ => unreachable!("matched above"),
+            }
             (dt, d)
         }
         Op::ConvTranspose { mut window, group, output_padding, output_shape } => {

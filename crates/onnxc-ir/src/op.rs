@@ -560,6 +560,19 @@ pub enum Op {
         group: usize,
         qlinear: bool,
     },
+    /// A convolution computed in integers, made by static quantization
+    /// (and the QDQ rewrite): inputs x (f32), w (i8, symmetric per output
+    /// channel), optional bias (f32 [M]). x is quantized as QuantizeLinear
+    /// does to u8 (`x_scale`, `x_zero_point`), the products and their sums
+    /// are exact in i32, and output channel m is dequantized by `x_scale ·
+    /// w_scale[m]` before the bias is added: Conv(DQ(Q(x)), DQ(w)) + bias.
+    QuantizedConv {
+        window: Window,
+        group: usize,
+        x_scale: f32,
+        x_zero_point: u8,
+        w_scale: Vec<f32>,
+    },
     /// MatMulInteger (a, b, optional zero points) to i32, or QLinearMatMul
     /// (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) when `qlinear`.
     MatMulInteger {
@@ -791,6 +804,7 @@ impl Op {
             Op::DynamicQuantize => "DynamicQuantizeLinear".into(),
             Op::ConvInteger { qlinear: false, .. } => "ConvInteger".into(),
             Op::ConvInteger { qlinear: true, .. } => "QLinearConv".into(),
+            Op::QuantizedConv { .. } => "QuantizedConv".into(),
             Op::MatMulInteger { qlinear: false } => "MatMulInteger".into(),
             Op::MatMulInteger { qlinear: true } => "QLinearMatMul".into(),
             Op::GroupNorm { groups: 0, .. } => "InstanceNormalization".into(),
@@ -849,6 +863,14 @@ impl Op {
             }
             Op::Conv { window: w, group } | Op::ConvInteger { window: w, group, .. } => {
                 format!("{},group={group}", window(w))
+            }
+            Op::QuantizedConv { window: w, group, x_scale, x_zero_point, w_scale } => {
+                let lo = w_scale.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = w_scale.iter().copied().fold(0.0, f32::max);
+                format!(
+                    "{},group={group},x_scale={x_scale},x_zero_point={x_zero_point},w_scale=[{lo}..{hi}]",
+                    window(w)
+                )
             }
             Op::ConvTranspose { window: w, group, output_padding, .. } => {
                 format!("{},group={group},output_padding={}", window(w), list(output_padding))

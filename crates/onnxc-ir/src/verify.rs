@@ -42,7 +42,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
         let required = match &node.op {
             Op::Clip => 1,
             Op::Gemm { .. } => 2,
-            Op::Conv { .. } | Op::ConvTranspose { .. } => 2,
+            Op::Conv { .. } | Op::ConvTranspose { .. } | Op::QuantizedConv { .. } => 2,
             Op::Reduce { .. } | Op::Squeeze | Op::Split { .. } | Op::Pad { .. } => 1,
             Op::LayerNormalization { .. } => 2,
             Op::Trilu { .. } => 1,

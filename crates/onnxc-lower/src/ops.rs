@@ -306,6 +306,9 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
         Op::DynamicQuantize => crate::quant::dynamic_quantize(cx, id),
         Op::MatMulInteger { qlinear } => crate::quant::matmul_integer(cx, id, qlinear),
         Op::ConvInteger { ref window, group, qlinear } => crate::quant::conv_integer(cx, id, window, group, qlinear),
+        Op::QuantizedConv { ref window, group, x_scale, x_zero_point, ref w_scale } => {
+            crate::quant::quantized_conv(cx, id, window, group, (x_scale, x_zero_point), w_scale)
+        }
         Op::GridSample { mode, padding, align_corners } => {
             crate::grid::grid_sample(cx, id, mode, padding, align_corners)
         }
@@ -854,7 +857,7 @@ fn gemm_nest(k: &mut KernelBuilder, g: &GemmSpec, c: Option<(BufferId, Vec<i64>,
 
 /// Copies `x` [N, C, S...] into a new buffer padded by `begin`/`end` per
 /// spatial dim and filled with `fill`. Returns the buffer and its dims.
-fn padded(
+pub(crate) fn padded(
     cx: &mut Lowering,
     id: NodeId,
     x: BufferId,

@@ -357,3 +357,164 @@ pub fn conv_integer(cx: &mut Lowering, id: NodeId, window: &onnxc_ir::Window, gr
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+/// Rounds `n` up to a multiple of `to`.
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// [`Op::QuantizedConv`] as an integer matrix product per image and
+/// group: the int8 filters, packed at compile time as i16 pairs along the
+/// reduction (`[M/g padded to 6][K/2]` i32 per group), times the input
+/// patches quantized while they are gathered (an im2col of i16 pairs,
+/// `[K/2][P padded to 16]` i32: each element packs rows 2q and 2q+1 of the
+/// patch matrix at one output position), into an i32 scratch; then each
+/// output is `acc · x_scale·w_scale[m] + bias[m]`. The quantized input is
+/// stored minus its zero point (in [-zp, 255-zp], an i16), so the integer
+/// sums need no zero-point correction. Padding quantizes to zero.
+pub fn quantized_conv(
+    cx: &mut Lowering,
+    id: NodeId,
+    window: &onnxc_ir::Window,
+    group: usize,
+    (x_scale, x_zp): (f32, u8),
+    w_scale: &[f32],
+) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let wd = cx.in_dims(id, 1)?;
+    let od = cx.out_dims(id)?;
+    let sp = xd.len() - 2;
+    let w = cx.graph.const_input(id, 1).ok_or("QuantizedConv needs constant weights")?;
+    let w_q: Vec<i8> = w.bytes.iter().map(|&b| b as i8).collect();
+    let x = cx.input(id, 0)?;
+    let bias = cx.optional_input(id, 2)?;
+    let out = cx.output(id)?;
+    if !cx.stored_f32(&[x, out]) {
+        return Err("QuantizedConv needs f32 input and output".into());
+    }
+    let (xp, pd) = crate::ops::padded(cx, id, x, &xd, &window.pads[..sp], &window.pads[sp..], 0.0);
+    let (m, cg) = (wd[0], wd[1]);
+    let mg = m / group;
+    let ksize: usize = wd[2..].iter().product();
+    let kk = cg * ksize;
+    let pairs = kk.div_ceil(2);
+    let p: usize = od[2..].iter().product();
+    let (mp, pp) = (round_up(mg, 6), round_up(p, 16));
+    let name = cx.graph.graph[id].name.clone();
+    // Filters: per group, rows padded with zeros to a multiple of 6, the
+    // odd row of an odd K zero too.
+    let mut packed = Vec::with_capacity(group * mp * pairs * 4);
+    for g in 0..group {
+        for r in 0..mp {
+            for q in 0..pairs {
+                let at = |t: usize| if r < mg && t < kk { w_q[(g * mg + r) * kk + t] as i16 } else { 0 };
+                let v = (at(2 * q) as u16 as u32) | ((at(2 * q + 1) as u16 as u32) << 16);
+                packed.extend(v.to_le_bytes());
+            }
+        }
+    }
+    let wpk = cx.push_buffer(
+        format!("{name}_packed_weights"),
+        ScalarType::I32,
+        (group * mp * pairs) as u64,
+        onnxc_kir::BufferKind::Constant(packed),
+    );
+    // Where patch row t (channel c, kernel position) starts in the padded
+    // input, relative to the group's first channel at output position 0;
+    // an odd K's extra row repeats the last (its filter weights are 0).
+    let ps = strides_i64(&pd);
+    let mut row_at = Vec::with_capacity(2 * pairs);
+    for t in 0..2 * pairs {
+        let t = t.min(kk - 1);
+        let (c, mut kpos) = (t / ksize, t % ksize);
+        let mut at = c as i64 * ps[1];
+        for d in (0..sp).rev() {
+            let kd = kpos % wd[2 + d];
+            kpos /= wd[2 + d];
+            at += (kd * window.dilations[d]) as i64 * ps[2 + d];
+        }
+        row_at.push(at);
+    }
+    let rows = cx.push_buffer(
+        format!("{name}_patch_rows"),
+        ScalarType::I64,
+        row_at.len() as u64,
+        onnxc_kir::BufferKind::Constant(row_at.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    );
+    let scales: Vec<u8> = w_scale.iter().flat_map(|s| (x_scale * s).to_le_bytes()).collect();
+    let scale =
+        cx.push_buffer(format!("{name}_scales"), ScalarType::F32, m as u64, onnxc_kir::BufferKind::Constant(scales));
+    let col = cx.temp(format!("{name}_im2col_i16x2"), ScalarType::I32, pairs * pp);
+    let acc = cx.temp(format!("{name}_acc_i32"), ScalarType::I32, mp * pp);
+    let mut k = KernelBuilder::new(name);
+    let top_level = od[0] == 1 && group == 1;
+    let body = k.nest(&[od[0], group], |k, v| {
+        let (n, g) = (v[0].clone(), v[1].clone());
+        let x_base = add(mul(n.clone(), int(ps[0])), mul(g.clone(), int(cg as i64 * ps[1])));
+        // Quantized, minus the zero point: clamp(round(x / s), -zp, 255 - zp).
+        let quant = |at: Expr| {
+            let r = Expr::Unary(UnOp::Round, Box::new(bin(BinOp::Div, load(xp, at), f32c(x_scale))));
+            let r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(-(x_zp as f32))), f32c(255.0 - x_zp as f32));
+            Expr::Cast(ScalarType::I32, Box::new(r))
+        };
+        let i32c = |v: i64| Expr::Int(v, ScalarType::I32);
+        let mut extents = vec![pairs];
+        extents.extend(&od[2..]);
+        let fill = |_: &mut KernelBuilder, iv: &[Expr]| {
+            let q = &iv[0];
+            let ov = &iv[1..];
+            let mut pos = int(0);
+            let mut shift = int(0);
+            for d in 0..sp {
+                pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
+                shift = add(shift, mul(ov[d].clone(), int(window.strides[d] as i64 * ps[2 + d])));
+            }
+            let at = |e: i64| add(add(x_base.clone(), load(rows, add(mul(q.clone(), int(2)), int(e)))), shift.clone());
+            let packed =
+                bin(BinOp::Or, bin(BinOp::And, quant(at(0)), i32c(0xffff)), bin(BinOp::Shl, quant(at(1)), i32c(16)));
+            vec![Stmt::Store { buf: col, index: add(mul(q.clone(), int(pp as i64)), pos), value: packed }]
+        };
+        let mut s = if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) };
+        // The padding columns: zeros (their products are never read).
+        s.extend(k.nest(&[pairs, pp - p], |_, iv| {
+            vec![Stmt::Store {
+                buf: col,
+                index: add(mul(iv[0].clone(), int(pp as i64)), add(iv[1].clone(), int(p as i64))),
+                value: i32c(0),
+            }]
+        }));
+        s.push(Stmt::Gemm(Box::new(onnxc_kir::GemmStmt {
+            m: mp,
+            n: pp,
+            k: pairs,
+            a: wpk,
+            a_off: mul(g.clone(), int((mp * pairs) as i64)),
+            a_rs: pairs as i64,
+            a_cs: 1,
+            b: col,
+            b_off: int(0),
+            b_rs: pp as i64,
+            c: acc,
+            c_off: int(0),
+            c_rs: pp as i64,
+            accumulate: false,
+            i16_pairs: true,
+        })));
+        let epilogue = |_: &mut KernelBuilder, iv: &[Expr]| {
+            let (oc, pos) = (&iv[0], &iv[1]);
+            let ch = add(mul(g.clone(), int(mg as i64)), oc.clone());
+            let dq =
+                Expr::Cast(ScalarType::F32, Box::new(load(acc, add(mul(oc.clone(), int(pp as i64)), pos.clone()))));
+            let mut y = bin(BinOp::Mul, dq, load(scale, ch.clone()));
+            if let Some(b) = bias {
+                y = bin(BinOp::Add, y, load(b, ch.clone()));
+            }
+            let o = add(add(mul(n.clone(), int((m * p) as i64)), mul(ch, int(p as i64))), pos.clone());
+            vec![Stmt::Store { buf: out, index: o, value: y }]
+        };
+        s.extend(if top_level { k.nest_parallel(&[mg, p], epilogue) } else { k.nest(&[mg, p], epilogue) });
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}

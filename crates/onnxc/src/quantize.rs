@@ -229,7 +229,11 @@ pub fn layers(graph: &Graph) -> Vec<Layer> {
     let mut out = Vec::new();
     for n in graph.topo_order().unwrap_or_default() {
         let axis = match &graph.graph[n].op {
-            Op::Conv { .. } => Some(0),
+            // Convolutions with few output channels per group (depthwise
+            // ones above all) have no integer kernel: they stay float.
+            Op::Conv { group, .. } => {
+                graph.const_input(n, 1).is_some_and(|w| w.dims.first().is_some_and(|&m| m / group >= 4)).then_some(0)
+            }
             Op::Gemm { trans_b: true, .. } => Some(0),
             Op::Gemm { trans_b: false, .. } => Some(1),
             Op::MatMul => graph.const_input(n, 1).map(|w| w.dims.len().saturating_sub(1)),
@@ -461,10 +465,14 @@ pub struct LayerRecord {
     /// Static mode: the input's scale and zero point.
     pub input_scale: Option<f32>,
     pub input_zero_point: Option<u8>,
+    /// How the layer computes: integer kernels, f32 arithmetic on
+    /// quantize/dequantize round trips, or float (not quantized).
+    pub arithmetic: &'static str,
 }
 
-/// Per-channel symmetric int8 weights: the dequantized values and scales.
-fn quantize_weights(w: &Tensor, axis: usize) -> (Tensor, Vec<f32>) {
+/// Per-channel symmetric int8 weights: the dequantized values, the
+/// scales and the int8 values.
+fn quantize_weights(w: &Tensor, axis: usize) -> (Tensor, Vec<f32>, Vec<i8>) {
     let v = w.to_f32_vec().unwrap_or_default();
     let channels = w.dims[axis];
     let inner: usize = w.dims[axis + 1..].iter().product();
@@ -474,15 +482,13 @@ fn quantize_weights(w: &Tensor, axis: usize) -> (Tensor, Vec<f32>) {
         amax[c] = amax[c].max(x.abs());
     }
     let scales: Vec<f32> = amax.iter().map(|a| if *a > 0.0 { a / 127.0 } else { 1.0 }).collect();
-    let q: Vec<f32> = v
+    let ints: Vec<i8> = v
         .iter()
         .enumerate()
-        .map(|(i, x)| {
-            let s = scales[(i / inner) % channels];
-            (x / s).round().clamp(-127.0, 127.0) * s
-        })
+        .map(|(i, x)| (x / scales[(i / inner) % channels]).round().clamp(-127.0, 127.0) as i8)
         .collect();
-    (Tensor::from_f32(&w.dims, &q), scales)
+    let q: Vec<f32> = ints.iter().enumerate().map(|(i, &x)| x as f32 * scales[(i / inner) % channels]).collect();
+    (Tensor::from_f32(&w.dims, &q), scales, ints)
 }
 
 /// Quantizes the layers not in `keep_float` (see the module docs).
@@ -496,7 +502,7 @@ fn insert(
     let mut records = Vec::new();
     for (k, l) in layers.iter().enumerate() {
         let Some(w) = g.const_input(l.node, 1).cloned() else { continue };
-        let (qw, scales) = quantize_weights(&w, l.channel_axis);
+        let (qw, scales, ints) = quantize_weights(&w, l.channel_axis);
         let mut rec = LayerRecord {
             name: l.name.clone(),
             op: l.op.clone(),
@@ -506,11 +512,28 @@ fn insert(
             weight_scale_max: scales.iter().copied().fold(0.0, f32::max),
             input_scale: None,
             input_zero_point: None,
+            arithmetic: "float",
         };
         if rec.float {
             records.push(rec);
             continue;
         }
+        // Statically quantized convolutions become integer ones: the int8
+        // filters replace the float ones and the node computes in i32.
+        if let (Some(r), Op::Conv { window, group }) = (ranges, g.graph[l.node].op.clone()) {
+            let (x_scale, x_zero_point) = r[k].scale_zero_point();
+            rec.input_scale = Some(x_scale);
+            rec.input_zero_point = Some(x_zero_point);
+            rec.arithmetic = "int8 (i16 pairs, i32 sums)";
+            let t = Tensor { dtype: DType::I8, dims: w.dims.clone(), bytes: ints.iter().map(|&v| v as u8).collect() };
+            let c = g.add_constant(format!("{}_int8_weights", l.name), t);
+            g.disconnect(l.node, 1);
+            g.connect(c, 0, l.node, 1);
+            g.graph[l.node].op = Op::QuantizedConv { window, group, x_scale, x_zero_point, w_scale: scales };
+            records.push(rec);
+            continue;
+        }
+        rec.arithmetic = "f32 over int8-rounded values";
         let (wsrc, _) = g.input_of(l.node, 1).expect("constant weights");
         let wname = format!("{}_int8_weights", l.name);
         let c = g.add_constant(wname, qw);
@@ -741,10 +764,11 @@ impl QuantReport {
             .iter()
             .map(|l| {
                 format!(
-                    "{{\"node\": {}, \"op\": {}, \"quantized\": {}, \"weight_channels\": {}, \"weight_scale_min\": {}, \"weight_scale_max\": {}, \"input_scale\": {}, \"input_zero_point\": {}}}",
+                    "{{\"node\": {}, \"op\": {}, \"quantized\": {}, \"arithmetic\": {}, \"weight_channels\": {}, \"weight_scale_min\": {}, \"weight_scale_max\": {}, \"input_scale\": {}, \"input_zero_point\": {}}}",
                     esc(&l.name),
                     esc(&l.op),
                     !l.float,
+                    esc(l.arithmetic),
                     l.weight_channels,
                     num(l.weight_scale_min as f64),
                     num(l.weight_scale_max as f64),
