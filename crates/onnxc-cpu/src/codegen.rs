@@ -915,7 +915,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 return Err(err(&where_, format!("an integer Gemm needs i32 buffers, '{}' is {}", buf.name, buf.elem)));
             }
         }
-        if g.m % 6 != 0 || g.n % 16 != 0 {
+        if !g.m.is_multiple_of(6) || !g.n.is_multiple_of(16) {
             return Err(err(&where_, format!("an integer Gemm needs m % 6 == 0 and n % 16 == 0, not {}x{}", g.m, g.n)));
         }
         if g.m == 0 || g.n == 0 {
