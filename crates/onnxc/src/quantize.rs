@@ -983,8 +983,9 @@ mod tests {
     fn weights_quantize_per_channel_symmetrically() {
         // Two output channels (axis 0) of very different magnitude.
         let w = Tensor::from_f32(&[2, 3], &[0.5, -1.0, 0.25, 100.0, 3.0, -50.0]);
-        let (q, scales) = quantize_weights(&w, 0);
+        let (q, scales, ints) = quantize_weights(&w, 0);
         assert_eq!(scales, vec![1.0 / 127.0, 100.0 / 127.0]);
+        assert_eq!(ints, vec![64, -127, 32, 127, 4, -64]);
         let q = q.to_f32_vec().unwrap();
         for (a, b) in q.iter().zip([0.5f32, -1.0, 0.25, 100.0, 3.0, -50.0]) {
             let s: f32 = if b.abs() > 2.0 { 100.0 / 127.0 } else { 1.0 / 127.0 };
