@@ -150,25 +150,33 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A 512×512×512 f32 product through the JIT's blocked GEMM, in GFLOP/s
-/// (median of repeated runs), with `threads` threads.
-fn gemm_gflops(threads: usize, secs: f64) -> Result<f64> {
+/// A 512×512×512 product through the JIT's blocked GEMM, in GFLOP/s
+/// (multiply-adds count two; median of repeated runs), with `threads`
+/// threads: f32, or with `integer` the i16-pair product of quantized
+/// layers (516 rows, a multiple of its 6-row tile; 256 pairs of k).
+fn gemm_gflops(threads: usize, secs: f64, integer: bool) -> Result<f64> {
     use onnxc_kir::build::int;
     use onnxc_kir::*;
     let n = 512usize;
+    let (m, k) = if integer { (516, n / 2) } else { (n, n) };
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
-    let b: Vec<f32> = (0..n * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
-    let buf = |name: &str, kind| Buffer { name: name.into(), elem: ScalarType::F32, len: (n * n) as u64, kind };
-    let io =
-        |name: &str, b: u32| IoDesc { name: name.into(), dtype: "f32".into(), dims: vec![n, n], buffer: BufferId(b) };
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
+    let (elem, dtype) = if integer { (ScalarType::I32, "i32") } else { (ScalarType::F32, "f32") };
+    let buf = |name: &str, len: usize, kind| Buffer { name: name.into(), elem, len: len as u64, kind };
+    let io = |name: &str, dims: Vec<usize>, b: u32| IoDesc {
+        name: name.into(),
+        dtype: dtype.into(),
+        dims,
+        buffer: BufferId(b),
+    };
     let gemm = GemmStmt {
-        m: n,
+        m,
         n,
-        k: n,
+        k,
         a: BufferId(0),
         a_off: int(0),
-        a_rs: n as i64,
+        a_rs: k as i64,
         a_cs: 1,
         b: BufferId(1),
         b_off: int(0),
@@ -177,23 +185,23 @@ fn gemm_gflops(threads: usize, secs: f64) -> Result<f64> {
         c_off: int(0),
         c_rs: n as i64,
         accumulate: false,
-        i16_pairs: false,
+        i16_pairs: integer,
     };
     let program = Program {
         buffers: vec![
-            buf("a", BufferKind::Input(0)),
-            buf("b", BufferKind::Constant(f32_bytes(&b))),
-            buf("c", BufferKind::Output(0)),
+            buf("a", m * k, BufferKind::Input(0)),
+            buf("b", k * n, BufferKind::Constant(f32_bytes(&b))),
+            buf("c", m * n, BufferKind::Output(0)),
         ],
         kernels: vec![Kernel { name: "gemm512".into(), vars: vec![], body: vec![Stmt::Gemm(Box::new(gemm))] }],
-        inputs: vec![io("a", 0)],
-        outputs: vec![io("c", 2)],
+        inputs: vec![io("a", vec![m, k], 0)],
+        outputs: vec![io("c", vec![m, n], 2)],
         arena_bytes: 0,
     };
     let jit = onnxc::JitModel::new(&program)?;
     let pool = onnxc::ThreadPool::new(threads)?;
     let input = f32_bytes(&a);
-    let mut out = vec![0u8; n * n * 4];
+    let mut out = vec![0u8; m * n * 4];
     let mut times = Vec::new();
     let start = std::time::Instant::now();
     while times.len() < 5 || start.elapsed().as_secs_f64() < secs {
@@ -202,7 +210,8 @@ fn gemm_gflops(threads: usize, secs: f64) -> Result<f64> {
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(|x, y| x.total_cmp(y));
-    Ok(2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9)
+    let macs = if integer { m * n * k * 2 } else { m * n * k };
+    Ok(2.0 * macs as f64 / times[times.len() / 2] / 1e9)
 }
 
 /// Single-core FMA throughput in GFLOP/s for (256-bit, 128-bit) vectors:
@@ -258,9 +267,19 @@ fn fma_peak() -> Option<(f64, f64)> {
 
 /// `cargo xtask bench --gemm`: the GEMM microbenchmark against the peak.
 pub fn gemm_report(secs: f64) -> Result<String> {
-    let g1 = gemm_gflops(1, secs)?;
-    let g2 = gemm_gflops(2, secs)?;
-    let line = match fma_peak() {
+    let g1 = gemm_gflops(1, secs, false)?;
+    let g2 = gemm_gflops(2, secs, false)?;
+    let i1 = gemm_gflops(1, secs, true)?;
+    let peak = fma_peak();
+    let int_line = match peak {
+        Some((wide, _)) => format!(
+            "; the int8 layers' i16-pair GEMM (vpmaddwd, 16 multiply-adds per instruction against an FMA's 8): {i1:.1} GOP/s on 1 thread, {:.2}x the f32 GEMM and {:.0}% of twice the FMA peak",
+            i1 / g1,
+            100.0 * i1 / (2.0 * wide)
+        ),
+        None => format!("; i16-pair GEMM {i1:.1} GOP/s on 1 thread"),
+    };
+    let line = match peak {
         Some((wide, narrow)) => format!(
             "512x512x512 f32 GEMM: {g1:.1} GFLOP/s on 1 thread ({:.0}% of the measured single-core 256-bit FMA peak {wide:.1} GFLOP/s; {:.0}% of the 128-bit peak {narrow:.1}), {g2:.1} GFLOP/s on 2 threads",
             100.0 * g1 / wide,
@@ -268,5 +287,5 @@ pub fn gemm_report(secs: f64) -> Result<String> {
         ),
         None => format!("512x512x512 f32 GEMM: {g1:.1} GFLOP/s on 1 thread, {g2:.1} on 2 (no AVX2+FMA to measure a peak)"),
     };
-    Ok(line)
+    Ok(line + &int_line)
 }

@@ -1766,9 +1766,24 @@ impl<M: Module> Gen<'_, '_, M> {
                 let _ = (buf, index);
                 self.b.ins().splat(vt, s)
             }
-            Expr::Load { buf, index } => {
+            Expr::Load { buf, index } if affine_coefficient(index, var) == Some(1) => {
                 let addr = self.address(*buf, index)?;
                 self.b.ins().load(vt, flags(), addr, 0)
+            }
+            Expr::Load { buf, index } => {
+                // A constant stride other than 1: four scalar loads.
+                let stride = affine_coefficient(index, var).expect("vector_plan admits affine loads");
+                let addr = self.address(*buf, index)?;
+                let lane_t = vt.lane_type();
+                let step = stride * lane_t.bytes() as i64;
+                let first = self.b.ins().load(lane_t, flags(), addr, 0);
+                let mut v = self.b.ins().scalar_to_vector(vt, first);
+                for l in 1..4u8 {
+                    let at = self.b.ins().iadd_imm_s(addr, step * l as i64);
+                    let x = self.b.ins().load(lane_t, flags(), at, 0);
+                    v = self.b.ins().insertlane(v, x, l);
+                }
+                v
             }
             Expr::Float(..) | Expr::Var(_) => {
                 let s = self.scalar(e)?;
@@ -1862,9 +1877,11 @@ pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
 }
 
 /// Decides whether the innermost loop over `var` with `body` vectorizes:
-/// only f32 stores at unit stride, loads at unit stride or invariant, no
-/// libm calls (exp, erf and tanh have inline four-lane forms), no variables written, and no buffer both stored and loaded at a
-/// different index (which would reorder a dependence).
+/// only f32 or i32 stores at unit stride, loads affine in `var` (unit
+/// stride: one vector load; invariant: a splat; another constant stride:
+/// four scalar loads), no libm calls (exp, erf and tanh have inline
+/// four-lane forms), no variables written, and no buffer both stored and
+/// loaded at a different index (which would reorder a dependence).
 fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) -> Option<VectorPlan> {
     let mut stores: Vec<(BufferId, &Expr)> = Vec::new();
     for s in body {
@@ -1928,8 +1945,7 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
             Expr::Int(..) => true,
             Expr::Var(v) => *v != var,
             Expr::Load { buf, index } => {
-                program.buffers[buf.0 as usize].elem == ScalarType::I32
-                    && matches!(affine_coefficient(index, var), Some(0) | Some(1))
+                program.buffers[buf.0 as usize].elem == ScalarType::I32 && affine_coefficient(index, var).is_some()
             }
             Expr::Cast(_, a) => ty(a) == ScalarType::F32 && vector_expr_ok(program, kernel, var, a),
             Expr::Binary(BinOp::Shl | BinOp::Shr, a, b) => {
@@ -1945,9 +1961,9 @@ fn vector_expr_ok(program: &Program, kernel: &Kernel, var: VarId, e: &Expr) -> b
         Expr::Cast(_, a) => f32_typed && ty(a) == ScalarType::I32 && vector_expr_ok(program, kernel, var, a),
         Expr::Float(_, ScalarType::F32) => true,
         Expr::Var(v) => *v != var && f32_typed,
+        // Strided loads gather lane by lane.
         Expr::Load { buf, index } => {
-            program.buffers[buf.0 as usize].elem == ScalarType::F32
-                && matches!(affine_coefficient(index, var), Some(0) | Some(1))
+            program.buffers[buf.0 as usize].elem == ScalarType::F32 && affine_coefficient(index, var).is_some()
         }
         Expr::Unary(op, a) => {
             matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Sqrt | UnOp::Exp | UnOp::Erf | UnOp::Tanh | UnOp::Round)

@@ -392,15 +392,51 @@ pub fn quantized_conv(
     if !cx.stored_f32(&[x, out]) {
         return Err("QuantizedConv needs f32 input and output".into());
     }
-    let (xp, pd) = crate::ops::padded(cx, id, x, &xd, &window.pads[..sp], &window.pads[sp..], 0.0);
     let (m, cg) = (wd[0], wd[1]);
     let mg = m / group;
     let ksize: usize = wd[2..].iter().product();
+    let name = cx.graph.graph[id].name.clone();
+    // Quantized, minus the zero point: clamp(round(x · (1/s)), -zp, 255 - zp).
+    let recip = 1.0 / x_scale;
+    let quant = |v: Expr| {
+        let r = Expr::Unary(UnOp::Round, Box::new(bin(BinOp::Mul, v, f32c(recip))));
+        let r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(-(x_zp as f32))), f32c(255.0 - x_zp as f32));
+        Expr::Cast(ScalarType::I32, Box::new(r))
+    };
+    // With more than one tap per channel every input element lands in
+    // several patch rows: quantize it once, into a padded i32 copy (the
+    // padding quantizes to 0), and gather from that. A 1x1 convolution
+    // quantizes while it gathers.
+    let (xp, pd, quantized) = if ksize > 1 {
+        let mut pd = xd.clone();
+        for i in 0..sp {
+            pd[2 + i] += window.pads[i] + window.pads[sp + i];
+        }
+        let len: usize = pd.iter().product();
+        let xq = cx.temp(format!("{name}_quantized_input"), ScalarType::I32, len);
+        let mut k = KernelBuilder::new(format!("{name}_quantize"));
+        let (ps, xs) = (strides_i64(&pd), strides_i64(&xd));
+        let zero = Expr::Int(0, ScalarType::I32);
+        let mut body = k.nest_parallel(&[len], |_, v| vec![Stmt::Store { buf: xq, index: v[0].clone(), value: zero }]);
+        let shift: i64 = (0..sp).map(|i| window.pads[i] as i64 * ps[2 + i]).sum();
+        body.extend(k.nest_parallel(&xd, |_, v| {
+            vec![Stmt::Store { buf: xq, index: add(linear(v, &ps), int(shift)), value: quant(load(x, linear(v, &xs))) }]
+        }));
+        cx.kernels.push(k.finish(body));
+        (xq, pd, true)
+    } else {
+        let (xp, pd) = crate::ops::padded(cx, id, x, &xd, &window.pads[..sp], &window.pads[sp..], 0.0);
+        (xp, pd, false)
+    };
     let kk = cg * ksize;
     let pairs = kk.div_ceil(2);
     let p: usize = od[2..].iter().product();
     let (mp, pp) = (round_up(mg, 6), round_up(p, 16));
-    let name = cx.graph.graph[id].name.clone();
+    // Row stride of the patch and accumulator matrices: an odd number of
+    // 64-byte lines, so that the rows a 16-column panel walks down spread
+    // over all L1 sets instead of aliasing into a few (a stride of a
+    // multiple of 4 KiB would keep one set).
+    let stride = if (pp / 16) % 2 == 0 && pp >= 256 { pp + 16 } else { pp };
     // Filters: per group, rows padded with zeros to a multiple of 6, the
     // odd row of an odd K zero too.
     let mut packed = Vec::with_capacity(group * mp * pairs * 4);
@@ -444,19 +480,14 @@ pub fn quantized_conv(
     let scales: Vec<u8> = w_scale.iter().flat_map(|s| (x_scale * s).to_le_bytes()).collect();
     let scale =
         cx.push_buffer(format!("{name}_scales"), ScalarType::F32, m as u64, onnxc_kir::BufferKind::Constant(scales));
-    let col = cx.temp(format!("{name}_im2col_i16x2"), ScalarType::I32, pairs * pp);
-    let acc = cx.temp(format!("{name}_acc_i32"), ScalarType::I32, mp * pp);
+    let col = cx.temp(format!("{name}_im2col_i16x2"), ScalarType::I32, pairs * stride);
+    let acc = cx.temp(format!("{name}_acc_i32"), ScalarType::I32, mp * stride);
     let mut k = KernelBuilder::new(name);
     let top_level = od[0] == 1 && group == 1;
     let body = k.nest(&[od[0], group], |k, v| {
         let (n, g) = (v[0].clone(), v[1].clone());
         let x_base = add(mul(n.clone(), int(ps[0])), mul(g.clone(), int(cg as i64 * ps[1])));
-        // Quantized, minus the zero point: clamp(round(x / s), -zp, 255 - zp).
-        let quant = |at: Expr| {
-            let r = Expr::Unary(UnOp::Round, Box::new(bin(BinOp::Div, load(xp, at), f32c(x_scale))));
-            let r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(-(x_zp as f32))), f32c(255.0 - x_zp as f32));
-            Expr::Cast(ScalarType::I32, Box::new(r))
-        };
+        let element = |at: Expr| if quantized { load(xp, at) } else { quant(load(xp, at)) };
         let i32c = |v: i64| Expr::Int(v, ScalarType::I32);
         let mut extents = vec![pairs];
         extents.extend(&od[2..]);
@@ -470,16 +501,19 @@ pub fn quantized_conv(
                 shift = add(shift, mul(ov[d].clone(), int(window.strides[d] as i64 * ps[2 + d])));
             }
             let at = |e: i64| add(add(x_base.clone(), load(rows, add(mul(q.clone(), int(2)), int(e)))), shift.clone());
-            let packed =
-                bin(BinOp::Or, bin(BinOp::And, quant(at(0)), i32c(0xffff)), bin(BinOp::Shl, quant(at(1)), i32c(16)));
-            vec![Stmt::Store { buf: col, index: add(mul(q.clone(), int(pp as i64)), pos), value: packed }]
+            let packed = bin(
+                BinOp::Or,
+                bin(BinOp::And, element(at(0)), i32c(0xffff)),
+                bin(BinOp::Shl, element(at(1)), i32c(16)),
+            );
+            vec![Stmt::Store { buf: col, index: add(mul(q.clone(), int(stride as i64)), pos), value: packed }]
         };
         let mut s = if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) };
         // The padding columns: zeros (their products are never read).
         s.extend(k.nest(&[pairs, pp - p], |_, iv| {
             vec![Stmt::Store {
                 buf: col,
-                index: add(mul(iv[0].clone(), int(pp as i64)), add(iv[1].clone(), int(p as i64))),
+                index: add(mul(iv[0].clone(), int(stride as i64)), add(iv[1].clone(), int(p as i64))),
                 value: i32c(0),
             }]
         }));
@@ -493,10 +527,10 @@ pub fn quantized_conv(
             a_cs: 1,
             b: col,
             b_off: int(0),
-            b_rs: pp as i64,
+            b_rs: stride as i64,
             c: acc,
             c_off: int(0),
-            c_rs: pp as i64,
+            c_rs: stride as i64,
             accumulate: false,
             i16_pairs: true,
         })));
@@ -504,7 +538,7 @@ pub fn quantized_conv(
             let (oc, pos) = (&iv[0], &iv[1]);
             let ch = add(mul(g.clone(), int(mg as i64)), oc.clone());
             let dq =
-                Expr::Cast(ScalarType::F32, Box::new(load(acc, add(mul(oc.clone(), int(pp as i64)), pos.clone()))));
+                Expr::Cast(ScalarType::F32, Box::new(load(acc, add(mul(oc.clone(), int(stride as i64)), pos.clone()))));
             let mut y = bin(BinOp::Mul, dq, load(scale, ch.clone()));
             if let Some(b) = bias {
                 y = bin(BinOp::Add, y, load(b, ch.clone()));
