@@ -185,7 +185,8 @@ fn gemm_gflops(threads: usize, secs: f64, integer: bool) -> Result<f64> {
         c_off: int(0),
         c_rs: n as i64,
         accumulate: false,
-        i16_pairs: integer,
+        kind: if integer { onnxc_kir::GemmKind::I16Pairs } else { onnxc_kir::GemmKind::Float },
+        dequant: None,
     };
     let program = Program {
         buffers: vec![

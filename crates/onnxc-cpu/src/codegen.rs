@@ -118,16 +118,28 @@ pub fn define_program<M: Module>(
     } else {
         None
     };
-    // The integer tile likewise, when some kernel has an integer product.
-    let avx2_i16 = if avx2.is_some() && program.kernels.iter().any(|k| has_i16_gemm(&k.body)) {
+    // The integer tiles likewise, when some kernel has such a product: the
+    // i16-pair one with AVX2 (or its dispatch), the u8×i8 VNNI one when the
+    // ISA has AVX512VL and AVX512_VNNI (lowering picks quads only for such
+    // targets; elsewhere they run as plain loops).
+    let ukernel = |module: &mut M, sym: &str, code: Result<Vec<u8>, _>| -> Result<FuncId, BackendError> {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
-        let id = module
-            .declare_function(&format!("{name}__{}", crate::ukernel::AVX2_GEMM_I16_NAME), Linkage::Local, &sig)
-            .map_err(|e| err("declare", e))?;
-        let code = crate::ukernel::avx2_gemm_i16x2_6x16().map_err(|e| err("AVX2 integer microkernel", e))?;
-        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("AVX2 integer microkernel", e))?;
-        Some(id)
+        let id =
+            module.declare_function(&format!("{name}__{sym}"), Linkage::Local, &sig).map_err(|e| err("declare", e))?;
+        let code = code.map_err(|e: iced_x86::IcedError| err("integer microkernel", e))?;
+        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("integer microkernel", e))?;
+        Ok(id)
+    };
+    let has_kind = |kind| program.kernels.iter().any(|k| has_gemm_kind(&k.body, kind));
+    let avx2_i16 = if avx2.is_some() && has_kind(onnxc_kir::GemmKind::I16Pairs) {
+        Some(ukernel(module, crate::ukernel::AVX2_GEMM_I16_NAME, crate::ukernel::avx2_gemm_i16x2_6x16())?)
+    } else {
+        None
+    };
+    let static_vnni = has_avx512_vnni(module);
+    let vnni = if static_vnni && has_kind(onnxc_kir::GemmKind::U8I8Quads) {
+        Some(ukernel(module, crate::ukernel::VNNI_GEMM_U8I8_NAME, crate::ukernel::avx512vnni_gemm_u8i8x4_6x16())?)
     } else {
         None
     };
@@ -146,9 +158,15 @@ pub fn define_program<M: Module>(
     for (ki, kernel) in program.kernels.iter().enumerate() {
         // Half-precision products run as plain loops (f32 accumulation).
         let expanded;
-        let kernel = if has_half_gemm(program, &kernel.body) {
+        // So do quads without VNNI.
+        let expand = |g: &onnxc_kir::GemmStmt| match g.kind {
+            onnxc_kir::GemmKind::Float => !g.is_f32(program),
+            onnxc_kir::GemmKind::I16Pairs => false,
+            onnxc_kir::GemmKind::U8I8Quads => vnni.is_none(),
+        };
+        let kernel = if has_gemm_where(&kernel.body, &expand) {
             let mut vars = kernel.vars.clone();
-            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &|g| !g.is_f32(program) && !g.i16_pairs);
+            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &expand);
             expanded = Kernel { name: kernel.name.clone(), vars, body };
             &expanded
         } else {
@@ -193,6 +211,7 @@ pub fn define_program<M: Module>(
                 prefix: format!("{name}__k{ki}"),
                 avx2,
                 avx2_i16,
+                vnni,
             };
             g.stmts(&kernel.body)?;
             if can_fail {
@@ -245,9 +264,10 @@ pub fn define_program<M: Module>(
                     prefix: String::new(),
                     avx2,
                     avx2_i16,
+                    vnni,
                 };
                 match &task {
-                    Task::Gemm(gemm) if gemm.i16_pairs => g.gemm_i16_task_body(gemm, data, i)?,
+                    Task::Gemm(gemm) if gemm.kind.is_integer() => g.gemm_i16_task_body(gemm, data, i)?,
                     Task::Gemm(gemm) => g.gemm_task_body(gemm, data, i)?,
                     Task::Loop { var, start, body } => {
                         let at = g.b.ins().iadd_imm_s(i, *start);
@@ -469,7 +489,7 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
             }
             Stmt::Assign { value, .. } | Stmt::FailIf { cond: value, .. } => expr(value, out),
             Stmt::Gemm(g) => {
-                for (b, off) in [(g.a, &g.a_off), (g.b, &g.b_off), (g.c, &g.c_off)] {
+                for (b, off) in g.operands() {
                     out.insert(b.0);
                     expr(off, out);
                 }
@@ -499,6 +519,9 @@ struct Gen<'a, 'b, M: Module> {
     /// The AVX2 integer GEMM microkernel, when `avx2` is there and the
     /// program has integer products.
     avx2_i16: Option<FuncId>,
+    /// The VNNI u8×i8 GEMM microkernel, when the ISA has AVX512VL and
+    /// AVX512_VNNI and the program has such products.
+    vnni: Option<FuncId>,
 }
 
 fn flags() -> MemFlagsData {
@@ -864,7 +887,7 @@ impl<M: Module> Gen<'_, '_, M> {
     /// over the whole k loop; column and row remainders use 4-lane and
     /// scalar tiles. Row blocks are tasks (see `gemm_task_body`).
     fn gemm(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
-        if g.i16_pairs {
+        if g.kind.is_integer() {
             return self.gemm_i16(g);
         }
         for b in [g.a, g.b, g.c] {
@@ -909,10 +932,17 @@ impl<M: Module> Gen<'_, '_, M> {
     /// multiple of 6 and `n` of 16.
     fn gemm_i16(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
         let where_ = format!("kernel '{}'", self.kernel.name);
-        for b in [g.a, g.b, g.c] {
+        let c_elem = if g.dequant.is_some() { ScalarType::F32 } else { ScalarType::I32 };
+        for (b, want) in [(g.a, ScalarType::I32), (g.b, ScalarType::I32), (g.c, c_elem)] {
             let buf = &self.program.buffers[b.0 as usize];
-            if buf.elem != ScalarType::I32 {
-                return Err(err(&where_, format!("an integer Gemm needs i32 buffers, '{}' is {}", buf.name, buf.elem)));
+            if buf.elem != want {
+                return Err(err(&where_, format!("an integer Gemm needs {want} '{}', not {}", buf.name, buf.elem)));
+            }
+        }
+        if let Some(d) = &g.dequant {
+            let (scale, bias) = (&self.program.buffers[d.scale.0 as usize], &self.program.buffers[d.bias.0 as usize]);
+            if g.accumulate || scale.elem != ScalarType::F32 || bias.elem != ScalarType::F32 {
+                return Err(err(&where_, "a dequantizing Gemm needs f32 scales and biases and no accumulation"));
             }
         }
         if !g.m.is_multiple_of(6) || !g.n.is_multiple_of(16) {
@@ -931,11 +961,28 @@ impl<M: Module> Gen<'_, '_, M> {
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
         let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
         let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 3));
+        // Task data: A, B, C, the AVX2 choice, then the first scale and bias.
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 56, 3));
         for (k, v) in [a0, b0, c0].into_iter().enumerate() {
             self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
         }
         self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
+        if let Some(d) = &g.dequant {
+            let so = self.scalar(&d.scale_off)?;
+            let bo = self.scalar(&d.bias_off)?;
+            let s0 = self.f32_addr(d.scale, so);
+            let b0 = self.f32_addr(d.bias, bo);
+            self.b.ins().stack_store(ptr, s0, slot, 32);
+            self.b.ins().stack_store(ptr, b0, slot, 40);
+            let i0 = match &d.init {
+                Some((buf, off)) => {
+                    let o = self.scalar(off)?;
+                    self.f32_addr(*buf, o)
+                }
+                None => self.b.ins().iconst(ptr, 0),
+            };
+            self.b.ins().stack_store(ptr, i0, slot, 48);
+        }
         let data = self.b.ins().stack_addr(ptr, slot, 0);
         let n = self.b.ins().iconst(types::I64, (g.n / 16) as i64);
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
@@ -947,17 +994,49 @@ impl<M: Module> Gen<'_, '_, M> {
         let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
         let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
         let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
+        let dq = match &g.dequant {
+            Some(d) => {
+                let s0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 32);
+                let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 40);
+                Some((&**d, s0, b0))
+            }
+            None => None,
+        };
+        // The rows' start values (0: none).
+        let init0 = match &g.dequant {
+            Some(d) if d.init.is_some() => Some(self.b.ins().load(ptr, MemFlagsData::trusted(), data, 48)),
+            _ => None,
+        };
         let j = self.b.ins().imul_imm_s(i, 16);
+        // Columns of this panel to store: min(cols - j, 16) (at least 1).
+        let cols = match dq {
+            Some((d, _, _)) => {
+                let left = self.b.ins().iconst(types::I64, d.cols as i64);
+                let left = self.b.ins().isub(left, j);
+                let sixteen = self.b.ins().iconst(types::I64, 16);
+                Some(self.b.ins().smin(left, sixteen))
+            }
+            None => None,
+        };
         let narrow_panel = |s: &mut Self| -> Result<(), BackendError> {
             s.counted_loop(0, g.m as i64, 2, |s, row| {
-                s.gemm_i16_tile(g, (a0, b0, c0), row, j)?;
+                s.gemm_i16_tile(g, (a0, b0, c0), row, j, dq.zip(cols), init0)?;
                 Ok(())
             })
         };
-        let Some(ukr) = self.avx2_i16 else {
-            return narrow_panel(self);
+        // Quads run only through the VNNI tile (static: see define_program).
+        let (ukr, use_avx2) = match g.kind {
+            onnxc_kir::GemmKind::U8I8Quads => {
+                let ukr = self.vnni.ok_or_else(|| err("gemm", "u8×i8 quads without AVX512_VNNI"))?;
+                (ukr, self.b.ins().iconst(types::I64, 1))
+            }
+            _ => {
+                let Some(ukr) = self.avx2_i16 else {
+                    return narrow_panel(self);
+                };
+                (ukr, self.b.ins().load(types::I64, MemFlagsData::trusted(), data, 24))
+            }
         };
-        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), data, 24);
         let (wide, narrow, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         self.b.ins().brif(use_avx2, wide, &[], narrow, &[]);
         self.b.seal_block(wide);
@@ -983,6 +1062,15 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, bj, slot, param::B);
             let params = self.b.ins().stack_addr(ptr, slot, 0);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
+            let flag = self.b.ins().iconst(types::I64, dq.is_some() as i64);
+            self.b.ins().stack_store(types::I64, flag, slot, param::DEQUANT);
+            if let (Some((d, _, _)), Some(cols)) = (dq, cols) {
+                let lo = self.b.ins().iconst(types::I32, d.lo.to_bits() as i64);
+                let hi = self.b.ins().iconst(types::I32, d.hi.to_bits() as i64);
+                self.b.ins().stack_store(ptr, lo, slot, param::LO);
+                self.b.ins().stack_store(ptr, hi, slot, param::HI);
+                self.b.ins().stack_store(types::I64, cols, slot, param::COLS);
+            }
             self.counted_loop(0, g.m as i64, 6, |s, row| {
                 let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
                 let a = s.b.ins().iadd(a0, a_el);
@@ -992,6 +1080,28 @@ impl<M: Module> Gen<'_, '_, M> {
                 let c = s.b.ins().iadd(c0, c_el);
                 s.b.ins().stack_store(ptr, a, slot, param::A);
                 s.b.ins().stack_store(ptr, c, slot, param::C);
+                if let Some((d, s0, b0)) = dq {
+                    let at = s.b.ins().ishl_imm_u(row, 2);
+                    let sc = s.b.ins().iadd(s0, at);
+                    let bi = s.b.ins().iadd(b0, at);
+                    s.b.ins().stack_store(ptr, sc, slot, param::SCALE);
+                    s.b.ins().stack_store(ptr, bi, slot, param::BIAS);
+                    // Rows to store: clamp(rows - row, 0, 6).
+                    let left = s.b.ins().iconst(types::I64, d.rows as i64);
+                    let left = s.b.ins().isub(left, row);
+                    let (zero, six) = (s.b.ins().iconst(types::I64, 0), s.b.ins().iconst(types::I64, 6));
+                    let left = s.b.ins().smax(left, zero);
+                    let left = s.b.ins().smin(left, six);
+                    s.b.ins().stack_store(types::I64, left, slot, param::ROWS);
+                }
+                let init = match init0 {
+                    Some(i0) => {
+                        let at = s.b.ins().ishl_imm_u(row, 2);
+                        s.b.ins().iadd(i0, at)
+                    }
+                    None => s.b.ins().iconst(ptr, 0),
+                };
+                s.b.ins().stack_store(ptr, init, slot, param::INIT);
                 s.b.ins().call(fref, &[params]);
                 Ok(())
             })?;
@@ -1008,12 +1118,18 @@ impl<M: Module> Gen<'_, '_, M> {
     /// Two rows by 16 columns of an integer product in 128-bit vectors:
     /// eight i32x4 accumulators, each step a `pmaddwd` of A's broadcast
     /// pair with four vectors of B's pairs.
+    /// With `dq` (the dequantization, the tile's scale and bias bases,
+    /// and the panel's column count) the tile is dequantized into a stack
+    /// buffer and its valid rows and columns copied to C.
+    #[allow(clippy::type_complexity)]
     fn gemm_i16_tile(
         &mut self,
         g: &onnxc_kir::GemmStmt,
         (a0, b0, c0): (Value, Value, Value),
         i: Value,
         j: Value,
+        dq: Option<((&onnxc_kir::Dequant, Value, Value), Value)>,
+        init0: Option<Value>,
     ) -> Result<(), BackendError> {
         const ROWS: usize = 2;
         const VECS: usize = 4;
@@ -1040,12 +1156,22 @@ impl<M: Module> Gen<'_, '_, M> {
         let zero = self.b.ins().iconst(types::I32, 0);
         let zero = self.b.ins().splat(types::I32X4, zero);
         let mut acc = Vec::new();
-        for &c_row in &c_rows {
+        for (r, &c_row) in c_rows.iter().enumerate() {
+            let start = match init0 {
+                Some(i0) => {
+                    let at = self.b.ins().iadd_imm_s(i, r as i64);
+                    let at = self.b.ins().ishl_imm_u(at, 2);
+                    let at = self.b.ins().iadd(i0, at);
+                    let v = self.b.ins().load(types::I32, flags(), at, 0);
+                    self.b.ins().splat(types::I32X4, v)
+                }
+                None => zero,
+            };
             let mut row = Vec::new();
             for h in 0..VECS {
                 let v = self.b.declare_var(types::I32X4);
                 let init =
-                    if g.accumulate { self.b.ins().load(types::I32X4, flags(), c_row, (h * 16) as i32) } else { zero };
+                    if g.accumulate { self.b.ins().load(types::I32X4, flags(), c_row, (h * 16) as i32) } else { start };
                 self.b.def_var(v, init);
                 row.push(v);
             }
@@ -1083,11 +1209,54 @@ impl<M: Module> Gen<'_, '_, M> {
             s.b.def_var(b_ptr, next);
             Ok(())
         })?;
-        for (r, row) in acc.iter().enumerate() {
-            for (h, &v) in row.iter().enumerate() {
-                let val = self.b.use_var(v);
-                self.b.ins().store(flags(), val, c_rows[r], (h * 16) as i32);
+        let Some(((d, s0, bias0), cols)) = dq else {
+            for (r, row) in acc.iter().enumerate() {
+                for (h, &v) in row.iter().enumerate() {
+                    let val = self.b.use_var(v);
+                    self.b.ins().store(flags(), val, c_rows[r], (h * 16) as i32);
+                }
             }
+            return Ok(());
+        };
+        let tile = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16 * 4, 4));
+        let (lo, hi) = (self.vconst(d.lo), self.vconst(d.hi));
+        for (r, row) in acc.iter().enumerate() {
+            let ir = self.b.ins().iadd_imm_s(i, r as i64);
+            let at = self.b.ins().ishl_imm_u(ir, 2);
+            let sa = self.b.ins().iadd(s0, at);
+            let ba = self.b.ins().iadd(bias0, at);
+            let sc = self.b.ins().load(types::F32, flags(), sa, 0);
+            let sc = self.b.ins().splat(types::F32X4, sc);
+            let bi = self.b.ins().load(types::F32, flags(), ba, 0);
+            let bi = self.b.ins().splat(types::F32X4, bi);
+            for (h, &v) in row.iter().enumerate() {
+                let x = self.b.use_var(v);
+                let x = self.b.ins().fcvt_from_sint(types::F32X4, x);
+                let x = self.b.ins().fmul(x, sc);
+                let x = self.b.ins().fadd(x, bi);
+                let x = self.b.ins().fmax(x, lo);
+                let x = self.b.ins().fmin(x, hi);
+                self.b.ins().stack_store(ptr, x, tile, (h * 16) as i32);
+            }
+            // Row ir is stored when ir < rows, its first `cols` columns.
+            let (store, skip) = (self.b.create_block(), self.b.create_block());
+            let valid = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, ir, d.rows as i64);
+            self.b.ins().brif(valid, store, &[], skip, &[]);
+            self.b.seal_block(store);
+            self.b.switch_to_block(store);
+            let base = self.b.ins().stack_addr(ptr, tile, 0);
+            let dst = c_rows[r];
+            self.dynamic_loop(cols, |s, idx| {
+                let off = s.b.ins().ishl_imm_u(idx, 2);
+                let from = s.b.ins().iadd(base, off);
+                let to = s.b.ins().iadd(dst, off);
+                let x = s.b.ins().load(types::F32, flags(), from, 0);
+                s.b.ins().store(flags(), x, to, 0);
+                Ok(())
+            })?;
+            self.b.ins().jump(skip, &[]);
+            self.b.seal_block(skip);
+            self.b.switch_to_block(skip);
         }
         Ok(())
     }
@@ -2008,22 +2177,28 @@ pub fn vectorized_loop_count(program: &Program) -> usize {
     program.kernels.iter().map(|k| walk(program, k, &k.body)).sum()
 }
 
-/// True when `body` holds an integer (i16-pair) `Gemm`.
-fn has_i16_gemm(body: &[Stmt]) -> bool {
+/// True when `body` holds a `Gemm` of `kind`.
+fn has_gemm_kind(body: &[Stmt], kind: onnxc_kir::GemmKind) -> bool {
+    has_gemm_where(body, &|g| g.kind == kind)
+}
+
+/// True when `body` holds a `Gemm` for which `pick` holds.
+fn has_gemm_where(body: &[Stmt], pick: &dyn Fn(&onnxc_kir::GemmStmt) -> bool) -> bool {
     body.iter().any(|s| match s {
-        Stmt::Gemm(g) => g.i16_pairs,
-        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_i16_gemm(body),
+        Stmt::Gemm(g) => pick(g),
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_gemm_where(body, pick),
         _ => false,
     })
 }
 
-/// True when `body` holds a `Gemm` on f16/bf16 buffers.
-fn has_half_gemm(program: &Program, body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::Gemm(g) => !g.is_f32(program) && !g.i16_pairs,
-        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_half_gemm(program, body),
-        _ => false,
-    })
+/// True for an x86-64 ISA with AVX512F, AVX512VL and AVX512_VNNI.
+fn has_avx512_vnni<M: Module>(module: &M) -> bool {
+    let isa = module.isa();
+    let on = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
+    matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64)
+        && on("has_avx512f")
+        && on("has_avx512vl")
+        && on("has_avx512vnni")
 }
 
 /// libm names (f64, f32) of a transcendental op.

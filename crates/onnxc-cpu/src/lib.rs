@@ -129,6 +129,13 @@ pub fn compile_object(program: &onnxc_kir::Program, name: &str, triple: Option<&
     compile_object_for_cpu(program, name, triple, None).map(|(o, _)| o)
 }
 
+/// The CPU features an object for `triple` and `cpu` may use (what
+/// [`compile_object_for_cpu`] reports), without compiling anything.
+pub fn object_features(triple: Option<&str>, cpu: Option<&str>) -> Result<Vec<String>, BackendError> {
+    let host = target_lexicon::Triple::host().to_string();
+    Ok(isa_features(&isa_for_cpu(Some(triple.unwrap_or(&host)), true, cpu)?))
+}
+
 /// [`compile_object`] for a CPU (see [`isa_for_cpu`]); also returns the CPU
 /// features the code may use.
 pub fn compile_object_for_cpu(

@@ -31,8 +31,22 @@ pub mod param {
     pub const B_RS: i32 = 48;
     pub const C_RS: i32 = 56;
     pub const ACCUMULATE: i32 = 64;
+    /// Integer tile only: nonzero to dequantize into f32 C (see
+    /// `onnxc_kir::Dequant`), with the tile's first row's scale and bias
+    /// addresses, the clamp bounds (two f32), and how many rows (0-6) and
+    /// columns (0-16) of the tile to store.
+    pub const DEQUANT: i32 = 72;
+    pub const SCALE: i32 = 80;
+    pub const BIAS: i32 = 88;
+    pub const LO: i32 = 96;
+    pub const HI: i32 = 100;
+    pub const ROWS: i32 = 104;
+    pub const COLS: i32 = 112;
+    /// Integer tile only: the address of the tile's first row's i32 start
+    /// values (`onnxc_kir::Dequant::init`), or 0 to start from zero.
+    pub const INIT: i32 = 120;
     /// Size of the block.
-    pub const BYTES: u32 = 72;
+    pub const BYTES: u32 = 128;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -122,10 +136,38 @@ pub const AVX2_GEMM_I16_NAME: &str = "x86_64_avx2_gemm_i16x2_6x16";
 /// accumulators (`vpaddd`). `k` counts pairs. Exact: i16×i16 products and
 /// their pair sums fit in i32, and the accumulation wraps like the
 /// reference loops.
+///
+/// With `param::DEQUANT` set, the store converts each sum to f32,
+/// multiplies it by its row's scale, adds the row's bias, clamps, and
+/// stores the first `ROWS` rows' first `COLS` columns of f32 (`vmaskmovps`
+/// for a partial panel): the epilogue of a quantized layer, with no i32
+/// scratch in memory. The products, sums and rounding are the ones of
+/// `GemmStmt::loops`.
 pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
+    int_gemm_6x16(false)
+}
+
+/// Symbol name of the AVX-512 VNNI integer GEMM microkernel.
+pub const VNNI_GEMM_U8I8_NAME: &str = "x86_64_avx512vnni_gemm_u8i8x4_6x16";
+
+/// Machine code of the VNNI integer GEMM tile: as
+/// [`avx2_gemm_i16x2_6x16`], over elements holding four u8 (B) and four
+/// i8 (A), each step one `vpdpbusd` per accumulator (32 multiply-adds per
+/// instruction, summed into i32 without saturation), EVEX-encoded on
+/// 256-bit registers (AVX512VL + AVX512_VNNI). `k` counts quads.
+pub fn avx512vnni_gemm_u8i8x4_6x16() -> Result<Vec<u8>, IcedError> {
+    int_gemm_6x16(true)
+}
+
+/// The integer tiles: i16 pairs (`vpmaddwd` + `vpaddd`) or, with `quads`,
+/// u8×i8 quads (`vpdpbusd`).
+fn int_gemm_6x16(quads: bool) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
-    // Registers as in the f32 kernel; ymm15 holds each product pair sum.
+    // Registers as in the f32 kernel; ymm15 holds each product pair sum;
+    // rbx keeps the parameter block for the epilogue.
+    a.push(rbx)?;
+    a.mov(rbx, rdi)?;
     a.mov(rax, qword_ptr(rdi + param::A))?;
     a.mov(rdx, qword_ptr(rdi + param::C))?;
     a.mov(rcx, qword_ptr(rdi + param::K))?;
@@ -148,6 +190,17 @@ pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
     }
     a.jmp(start)?;
     a.set_label(&mut zero)?;
+    // Start from the rows' init values, or from zero.
+    let mut from_zero = a.create_label();
+    a.mov(rsi, qword_ptr(rbx + param::INIT))?;
+    a.test(rsi, rsi)?;
+    a.jz(from_zero)?;
+    for r in 0..6 {
+        a.vpbroadcastd(acc[2 * r], dword_ptr(rsi + 4 * r as i32))?;
+        a.vmovdqa(acc[2 * r + 1], acc[2 * r])?;
+    }
+    a.jmp(start)?;
+    a.set_label(&mut from_zero)?;
     for &r in &acc {
         a.vpxor(r, r, r)?;
     }
@@ -161,10 +214,18 @@ pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
     a.vmovdqu(ymm13, ptr(rdi + 32))?;
     for r in 0..6 {
         a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
-        a.vpmaddwd(ymm15, ymm14, ymm12)?;
-        a.vpaddd(acc[2 * r], acc[2 * r], ymm15)?;
-        a.vpmaddwd(ymm15, ymm14, ymm13)?;
-        a.vpaddd(acc[2 * r + 1], acc[2 * r + 1], ymm15)?;
+        if quads {
+            // EVEX: AVX512VL + AVX512_VNNI (this CPU has no VEX AVX-VNNI form).
+            a.set_prefer_vex(false);
+            a.vpdpbusd(acc[2 * r], ymm12, ymm14)?;
+            a.vpdpbusd(acc[2 * r + 1], ymm13, ymm14)?;
+            a.set_prefer_vex(true);
+        } else {
+            a.vpmaddwd(ymm15, ymm14, ymm12)?;
+            a.vpaddd(acc[2 * r], acc[2 * r], ymm15)?;
+            a.vpmaddwd(ymm15, ymm14, ymm13)?;
+            a.vpaddd(acc[2 * r + 1], acc[2 * r + 1], ymm15)?;
+        }
     }
     a.add(rax, r9)?;
     a.add(rsi, r9)?;
@@ -174,12 +235,69 @@ pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut store)?;
     a.lea(rsi, ptr(rdx + r11 * 2))?;
     a.add(rsi, r11)?;
+    let mut dequant = a.create_label();
+    let mut done = a.create_label();
+    let mut mask = a.create_label();
+    a.cmp(qword_ptr(rbx + param::DEQUANT), 0)?;
+    a.jne(dequant)?;
     for r in 0..6 {
         a.vmovdqu(row(r, rdx, rsi, r11), acc[2 * r])?;
         a.vmovdqu(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
     }
+    a.jmp(done)?;
+    // Dequantize: r8 scale row, r9 bias row, r10 rows to store, rcx the
+    // column masks (16 - COLS entries into the table), ymm14/15 the bounds.
+    a.set_label(&mut dequant)?;
+    a.mov(r8, qword_ptr(rbx + param::SCALE))?;
+    a.mov(r9, qword_ptr(rbx + param::BIAS))?;
+    a.mov(r10, qword_ptr(rbx + param::ROWS))?;
+    a.vbroadcastss(ymm14, dword_ptr(rbx + param::LO))?;
+    a.vbroadcastss(ymm15, dword_ptr(rbx + param::HI))?;
+    a.mov(rax, 16i64)?;
+    a.sub(rax, qword_ptr(rbx + param::COLS))?;
+    a.lea(rcx, ptr(mask))?;
+    a.lea(rcx, ptr(rcx + rax * 4))?;
+    let mut partial = a.create_label();
+    a.cmp(qword_ptr(rbx + param::COLS), 16)?;
+    a.jb(partial)?;
+    for masked in [false, true] {
+        if masked {
+            a.set_label(&mut partial)?;
+        }
+        for r in 0..6 {
+            a.cmp(r10, r as i32)?;
+            a.jbe(done)?;
+            a.vbroadcastss(ymm12, dword_ptr(r8 + 4 * r as i32))?;
+            a.vbroadcastss(ymm13, dword_ptr(r9 + 4 * r as i32))?;
+            for h in 0..2 {
+                let v = acc[2 * r + h];
+                a.vcvtdq2ps(v, v)?;
+                a.vmulps(v, v, ymm12)?;
+                a.vaddps(v, v, ymm13)?;
+                a.vmaxps(v, v, ymm14)?;
+                a.vminps(v, v, ymm15)?;
+            }
+            if masked {
+                a.vmovdqu(ymm12, ptr(rcx))?;
+                a.vmovdqu(ymm13, ptr(rcx + 32))?;
+                a.vmaskmovps(row(r, rdx, rsi, r11), ymm12, acc[2 * r])?;
+                a.vmaskmovps(row(r, rdx, rsi, r11) + 32, ymm13, acc[2 * r + 1])?;
+            } else {
+                a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
+                a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
+            }
+        }
+        a.jmp(done)?;
+    }
+    a.set_label(&mut done)?;
     a.vzeroupper()?;
+    a.pop(rbx)?;
     a.ret()?;
+    // Column masks: lane l of the vector loaded at entry 16 - COLS + l is
+    // set when l < COLS.
+    a.set_label(&mut mask)?;
+    a.dd(&[u32::MAX; 16])?;
+    a.dd(&[0u32; 16])?;
     a.assemble(0)
 }
 

@@ -406,7 +406,8 @@ fn gemm_statement_matches_naive_product() {
                 c_off: int(2),
                 c_rs: n as i64,
                 accumulate,
-                i16_pairs: false,
+                kind: onnxc_kir::GemmKind::Float,
+                dequant: None,
             };
             let program = Program {
                 buffers: vec![
@@ -492,7 +493,8 @@ fn integer_gemm_matches_naive_product() {
                     c_off: int(0),
                     c_rs: n as i64,
                     accumulate,
-                    i16_pairs: true,
+                    kind: onnxc_kir::GemmKind::I16Pairs,
+                    dequant: None,
                 };
                 let mut vars = vec![ScalarType::I64];
                 let mut body = vec![Stmt::For {
@@ -539,6 +541,117 @@ fn integer_gemm_matches_naive_product() {
                             "m{m} n{n} k{k} acc{accumulate} loops{expanded} [{i},{j}]"
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The dequantizing integer GEMMs (i16 pairs, and u8×i8 quads: the VNNI
+/// tile where this CPU has it): f32 C of `rows × cols` (fewer than the
+/// padded `m × n` computed, so partial row tiles and column panels are
+/// stored through masks), rows starting from `init` or zero, `f32(acc) ·
+/// scale + bias` clamped, bit for bit against Rust doing the same
+/// roundings, through the microkernel and through the reference loops.
+#[test]
+fn dequantizing_integer_gemm_matches_naive_product() {
+    let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let kinds = [GemmKind::I16Pairs, GemmKind::U8I8Quads];
+    for &(m, n, k, rows, cols) in &[(6, 16, 3, 6, 16), (12, 32, 20, 7, 17), (18, 48, 9, 13, 33), (6, 16, 4, 1, 1)] {
+        for (kind, with_init, expanded) in
+            kinds.iter().flat_map(|&kd| [(kd, false, false), (kd, true, false), (kd, true, true)])
+        {
+            let val = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 511) as i32 - 255;
+            // Element `i` of A or B: its packed word and its unpacked lanes.
+            let word = |i: usize, salt: usize, signed: bool| -> (i32, Vec<i64>) {
+                match kind {
+                    GemmKind::I16Pairs => {
+                        let (lo, hi) = (val(i, salt), val(i, salt + 1) / 2);
+                        (((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32, vec![lo as i64, hi as i64])
+                    }
+                    _ => {
+                        let lanes: Vec<i64> = (0..4)
+                            .map(|e| {
+                                let v = val(i * 4 + e, salt);
+                                if signed {
+                                    (v / 2).clamp(-127, 127) as i64
+                                } else {
+                                    (v + 255) as i64 / 2
+                                }
+                            })
+                            .collect();
+                        let w = lanes.iter().enumerate().fold(0u32, |w, (e, &v)| w | ((v as u8 as u32) << (8 * e)));
+                        (w as i32, lanes)
+                    }
+                }
+            };
+            let a: Vec<(i32, Vec<i64>)> = (0..m * k).map(|i| word(i, 1, true)).collect();
+            let b: Vec<(i32, Vec<i64>)> = (0..k * n).map(|i| word(i, 3, false)).collect();
+            let scale: Vec<f32> = (0..rows + 1).map(|i| 1e-3 * (i as f32 + 0.37)).collect();
+            let bias: Vec<f32> = (0..rows + 2).map(|i| i as f32 * 0.75 - 3.0).collect();
+            let init: Vec<i32> = (0..rows + 3).map(|i| i as i32 * 977 - 4000).collect();
+            let (lo, hi) = (-2.5f32, 40.0f32);
+            let gemm = GemmStmt {
+                m,
+                n,
+                k,
+                a: BufferId(0),
+                a_off: int(0),
+                a_rs: k as i64,
+                a_cs: 1,
+                b: BufferId(1),
+                b_off: int(0),
+                b_rs: n as i64,
+                c: BufferId(2),
+                c_off: int(0),
+                c_rs: cols as i64,
+                accumulate: false,
+                kind,
+                dequant: Some(Box::new(Dequant {
+                    scale: BufferId(3),
+                    scale_off: int(1),
+                    bias: BufferId(4),
+                    bias_off: int(2),
+                    lo,
+                    hi,
+                    rows,
+                    cols,
+                    init: with_init.then(|| (BufferId(5), int(3))),
+                })),
+            };
+            let mut vars = vec![];
+            let body = if expanded { gemm.loops(&mut vars) } else { vec![Stmt::Gemm(Box::new(gemm))] };
+            let a_words: Vec<i32> = a.iter().map(|w| w.0).collect();
+            let b_words: Vec<i32> = b.iter().map(|w| w.0).collect();
+            let program = Program {
+                buffers: vec![
+                    buffer("a", ScalarType::I32, a.len() as u64, BufferKind::Input(0)),
+                    buffer("b", ScalarType::I32, b.len() as u64, BufferKind::Constant(i32_bytes(&b_words))),
+                    buffer("c", ScalarType::F32, (rows * cols) as u64, BufferKind::Output(0)),
+                    buffer("scale", ScalarType::F32, scale.len() as u64, BufferKind::Constant(f32_bytes(&scale))),
+                    buffer("bias", ScalarType::F32, bias.len() as u64, BufferKind::Constant(f32_bytes(&bias))),
+                    buffer("init", ScalarType::I32, init.len() as u64, BufferKind::Constant(i32_bytes(&init))),
+                ],
+                kernels: vec![Kernel { name: "gemm".into(), vars, body }],
+                inputs: vec![io("a", "i32", a.len(), 0)],
+                outputs: vec![io("c", "f32", rows * cols, 2)],
+                arena_bytes: 0,
+            };
+            let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+            let got = f32s(&jit.run(&[&i32_bytes(&a_words)]).unwrap()[0]);
+            for i in 0..rows {
+                for j in 0..cols {
+                    let mut acc: i64 = if with_init { init[3 + i] as i64 } else { 0 };
+                    for p in 0..k {
+                        let (al, bl) = (&a[i * k + p].1, &b[p * n + j].1);
+                        acc += al.iter().zip(bl).map(|(x, y)| x * y).sum::<i64>();
+                    }
+                    let want = ((acc as i32 as f32) * scale[1 + i] + bias[2 + i]).max(lo).min(hi);
+                    assert_eq!(
+                        got[i * cols + j].to_bits(),
+                        want.to_bits(),
+                        "{kind:?} m{m} n{n} k{k} init{with_init} loops{expanded} [{i},{j}]"
+                    );
                 }
             }
         }

@@ -126,7 +126,7 @@ impl Cx<'_> {
         self.scratch_at = self.program.arena_bytes.div_ceil(64) * 64;
         let mut vars = k.vars.clone();
         // Integer (i16-pair) products run as their loop nests.
-        let expanded = onnxc_kir::expand_gemms(&k.body, &mut vars, &|g| g.i16_pairs);
+        let expanded = onnxc_kir::expand_gemms(&k.body, &mut vars, &|g| g.kind.is_integer());
         let k = &Kernel { name: k.name.clone(), vars: vars.clone(), body: expanded };
         let mut pieces = Vec::new();
         self.pieces(k, &mut vars, &k.body, &mut pieces);

@@ -218,7 +218,8 @@ fn gemm_with_ragged_tiles_matches_the_cpu() {
             c_off: int(0),
             c_rs: n as i64,
             accumulate: true,
-            i16_pairs: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
         })),
     ];
     let p = program(m * k + k * n, m * n, vec![ScalarType::I64], body);
@@ -355,7 +356,8 @@ fn half_precision_gemm_runs_on_tensor_cores_and_matches_the_cpu() {
                     c_off: int(0),
                     c_rs: n as i64,
                     accumulate: false,
-                    i16_pairs: false,
+                    kind: onnxc_kir::GemmKind::Float,
+                    dequant: None,
                 }))],
             }],
             inputs: vec![desc("a", m * k, 0), desc("b", k * n, 1)],
@@ -428,7 +430,8 @@ fn a_head_loop_with_scratch_splits_into_batched_launches() {
             c_off,
             c_rs: nn as i64,
             accumulate: false,
-            i16_pairs: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
         }))
     };
     let body = vec![Stmt::For {

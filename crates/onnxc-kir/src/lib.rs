@@ -289,13 +289,9 @@ pub enum Stmt {
 /// contiguous) and `C[c_off + i*c_rs + j]`; offsets may use loop variables.
 /// C must not overlap A or B.
 ///
-/// With `i16_pairs`, A, B and C are i32 buffers and the product is an
-/// integer one: each A and B element holds two i16 (the low half first,
-/// as a little-endian `[i16; 2]`), `k` counts pairs, and a step adds
-/// `lo(a)·lo(b) + hi(a)·hi(b)` to C's i32 (wrapping). A k-pair of
-/// quantized activations meets the same k-pair of weights, which is what
-/// x86's `pmaddwd`/`vpmaddwd` computes. Backends may require `m` to be a
-/// multiple of 6 and `n` of 16 (lowering pads).
+/// The integer kinds ([`GemmKind`]) take i32 buffers whose elements pack
+/// several narrow integers along k, and sum in i32 (wrapping). Backends
+/// may require `m` to be a multiple of 6 and `n` of 16 (lowering pads).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GemmStmt {
     pub m: usize,
@@ -312,15 +308,73 @@ pub struct GemmStmt {
     pub c_off: Expr,
     pub c_rs: i64,
     pub accumulate: bool,
-    /// The integer form (see above).
-    pub i16_pairs: bool,
+    /// Float, or which integer form (see above).
+    pub kind: GemmKind,
+    /// Integer form only: C is f32 and receives the dequantized result
+    /// (see [`Dequant`]) instead of the i32 sums.
+    pub dequant: Option<Box<Dequant>>,
+}
+
+/// What a [`GemmStmt`] multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKind {
+    /// f32, f16 or bf16 elements (see [`GemmStmt`]).
+    Float,
+    /// Each A and B element holds two i16 (the low half first, as a
+    /// little-endian `[i16; 2]`), `k` counts pairs, and a step adds
+    /// `lo(a)·lo(b) + hi(a)·hi(b)`: x86's `pmaddwd`/`vpmaddwd`.
+    I16Pairs,
+    /// Each A element holds four i8, each B element four u8 (byte `e` of
+    /// the little-endian word is k-step `4p + e`), `k` counts quads, and a
+    /// step adds `sum_e u8(b_e)·i8(a_e)`: x86's AVX-512 VNNI `vpdpbusd`.
+    U8I8Quads,
+}
+
+impl GemmKind {
+    /// True for the integer forms.
+    pub fn is_integer(self) -> bool {
+        self != GemmKind::Float
+    }
+}
+
+/// What an integer product stores when it dequantizes in its epilogue:
+/// `C[i, j] = min(max(f32(acc[i, j]) · scale[scale_off + i] +
+/// bias[bias_off + i], lo), hi)` (a product, then a sum, each rounded) for `i < rows`,
+/// `j < cols`; the padded rest of the `m × n` product is computed but not
+/// stored. `accumulate` must be false. With `init`, row `i`'s sums start
+/// from `init[init_off + i]` (i32) instead of 0: the zero-point correction
+/// of unsigned activations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dequant {
+    pub scale: BufferId,
+    pub scale_off: Expr,
+    pub bias: BufferId,
+    pub bias_off: Expr,
+    pub lo: f32,
+    pub hi: f32,
+    pub rows: usize,
+    pub cols: usize,
+    pub init: Option<(BufferId, Expr)>,
 }
 
 impl GemmStmt {
     /// True when A, B and C are all f32 (what register-blocked CPU kernels take).
     pub fn is_f32(&self, program: &Program) -> bool {
-        !self.i16_pairs
+        self.kind == GemmKind::Float
             && [self.a, self.b, self.c].iter().all(|b| program.buffers[b.0 as usize].elem == ScalarType::F32)
+    }
+
+    /// Every buffer the product reads or writes, with its offset
+    /// expression: A, B, C, then the dequantization's scale and bias.
+    pub fn operands(&self) -> Vec<(BufferId, &Expr)> {
+        let mut v = vec![(self.a, &self.a_off), (self.b, &self.b_off), (self.c, &self.c_off)];
+        if let Some(d) = &self.dequant {
+            v.extend([(d.scale, &d.scale_off), (d.bias, &d.bias_off)]);
+            if let Some((b, off)) = &d.init {
+                v.push((*b, off));
+            }
+        }
+        v
     }
 
     /// The product as plain loops with an f32 accumulator (new variables
@@ -332,21 +386,54 @@ impl GemmStmt {
             vars.push(t);
             VarId(vars.len() as u32 - 1)
         };
-        let acc_t = if self.i16_pairs { ScalarType::I32 } else { ScalarType::F32 };
+        let integer = self.kind.is_integer();
+        let acc_t = if integer { ScalarType::I32 } else { ScalarType::F32 };
         let (i, j, p, acc) = (v(ScalarType::I64), v(ScalarType::I64), v(ScalarType::I64), v(acc_t));
         let a = load(self.a, add(self.a_off.clone(), add(mul(var(i), int(self.a_rs)), mul(var(p), int(self.a_cs)))));
         let b = load(self.b, add(self.b_off.clone(), add(mul(var(p), int(self.b_rs)), var(j))));
         let c_idx = add(self.c_off.clone(), add(mul(var(i), int(self.c_rs)), var(j)));
-        let zero = if self.i16_pairs { Expr::Int(0, ScalarType::I32) } else { f32c(0.0) };
+        let zero = match self.dequant.as_ref().and_then(|d| d.init.as_ref()) {
+            Some((b, off)) => load(*b, add(off.clone(), var(i))),
+            None if integer => Expr::Int(0, ScalarType::I32),
+            None => f32c(0.0),
+        };
         let init = if self.accumulate { load(self.c, c_idx.clone()) } else { zero };
-        let step = if self.i16_pairs {
-            // Sign-extended halves: (x << 16) >> 16 and x >> 16.
-            let c16 = || Expr::Int(16, ScalarType::I32);
-            let lo = |x: &Expr| bin(BinOp::Shr, bin(BinOp::Shl, x.clone(), c16()), c16());
-            let hi = |x: &Expr| bin(BinOp::Shr, x.clone(), c16());
-            bin(BinOp::Add, bin(BinOp::Mul, lo(&a), lo(&b)), bin(BinOp::Mul, hi(&a), hi(&b)))
-        } else {
-            bin(BinOp::Mul, a, b)
+        let c = |v: i64| Expr::Int(v, ScalarType::I32);
+        let step = match self.kind {
+            GemmKind::Float => bin(BinOp::Mul, a, b),
+            GemmKind::I16Pairs => {
+                // Sign-extended halves: (x << 16) >> 16 and x >> 16.
+                let lo = |x: &Expr| bin(BinOp::Shr, bin(BinOp::Shl, x.clone(), c(16)), c(16));
+                let hi = |x: &Expr| bin(BinOp::Shr, x.clone(), c(16));
+                bin(BinOp::Add, bin(BinOp::Mul, lo(&a), lo(&b)), bin(BinOp::Mul, hi(&a), hi(&b)))
+            }
+            GemmKind::U8I8Quads => {
+                // Byte e: unsigned (b >> 8e) & 255, signed (a << 24-8e) >> 24.
+                let mut sum = None;
+                for e in 0..4 {
+                    let ub = bin(BinOp::And, bin(BinOp::Shr, b.clone(), c(8 * e)), c(255));
+                    let sa = bin(BinOp::Shr, bin(BinOp::Shl, a.clone(), c(24 - 8 * e)), c(24));
+                    let p = bin(BinOp::Mul, ub, sa);
+                    sum = Some(match sum {
+                        None => p,
+                        Some(s) => bin(BinOp::Add, s, p),
+                    });
+                }
+                sum.expect("four bytes")
+            }
+        };
+        let (rows, cols, result) = match &self.dequant {
+            None => (self.m, self.n, var(acc)),
+            Some(d) => {
+                let x = bin(
+                    BinOp::Mul,
+                    Expr::Cast(ScalarType::F32, Box::new(var(acc))),
+                    load(d.scale, add(d.scale_off.clone(), var(i))),
+                );
+                let x = bin(BinOp::Add, x, load(d.bias, add(d.bias_off.clone(), var(i))));
+                let x = bin(BinOp::Min, bin(BinOp::Max, x, f32c(d.lo)), f32c(d.hi));
+                (d.rows, d.cols, x)
+            }
         };
         let inner = vec![
             Stmt::Assign { var: acc, value: init },
@@ -356,13 +443,13 @@ impl GemmStmt {
                 end: self.k as i64,
                 body: vec![Stmt::Assign { var: acc, value: bin(BinOp::Add, var(acc), step) }],
             },
-            Stmt::Store { buf: self.c, index: c_idx, value: var(acc) },
+            Stmt::Store { buf: self.c, index: c_idx, value: result },
         ];
         vec![Stmt::For {
             var: i,
             start: 0,
-            end: self.m as i64,
-            body: vec![Stmt::For { var: j, start: 0, end: self.n as i64, body: inner }],
+            end: rows as i64,
+            body: vec![Stmt::For { var: j, start: 0, end: cols as i64, body: inner }],
         }]
     }
 }
@@ -439,6 +526,13 @@ impl Stmt {
                 (g.a, g.a_off) = fb(g.a, fe(&g.a_off));
                 (g.b, g.b_off) = fb(g.b, fe(&g.b_off));
                 (g.c, g.c_off) = fb(g.c, fe(&g.c_off));
+                if let Some(d) = g.dequant.as_mut() {
+                    (d.scale, d.scale_off) = fb(d.scale, fe(&d.scale_off));
+                    (d.bias, d.bias_off) = fb(d.bias, fe(&d.bias_off));
+                    if let Some((b, off)) = d.init.as_mut() {
+                        (*b, *off) = fb(*b, fe(off));
+                    }
+                }
                 Stmt::Gemm(Box::new(g))
             }
         }

@@ -69,7 +69,29 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
             apply(&f.steps, t, a[0].clone(), &at).expect("checked above")
         });
     }
-    lower_as(cx, id, f.base.clone())?;
+    // A quantized convolution clamps in its GEMM's store: a leading Relu
+    // or Clip joins it there.
+    let mut steps = &f.steps[..];
+    if let Op::QuantizedConv { window, group, x_scale, x_zero_point, w_scale } = &f.base {
+        let clamp = match steps.first() {
+            Some(EpilogueStep::Unary(onnxc_ir::UnaryOp::Relu)) => Some((0.0, f32::INFINITY)),
+            Some(EpilogueStep::Clip { min, max }) => {
+                Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY)))
+            }
+            _ => None,
+        };
+        if clamp.is_some() {
+            steps = &steps[1..];
+        }
+        let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        crate::quant::quantized_conv(cx, id, window, *group, (*x_scale, *x_zero_point), w_scale, clamp)?;
+        if steps.is_empty() {
+            return Ok(());
+        }
+    } else {
+        lower_as(cx, id, f.base.clone())?;
+    }
+    let operands = step_inputs(steps);
     // The epilogue, in place over the output, appended to the base's kernel.
     let od = cx.out_dims(id)?;
     let os = strides_i64(&od);
@@ -86,7 +108,7 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
             load(*b, linear(v, st))
         };
         let idx = linear(v, &os);
-        let value = apply(&f.steps, t, load(out, idx.clone()), &at).expect("checked above");
+        let value = apply(steps, t, load(out, idx.clone()), &at).expect("checked above");
         vec![Stmt::Store { buf: out, index: idx, value }]
     }));
     cx.kernels.push(k.finish(body));
@@ -140,7 +162,8 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             c_off: int(0),
             c_rs: t_len as i64,
             accumulate: false,
-            i16_pairs: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
         }))];
         s.extend(k.nest(&[s_len], |k, i| {
             let i = i[0].clone();
@@ -172,7 +195,8 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             c_off: mul(h, int((s_len * dv) as i64)),
             c_rs: dv as i64,
             accumulate: false,
-            i16_pairs: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
         })));
         s
     });

@@ -57,11 +57,15 @@ pub struct LowerOptions {
     /// directly for 1x1 convolutions) to the kernel IR's blocked
     /// `Stmt::Gemm`; otherwise plain loop nests (the `-O0` reference).
     pub blocked_gemm: bool,
+    /// Pack quantized convolutions' operands as u8×i8 quads (for a target
+    /// with AVX-512 VNNI) instead of i16 pairs (any target; AVX2 has a
+    /// microkernel for them).
+    pub int8_quads: bool,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { blocked_gemm: true }
+        LowerOptions { blocked_gemm: true, int8_quads: false }
     }
 }
 

@@ -307,7 +307,8 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
         Op::MatMulInteger { qlinear } => crate::quant::matmul_integer(cx, id, qlinear),
         Op::ConvInteger { ref window, group, qlinear } => crate::quant::conv_integer(cx, id, window, group, qlinear),
         Op::QuantizedConv { ref window, group, x_scale, x_zero_point, ref w_scale } => {
-            crate::quant::quantized_conv(cx, id, window, group, (x_scale, x_zero_point), w_scale)
+            let no_clamp = (f32::NEG_INFINITY, f32::INFINITY);
+            crate::quant::quantized_conv(cx, id, window, group, (x_scale, x_zero_point), w_scale, no_clamp)
         }
         Op::GridSample { mode, padding, align_corners } => {
             crate::grid::grid_sample(cx, id, mode, padding, align_corners)
@@ -599,7 +600,8 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
                         c_off: oo,
                         c_rs: n as i64,
                         accumulate: false,
-                        i16_pairs: false,
+                        kind: onnxc_kir::GemmKind::Float,
+                        dequant: None,
                     }))];
                 }
                 let spec = GemmSpec {
@@ -678,7 +680,8 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
                     c_off: int(0),
                     c_rs: n as i64,
                     accumulate: c.is_some(),
-                    i16_pairs: false,
+                    kind: onnxc_kir::GemmKind::Float,
+                    dequant: None,
                 })));
                 cx.kernels.push(k.finish(body));
                 return Ok(());
@@ -1098,7 +1101,8 @@ fn conv_gemm(
             c_off: add(mul(n, int((m * p) as i64)), mul(g, int((mg * p) as i64))),
             c_rs: p as i64,
             accumulate: bias.is_some(),
-            i16_pairs: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
         })));
         s
     }));

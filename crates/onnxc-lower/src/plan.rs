@@ -49,7 +49,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                     Stmt::Assign { value, .. } => expr(value, mark),
                     Stmt::FailIf { cond, .. } => expr(cond, mark),
                     Stmt::Gemm(g) => {
-                        for (b, off) in [(g.a, &g.a_off), (g.b, &g.b_off), (g.c, &g.c_off)] {
+                        for (b, off) in g.operands() {
                             mark(b.0);
                             expr(off, mark);
                         }

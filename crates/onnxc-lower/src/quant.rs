@@ -364,14 +364,21 @@ fn round_up(n: usize, to: usize) -> usize {
 }
 
 /// [`Op::QuantizedConv`] as an integer matrix product per image and
-/// group: the int8 filters, packed at compile time as i16 pairs along the
-/// reduction (`[M/g padded to 6][K/2]` i32 per group), times the input
-/// patches quantized while they are gathered (an im2col of i16 pairs,
-/// `[K/2][P padded to 16]` i32: each element packs rows 2q and 2q+1 of the
-/// patch matrix at one output position), into an i32 scratch; then each
-/// output is `acc · x_scale·w_scale[m] + bias[m]`. The quantized input is
-/// stored minus its zero point (in [-zp, 255-zp], an i16), so the integer
-/// sums need no zero-point correction. Padding quantizes to zero.
+/// group: the int8 filters, packed at compile time along the reduction
+/// (`[M/g padded to 6][K/lanes]` i32 per group), times the input patches
+/// quantized while they are gathered (an im2col `[K/lanes][P padded to
+/// 16]` i32, each element packing `lanes` consecutive patch rows at one
+/// output position), dequantized, biased and clamped (`clamp`: a fused Relu
+/// or Clip) in the GEMM's store. Two packings, per [`LowerOptions`]:
+/// - i16 pairs (`vpmaddwd`): activations stored minus their zero point (in
+///   [-zp, 255-zp]), so the sums need no correction;
+/// - u8×i8 quads (AVX-512 VNNI `vpdpbusd`): activations as u8, each row's
+///   sums starting from `-zp · sum(w)` so that they equal the pairs'.
+///
+/// Either way padding quantizes to the zero point, and the integer sums are
+/// exact, so both give the same outputs.
+///
+/// [`LowerOptions`]: crate::LowerOptions
 pub fn quantized_conv(
     cx: &mut Lowering,
     id: NodeId,
@@ -379,7 +386,10 @@ pub fn quantized_conv(
     group: usize,
     (x_scale, x_zp): (f32, u8),
     w_scale: &[f32],
+    (lo, hi): (f32, f32),
 ) -> R {
+    let quads = cx.options.int8_quads;
+    let lanes = if quads { 4 } else { 2 };
     let xd = cx.in_dims(id, 0)?;
     let wd = cx.in_dims(id, 1)?;
     let od = cx.out_dims(id)?;
@@ -396,17 +406,21 @@ pub fn quantized_conv(
     let mg = m / group;
     let ksize: usize = wd[2..].iter().product();
     let name = cx.graph.graph[id].name.clone();
-    // Quantized, minus the zero point: clamp(round(x · (1/s)), -zp, 255 - zp).
+    // Quantized: clamp(round(x · (1/s)) + zp, 0, 255), minus zp for pairs.
     let recip = 1.0 / x_scale;
+    let (q_lo, q_hi) = if quads { (0.0, 255.0) } else { (-(x_zp as f32), 255.0 - x_zp as f32) };
     let quant = |v: Expr| {
-        let r = Expr::Unary(UnOp::Round, Box::new(bin(BinOp::Mul, v, f32c(recip))));
-        let r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(-(x_zp as f32))), f32c(255.0 - x_zp as f32));
+        let mut r = Expr::Unary(UnOp::Round, Box::new(bin(BinOp::Mul, v, f32c(recip))));
+        if quads {
+            r = bin(BinOp::Add, r, f32c(x_zp as f32));
+        }
+        let r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(q_lo)), f32c(q_hi));
         Expr::Cast(ScalarType::I32, Box::new(r))
     };
     // With more than one tap per channel every input element lands in
     // several patch rows: quantize it once, into a padded i32 copy (the
-    // padding quantizes to 0), and gather from that. A 1x1 convolution
-    // quantizes while it gathers.
+    // padding holds the zero point's code), and gather from that. A 1x1
+    // convolution quantizes while it gathers.
     let (xp, pd, quantized) = if ksize > 1 {
         let mut pd = xd.clone();
         for i in 0..sp {
@@ -416,8 +430,8 @@ pub fn quantized_conv(
         let xq = cx.temp(format!("{name}_quantized_input"), ScalarType::I32, len);
         let mut k = KernelBuilder::new(format!("{name}_quantize"));
         let (ps, xs) = (strides_i64(&pd), strides_i64(&xd));
-        let zero = Expr::Int(0, ScalarType::I32);
-        let mut body = k.nest_parallel(&[len], |_, v| vec![Stmt::Store { buf: xq, index: v[0].clone(), value: zero }]);
+        let pad = Expr::Int(if quads { x_zp as i64 } else { 0 }, ScalarType::I32);
+        let mut body = k.nest_parallel(&[len], |_, v| vec![Stmt::Store { buf: xq, index: v[0].clone(), value: pad }]);
         let shift: i64 = (0..sp).map(|i| window.pads[i] as i64 * ps[2 + i]).sum();
         body.extend(k.nest_parallel(&xd, |_, v| {
             vec![Stmt::Store { buf: xq, index: add(linear(v, &ps), int(shift)), value: quant(load(x, linear(v, &xs))) }]
@@ -429,38 +443,58 @@ pub fn quantized_conv(
         (xp, pd, false)
     };
     let kk = cg * ksize;
-    let pairs = kk.div_ceil(2);
+    let units = kk.div_ceil(lanes);
     let p: usize = od[2..].iter().product();
     let (mp, pp) = (round_up(mg, 6), round_up(p, 16));
-    // Row stride of the patch and accumulator matrices: an odd number of
-    // 64-byte lines, so that the rows a 16-column panel walks down spread
-    // over all L1 sets instead of aliasing into a few (a stride of a
-    // multiple of 4 KiB would keep one set).
+    // Row stride of the patch matrix: an odd number of 64-byte lines, so
+    // that the rows a 16-column panel walks down spread over all L1 sets
+    // instead of aliasing into a few (a multiple of 4 KiB keeps one set).
     let stride = if (pp / 16) % 2 == 0 && pp >= 256 { pp + 16 } else { pp };
     // Filters: per group, rows padded with zeros to a multiple of 6, the
-    // odd row of an odd K zero too.
-    let mut packed = Vec::with_capacity(group * mp * pairs * 4);
+    // rows past K zero too.
+    let mut packed = Vec::with_capacity(group * mp * units * 4);
     for g in 0..group {
         for r in 0..mp {
-            for q in 0..pairs {
-                let at = |t: usize| if r < mg && t < kk { w_q[(g * mg + r) * kk + t] as i16 } else { 0 };
-                let v = (at(2 * q) as u16 as u32) | ((at(2 * q + 1) as u16 as u32) << 16);
-                packed.extend(v.to_le_bytes());
+            for u in 0..units {
+                let at = |t: usize| if r < mg && t < kk { w_q[(g * mg + r) * kk + t] } else { 0 };
+                let word = if quads {
+                    (0..4).fold(0u32, |w, e| w | ((at(4 * u + e) as u8 as u32) << (8 * e)))
+                } else {
+                    (at(2 * u) as i16 as u16 as u32) | ((at(2 * u + 1) as i16 as u16 as u32) << 16)
+                };
+                packed.extend(word.to_le_bytes());
             }
         }
     }
     let wpk = cx.push_buffer(
         format!("{name}_packed_weights"),
         ScalarType::I32,
-        (group * mp * pairs) as u64,
+        (group * mp * units) as u64,
         onnxc_kir::BufferKind::Constant(packed),
     );
+    // Quads: each output channel's sums start from -zp · sum(w).
+    let init = if quads {
+        let corr: Vec<u8> = (0..m)
+            .flat_map(|c| {
+                let sum: i32 = w_q[c * kk..(c + 1) * kk].iter().map(|&v| v as i32).sum();
+                (-(x_zp as i32) * sum).to_le_bytes()
+            })
+            .collect();
+        Some(cx.push_buffer(
+            format!("{name}_zero_point_sums"),
+            ScalarType::I32,
+            m as u64,
+            onnxc_kir::BufferKind::Constant(corr),
+        ))
+    } else {
+        None
+    };
     // Where patch row t (channel c, kernel position) starts in the padded
     // input, relative to the group's first channel at output position 0;
-    // an odd K's extra row repeats the last (its filter weights are 0).
+    // the rows past K repeat the last (their filter weights are 0).
     let ps = strides_i64(&pd);
-    let mut row_at = Vec::with_capacity(2 * pairs);
-    for t in 0..2 * pairs {
+    let mut row_at = Vec::with_capacity(lanes * units);
+    for t in 0..lanes * units {
         let t = t.min(kk - 1);
         let (c, mut kpos) = (t / ksize, t % ksize);
         let mut at = c as i64 * ps[1];
@@ -480,8 +514,14 @@ pub fn quantized_conv(
     let scales: Vec<u8> = w_scale.iter().flat_map(|s| (x_scale * s).to_le_bytes()).collect();
     let scale =
         cx.push_buffer(format!("{name}_scales"), ScalarType::F32, m as u64, onnxc_kir::BufferKind::Constant(scales));
-    let col = cx.temp(format!("{name}_im2col_i16x2"), ScalarType::I32, pairs * stride);
-    let acc = cx.temp(format!("{name}_acc_i32"), ScalarType::I32, mp * stride);
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            let zeros = onnxc_kir::BufferKind::Constant(vec![0u8; m * 4]);
+            cx.push_buffer(format!("{name}_zero_bias"), ScalarType::F32, m as u64, zeros)
+        }
+    };
+    let col = cx.temp(format!("{name}_im2col_int8x{lanes}"), ScalarType::I32, units * stride);
     let mut k = KernelBuilder::new(name);
     let top_level = od[0] == 1 && group == 1;
     let body = k.nest(&[od[0], group], |k, v| {
@@ -489,10 +529,10 @@ pub fn quantized_conv(
         let x_base = add(mul(n.clone(), int(ps[0])), mul(g.clone(), int(cg as i64 * ps[1])));
         let element = |at: Expr| if quantized { load(xp, at) } else { quant(load(xp, at)) };
         let i32c = |v: i64| Expr::Int(v, ScalarType::I32);
-        let mut extents = vec![pairs];
+        let mut extents = vec![units];
         extents.extend(&od[2..]);
         let fill = |_: &mut KernelBuilder, iv: &[Expr]| {
-            let q = &iv[0];
+            let u = &iv[0];
             let ov = &iv[1..];
             let mut pos = int(0);
             let mut shift = int(0);
@@ -500,17 +540,21 @@ pub fn quantized_conv(
                 pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
                 shift = add(shift, mul(ov[d].clone(), int(window.strides[d] as i64 * ps[2 + d])));
             }
-            let at = |e: i64| add(add(x_base.clone(), load(rows, add(mul(q.clone(), int(2)), int(e)))), shift.clone());
-            let packed = bin(
-                BinOp::Or,
-                bin(BinOp::And, element(at(0)), i32c(0xffff)),
-                bin(BinOp::Shl, element(at(1)), i32c(16)),
-            );
-            vec![Stmt::Store { buf: col, index: add(mul(q.clone(), int(stride as i64)), pos), value: packed }]
+            let at = |e: usize| {
+                let row = add(mul(u.clone(), int(lanes as i64)), int(e as i64));
+                add(add(x_base.clone(), load(rows, row)), shift.clone())
+            };
+            // Lane e in bits [bits·e, bits·(e+1)); u8 codes need no mask.
+            let bits = 32 / lanes as i64;
+            let mut packed = if quads { element(at(0)) } else { bin(BinOp::And, element(at(0)), i32c(0xffff)) };
+            for e in 1..lanes {
+                packed = bin(BinOp::Or, packed, bin(BinOp::Shl, element(at(e)), i32c(bits * e as i64)));
+            }
+            vec![Stmt::Store { buf: col, index: add(mul(u.clone(), int(stride as i64)), pos), value: packed }]
         };
         let mut s = if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) };
-        // The padding columns: zeros (their products are never read).
-        s.extend(k.nest(&[pairs, pp - p], |_, iv| {
+        // The padding columns: zeros (their products are never stored).
+        s.extend(k.nest(&[units, pp - p], |_, iv| {
             vec![Stmt::Store {
                 buf: col,
                 index: add(mul(iv[0].clone(), int(stride as i64)), add(iv[1].clone(), int(p as i64))),
@@ -520,33 +564,31 @@ pub fn quantized_conv(
         s.push(Stmt::Gemm(Box::new(onnxc_kir::GemmStmt {
             m: mp,
             n: pp,
-            k: pairs,
+            k: units,
             a: wpk,
-            a_off: mul(g.clone(), int((mp * pairs) as i64)),
-            a_rs: pairs as i64,
+            a_off: mul(g.clone(), int((mp * units) as i64)),
+            a_rs: units as i64,
             a_cs: 1,
             b: col,
             b_off: int(0),
             b_rs: stride as i64,
-            c: acc,
-            c_off: int(0),
-            c_rs: stride as i64,
+            c: out,
+            c_off: add(mul(n, int((m * p) as i64)), mul(g.clone(), int((mg * p) as i64))),
+            c_rs: p as i64,
             accumulate: false,
-            i16_pairs: true,
+            kind: if quads { onnxc_kir::GemmKind::U8I8Quads } else { onnxc_kir::GemmKind::I16Pairs },
+            dequant: Some(Box::new(onnxc_kir::Dequant {
+                scale,
+                scale_off: mul(g.clone(), int(mg as i64)),
+                bias,
+                bias_off: mul(g.clone(), int(mg as i64)),
+                lo,
+                hi,
+                rows: mg,
+                cols: p,
+                init: init.map(|b| (b, mul(g, int(mg as i64)))),
+            })),
         })));
-        let epilogue = |_: &mut KernelBuilder, iv: &[Expr]| {
-            let (oc, pos) = (&iv[0], &iv[1]);
-            let ch = add(mul(g.clone(), int(mg as i64)), oc.clone());
-            let dq =
-                Expr::Cast(ScalarType::F32, Box::new(load(acc, add(mul(oc.clone(), int(stride as i64)), pos.clone()))));
-            let mut y = bin(BinOp::Mul, dq, load(scale, ch.clone()));
-            if let Some(b) = bias {
-                y = bin(BinOp::Add, y, load(b, ch.clone()));
-            }
-            let o = add(add(mul(n.clone(), int((m * p) as i64)), mul(ch, int(p as i64))), pos.clone());
-            vec![Stmt::Store { buf: out, index: o, value: y }]
-        };
-        s.extend(if top_level { k.nest_parallel(&[mg, p], epilogue) } else { k.nest(&[mg, p], epilogue) });
         s
     });
     cx.kernels.push(k.finish(body));

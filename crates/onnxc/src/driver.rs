@@ -337,9 +337,36 @@ pub fn lower(graph: &Graph) -> Result<Program, Error> {
 /// Lowers a prepared graph with the choices `level` makes: `-O0` keeps
 /// matrix products and convolutions as plain loop nests (the reference the
 /// other levels are checked against), `-O1` and up use blocked GEMM.
+/// The program is for this machine (the JIT): quantized convolutions take
+/// the u8×i8 VNNI packing when this CPU has AVX-512 VNNI.
 pub fn lower_at(graph: &Graph, level: OptLevel) -> Result<Program, Error> {
-    let options = onnxc_lower::LowerOptions { blocked_gemm: level != OptLevel::O0 };
+    lower_for(graph, level, int8_quads_for(None, None))
+}
+
+/// [`lower_at`] for an object: `int8_quads` as [`int8_quads_for`] says for
+/// its target and CPU.
+pub fn lower_for(graph: &Graph, level: OptLevel, int8_quads: bool) -> Result<Program, Error> {
+    let options = onnxc_lower::LowerOptions { blocked_gemm: level != OptLevel::O0, int8_quads };
     onnxc_lower::lower_with(graph, options).map_err(Error::Nodes)
+}
+
+/// True when code for `target` (`None`: this machine) and `cpu` (`None`:
+/// the target's baseline, or this machine's features for the JIT) may use
+/// AVX-512 VNNI, so quantized convolutions pack u8×i8 quads for
+/// `vpdpbusd`; otherwise they pack i16 pairs (`vpmaddwd`, chosen at run
+/// time on baseline x86-64).
+pub fn int8_quads_for(target: Option<&str>, cpu: Option<&str>) -> bool {
+    let features = match (target, cpu) {
+        (None, None) => onnxc_cpu::isa_for(None, false).map(|isa| onnxc_cpu::isa_features(&isa)),
+        _ => onnxc_cpu::object_features(target, cpu),
+    };
+    features.map(|f| has_vnni(&f)).unwrap_or(false)
+}
+
+/// True when CPU features (as `onnxc_cpu::isa_features` names them)
+/// include AVX-512 VNNI on 256-bit registers.
+fn has_vnni(features: &[String]) -> bool {
+    ["avx512f", "avx512vl", "avx512vnni"].iter().all(|want| features.iter().any(|x| x == want))
 }
 
 /// The C identifier a model's symbols get: `--name`, or the file stem with
@@ -418,10 +445,17 @@ pub fn build_program_opts(
     report.quantization = quantization;
     report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    let program = lower_at(&graph, opts.opt_level)?;
+    let quads = !is_gpu_target(opts.target.as_deref()) && int8_quads_for_object(opts);
+    let program = lower_for(&graph, opts.opt_level, quads)?;
     report.compile_seconds.insert("lower".into(), t.elapsed().as_secs_f64());
     report.describe(&graph, &program);
     Ok((graph, program, report))
+}
+
+/// [`int8_quads_for`] an object of `opts`: its target, and its `--cpu`
+/// (`None` is the triple's baseline, not this machine).
+fn int8_quads_for_object(opts: &CompileOptions) -> bool {
+    onnxc_cpu::object_features(opts.target.as_deref(), opts.cpu.as_deref()).map(|f| has_vnni(&f)).unwrap_or(false)
 }
 
 /// Compiles a model file to an object, static library and header.
