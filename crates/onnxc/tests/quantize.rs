@@ -94,3 +94,84 @@ fn quantize_flags_on_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("need --quantize"));
 }
+
+/// QuantizedConv through both packings (i16 pairs; u8×i8 quads, the VNNI
+/// kernel where this CPU has it, else the reference loops) against a float
+/// Conv on the dequantized input and weights, over groups, strides,
+/// dilations, padding, odd K, 1x1, bias or none, and images in a batch.
+#[test]
+fn quantized_conv_matches_float_conv_on_dequantized_values() {
+    use onnxc_ir::*;
+    let info = |name: &str, dims: &[usize]| {
+        vec![ValueInfo { name: name.into(), dtype: DType::F32, shape: Shape::known(dims) }]
+    };
+    // (n, c, hw, m, k, stride, pad, dilation, group, bias)
+    let cases = [
+        (1, 3, 9, 8, 3, 1, 1, 1, 1, true),
+        (2, 5, 7, 12, 3, 2, 1, 1, 1, false),
+        (1, 8, 6, 16, 1, 1, 0, 1, 1, true),
+        (1, 6, 10, 12, 3, 1, 2, 2, 2, true),
+        (1, 4, 5, 7, 2, 1, 0, 1, 1, true),
+        (1, 16, 12, 20, 1, 2, 0, 1, 4, false),
+    ];
+    for (ci, &(n, c, hw, m, k, stride, pad, dil, group, with_bias)) in cases.iter().enumerate() {
+        let (x_scale, zp) = (0.05f32, 37u8);
+        let xs: Vec<f32> = (0..n * c * hw * hw).map(|i| ((i * 37 % 101) as f32 - 30.0) * 0.031).collect();
+        let cg = c / group;
+        let w_q: Vec<i8> = (0..m * cg * k * k).map(|i| ((i * 53 % 255) as i32 - 127) as i8).collect();
+        let w_scale: Vec<f32> = (0..m).map(|i| 0.002 + 0.0005 * i as f32).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.4).collect();
+        let window = Window {
+            kernel: vec![k, k],
+            strides: vec![stride; 2],
+            dilations: vec![dil; 2],
+            pads: vec![pad; 4],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        // One graph: x -> conv -> y, with `conv` the op under test.
+        let build = |op: Op, w: Tensor| {
+            let mut g = Graph { name: "g".into(), ..Graph::default() };
+            let x = g.add_node("x", Op::Input { index: 0 }, 0, info("x", &[n, c, hw, hw]));
+            g.inputs.push(x);
+            let wc = g.add_constant("w", w);
+            let conv = g.add_node("conv", op, 2 + with_bias as usize, info("conv", &[]));
+            g.connect(x, 0, conv, 0);
+            g.connect(wc, 0, conv, 1);
+            if with_bias {
+                let b = g.add_constant("b", Tensor::from_f32(&[m], &bias));
+                g.connect(b, 0, conv, 2);
+            }
+            let out = g.add_node("y", Op::Output { index: 0 }, 1, info("y", &[]));
+            g.connect(conv, 0, out, 0);
+            g.outputs.push(out);
+            onnxc_ir::infer::infer_and_fold(&mut g, onnxc_ir::infer::InferOptions { fold_constants: false }).unwrap();
+            g
+        };
+        let run = |g: &Graph, quads: bool, input: &[f32]| -> Vec<f32> {
+            let program = onnxc::lower_for(g, onnxc::OptLevel::O2, quads).unwrap();
+            let jit = onnxc::JitModel::new(&program).unwrap();
+            let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+            jit.run(&[&bytes]).unwrap()[0].chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        };
+        // The reference: x quantized and dequantized, w dequantized, float Conv.
+        let x_dq: Vec<f32> = xs
+            .iter()
+            .map(|&v| (((v * (1.0 / x_scale)).round_ties_even() + zp as f32).clamp(0.0, 255.0) - zp as f32) * x_scale)
+            .collect();
+        let w_dq: Vec<f32> = w_q.iter().enumerate().map(|(i, &q)| q as f32 * w_scale[i / (cg * k * k)]).collect();
+        let float = build(Op::Conv { window: window.clone(), group }, Tensor::from_f32(&[m, cg, k, k], &w_dq));
+        let want = run(&float, false, &x_dq);
+        let w = Tensor { dtype: DType::I8, dims: vec![m, cg, k, k], bytes: w_q.iter().map(|&v| v as u8).collect() };
+        let op =
+            Op::QuantizedConv { window: window.clone(), group, x_scale, x_zero_point: zp, w_scale: w_scale.clone() };
+        let quantized = build(op, w);
+        for quads in [false, true] {
+            let got = run(&quantized, quads, &xs);
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {ci} quads {quads} [{i}]: {g} vs {w}");
+            }
+        }
+    }
+}
