@@ -476,6 +476,35 @@ def matmul_f16(rng):
                 [("B", randn(rng, [50, 24]).astype(np.float16))])
 
 
+@case
+def qdq_conv(rng):
+    # An already-quantized (QDQ) model: u8 activations into a 3x3 conv with
+    # per-channel int8 weights, Relu, then i8 activations into a 1x1 conv
+    # with one weight scale. onnxc's QDQ rewrite makes both integer convs.
+    x = randn(rng, [1, 4, 8, 8])
+    w1 = rng.integers(-127, 128, [8, 4, 3, 3]).astype(np.int8)
+    s1 = uniform(rng, [8], 0.002, 0.01)
+    b1 = randn(rng, [8], 0.1)
+    w2 = rng.integers(-127, 128, [6, 8, 1, 1]).astype(np.int8)
+    f = np.float32
+    inits = [("xs", np.asarray(0.02, f)), ("xz", np.asarray(128, np.uint8)),
+             ("w1", w1), ("s1", s1), ("b1", b1),
+             ("rs", np.asarray(0.015, f)), ("rz", np.asarray(-10, np.int8)),
+             ("w2", w2), ("s2", np.asarray(0.004, f))]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["X", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w1", "s1"], ["w1d"], axis=0),
+        helper.make_node("Conv", ["xd", "w1d", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("QuantizeLinear", ["r1", "rs", "rz"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "rs", "rz"], ["rd"]),
+        helper.make_node("DequantizeLinear", ["w2", "s2"], ["w2d"]),
+        helper.make_node("Conv", ["rd", "w2d"], ["Y"]),
+    ]
+    return Case(nodes, [("X", x)], ["Y"], inits)
+
+
 # ---- Elementwise binary ----------------------------------------------------------
 
 def binary_case(op, a, b, b_init=False):

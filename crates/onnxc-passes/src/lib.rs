@@ -5,8 +5,9 @@
 //! - `-O0`: what every compile needs: type inference with constant folding
 //!   (exporters' shape subgraphs become constants once input dims are
 //!   pinned; loops unroll) and dead-node removal.
-//! - `-O1`: also Identity/Dropout elimination, algebraic simplification and
-//!   common-subexpression elimination.
+//! - `-O1`: also QDQ rewriting (quantized models' convolutions become
+//!   integer ones, [`qdq`]), Identity/Dropout elimination, algebraic
+//!   simplification and common-subexpression elimination.
 //! - `-O2` (the default) and `-O3`: also folding of BatchNormalization and
 //!   per-channel scales/biases into Conv/MatMul weights, recognition of
 //!   decomposed GELU and LayerNormalization, and fusion of elementwise
@@ -17,6 +18,7 @@
 pub mod fold;
 pub mod fuse;
 pub mod patterns;
+pub mod qdq;
 pub mod simplify;
 
 use onnxc_ir::infer::{infer_and_fold, InferOptions};
@@ -75,16 +77,18 @@ const CSE: Pass = Pass { name: "cse", run: simplify::cse };
 const FOLD_AFFINE: Pass = Pass { name: "fold-affine", run: fold::fold_affine };
 const FUSE: Pass = Pass { name: "fuse", run: fuse::fuse };
 const RECOGNIZE: Pass = Pass { name: "recognize", run: patterns::recognize };
+const QDQ: Pass = Pass { name: "qdq", run: qdq::qdq };
 
 /// Every pass, for `--print-after` to check names against.
-pub const ALL_PASSES: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, RECOGNIZE, FUSE, DEAD_CODE];
+pub const ALL_PASSES: &[Pass] =
+    &[INFER_FOLD, QDQ, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, RECOGNIZE, FUSE, DEAD_CODE];
 
 /// The `-O2` pipeline.
 pub const DEFAULT_PIPELINE: &[Pass] = O2;
 
 const O0: &[Pass] = &[INFER_FOLD, DEAD_CODE];
-const O1: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, DEAD_CODE];
-const O2: &[Pass] = &[INFER_FOLD, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, SIMPLIFY, RECOGNIZE, FUSE, DEAD_CODE];
+const O1: &[Pass] = &[INFER_FOLD, QDQ, IDENTITY_ELIM, SIMPLIFY, CSE, DEAD_CODE];
+const O2: &[Pass] = &[INFER_FOLD, QDQ, IDENTITY_ELIM, SIMPLIFY, CSE, FOLD_AFFINE, SIMPLIFY, RECOGNIZE, FUSE, DEAD_CODE];
 
 /// An optimization level, as `-O0` .. `-O3` choose it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]

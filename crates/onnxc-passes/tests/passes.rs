@@ -227,3 +227,58 @@ fn recognize_turns_decomposed_gelu_into_one_op() {
     insta::assert_snapshot!("recognize_turns_decomposed_gelu_into_one_op__before", before);
     insta::assert_snapshot!("recognize_turns_decomposed_gelu_into_one_op__after", after);
 }
+
+/// The QDQ rewrite turns a Conv between QuantizeLinear/DequantizeLinear
+/// pairs into a QuantizedConv (i8 activations as u8 codes with the zero
+/// point moved by 128, a per-tensor weight scale spread per channel), and
+/// leaves alone a Conv whose pair disagrees on the scale, one with
+/// asymmetric weights, and a depthwise one.
+#[test]
+fn qdq_rewrite_makes_integer_convs_where_the_pattern_holds() {
+    let window = |k: usize| Window {
+        kernel: vec![k, k],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    let scalar = |v: f32| Tensor::from_f32(&[], &[v]);
+    let i8t = |dims: &[usize], v: i8| Tensor {
+        dtype: DType::I8,
+        dims: dims.to_vec(),
+        bytes: vec![v as u8; dims.iter().product()],
+    };
+    // (name, dq scale, weight zero point, channels out, group) per conv.
+    let cases = [
+        ("good", 0.5, 0, 8, 1),
+        ("scale_mismatch", 0.25, 0, 8, 1),
+        ("asymmetric", 0.5, 3, 8, 1),
+        ("depthwise", 0.5, 0, 4, 4),
+    ];
+    for (name, dq_scale, w_zp, m, group) in cases {
+        let mut b = B::new();
+        let x = b.input("x", &[1, 4, 5, 5]);
+        let (qs, ds) = (b.constant("qs", scalar(0.5)), b.constant("ds", scalar(dq_scale)));
+        let zp = b.constant("zp", i8t(&[], -3));
+        let q = b.node("q", Op::Quantize { axis: 1, to: DType::I8, saturate: true, block: 0 }, &[x, qs, zp]);
+        let d = b.node("d", Op::Dequantize { axis: 1, block: 0 }, &[q, ds, zp]);
+        let w = b.constant("w", i8t(&[m, 4 / group, 3, 3], 7));
+        let ws = b.constant("ws", scalar(0.01));
+        let wz = b.constant("wz", i8t(&[], w_zp));
+        let wd = b.node("wd", Op::Dequantize { axis: 0, block: 0 }, &[w, ws, wz]);
+        let conv = b.node("conv", Op::Conv { window: window(3), group }, &[d, wd]);
+        b.output("y", conv);
+        let mut g = b.typed();
+        run(&mut g, "qdq");
+        let ops = format!("{:?}", g.op_histogram());
+        if name == "good" {
+            let qc = g.graph.node_indices().find(|&n| matches!(g.graph[n].op, Op::QuantizedConv { .. })).unwrap();
+            let Op::QuantizedConv { x_scale, x_zero_point, w_scale, .. } = &g.graph[qc].op else { unreachable!() };
+            assert_eq!((*x_scale, *x_zero_point, w_scale.clone()), (0.5, 125, vec![0.01; 8]), "{ops}");
+            assert!(!ops.contains("QuantizeLinear"), "the pairs go: {ops}");
+        } else {
+            assert!(!ops.contains("QuantizedConv") && ops.contains("\"Conv\""), "{name}: {ops}");
+        }
+    }
+}

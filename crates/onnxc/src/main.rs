@@ -73,7 +73,7 @@ The header documents the calling convention; see docs/abi.md.")]
         /// Optimization level 0-3 (see below).
         #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_level)]
         opt_level: onnxc::OptLevel,
-        /// Print the graph IR on stderr after this pass (repeatable; `all` for every pass): infer-fold, identity-elim, simplify, cse, fold-affine, recognize, fuse, dead-code.
+        /// Print the graph IR on stderr after this pass (repeatable; `all` for every pass): infer-fold, qdq, identity-elim, simplify, cse, fold-affine, recognize, fuse, dead-code.
         #[arg(long = "print-after", value_name = "PASS")]
         print_after: Vec<String>,
         /// Print nothing on success.
