@@ -4,7 +4,9 @@
 //! compiled entry point a linked object runs) on 1 thread and -O3 on 2
 //! threads (the parallel-for hook on a rayon pool), then ONNX Runtime
 //! (Python, in a virtualenv this task makes under target/bench) at 1 and 2
-//! threads. Prints medians and the ratios onnxc/ORT at equal threads. `--write FILE`
+//! threads, then onnxc -O3 with static int8 quantization (calibrated on the
+//! model's inputs) on 1 thread. Prints medians, the ratios onnxc/ORT at
+//! equal threads and the int8 speedup over f32. `--write FILE`
 //! also writes the table as markdown with the machine and the date.
 
 use onnxc_ir::Tensor;
@@ -23,6 +25,8 @@ struct Row {
     o3_2: f64,
     ort1: f64,
     ort2: f64,
+    /// -O3 with static int8 quantization (calibrated on the inputs), 1 thread.
+    int8: f64,
 }
 
 fn ort(python: &Path, script: &Path, model: &Path, inputs: &Path, threads: usize, secs: f64) -> Result<f64> {
@@ -86,8 +90,8 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let script = root.join("xtask/bench/ort_bench.py");
     let mut rows = Vec::new();
     println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "model", "-O0 ms", "-O3 ms", "-O3 2t", "ORT1 ms", "ORT2 ms", "1t/ORT", "2t/ORT"
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}",
+        "model", "-O0 ms", "-O3 ms", "-O3 2t", "ORT1 ms", "ORT2 ms", "1t/ORT", "2t/ORT", "int8 ms", "f32/int8"
     );
     for m in &models {
         let model = dir.join(format!("{m}.onnx"));
@@ -102,9 +106,19 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         let o3_2 = median(onnxc::OptLevel::O3, 2)?;
         let ort2 = ort(&python, &script, &model, &inputs, 2, secs)?;
         let o0 = median(onnxc::OptLevel::O0, 1)?;
-        let row = Row { model: m.clone(), o0, o3, o3_2, ort1, ort2 };
+        let quant = onnxc::quantize::QuantizeOptions {
+            mode: onnxc::quantize::QuantMode::Static,
+            calibration: Some(inputs.clone()),
+            method: onnxc::quantize::CalibMethod::MinMax,
+            validation: None,
+            budget: Vec::new(),
+            fallback_auto: false,
+        };
+        let (loaded, _) = onnxc::load_for_inputs_quantized(&model, &arrays, onnxc::OptLevel::O3, Some(&quant))?;
+        let int8 = loaded.bench_threads(&arrays, 3, 10, secs, 1)?.median;
+        let row = Row { model: m.clone(), o0, o3, o3_2, ort1, ort2, int8 };
         println!(
-            "{:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2}",
+            "{:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}",
             row.model,
             row.o0 * 1e3,
             row.o3 * 1e3,
@@ -112,7 +126,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             row.ort1 * 1e3,
             row.ort2 * 1e3,
             row.o3 / row.ort1,
-            row.o3_2 / row.ort2
+            row.o3_2 / row.ort2,
+            row.int8 * 1e3,
+            row.o3 / row.int8
         );
         rows.push(row);
     }
@@ -125,12 +141,12 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         let mut md = String::from(
-            "| model | onnxc -O0 | onnxc -O3 | onnxc -O3, 2 threads | ORT 1 thread | ORT 2 threads | -O0/-O3 | onnxc/ORT, 1 thread | onnxc/ORT, 2 threads |\n\
-             | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            "| model | onnxc -O0 | onnxc -O3 | onnxc -O3, 2 threads | ORT 1 thread | ORT 2 threads | -O0/-O3 | onnxc/ORT, 1 thread | onnxc/ORT, 2 threads | onnxc -O3 int8 | f32/int8 |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for r in &rows {
             md.push_str(&format!(
-                "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x | {:.2} | {:.2} |\n",
+                "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x | {:.2} | {:.2} | {:.1} ms | {:.2}x |\n",
                 r.model,
                 r.o0 * 1e3,
                 r.o3 * 1e3,
@@ -139,7 +155,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
                 r.ort2 * 1e3,
                 r.o0 / r.o3,
                 r.o3 / r.ort1,
-                r.o3_2 / r.ort2
+                r.o3_2 / r.ort2,
+                r.int8 * 1e3,
+                r.o3 / r.int8
             ));
         }
         md.push_str(&format!("\n{gemm}.\n"));
@@ -154,11 +172,17 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
 /// (multiply-adds count two; median of repeated runs), with `threads`
 /// threads: f32, or with `integer` the i16-pair product of quantized
 /// layers (516 rows, a multiple of its 6-row tile; 256 pairs of k).
-fn gemm_gflops(threads: usize, secs: f64, integer: bool) -> Result<f64> {
+fn gemm_gflops(threads: usize, secs: f64, kind: onnxc_kir::GemmKind) -> Result<f64> {
     use onnxc_kir::build::int;
     use onnxc_kir::*;
     let n = 512usize;
-    let (m, k) = if integer { (516, n / 2) } else { (n, n) };
+    let integer = kind.is_integer();
+    let per_element = match kind {
+        GemmKind::Float => 1,
+        GemmKind::I16Pairs => 2,
+        GemmKind::U8I8Quads => 4,
+    };
+    let (m, k) = if integer { (516, n / per_element) } else { (n, n) };
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
     let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
@@ -185,7 +209,7 @@ fn gemm_gflops(threads: usize, secs: f64, integer: bool) -> Result<f64> {
         c_off: int(0),
         c_rs: n as i64,
         accumulate: false,
-        kind: if integer { onnxc_kir::GemmKind::I16Pairs } else { onnxc_kir::GemmKind::Float },
+        kind,
         dequant: None,
     };
     let program = Program {
@@ -211,7 +235,7 @@ fn gemm_gflops(threads: usize, secs: f64, integer: bool) -> Result<f64> {
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(|x, y| x.total_cmp(y));
-    let macs = if integer { m * n * k * 2 } else { m * n * k };
+    let macs = m * n * k * per_element;
     Ok(2.0 * macs as f64 / times[times.len() / 2] / 1e9)
 }
 
@@ -268,18 +292,22 @@ fn fma_peak() -> Option<(f64, f64)> {
 
 /// `cargo xtask bench --gemm`: the GEMM microbenchmark against the peak.
 pub fn gemm_report(secs: f64) -> Result<String> {
-    let g1 = gemm_gflops(1, secs, false)?;
-    let g2 = gemm_gflops(2, secs, false)?;
-    let i1 = gemm_gflops(1, secs, true)?;
+    use onnxc_kir::GemmKind;
+    let g1 = gemm_gflops(1, secs, GemmKind::Float)?;
+    let g2 = gemm_gflops(2, secs, GemmKind::Float)?;
+    let i1 = gemm_gflops(1, secs, GemmKind::I16Pairs)?;
     let peak = fma_peak();
-    let int_line = match peak {
-        Some((wide, _)) => format!(
-            "; the int8 layers' i16-pair GEMM (vpmaddwd, 16 multiply-adds per instruction against an FMA's 8): {i1:.1} GOP/s on 1 thread, {:.2}x the f32 GEMM and {:.0}% of twice the FMA peak",
-            i1 / g1,
-            100.0 * i1 / (2.0 * wide)
-        ),
-        None => format!("; i16-pair GEMM {i1:.1} GOP/s on 1 thread"),
-    };
+    let mut int_line = format!(
+        ". The int8 layers' GEMMs on 1 thread (multiply-adds count two): i16 pairs (vpmaddwd, 16 multiply-adds per instruction against an FMA's 8) {i1:.1} GOP/s, {:.2}x the f32 GEMM",
+        i1 / g1
+    );
+    if onnxc::int8_quads_for(None, None) {
+        let q1 = gemm_gflops(1, secs, GemmKind::U8I8Quads)?;
+        int_line += &format!(
+            "; u8×i8 quads (AVX-512 VNNI vpdpbusd, 32 per instruction) {q1:.1} GOP/s, {:.2}x the f32 GEMM",
+            q1 / g1
+        );
+    }
     let line = match peak {
         Some((wide, narrow)) => format!(
             "512x512x512 f32 GEMM: {g1:.1} GFLOP/s on 1 thread ({:.0}% of the measured single-core 256-bit FMA peak {wide:.1} GFLOP/s; {:.0}% of the 128-bit peak {narrow:.1}), {g2:.1} GFLOP/s on 2 threads",
