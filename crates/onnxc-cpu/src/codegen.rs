@@ -1856,6 +1856,36 @@ impl<M: Module> Gen<'_, '_, M> {
         self.vselect(is_small, small, big)
     }
 
+    /// `i32(min(max(round(y) + c, lo), hi))` on four lanes, for integral
+    /// `c`, `lo`, `hi` of magnitude at most 2^22 (what quantizing loops
+    /// compute): adding 1.5·2^23 rounds `y` to an integer half to even in
+    /// the low mantissa bits (exactly, for |y| < 2^22; larger values clamp
+    /// either way), `c` adds exactly, the clamp happens on the biased
+    /// value, and subtracting the bias's bits leaves the integer: five
+    /// operations instead of a rounding and a saturating conversion. NaN
+    /// gives 0, as the conversion does.
+    fn vquantize(&mut self, var: VarId, y: &Expr, c: f32, lo: f32, hi: f32) -> Result<Value, BackendError> {
+        const MAGIC: f32 = 12_582_912.0;
+        let x = self.vector(var, y)?;
+        let magic = self.vconst(MAGIC);
+        let mut t = self.b.ins().fadd(x, magic);
+        if c != 0.0 {
+            let cv = self.vconst(c);
+            t = self.b.ins().fadd(t, cv);
+        }
+        let (lo, hi) = (self.vconst(MAGIC + lo), self.vconst(MAGIC + hi));
+        let t = self.b.ins().fmax(t, lo);
+        let t = self.b.ins().fmin(t, hi);
+        let ordered = self.b.ins().fcmp(FloatCC::Ordered, t, t);
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let bits = self.b.ins().bitcast(types::I32X4, le, t);
+        let bias = self.b.ins().iconst(types::I32, MAGIC.to_bits() as i64);
+        let bias = self.b.ins().splat(types::I32X4, bias);
+        let v = self.b.ins().isub(bits, bias);
+        let ordered = self.b.ins().bitcast(types::I32X4, le, ordered);
+        Ok(self.b.ins().band(v, ordered))
+    }
+
     /// Round half to even on four lanes with SSE2 only: below 2^23,
     /// `(|x| + 2^23) - 2^23` rounds exactly (the sum's ulp is 1), then the
     /// sign comes back; from 2^23 on every f32 is an integer (and NaN and
@@ -1902,10 +1932,13 @@ impl<M: Module> Gen<'_, '_, M> {
                 let s = self.scalar(e)?;
                 self.b.ins().splat(vt, s)
             }
-            Expr::Cast(ScalarType::I32, a) => {
-                let x = self.vector(var, a)?;
-                self.b.ins().fcvt_to_sint_sat(types::I32X4, x)
-            }
+            Expr::Cast(ScalarType::I32, a) => match quantize_pattern(a) {
+                Some((y, c, lo, hi)) => self.vquantize(var, y, c, lo, hi)?,
+                None => {
+                    let x = self.vector(var, a)?;
+                    self.b.ins().fcvt_to_sint_sat(types::I32X4, x)
+                }
+            },
             Expr::Cast(ScalarType::F32, a) => {
                 let x = self.vector(var, a)?;
                 self.b.ins().fcvt_from_sint(types::F32X4, x)
@@ -2010,6 +2043,24 @@ impl<M: Module> Gen<'_, '_, M> {
             _ => unreachable!("vector_plan rejects {e:?}"),
         })
     }
+}
+
+/// `min(max(round(y) + c, lo), hi)` (the `+ c` optional) with integral
+/// constants `c`, `lo`, `hi` of magnitude at most 2^22: `(y, c, lo, hi)`.
+fn quantize_pattern(e: &Expr) -> Option<(&Expr, f32, f32, f32)> {
+    let small = |v: f64| v.fract() == 0.0 && v.abs() <= 4_194_304.0;
+    let Expr::Binary(BinOp::Min, inner, hi) = e else { return None };
+    let Expr::Binary(BinOp::Max, r, lo) = &**inner else { return None };
+    let (Expr::Float(lo, ScalarType::F32), Expr::Float(hi, ScalarType::F32)) = (&**lo, &**hi) else { return None };
+    let (y, c) = match &**r {
+        Expr::Unary(UnOp::Round, y) => (&**y, 0.0),
+        Expr::Binary(BinOp::Add, a, b) => match (&**a, &**b) {
+            (Expr::Unary(UnOp::Round, y), Expr::Float(c, ScalarType::F32)) => (&**y, *c),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (small(*lo) && small(*hi) && small(c) && lo <= hi).then_some((y, c as f32, *lo as f32, *hi as f32))
 }
 
 /// Marker that an innermost loop may run four lanes at a time.

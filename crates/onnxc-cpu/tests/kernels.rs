@@ -126,6 +126,63 @@ fn integer_lanes_vectorize_and_match_rust() {
     }
 }
 
+/// The quantizing conversion `i32(min(max(round(x · r) + zp, lo), hi))`,
+/// which the vectorizer computes with a rounding bias instead of a
+/// rounding and a saturating conversion: ties, values past the clamp and
+/// past 2^22, infinities and NaN against Rust.
+#[test]
+fn vectorized_quantization_matches_rust() {
+    let mut xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.25).collect();
+    xs.extend([
+        0.5,
+        1.5,
+        2.5,
+        -0.5,
+        -1.5,
+        4194304.0,
+        -4194304.0,
+        1e9,
+        -1e9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    let n = xs.len();
+    for (zp, lo, hi) in [(0.0f32, 0.0f32, 255.0f32), (37.0, 0.0, 255.0), (0.0, -37.0, 218.0)] {
+        let (i, x, out) = (VarId(0), BufferId(0), BufferId(1));
+        let r = Expr::Unary(UnOp::Round, Box::new(bin(BinOp::Mul, load(x, var(i)), f32c(2.0))));
+        let r = if zp != 0.0 { bin(BinOp::Add, r, f32c(zp)) } else { r };
+        let q = Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Min, bin(BinOp::Max, r, f32c(lo)), f32c(hi))));
+        let program = Program {
+            buffers: vec![
+                buffer("x", ScalarType::F32, n as u64, BufferKind::Input(0)),
+                buffer("q", ScalarType::I32, n as u64, BufferKind::Output(0)),
+            ],
+            kernels: vec![Kernel {
+                name: "quantize".into(),
+                vars: vec![ScalarType::I64],
+                body: vec![Stmt::For {
+                    var: i,
+                    start: 0,
+                    end: n as i64,
+                    body: vec![Stmt::Store { buf: out, index: var(i), value: q }],
+                }],
+            }],
+            inputs: vec![io("x", "f32", n, 0)],
+            outputs: vec![io("q", "i32", n, 1)],
+            arena_bytes: 0,
+        };
+        assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&program), 1);
+        let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+        let got = jit.run(&[&f32_bytes(&xs)]).unwrap().remove(0);
+        for (k, &x) in xs.iter().enumerate() {
+            let want = if x.is_nan() { 0 } else { ((x * 2.0).round_ties_even() + zp).max(lo).min(hi) as i32 };
+            let g = i32::from_le_bytes(got[4 * k..4 * k + 4].try_into().unwrap());
+            assert_eq!(g, want, "zp {zp} x {x}");
+        }
+    }
+}
+
 #[test]
 fn loop_carried_dependence_is_not_vectorized() {
     // y[i] = y[i-1] + x[i] (a prefix sum): lanes would read stale values.
