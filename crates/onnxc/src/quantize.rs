@@ -1,18 +1,19 @@
 //! Post-training int8 quantization with calibration and an accuracy gate
 //! (`compile --quantize int8|dynamic`).
 //!
-//! What it does today: the weights of every Conv, Gemm and MatMul whose
-//! weights are constant are quantized symmetrically per output channel to
-//! int8 (and replaced by their dequantized values), and the layer's input
-//! activation is quantized per tensor: `static` puts the round trip of a
-//! QuantizeLinear/DequantizeLinear pair (u8, asymmetric; scale and zero
-//! point from calibration) in front of it, written as the f32 arithmetic
-//! it amounts to so that it fuses into one vectorized loop, `dynamic` a
-//! DynamicQuantizeLinear/DequantizeLinear pair that finds them at run
-//! time. The arithmetic between the pairs is still f32: the integer
-//! kernels that would make the build faster are not written yet, so the
-//! quantized build computes what an int8 build computes (up to the order
-//! of f32 additions) at float speed.
+//! What it does: the weights of every Conv, Gemm and MatMul whose weights
+//! are constant are quantized symmetrically per output channel to int8, and
+//! the layer's input activation per tensor to u8. In static mode (`int8`)
+//! a convolution becomes a `QuantizedConv` (scale and zero point from
+//! calibration), which runs on the integer kernels (see
+//! `docs/quantization.md`); convolutions with fewer than four output
+//! channels per group (depthwise ones) have no integer kernel and stay
+//! float. A Gemm or MatMul keeps its int8-rounded weights as f32 and gets
+//! the round trip of a QuantizeLinear/DequantizeLinear pair in front of it,
+//! written as the f32 arithmetic it amounts to (one fused, vectorized
+//! loop); `dynamic` mode puts a DynamicQuantizeLinear/DequantizeLinear pair
+//! there, which finds the scale at run time. Those layers compute what int8
+//! arithmetic computes (up to the order of f32 additions) at float speed.
 //!
 //! Calibration runs the float model on every sample and observes each
 //! quantized layer's input: `minmax` takes the observed range, `percentile`
