@@ -264,7 +264,12 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         runner: vec!["qemu-aarch64".into(), "-L".into(), "/usr/aarch64-linux-gnu".into()],
     };
     let mut results = Vec::new();
-    for (m, npz) in [("mlp_digits", "mlp_digits"), ("mlp_digits", "mlp_digits_b4"), ("cnn_digits", "cnn_digits")] {
+    for (m, npz) in [
+        ("mlp_digits", "mlp_digits"),
+        ("mlp_digits", "mlp_digits_b4"),
+        ("cnn_digits", "cnn_digits"),
+        ("ops/qdq_conv", "ops/qdq_conv"),
+    ] {
         let r = check(
             root,
             &root.join(format!("testdata/{m}.onnx")),
@@ -309,6 +314,7 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
             ("mlp_digits", "mlp_digits_b4"),
             ("cnn_digits", "cnn_digits"),
             ("ops/matmul_edge_tiles", "ops/matmul_edge_tiles"),
+            ("ops/qdq_conv", "ops/qdq_conv"),
         ] {
             let r = check(
                 root,

@@ -176,6 +176,7 @@ pub fn define_program<M: Module>(
         sig.params.push(AbiParam::new(ptr));
         // Kernels that can fail return a status; the others return nothing.
         let can_fail = has_fail(&kernel.body);
+        let invariant = invariant_buffers(program, kernel);
         if can_fail {
             sig.returns.push(AbiParam::new(types::I32));
         }
@@ -212,6 +213,7 @@ pub fn define_program<M: Module>(
                 avx2,
                 avx2_i16,
                 vnni,
+                invariant: &invariant,
             };
             g.stmts(&kernel.body)?;
             if can_fail {
@@ -265,6 +267,7 @@ pub fn define_program<M: Module>(
                     avx2,
                     avx2_i16,
                     vnni,
+                    invariant: &invariant,
                 };
                 match &task {
                     Task::Gemm(gemm) if gemm.kind.is_integer() => g.gemm_i16_task_body(gemm, data, i)?,
@@ -451,6 +454,36 @@ fn has_avx2_fma<M: Module>(module: &M) -> bool {
     matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64) && on("has_avx2") && on("has_fma")
 }
 
+/// The buffers a kernel only reads, when it has no `FailIf`: their
+/// contents do not change while it runs (inputs, outputs and the arena's
+/// live buffers never overlap), so their loads are marked readonly and
+/// movable and Cranelift hoists the loop-invariant ones (a depthwise
+/// convolution's weights, a GEMM epilogue's bias) out of the loops. A
+/// kernel with a `FailIf` gets none: a hoisted load could run before the
+/// bounds check that guards it.
+fn invariant_buffers(program: &Program, kernel: &Kernel) -> std::collections::BTreeSet<u32> {
+    fn written(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
+        for s in stmts {
+            match s {
+                Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => written(body, out),
+                Stmt::Store { buf, .. } => {
+                    out.insert(buf.0);
+                }
+                Stmt::Gemm(g) => {
+                    out.insert(g.c.0);
+                }
+                Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
+            }
+        }
+    }
+    if has_fail(&kernel.body) {
+        return Default::default();
+    }
+    let mut stored = std::collections::BTreeSet::new();
+    written(&kernel.body, &mut stored);
+    (0..program.buffers.len() as u32).filter(|b| !stored.contains(b)).collect()
+}
+
 fn has_fail(stmts: &[Stmt]) -> bool {
     stmts.iter().any(|s| match s {
         Stmt::FailIf { .. } => true,
@@ -522,6 +555,9 @@ struct Gen<'a, 'b, M: Module> {
     /// The VNNI u8×i8 GEMM microkernel, when the ISA has AVX512VL and
     /// AVX512_VNNI and the program has such products.
     vnni: Option<FuncId>,
+    /// Buffers whose loads Cranelift may hoist out of loops and merge (see
+    /// `invariant_buffers`).
+    invariant: &'a std::collections::BTreeSet<u32>,
 }
 
 fn flags() -> MemFlagsData {
@@ -529,6 +565,15 @@ fn flags() -> MemFlagsData {
 }
 
 impl<M: Module> Gen<'_, '_, M> {
+    /// Flags for a load from `buf`: movable when the kernel never writes it.
+    fn load_flags(&self, buf: BufferId) -> MemFlagsData {
+        if self.invariant.contains(&buf.0) {
+            flags().with_readonly().with_can_move()
+        } else {
+            flags()
+        }
+    }
+
     fn ty(&self, e: &Expr) -> ScalarType {
         self.kernel.type_of(self.program, e)
     }
@@ -1355,7 +1400,7 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, bj, slot, param::B);
             let params = self.b.ins().stack_addr(ptr, slot, 0);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
-            self.counted_loop(0, m6, 6, |s, row| {
+            let tile = |s: &mut Self, row: Value, skip: i64| {
                 let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
                 let a = s.b.ins().iadd(a0, a_el);
                 let c_el = s.b.ins().imul_imm_s(row, g.c_rs);
@@ -1364,14 +1409,26 @@ impl<M: Module> Gen<'_, '_, M> {
                 let c = s.b.ins().iadd(c0, c_el);
                 s.b.ins().stack_store(ptr, a, slot, param::A);
                 s.b.ins().stack_store(ptr, c, slot, param::C);
+                let skip = s.b.ins().iconst(types::I64, skip);
+                s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
                 s.b.ins().call(fref, &[params]);
+            };
+            self.counted_loop(0, m6, 6, |s, row| {
+                tile(s, row, 0);
                 Ok(())
             })?;
-            let j8 = self.b.ins().iadd_imm_s(j, 8);
-            self.counted_loop(m6, m, 1, |s, row| {
-                s.gemm_tile(g, (a0, b0, c0), 1, row, j, 2)?;
-                s.gemm_tile(g, (a0, b0, c0), 1, row, j8, 2)
-            })?;
+            if m6 < m && m >= 6 {
+                // The last m % 6 rows: a tile ending at row m that stores
+                // only them (the rows before were stored already).
+                let row = self.b.ins().iconst(types::I64, m - 6);
+                tile(self, row, 6 - (m - m6));
+            } else {
+                let j8 = self.b.ins().iadd_imm_s(j, 8);
+                self.counted_loop(m6, m, 1, |s, row| {
+                    s.gemm_tile(g, (a0, b0, c0), 1, row, j, 2)?;
+                    s.gemm_tile(g, (a0, b0, c0), 1, row, j8, 2)
+                })?;
+            }
         }
         self.b.ins().jump(done, &[]);
         // 8-column panels.
@@ -1547,7 +1604,10 @@ impl<M: Module> Gen<'_, '_, M> {
                         let at = self.b.ins().iadd(table, off);
                         self.b.ins().load(types::F32, flags(), at, 0)
                     }
-                    _ => self.b.ins().load(cl_type(t), flags(), addr, 0),
+                    _ => {
+                        let lf = self.load_flags(*buf);
+                        self.b.ins().load(cl_type(t), lf, addr, 0)
+                    }
                 }
             }
             Expr::Unary(op, a) => {
@@ -1970,7 +2030,8 @@ impl<M: Module> Gen<'_, '_, M> {
             }
             Expr::Load { buf, index } if affine_coefficient(index, var) == Some(1) => {
                 let addr = self.address(*buf, index)?;
-                self.b.ins().load(vt, flags(), addr, 0)
+                let lf = self.load_flags(*buf);
+                self.b.ins().load(vt, lf, addr, 0)
             }
             Expr::Load { buf, index } => {
                 // A constant stride other than 1: four scalar loads.
@@ -1978,11 +2039,12 @@ impl<M: Module> Gen<'_, '_, M> {
                 let addr = self.address(*buf, index)?;
                 let lane_t = vt.lane_type();
                 let step = stride * lane_t.bytes() as i64;
-                let first = self.b.ins().load(lane_t, flags(), addr, 0);
+                let lf = self.load_flags(*buf);
+                let first = self.b.ins().load(lane_t, lf, addr, 0);
                 let mut v = self.b.ins().scalar_to_vector(vt, first);
                 for l in 1..4u8 {
                     let at = self.b.ins().iadd_imm_s(addr, step * l as i64);
-                    let x = self.b.ins().load(lane_t, flags(), at, 0);
+                    let x = self.b.ins().load(lane_t, lf, at, 0);
                     v = self.b.ins().insertlane(v, x, l);
                 }
                 v

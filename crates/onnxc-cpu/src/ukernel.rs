@@ -45,8 +45,12 @@ pub mod param {
     /// Integer tile only: the address of the tile's first row's i32 start
     /// values (`onnxc_kir::Dequant::init`), or 0 to start from zero.
     pub const INIT: i32 = 120;
+    /// f32 tile only: how many leading rows not to store (0-5). A last
+    /// tile of `m % 6` rows starts 6 rows before the end, recomputes rows
+    /// an earlier tile stored, and stores only its own.
+    pub const SKIP: i32 = 128;
     /// Size of the block.
-    pub const BYTES: u32 = 128;
+    pub const BYTES: u32 = 136;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -67,7 +71,10 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
     // rdi: params, then B. rax: A rows 0-2, rsi: A rows 3-5 (C rows 3-5
     // while loading and storing), rdx: C, rcx: k, r8: A row stride,
-    // r9: A column stride, r10: B row stride, r11: C row stride.
+    // r9: A column stride, r10: B row stride, r11: C row stride; rbx keeps
+    // the parameter block for the store.
+    a.push(rbx)?;
+    a.mov(rbx, rdi)?;
     a.mov(rax, qword_ptr(rdi + param::A))?;
     a.mov(rdx, qword_ptr(rdi + param::C))?;
     a.mov(rcx, qword_ptr(rdi + param::K))?;
@@ -115,11 +122,18 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut store)?;
     a.lea(rsi, ptr(rdx + r11 * 2))?;
     a.add(rsi, r11)?;
+    // Rows below SKIP are not stored.
+    a.mov(rcx, qword_ptr(rbx + param::SKIP))?;
     for r in 0..6 {
+        let mut next = a.create_label();
+        a.cmp(rcx, r as i32)?;
+        a.ja(next)?;
         a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
         a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
+        a.set_label(&mut next)?;
     }
     a.vzeroupper()?;
+    a.pop(rbx)?;
     a.ret()?;
     a.assemble(0)
 }

@@ -858,6 +858,37 @@ fn gemm_nest(k: &mut KernelBuilder, g: &GemmSpec, c: Option<(BufferId, Vec<i64>,
     })
 }
 
+/// Stores `value` into the border of `buf` [N, C, S...] (padded by
+/// `begin`/`end` per spatial dim): per spatial dim, the slabs before and
+/// after the interior across every other dim (corners twice), each a
+/// parallel nest.
+pub(crate) fn fill_border(
+    k: &mut KernelBuilder,
+    buf: BufferId,
+    pd: &[usize],
+    begin: &[usize],
+    end: &[usize],
+    value: &Expr,
+) -> Vec<Stmt> {
+    let ps = strides_i64(pd);
+    let mut body = Vec::new();
+    for d in 0..begin.len() {
+        for (from, count) in [(0, begin[d]), (pd[2 + d] - end[d], end[d])] {
+            if count == 0 {
+                continue;
+            }
+            let mut extents = pd.to_vec();
+            extents[2 + d] = count;
+            body.extend(k.nest_parallel(&extents, |_, v| {
+                let mut at = v.to_vec();
+                at[2 + d] = add(at[2 + d].clone(), int(from as i64));
+                vec![Stmt::Store { buf, index: linear(&at, &ps), value: value.clone() }]
+            }));
+        }
+    }
+    body
+}
+
 /// Copies `x` [N, C, S...] into a new buffer padded by `begin`/`end` per
 /// spatial dim and filled with `fill`. Returns the buffer and its dims.
 pub(crate) fn padded(
@@ -880,8 +911,8 @@ pub(crate) fn padded(
     let name = cx.graph.graph[id].name.clone();
     let xp = cx.temp(format!("{name}_padded"), ScalarType::F32, len);
     let mut k = KernelBuilder::new(format!("{name}_pad"));
-    let mut body = k.nest(&[len], |_, v| vec![Stmt::Store { buf: xp, index: v[0].clone(), value: f32c(fill) }]);
     let ps = strides_i64(&pd);
+    let mut body = fill_border(&mut k, xp, &pd, begin, end, &f32c(fill));
     let xs = strides_i64(xd);
     body.extend(k.nest(xd, |_, v| {
         let shift: i64 = begin.iter().enumerate().map(|(i, &b)| b as i64 * ps[2 + i]).sum();

@@ -431,7 +431,7 @@ pub fn quantized_conv(
         let mut k = KernelBuilder::new(format!("{name}_quantize"));
         let (ps, xs) = (strides_i64(&pd), strides_i64(&xd));
         let pad = Expr::Int(if quads { x_zp as i64 } else { 0 }, ScalarType::I32);
-        let mut body = k.nest_parallel(&[len], |_, v| vec![Stmt::Store { buf: xq, index: v[0].clone(), value: pad }]);
+        let mut body = crate::ops::fill_border(&mut k, xq, &pd, &window.pads[..sp], &window.pads[sp..], &pad);
         let shift: i64 = (0..sp).map(|i| window.pads[i] as i64 * ps[2 + i]).sum();
         body.extend(k.nest_parallel(&xd, |_, v| {
             vec![Stmt::Store { buf: xq, index: add(linear(v, &ps), int(shift)), value: quant(load(x, linear(v, &xs))) }]
