@@ -426,20 +426,30 @@ const GEMM_MR: usize = 4;
 
 /// How a GEMM's `n` columns split into tasks: 16-column panels (with the
 /// AVX2 microkernel), then 8-column panels, whether a 4-column panel
-/// follows, and single columns after that.
+/// follows, and single columns after that. With the AVX2 tile, `n >= 16`
+/// and `m >= 6`, the `n % 16` last columns are one more 16-column panel
+/// instead, shifted back to end at column `n` and storing only its own
+/// columns (`shifted`).
 #[derive(Clone, Copy)]
 struct Panels {
     n16: i64,
     n8: i64,
     four: bool,
     singles: i64,
+    /// Columns the shifted last panel leaves to the one before (0: none).
+    shifted: i64,
 }
 
 impl Panels {
-    fn new(n: usize, avx2: bool) -> Panels {
+    fn new(m: usize, n: usize, avx2: bool) -> Panels {
+        if avx2 && n >= 16 && m >= 6 && n % 16 != 0 {
+            let n16 = n.div_ceil(16) as i64;
+            return Panels { n16, n8: 0, four: false, singles: 0, shifted: 16 - (n % 16) as i64 };
+        }
         let n16 = if avx2 { n / 16 } else { 0 };
         let rest = n - n16 * 16;
-        Panels { n16: n16 as i64, n8: (rest / 8) as i64, four: rest % 8 >= 4, singles: (rest % 8 % 4) as i64 }
+        let (n16, n8) = (n16 as i64, (rest / 8) as i64);
+        Panels { n16, n8, four: rest % 8 >= 4, singles: (rest % 8 % 4) as i64, shifted: 0 }
     }
 
     fn count(self) -> i64 {
@@ -965,8 +975,8 @@ impl<M: Module> Gen<'_, '_, M> {
         }
         self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let wide = self.b.ins().iconst(types::I64, Panels::new(g.n, true).count());
-        let narrow = self.b.ins().iconst(types::I64, Panels::new(g.n, false).count());
+        let wide = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, true).count());
+        let narrow = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, false).count());
         let n = self.b.ins().select(use_avx2, wide, narrow);
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
     }
@@ -1317,7 +1327,7 @@ impl<M: Module> Gen<'_, '_, M> {
         let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
         let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
         let Some(ukr) = self.avx2 else {
-            return self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.n, false), None);
+            return self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, false), None);
         };
         // The kernel decided (CPUID, or statically) whether AVX2 may run;
         // the panel layout follows that choice.
@@ -1327,10 +1337,10 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.seal_block(wide);
         self.b.seal_block(narrow);
         self.b.switch_to_block(wide);
-        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.n, true), Some(ukr))?;
+        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, true), Some(ukr))?;
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(narrow);
-        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.n, false), None)?;
+        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, false), None)?;
         self.b.ins().jump(done, &[]);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
@@ -1379,6 +1389,16 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.switch_to_block(kinds[0]);
         if let Some(ukr) = ukr {
             let j = self.b.ins().imul_imm_s(i, 16);
+            // The shifted last panel ends at column n and skips the
+            // columns the panel before stored.
+            let (j, skip_cols) = if p.shifted > 0 {
+                let last = self.b.ins().icmp_imm_s(IntCC::Equal, i, p.n16 - 1);
+                let end = self.b.ins().iconst(types::I64, g.n as i64 - 16);
+                let (skip, zero) = (self.b.ins().iconst(types::I64, p.shifted), self.b.ins().iconst(types::I64, 0));
+                (self.b.ins().select(last, end, j), self.b.ins().select(last, skip, zero))
+            } else {
+                (j, self.b.ins().iconst(types::I64, 0))
+            };
             let m6 = m / 6 * 6;
             let block = crate::ukernel::param::BYTES;
             let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block, 3));
@@ -1398,6 +1418,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 self.b.ins().stack_store(types::I64, v, slot, off);
             }
             self.b.ins().stack_store(ptr, bj, slot, param::B);
+            self.b.ins().stack_store(ptr, skip_cols, slot, param::SKIP_COLS);
             let params = self.b.ins().stack_addr(ptr, slot, 0);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
             let tile = |s: &mut Self, row: Value, skip: i64| {

@@ -49,8 +49,11 @@ pub mod param {
     /// tile of `m % 6` rows starts 6 rows before the end, recomputes rows
     /// an earlier tile stored, and stores only its own.
     pub const SKIP: i32 = 128;
+    /// f32 tile only: how many leading columns not to store (0-15), for a
+    /// last panel shifted back to end at the matrix's last column.
+    pub const SKIP_COLS: i32 = 136;
     /// Size of the block.
-    pub const BYTES: u32 = 136;
+    pub const BYTES: u32 = 144;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -122,19 +125,48 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut store)?;
     a.lea(rsi, ptr(rdx + r11 * 2))?;
     a.add(rsi, r11)?;
-    // Rows below SKIP are not stored.
+    // Rows below SKIP are not stored; with SKIP_COLS, neither are the
+    // first columns (masked stores, masks from the table below).
     a.mov(rcx, qword_ptr(rbx + param::SKIP))?;
-    for r in 0..6 {
-        let mut next = a.create_label();
-        a.cmp(rcx, r as i32)?;
-        a.ja(next)?;
-        a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
-        a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
-        a.set_label(&mut next)?;
+    let mut masked = a.create_label();
+    let mut done = a.create_label();
+    let mut table = a.create_label();
+    a.cmp(qword_ptr(rbx + param::SKIP_COLS), 0)?;
+    a.jne(masked)?;
+    for with_mask in [false, true] {
+        if with_mask {
+            a.set_label(&mut masked)?;
+            a.mov(rax, 16i64)?;
+            a.sub(rax, qword_ptr(rbx + param::SKIP_COLS))?;
+            a.lea(r8, ptr(table))?;
+            a.lea(r8, ptr(r8 + rax * 4))?;
+            a.vmovdqu(ymm12, ptr(r8))?;
+            a.vmovdqu(ymm13, ptr(r8 + 32))?;
+        }
+        for r in 0..6 {
+            let mut next = a.create_label();
+            a.cmp(rcx, r as i32)?;
+            a.ja(next)?;
+            if with_mask {
+                a.vmaskmovps(row(r, rdx, rsi, r11), ymm12, acc[2 * r])?;
+                a.vmaskmovps(row(r, rdx, rsi, r11) + 32, ymm13, acc[2 * r + 1])?;
+            } else {
+                a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
+                a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
+            }
+            a.set_label(&mut next)?;
+        }
+        a.jmp(done)?;
     }
+    a.set_label(&mut done)?;
     a.vzeroupper()?;
     a.pop(rbx)?;
     a.ret()?;
+    // Lane l of the vector loaded at entry 16 - SKIP_COLS + l is set when
+    // l >= SKIP_COLS.
+    a.set_label(&mut table)?;
+    a.dd(&[0u32; 16])?;
+    a.dd(&[u32::MAX; 16])?;
     a.assemble(0)
 }
 
