@@ -442,7 +442,7 @@ struct Panels {
 
 impl Panels {
     fn new(m: usize, n: usize, avx2: bool) -> Panels {
-        if avx2 && n >= 16 && m >= 6 && n % 16 != 0 {
+        if avx2 && n >= 16 && m >= 6 && !n.is_multiple_of(16) {
             let n16 = n.div_ceil(16) as i64;
             return Panels { n16, n8: 0, four: false, singles: 0, shifted: 16 - (n % 16) as i64 };
         }
