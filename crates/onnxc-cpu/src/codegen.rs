@@ -1822,7 +1822,24 @@ impl<M: Module> Gen<'_, '_, M> {
     }
 
     fn vector_body(&mut self, var: VarId, body: &[Stmt], plan: &VectorPlan) -> Result<(), BackendError> {
-        let _ = plan;
+        if plan.scatter {
+            let mut values = Vec::new();
+            for s in body {
+                let Stmt::Store { buf, index, value } = s else { unreachable!("vector_plan admits stores only") };
+                let v = self.vector(var, value)?;
+                let addr = self.address(*buf, index)?;
+                let step = affine_coefficient(index, var).expect("affine")
+                    * self.program.buffers[buf.0 as usize].elem.size_bytes() as i64;
+                values.push((v, addr, step));
+            }
+            for lane in 0..4u8 {
+                for &(v, addr, step) in &values {
+                    let x = self.b.ins().extractlane(v, lane);
+                    self.b.ins().store(flags(), x, addr, (step * lane as i64) as i32);
+                }
+            }
+            return Ok(());
+        }
         for s in body {
             let Stmt::Store { buf, index, value } = s else { unreachable!("vector_plan admits stores only") };
             let v = self.vector(var, value)?;
@@ -2146,8 +2163,13 @@ fn quantize_pattern(e: &Expr) -> Option<(&Expr, f32, f32, f32)> {
     (small(*lo) && small(*hi) && small(c) && lo <= hi).then_some((y, c as f32, *lo as f32, *hi as f32))
 }
 
-/// Marker that an innermost loop may run four lanes at a time.
-pub struct VectorPlan;
+/// How an innermost loop runs four lanes at a time.
+pub struct VectorPlan {
+    /// Some store is not unit-stride, or two share a buffer: the values
+    /// are computed four lanes at a time, then stored lane by lane in the
+    /// loop's own order (lane 0's stores, then lane 1's, ...).
+    scatter: bool,
+}
 
 /// d(index)/d(var) when `index` is affine in `var` with constant
 /// coefficients; `None` otherwise.
@@ -2180,7 +2202,9 @@ pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
 }
 
 /// Decides whether the innermost loop over `var` with `body` vectorizes:
-/// only f32 or i32 stores at unit stride, loads affine in `var` (unit
+/// only f32 or i32 stores affine in `var` (unit stride: vector stores;
+/// otherwise, or two into one buffer, lane by lane: see [`VectorPlan`]),
+/// loads affine in `var` (unit
 /// stride: one vector load; invariant: a splat; another constant stride:
 /// four scalar loads), no libm calls (exp, erf and tanh have inline
 /// four-lane forms), no variables written, and no buffer both stored and
@@ -2192,13 +2216,25 @@ fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) ->
             return None;
         };
         let elem = program.buffers[buf.0 as usize].elem;
-        if !matches!(elem, ScalarType::F32 | ScalarType::I32) || affine_coefficient(index, var) != Some(1) {
+        if !matches!(elem, ScalarType::F32 | ScalarType::I32) || affine_coefficient(index, var).is_none() {
             return None;
         }
         if kernel.type_of(program, value) != elem || !vector_expr_ok(program, kernel, var, value) {
             return None;
         }
         stores.push((*buf, index));
+    }
+    let shared = stores.iter().enumerate().any(|(i, (a, _))| stores[i + 1..].iter().any(|(b, _)| b == a));
+    if shared || stores.iter().any(|(_, i)| affine_coefficient(i, var) != Some(1)) {
+        // Scatter: every value is computed before any lane is stored, so
+        // no value may read a buffer the loop stores into.
+        let reads_stored = body.iter().any(|s| {
+            let Stmt::Store { value, .. } = s else { return true };
+            let mut loads = Vec::new();
+            loads_of(value, &mut loads);
+            loads.iter().any(|(lb, _)| stores.iter().any(|(sb, _)| sb == lb))
+        });
+        return (!reads_stored).then_some(VectorPlan { scatter: true });
     }
     for s in body {
         let Stmt::Store { value, .. } = s else {
@@ -2212,13 +2248,7 @@ fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) ->
             }
         }
     }
-    // Two stores into one buffer could overlap across lanes.
-    for (i, (a, _)) in stores.iter().enumerate() {
-        if stores[i + 1..].iter().any(|(b, _)| b == a) {
-            return None;
-        }
-    }
-    Some(VectorPlan)
+    Some(VectorPlan { scatter: false })
 }
 
 fn loads_of<'e>(e: &'e Expr, out: &mut Vec<(BufferId, &'e Expr)>) {

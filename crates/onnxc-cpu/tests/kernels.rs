@@ -183,6 +183,54 @@ fn vectorized_quantization_matches_rust() {
     }
 }
 
+/// Stores that are not unit-stride, or share a buffer, vectorize as
+/// lane-by-lane scatters in the loop's own order: an interleave (stride 2)
+/// and two overlapping stores (`y[i] = a; y[i + 1] = b`, where the next
+/// iteration's first store overwrites the second) match the scalar loop.
+#[test]
+fn scattered_stores_keep_the_loop_order() {
+    for n in [1usize, 4, 7, 13] {
+        let (i, x, y, z) = (VarId(0), BufferId(0), BufferId(1), BufferId(2));
+        let body = vec![
+            Stmt::Store { buf: y, index: mul(var(i), int(2)), value: bin(BinOp::Mul, load(x, var(i)), f32c(2.0)) },
+            Stmt::Store {
+                buf: y,
+                index: add(mul(var(i), int(2)), int(1)),
+                value: bin(BinOp::Add, load(x, var(i)), f32c(1.0)),
+            },
+            Stmt::Store { buf: z, index: var(i), value: load(x, var(i)) },
+            Stmt::Store { buf: z, index: add(var(i), int(1)), value: bin(BinOp::Sub, f32c(0.0), load(x, var(i))) },
+        ];
+        let program = Program {
+            buffers: vec![
+                buffer("x", ScalarType::F32, n as u64, BufferKind::Input(0)),
+                buffer("y", ScalarType::F32, 2 * n as u64, BufferKind::Output(0)),
+                buffer("z", ScalarType::F32, n as u64 + 1, BufferKind::Output(1)),
+            ],
+            kernels: vec![Kernel {
+                name: "scatter".into(),
+                vars: vec![ScalarType::I64],
+                body: vec![Stmt::For { var: i, start: 0, end: n as i64, body }],
+            }],
+            inputs: vec![io("x", "f32", n, 0)],
+            outputs: vec![io("y", "f32", 2 * n, 1), io("z", "f32", n + 1, 2)],
+            arena_bytes: 0,
+        };
+        assert_eq!(onnxc_cpu::codegen::vectorized_loop_count(&program), 1);
+        let xs: Vec<f32> = (0..n).map(|k| k as f32 * 1.5 - 2.0).collect();
+        let out = onnxc_cpu::JitModel::new(&program).unwrap().run(&[&f32_bytes(&xs)]).unwrap();
+        let (mut wy, mut wz) = (vec![0f32; 2 * n], vec![0f32; n + 1]);
+        for k in 0..n {
+            wy[2 * k] = xs[k] * 2.0;
+            wy[2 * k + 1] = xs[k] + 1.0;
+            wz[k] = xs[k];
+            wz[k + 1] = 0.0 - xs[k];
+        }
+        assert_eq!(f32s(&out[0]), wy, "n {n}");
+        assert_eq!(f32s(&out[1]), wz, "n {n}");
+    }
+}
+
 #[test]
 fn loop_carried_dependence_is_not_vectorized() {
     // y[i] = y[i-1] + x[i] (a prefix sum): lanes would read stale values.
