@@ -932,6 +932,20 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     let wb = cx.input(id, 1)?;
     let bias = cx.optional_input(id, 2)?;
     let out = cx.output(id)?;
+    let winograd = cx.options.blocked_gemm
+        && sp == 2
+        && group == 1
+        && wd[2..] == [3, 3]
+        && w.strides == [1, 1]
+        && w.dilations == [1, 1]
+        && wd[0] >= 8
+        && wd[1] >= 8
+        && od[2] * od[3] >= 16
+        && cx.graph.const_input(id, 1).is_some()
+        && cx.stored_f32(&[x, out]);
+    if winograd {
+        return conv_winograd(cx, id, w, x, &xd, bias, out, &od);
+    }
     let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &w.pads[sp..], 0.0);
     let (m, cg) = (wd[0], wd[1]);
     let mg = m / group;
@@ -977,6 +991,175 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         vec![Stmt::Store { buf: out, index: oi.clone(), value: bin(BinOp::Add, load(out, oi), prod) }]
     };
     body.extend(if disjoint { k.nest_parallel(&extents, accumulate) } else { k.nest(&extents, accumulate) });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// A 3x3, stride-1 convolution by Winograd's F(2x2, 3x3): per image, each
+/// 4x4 input tile `d` becomes `V = Bᵀ d B` (16 values), the filters `U =
+/// G g Gᵀ` (transformed at compile time), the 16 products `M_ξ = U_ξ · V_ξ`
+/// (`[M, C] x [C, tiles]`, blocked GEMMs), and each output 2x2 tile is `Aᵀ
+/// M A` plus the bias: 16 multiply-adds per 4 outputs and input channel
+/// instead of 36 (2.25x fewer). The 16 transformed inputs go to 16
+/// buffers so that the transform's stores stay unit-stride vectors; odd
+/// output dims compute a padded output and copy its valid part.
+#[allow(clippy::too_many_arguments)]
+fn conv_winograd(
+    cx: &mut Lowering,
+    id: NodeId,
+    w: &Window,
+    x: BufferId,
+    xd: &[usize],
+    bias: Option<BufferId>,
+    out: BufferId,
+    od: &[usize],
+) -> R {
+    let (m, c) = (od[1], xd[1]);
+    let (oh, ow) = (od[2], od[3]);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let tiles = th * tw;
+    let name = cx.graph.graph[id].name.clone();
+    // Weights: U[ξ][m][c], ξ = 4a + b, from G g Gᵀ in f64.
+    let g = cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec()).ok_or("Winograd needs constant f32 weights")?;
+    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    let mut u = vec![0f32; 16 * m * c];
+    for mi in 0..m {
+        for ci in 0..c {
+            let k = |i: usize, j: usize| g[((mi * c + ci) * 3 + i) * 3 + j] as f64;
+            for a in 0..4 {
+                for b in 0..4 {
+                    let mut v = 0.0;
+                    for i in 0..3 {
+                        for j in 0..3 {
+                            v += G[a][i] * k(i, j) * G[b][j];
+                        }
+                    }
+                    u[((a * 4 + b) * m + mi) * c + ci] = v as f32;
+                }
+            }
+        }
+    }
+    let ub = cx.push_buffer(
+        format!("{name}_winograd_filters"),
+        ScalarType::F32,
+        u.len() as u64,
+        BufferKind::Constant(u.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    );
+    // Input padded so that every tile's 4x4 patch is inside.
+    let (pt, pl) = (w.pads[0], w.pads[1]);
+    let ph = (2 * th + 2).max(xd[2] + pt + w.pads[2]);
+    let pw = (2 * tw + 2).max(xd[3] + pl + w.pads[3]);
+    let (xp, pd) = padded(cx, id, x, xd, &[pt, pl], &[ph - xd[2] - pt, pw - xd[3] - pl], 0.0);
+    let ps = strides_i64(&pd);
+    let vs: Vec<BufferId> =
+        (0..16).map(|xi| cx.temp(format!("{name}_winograd_input{xi}"), ScalarType::F32, c * tiles)).collect();
+    let mbuf = cx.temp(format!("{name}_winograd_products"), ScalarType::F32, 16 * m * tiles);
+    let exact = oh % 2 == 0 && ow % 2 == 0;
+    let ybuf = if exact { out } else { cx.temp(format!("{name}_winograd_output"), ScalarType::F32, m * 4 * tiles) };
+    let (yh, yw) = if exact { (oh, ow) } else { (2 * th, 2 * tw) };
+    let mut k = KernelBuilder::new(name);
+    let body = k.nest(&[od[0]], |k, nv| {
+        let n = nv[0].clone();
+        let top = od[0] == 1;
+        // Input transform: tmp = Bᵀ d (rows), V = tmp B (columns).
+        let input = |_: &mut KernelBuilder, v: &[Expr]| {
+            let (ci, ty, tx) = (&v[0], &v[1], &v[2]);
+            let base = add(
+                add(mul(n.clone(), int(ps[0])), mul(ci.clone(), int(ps[1]))),
+                add(mul(ty.clone(), int(2 * ps[2])), mul(tx.clone(), int(2))),
+            );
+            let d = |i: usize, j: usize| load(xp, add(base.clone(), int(i as i64 * ps[2] + j as i64)));
+            let f = |op, a: Expr, b: Expr| bin(op, a, b);
+            let bt = |r: [Expr; 4]| -> [Expr; 4] {
+                let [r0, r1, r2, r3] = r;
+                [
+                    f(BinOp::Sub, r0, r2.clone()),
+                    f(BinOp::Add, r1.clone(), r2.clone()),
+                    f(BinOp::Sub, r2, r1.clone()),
+                    f(BinOp::Sub, r1, r3),
+                ]
+            };
+            // Columns j of Bᵀ d, then rows of (Bᵀ d) B.
+            let cols: Vec<[Expr; 4]> = (0..4).map(|j| bt([d(0, j), d(1, j), d(2, j), d(3, j)])).collect();
+            let t = ci.clone();
+            let at = add(mul(t, int(tiles as i64)), add(mul(ty.clone(), int(tw as i64)), tx.clone()));
+            let mut st = Vec::new();
+            for i in 0..4 {
+                let row = bt([cols[0][i].clone(), cols[1][i].clone(), cols[2][i].clone(), cols[3][i].clone()]);
+                for (j, value) in row.into_iter().enumerate() {
+                    st.push(Stmt::Store { buf: vs[i * 4 + j], index: at.clone(), value });
+                }
+            }
+            st
+        };
+        let mut s = if top { k.nest_parallel(&[c, th, tw], input) } else { k.nest(&[c, th, tw], input) };
+        for (xi, &v) in vs.iter().enumerate() {
+            s.push(Stmt::Gemm(Box::new(GemmStmt {
+                m,
+                n: tiles,
+                k: c,
+                a: ub,
+                a_off: int((xi * m * c) as i64),
+                a_rs: c as i64,
+                a_cs: 1,
+                b: v,
+                b_off: int(0),
+                b_rs: tiles as i64,
+                c: mbuf,
+                c_off: int((xi * m * tiles) as i64),
+                c_rs: tiles as i64,
+                accumulate: false,
+                kind: onnxc_kir::GemmKind::Float,
+                dequant: None,
+            })));
+        }
+        // Output transform: Y = Aᵀ M A + bias.
+        let output = |_: &mut KernelBuilder, v: &[Expr]| {
+            let (mi, ty, tx) = (&v[0], &v[1], &v[2]);
+            let t = add(mul(ty.clone(), int(tw as i64)), tx.clone());
+            let mm = |a: usize, b: usize| {
+                load(
+                    mbuf,
+                    add(int((((a * 4 + b) * m) * tiles) as i64), add(mul(mi.clone(), int(tiles as i64)), t.clone())),
+                )
+            };
+            let at = |r: [Expr; 4]| -> [Expr; 2] {
+                let [r0, r1, r2, r3] = r;
+                [
+                    bin(BinOp::Add, bin(BinOp::Add, r0, r1.clone()), r2.clone()),
+                    bin(BinOp::Sub, bin(BinOp::Sub, r1, r2), r3),
+                ]
+            };
+            let cols: Vec<[Expr; 2]> = (0..4).map(|j| at([mm(0, j), mm(1, j), mm(2, j), mm(3, j)])).collect();
+            let mut st = Vec::new();
+            let y_base = add(
+                mul(add(mul(n.clone(), int(if exact { m as i64 } else { 0 })), mi.clone()), int((yh * yw) as i64)),
+                add(mul(ty.clone(), int(2 * yw as i64)), mul(tx.clone(), int(2))),
+            );
+            for i in 0..2 {
+                let row = at([cols[0][i].clone(), cols[1][i].clone(), cols[2][i].clone(), cols[3][i].clone()]);
+                for (j, mut value) in row.into_iter().enumerate() {
+                    if let Some(b) = bias {
+                        value = bin(BinOp::Add, value, load(b, mi.clone()));
+                    }
+                    let index = add(y_base.clone(), int((i * yw + j) as i64));
+                    st.push(Stmt::Store { buf: ybuf, index, value });
+                }
+            }
+            st
+        };
+        s.extend(if top { k.nest_parallel(&[m, th, tw], output) } else { k.nest(&[m, th, tw], output) });
+        if !exact {
+            let os = strides_i64(od);
+            s.extend(k.nest(&[m, oh, ow], |_, v| {
+                let from =
+                    add(mul(v[0].clone(), int((yh * yw) as i64)), add(mul(v[1].clone(), int(yw as i64)), v[2].clone()));
+                let to = add(mul(n.clone(), int(os[0])), linear(v, &os[1..]));
+                vec![Stmt::Store { buf: out, index: to, value: load(ybuf, from) }]
+            }));
+        }
+        s
+    });
     cx.kernels.push(k.finish(body));
     Ok(())
 }
