@@ -1039,7 +1039,8 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, i0, slot, 48);
         }
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let n = self.b.ins().iconst(types::I64, (g.n / 16) as i64);
+        let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
+        let n = self.b.ins().iconst(types::I64, tasks as i64);
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
     }
 
@@ -1062,18 +1063,20 @@ impl<M: Module> Gen<'_, '_, M> {
             Some(d) if d.init.is_some() => Some(self.b.ins().load(ptr, MemFlagsData::trusted(), data, 48)),
             _ => None,
         };
-        let j = self.b.ins().imul_imm_s(i, 16);
-        // Columns of this panel to store: min(cols - j, 16) (at least 1).
-        let cols = match dq {
+        // Columns of panel j to store: min(cols - j, 16) (at least 1).
+        let cols_of = |s: &mut Self, j: Value| match dq {
             Some((d, _, _)) => {
-                let left = self.b.ins().iconst(types::I64, d.cols as i64);
-                let left = self.b.ins().isub(left, j);
-                let sixteen = self.b.ins().iconst(types::I64, 16);
-                Some(self.b.ins().smin(left, sixteen))
+                let left = s.b.ins().iconst(types::I64, d.cols as i64);
+                let left = s.b.ins().isub(left, j);
+                let sixteen = s.b.ins().iconst(types::I64, 16);
+                Some(s.b.ins().smin(left, sixteen))
             }
             None => None,
         };
+        let rows_mode = int_gemm_by_rows(g);
         let narrow_panel = |s: &mut Self| -> Result<(), BackendError> {
+            let j = s.b.ins().imul_imm_s(i, 16);
+            let cols = cols_of(s, j);
             s.counted_loop(0, g.m as i64, 2, |s, row| {
                 s.gemm_i16_tile(g, (a0, b0, c0), row, j, dq.zip(cols), init0)?;
                 Ok(())
@@ -1100,8 +1103,6 @@ impl<M: Module> Gen<'_, '_, M> {
         {
             use crate::ukernel::param;
             let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, param::BYTES, 3));
-            let jb = self.b.ins().ishl_imm_u(j, 2);
-            let bj = self.b.ins().iadd(b0, jb);
             let consts = [
                 (param::K, g.k as i64),
                 (param::A_RS, g.a_rs * 4),
@@ -1114,19 +1115,24 @@ impl<M: Module> Gen<'_, '_, M> {
                 let v = self.b.ins().iconst(types::I64, v);
                 self.b.ins().stack_store(types::I64, v, slot, off);
             }
-            self.b.ins().stack_store(ptr, bj, slot, param::B);
             let params = self.b.ins().stack_addr(ptr, slot, 0);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
             let flag = self.b.ins().iconst(types::I64, dq.is_some() as i64);
             self.b.ins().stack_store(types::I64, flag, slot, param::DEQUANT);
-            if let (Some((d, _, _)), Some(cols)) = (dq, cols) {
+            if let Some((d, _, _)) = dq {
                 let lo = self.b.ins().iconst(types::I32, d.lo.to_bits() as i64);
                 let hi = self.b.ins().iconst(types::I32, d.hi.to_bits() as i64);
                 self.b.ins().stack_store(ptr, lo, slot, param::LO);
                 self.b.ins().stack_store(ptr, hi, slot, param::HI);
-                self.b.ins().stack_store(types::I64, cols, slot, param::COLS);
             }
-            self.counted_loop(0, g.m as i64, 6, |s, row| {
+            // One 6x16 tile at (row, column j).
+            let tile = |s: &mut Self, row: Value, j: Value| {
+                let jb = s.b.ins().ishl_imm_u(j, 2);
+                let bj = s.b.ins().iadd(b0, jb);
+                s.b.ins().stack_store(ptr, bj, slot, param::B);
+                if let Some(cols) = cols_of(s, j) {
+                    s.b.ins().stack_store(types::I64, cols, slot, param::COLS);
+                }
                 let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
                 let a = s.b.ins().iadd(a0, a_el);
                 let c_el = s.b.ins().imul_imm_s(row, g.c_rs);
@@ -1158,8 +1164,31 @@ impl<M: Module> Gen<'_, '_, M> {
                 };
                 s.b.ins().stack_store(ptr, init, slot, param::INIT);
                 s.b.ins().call(fref, &[params]);
-                Ok(())
-            })?;
+            };
+            if rows_mode {
+                // Task i: rows [i·INT_ROW_BLOCK, +INT_ROW_BLOCK), every
+                // panel per 6-row tile, so the tile's A rows stay in cache.
+                let row0 = self.b.ins().imul_imm_s(i, INT_ROW_BLOCK as i64);
+                let m = self.b.ins().iconst(types::I64, g.m as i64);
+                let left = self.b.ins().isub(m, row0);
+                let block = self.b.ins().iconst(types::I64, INT_ROW_BLOCK as i64);
+                let rows = self.b.ins().smin(left, block);
+                let tiles = self.b.ins().udiv_imm_u(rows, 6);
+                self.dynamic_loop(tiles, |s, t| {
+                    let off = s.b.ins().imul_imm_s(t, 6);
+                    let row = s.b.ins().iadd(row0, off);
+                    s.counted_loop(0, g.n as i64, 16, |s, j| {
+                        tile(s, row, j);
+                        Ok(())
+                    })
+                })?;
+            } else {
+                let j = self.b.ins().imul_imm_s(i, 16);
+                self.counted_loop(0, g.m as i64, 6, |s, row| {
+                    tile(s, row, j);
+                    Ok(())
+                })?;
+            }
         }
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(narrow);
@@ -2339,6 +2368,17 @@ pub fn vectorized_loop_count(program: &Program) -> usize {
             .sum()
     }
     program.kernels.iter().map(|k| walk(program, k, &k.body)).sum()
+}
+
+/// Rows per task of an integer product split by rows (a multiple of 6).
+const INT_ROW_BLOCK: usize = 24;
+
+/// True when an integer product's tasks are row blocks rather than column
+/// panels: VNNI quads with few panels (a convolution's small late layers,
+/// where K is long): each 6-row tile then meets every panel while its A
+/// rows are in cache, instead of A streaming from memory once per panel.
+fn int_gemm_by_rows(g: &onnxc_kir::GemmStmt) -> bool {
+    g.kind == onnxc_kir::GemmKind::U8I8Quads && g.n / 16 <= 4 && g.m >= 2 * INT_ROW_BLOCK
 }
 
 /// True when `body` holds a `Gemm` of `kind`.
