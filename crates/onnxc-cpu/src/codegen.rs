@@ -438,22 +438,39 @@ struct Panels {
     singles: i64,
     /// Columns the shifted last panel leaves to the one before (0: none).
     shifted: i64,
+    /// Tasks per 16-column panel, each a block of `GEMM_ROW_BLOCK` rows
+    /// (1: a task is a whole panel). More than 1 only when every column is
+    /// in 16-column panels, so that few panels still make enough tasks for
+    /// the threads.
+    row_blocks: i64,
 }
+
+/// Rows per task when a GEMM's 16-column panels split by rows.
+const GEMM_ROW_BLOCK: usize = 48;
 
 impl Panels {
     fn new(m: usize, n: usize, avx2: bool) -> Panels {
+        let row_blocks =
+            |n16: usize| if n16 <= 4 && m >= 2 * GEMM_ROW_BLOCK { m.div_ceil(GEMM_ROW_BLOCK) as i64 } else { 1 };
         if avx2 && n >= 16 && m >= 6 && !n.is_multiple_of(16) {
-            let n16 = n.div_ceil(16) as i64;
-            return Panels { n16, n8: 0, four: false, singles: 0, shifted: 16 - (n % 16) as i64 };
+            let n16 = n.div_ceil(16);
+            let shifted = 16 - (n % 16) as i64;
+            return Panels { n16: n16 as i64, n8: 0, four: false, singles: 0, shifted, row_blocks: row_blocks(n16) };
         }
         let n16 = if avx2 { n / 16 } else { 0 };
         let rest = n - n16 * 16;
+        let blocks = if rest == 0 && n16 > 0 { row_blocks(n16) } else { 1 };
         let (n16, n8) = (n16 as i64, (rest / 8) as i64);
-        Panels { n16, n8, four: rest % 8 >= 4, singles: (rest % 8 % 4) as i64, shifted: 0 }
+        Panels { n16, n8, four: rest % 8 >= 4, singles: (rest % 8 % 4) as i64, shifted: 0, row_blocks: blocks }
+    }
+
+    /// Tasks of the 16-column panels.
+    fn tasks16(self) -> i64 {
+        self.n16 * self.row_blocks
     }
 
     fn count(self) -> i64 {
-        self.n16 + self.n8 + self.four as i64 + self.singles
+        self.tasks16() + self.n8 + self.four as i64 + self.singles
     }
 }
 
@@ -1398,10 +1415,11 @@ impl<M: Module> Gen<'_, '_, M> {
         let done = self.b.create_block();
         // Dispatch on the panel kind (thresholds are static).
         let tests = [self.b.create_block(), self.b.create_block()];
-        let is16 = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, p.n16);
+        let is16 = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, p.tasks16());
         self.b.ins().brif(is16, kinds[0], &[], tests[0], &[]);
         self.b.seal_block(tests[0]);
         self.b.switch_to_block(tests[0]);
+        // (Row blocks only come without 8-, 4- and 1-column panels.)
         let is8 = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, p.n16 + p.n8);
         self.b.ins().brif(is8, kinds[1], &[], tests[1], &[]);
         self.b.seal_block(tests[1]);
@@ -1417,11 +1435,17 @@ impl<M: Module> Gen<'_, '_, M> {
         // Cranelift tiles for the remaining rows.
         self.b.switch_to_block(kinds[0]);
         if let Some(ukr) = ukr {
-            let j = self.b.ins().imul_imm_s(i, 16);
+            // Task i: panel i % n16, row block i / n16.
+            let (panel, rblock) = if p.row_blocks > 1 {
+                (self.b.ins().urem_imm_u(i, p.n16), self.b.ins().udiv_imm_u(i, p.n16))
+            } else {
+                (i, self.b.ins().iconst(types::I64, 0))
+            };
+            let j = self.b.ins().imul_imm_s(panel, 16);
             // The shifted last panel ends at column n and skips the
             // columns the panel before stored.
             let (j, skip_cols) = if p.shifted > 0 {
-                let last = self.b.ins().icmp_imm_s(IntCC::Equal, i, p.n16 - 1);
+                let last = self.b.ins().icmp_imm_s(IntCC::Equal, panel, p.n16 - 1);
                 let end = self.b.ins().iconst(types::I64, g.n as i64 - 16);
                 let (skip, zero) = (self.b.ins().iconst(types::I64, p.shifted), self.b.ins().iconst(types::I64, 0));
                 (self.b.ins().select(last, end, j), self.b.ins().select(last, skip, zero))
@@ -1463,15 +1487,41 @@ impl<M: Module> Gen<'_, '_, M> {
                 s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
                 s.b.ins().call(fref, &[params]);
             };
-            self.counted_loop(0, m6, 6, |s, row| {
-                tile(s, row, 0);
-                Ok(())
-            })?;
+            if p.row_blocks > 1 {
+                // Rows [rblock·B, min(m6, (rblock + 1)·B)) in 6-row tiles.
+                let row0 = self.b.ins().imul_imm_s(rblock, GEMM_ROW_BLOCK as i64);
+                let m6v = self.b.ins().iconst(types::I64, m6);
+                let left = self.b.ins().isub(m6v, row0);
+                let bl = self.b.ins().iconst(types::I64, GEMM_ROW_BLOCK as i64);
+                let rows = self.b.ins().smin(left, bl);
+                let tiles = self.b.ins().udiv_imm_u(rows, 6);
+                self.dynamic_loop(tiles, |s, t| {
+                    let off = s.b.ins().imul_imm_s(t, 6);
+                    let row = s.b.ins().iadd(row0, off);
+                    tile(s, row, 0);
+                    Ok(())
+                })?;
+            } else {
+                self.counted_loop(0, m6, 6, |s, row| {
+                    tile(s, row, 0);
+                    Ok(())
+                })?;
+            }
+            let last_block = p.row_blocks - 1;
             if m6 < m && m >= 6 {
                 // The last m % 6 rows: a tile ending at row m that stores
-                // only them (the rows before were stored already).
+                // only them (the rows before were stored already), in the
+                // last row block.
+                let (yes, no) = (self.b.create_block(), self.b.create_block());
+                let is_last = self.b.ins().icmp_imm_s(IntCC::Equal, rblock, last_block);
+                self.b.ins().brif(is_last, yes, &[], no, &[]);
+                self.b.seal_block(yes);
+                self.b.switch_to_block(yes);
                 let row = self.b.ins().iconst(types::I64, m - 6);
                 tile(self, row, 6 - (m - m6));
+                self.b.ins().jump(no, &[]);
+                self.b.seal_block(no);
+                self.b.switch_to_block(no);
             } else {
                 let j8 = self.b.ins().iadd_imm_s(j, 8);
                 self.counted_loop(m6, m, 1, |s, row| {

@@ -489,6 +489,10 @@ fn gemm_statement_matches_naive_product() {
         (6, 8, 2),
         (12, 24, 5),
         (13, 40, 17),
+        // Few panels, many rows: tasks are row blocks (the last one with
+        // the shifted m % 6 tile; with the shifted last panel too).
+        (100, 40, 9),
+        (96, 32, 5),
     ];
     for &(m, n, k) in &shapes {
         for (transposed_a, accumulate) in [(false, false), (true, true), (false, true)] {

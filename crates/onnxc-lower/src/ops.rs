@@ -914,7 +914,7 @@ pub(crate) fn padded(
     let ps = strides_i64(&pd);
     let mut body = fill_border(&mut k, xp, &pd, begin, end, &f32c(fill));
     let xs = strides_i64(xd);
-    body.extend(k.nest(xd, |_, v| {
+    body.extend(k.nest_parallel(xd, |_, v| {
         let shift: i64 = begin.iter().enumerate().map(|(i, &b)| b as i64 * ps[2 + i]).sum();
         vec![Stmt::Store { buf: xp, index: add(linear(v, &ps), int(shift)), value: load(x, linear(v, &xs)) }]
     }));
@@ -1353,15 +1353,17 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
     let channels = od[0] * od[1];
     let ospatial: usize = od[2..].iter().product();
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
-    let mut body =
-        k.nest(&[channels * ospatial], |_, v| vec![Stmt::Store { buf: out, index: v[0].clone(), value: f32c(fill) }]);
+    // Every nest's outer loop picks disjoint outputs (channels): parallel.
+    let mut body = k.nest_parallel(&[channels * ospatial], |_, v| {
+        vec![Stmt::Store { buf: out, index: v[0].clone(), value: f32c(fill) }]
+    });
     let mut extents = vec![channels];
     extents.extend(&w.kernel);
     extents.extend(&od[2..]);
     let plane: usize = pd[2..].iter().product();
     let ps = strides_i64(&pd[2..]);
     let os = strides_i64(&od[2..]);
-    body.extend(k.nest(&extents, |_, v| {
+    body.extend(k.nest_parallel(&extents, |_, v| {
         let c = &v[0];
         let kv = &v[1..1 + sp];
         let ov = &v[1 + sp..];
