@@ -525,7 +525,7 @@ fn insert(
             let (x_scale, x_zero_point) = r[k].scale_zero_point();
             rec.input_scale = Some(x_scale);
             rec.input_zero_point = Some(x_zero_point);
-            rec.arithmetic = "int8 (i16 pairs, i32 sums)";
+            rec.arithmetic = "int8 (integer GEMM, exact i32 sums)";
             let t = Tensor { dtype: DType::I8, dims: w.dims.clone(), bytes: ints.iter().map(|&v| v as u8).collect() };
             let c = g.add_constant(format!("{}_int8_weights", l.name), t);
             g.disconnect(l.node, 1);

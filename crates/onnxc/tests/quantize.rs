@@ -42,6 +42,7 @@ fn static_and_dynamic_builds_report_their_parameters_and_accuracy() {
         assert!(qj["calibration_data"].as_str().unwrap().starts_with("fnv1a64:"));
         assert_eq!(qj["layers"].as_array().unwrap().len(), 3);
         assert!(qj["accuracy"][0]["cosine_min"].as_f64().unwrap() > 0.999);
+        assert_eq!(qj["layers"][0]["arithmetic"], "f32 over int8-rounded values", "Gemm layers");
         // The graph holds the quantization of its mode: static as the f32
         // arithmetic of QuantizeLinear + DequantizeLinear (fused into one
         // loop, or into the producer's epilogue), dynamic as
@@ -174,4 +175,31 @@ fn quantized_conv_matches_float_conv_on_dequantized_values() {
             }
         }
     }
+}
+
+/// A static build of the testdata CNN: its convolutions become integer
+/// ones (the report says so), the Gemm stays f32 arithmetic.
+#[test]
+fn static_convolutions_compute_in_integers() {
+    let root = common::root();
+    let opts = onnxc::CompileOptions {
+        quantize: Some(QuantizeOptions {
+            mode: QuantMode::Static,
+            calibration: Some(root.join("testdata/cnn_digits.npz")),
+            method: CalibMethod::MinMax,
+            validation: None,
+            budget: Vec::new(),
+            fallback_auto: false,
+        }),
+        ..Default::default()
+    };
+    let model = root.join("testdata/cnn_digits.onnx");
+    let a = onnxc::compile_file(&model, &opts).unwrap();
+    let q = a.report.quantization.as_ref().unwrap();
+    let kinds: Vec<(&str, &str)> = q.layers.iter().map(|l| (l.op.as_str(), l.arithmetic)).collect();
+    assert!(kinds.iter().any(|(op, a)| *op == "Conv" && a.starts_with("int8 (integer GEMM")), "{kinds:?}");
+    assert!(kinds.iter().all(|(op, a)| *op == "Conv" || a.starts_with("f32")), "{kinds:?}");
+    let (graph, _, _) = onnxc::build_program_opts(&model, &opts).unwrap();
+    assert!(format!("{:?}", graph.op_histogram()).contains("QuantizedConv"));
+    assert!(q.accuracy[0].cosine_min > 0.99, "{:?}", q.accuracy);
 }
