@@ -1363,7 +1363,9 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
     let plane: usize = pd[2..].iter().product();
     let ps = strides_i64(&pd[2..]);
     let os = strides_i64(&od[2..]);
-    body.extend(k.nest_parallel(&extents, |_, v| {
+    // The taps accumulate into each output: only a loop over channels may
+    // run in parallel (with one channel the outermost loop is a tap's).
+    let accumulate = |_: &mut KernelBuilder, v: &[Expr]| {
         let c = &v[0];
         let kv = &v[1..1 + sp];
         let ov = &v[1 + sp..];
@@ -1386,7 +1388,8 @@ fn pool(cx: &mut Lowering, id: NodeId, w: &Window, kind: PoolKind) -> R {
             }
         };
         vec![Stmt::Store { buf: out, index: oi, value }]
-    }));
+    };
+    body.extend(if channels > 1 { k.nest_parallel(&extents, accumulate) } else { k.nest(&extents, accumulate) });
     if let PoolKind::Lp { p } = kind {
         body.extend(k.nest(&[channels * ospatial], |_, v| {
             let acc = load(out, v[0].clone());
