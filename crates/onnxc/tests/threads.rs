@@ -67,10 +67,10 @@ fn parallel_loops_have_independent_iterations() {
     ) {
         for s in stmts {
             match s {
-                onnxc_kir::Stmt::ParallelFor { var, start, end, body } => {
-                    if !onnxc_gpu::deps::independent(&program.buffers, kernel, *var, *start, *end, body) {
-                        bad.push(kernel.name.clone());
-                    }
+                onnxc_kir::Stmt::ParallelFor { var, start, end, body }
+                    if !onnxc_gpu::deps::independent(&program.buffers, kernel, *var, *start, *end, body) =>
+                {
+                    bad.push(kernel.name.clone());
                 }
                 onnxc_kir::Stmt::For { body, .. } => walk(program, kernel, body, bad),
                 _ => {}
