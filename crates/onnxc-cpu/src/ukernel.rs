@@ -9,7 +9,14 @@
 //! stride, C's row stride (all strides in bytes) and `accumulate` (0: start
 //! from zero; else from C). Every product is a fused multiply-add into the
 //! element's own accumulator, in k order: the same arithmetic as the
-//! Cranelift FMA tiles, so results are bit-identical.
+//! Cranelift FMA tiles, so results are bit-identical. The block has grown
+//! since (see [`param`]): rows and columns to skip when storing (the
+//! shifted edge tiles), and for the integer tiles a dequantizing store.
+//!
+//! `x86_64_avx2_gemm_i16x2_6x16` and `x86_64_avx512vnni_gemm_u8i8x4_6x16`:
+//! the same tile over packed integers (`onnxc_kir::GemmKind`), summed in
+//! i32, optionally dequantized, biased and clamped into f32 as they are
+//! stored.
 
 use iced_x86::code_asm::*;
 
@@ -175,7 +182,7 @@ pub const AVX2_GEMM_I16_NAME: &str = "x86_64_avx2_gemm_i16x2_6x16";
 
 /// Machine code of the AVX2 integer GEMM tile: the same 6×16 tile and
 /// parameter block as [`avx2_gemm_f32_6x16`], over i32 elements that each
-/// hold two i16 (see `onnxc_kir::GemmStmt::i16_pairs`): per step, the
+/// hold two i16 (`onnxc_kir::GemmKind::I16Pairs`): per step, the
 /// pair of A's row is broadcast (`vpbroadcastd`), multiplied with the
 /// pairs of B's 16 columns and summed pairwise into i32 (`vpmaddwd`: 16
 /// multiply-adds per instruction, twice an FMA's 8), then added to the
