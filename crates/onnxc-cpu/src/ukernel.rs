@@ -75,14 +75,66 @@ fn row(r: usize, low: AsmRegister64, high: AsmRegister64, stride: AsmRegister64)
 }
 
 /// Machine code of the AVX2+FMA GEMM tile (System V calling convention,
-/// one pointer argument, no stack use, only caller-saved registers).
+/// one pointer argument, no stack use, only caller-saved registers and
+/// rbx, which it saves).
 pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
+    gemm_6x16(Tile::F32)
+}
+
+/// Symbol name of the AVX2 integer GEMM microkernel.
+pub const AVX2_GEMM_I16_NAME: &str = "x86_64_avx2_gemm_i16x2_6x16";
+
+/// Machine code of the AVX2 integer GEMM tile: the same 6×16 tile and
+/// parameter block as [`avx2_gemm_f32_6x16`], over i32 elements that each
+/// hold two i16 (`onnxc_kir::GemmKind::I16Pairs`): per step, the
+/// pair of A's row is broadcast (`vpbroadcastd`), multiplied with the
+/// pairs of B's 16 columns and summed pairwise into i32 (`vpmaddwd`: 16
+/// multiply-adds per instruction, twice an FMA's 8), then added to the
+/// accumulators (`vpaddd`). `k` counts pairs. Exact: i16×i16 products and
+/// their pair sums fit in i32, and the accumulation wraps like the
+/// reference loops.
+///
+/// With `param::DEQUANT` set, the store converts each sum to f32,
+/// multiplies it by its row's scale, adds the row's bias, clamps, and
+/// stores the first `ROWS` rows' first `COLS` columns of f32 (`vmaskmovps`
+/// for a partial panel): the epilogue of a quantized layer, with no i32
+/// scratch in memory. The products, sums and rounding are the ones of
+/// `GemmStmt::loops`.
+pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
+    gemm_6x16(Tile::I16Pairs)
+}
+
+/// Symbol name of the AVX-512 VNNI integer GEMM microkernel.
+pub const VNNI_GEMM_U8I8_NAME: &str = "x86_64_avx512vnni_gemm_u8i8x4_6x16";
+
+/// Machine code of the VNNI integer GEMM tile: as
+/// [`avx2_gemm_i16x2_6x16`], over elements holding four u8 (B) and four
+/// i8 (A), each step one `vpdpbusd` per accumulator (32 multiply-adds per
+/// instruction, summed into i32 without saturation), EVEX-encoded on
+/// 256-bit registers (AVX512VL + AVX512_VNNI). `k` counts quads.
+pub fn avx512vnni_gemm_u8i8x4_6x16() -> Result<Vec<u8>, IcedError> {
+    gemm_6x16(Tile::U8I8Quads)
+}
+
+/// What a tile multiplies.
+#[derive(Clone, Copy, PartialEq)]
+enum Tile {
+    F32,
+    I16Pairs,
+    U8I8Quads,
+}
+
+/// The 6×16 tile for every kind: the same registers, parameter block,
+/// start (from C, from the rows' init values for the integer kinds, or
+/// from zero) and k loop; the kinds differ in the step and the store.
+fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
     // rdi: params, then B. rax: A rows 0-2, rsi: A rows 3-5 (C rows 3-5
     // while loading and storing), rdx: C, rcx: k, r8: A row stride,
     // r9: A column stride, r10: B row stride, r11: C row stride; rbx keeps
-    // the parameter block for the store.
+    // the parameter block for the store. ymm12-13: B's two vectors, ymm14:
+    // A's broadcast, ymm15: a pair-product sum (i16 pairs).
     a.push(rbx)?;
     a.mov(rbx, rdi)?;
     a.mov(rax, qword_ptr(rdi + param::A))?;
@@ -108,6 +160,19 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     }
     a.jmp(start)?;
     a.set_label(&mut zero)?;
+    if tile != Tile::F32 {
+        // Start from the rows' init values, or from zero.
+        let mut from_zero = a.create_label();
+        a.mov(rsi, qword_ptr(rbx + param::INIT))?;
+        a.test(rsi, rsi)?;
+        a.jz(from_zero)?;
+        for r in 0..6 {
+            a.vpbroadcastd(acc[2 * r], dword_ptr(rsi + 4 * r as i32))?;
+            a.vmovdqa(acc[2 * r + 1], acc[2 * r])?;
+        }
+        a.jmp(start)?;
+        a.set_label(&mut from_zero)?;
+    }
     for &r in &acc {
         a.vxorps(r, r, r)?;
     }
@@ -120,9 +185,29 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.vmovups(ymm12, ptr(rdi))?;
     a.vmovups(ymm13, ptr(rdi + 32))?;
     for r in 0..6 {
-        a.vbroadcastss(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
-        a.vfmadd231ps(acc[2 * r], ymm14, ymm12)?;
-        a.vfmadd231ps(acc[2 * r + 1], ymm14, ymm13)?;
+        let (lo, hi) = (acc[2 * r], acc[2 * r + 1]);
+        match tile {
+            Tile::F32 => {
+                a.vbroadcastss(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
+                a.vfmadd231ps(lo, ymm14, ymm12)?;
+                a.vfmadd231ps(hi, ymm14, ymm13)?;
+            }
+            Tile::I16Pairs => {
+                a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
+                a.vpmaddwd(ymm15, ymm14, ymm12)?;
+                a.vpaddd(lo, lo, ymm15)?;
+                a.vpmaddwd(ymm15, ymm14, ymm13)?;
+                a.vpaddd(hi, hi, ymm15)?;
+            }
+            Tile::U8I8Quads => {
+                a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
+                // EVEX: AVX512VL + AVX512_VNNI (this CPU has no VEX AVX-VNNI form).
+                a.set_prefer_vex(false);
+                a.vpdpbusd(lo, ymm12, ymm14)?;
+                a.vpdpbusd(hi, ymm13, ymm14)?;
+                a.set_prefer_vex(true);
+            }
+        }
     }
     a.add(rax, r9)?;
     a.add(rsi, r9)?;
@@ -132,8 +217,17 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut store)?;
     a.lea(rsi, ptr(rdx + r11 * 2))?;
     a.add(rsi, r11)?;
-    // Rows below SKIP are not stored; with SKIP_COLS, neither are the
-    // first columns (masked stores, masks from the table below).
+    if tile == Tile::F32 {
+        store_f32(&mut a, &acc)?;
+    } else {
+        store_int(&mut a, &acc)?;
+    }
+    a.assemble(0)
+}
+
+/// The f32 tile's store, return and mask table: rows below SKIP are not
+/// stored; with SKIP_COLS, neither are the first columns (masked stores).
+fn store_f32(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), IcedError> {
     a.mov(rcx, qword_ptr(rbx + param::SKIP))?;
     let mut masked = a.create_label();
     let mut done = a.create_label();
@@ -154,13 +248,7 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
             let mut next = a.create_label();
             a.cmp(rcx, r as i32)?;
             a.ja(next)?;
-            if with_mask {
-                a.vmaskmovps(row(r, rdx, rsi, r11), ymm12, acc[2 * r])?;
-                a.vmaskmovps(row(r, rdx, rsi, r11) + 32, ymm13, acc[2 * r + 1])?;
-            } else {
-                a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
-                a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
-            }
+            store_row(a, r, acc, with_mask)?;
             a.set_label(&mut next)?;
         }
         a.jmp(done)?;
@@ -174,128 +262,20 @@ pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut table)?;
     a.dd(&[0u32; 16])?;
     a.dd(&[u32::MAX; 16])?;
-    a.assemble(0)
+    Ok(())
 }
 
-/// Symbol name of the AVX2 integer GEMM microkernel.
-pub const AVX2_GEMM_I16_NAME: &str = "x86_64_avx2_gemm_i16x2_6x16";
-
-/// Machine code of the AVX2 integer GEMM tile: the same 6×16 tile and
-/// parameter block as [`avx2_gemm_f32_6x16`], over i32 elements that each
-/// hold two i16 (`onnxc_kir::GemmKind::I16Pairs`): per step, the
-/// pair of A's row is broadcast (`vpbroadcastd`), multiplied with the
-/// pairs of B's 16 columns and summed pairwise into i32 (`vpmaddwd`: 16
-/// multiply-adds per instruction, twice an FMA's 8), then added to the
-/// accumulators (`vpaddd`). `k` counts pairs. Exact: i16×i16 products and
-/// their pair sums fit in i32, and the accumulation wraps like the
-/// reference loops.
-///
-/// With `param::DEQUANT` set, the store converts each sum to f32,
-/// multiplies it by its row's scale, adds the row's bias, clamps, and
-/// stores the first `ROWS` rows' first `COLS` columns of f32 (`vmaskmovps`
-/// for a partial panel): the epilogue of a quantized layer, with no i32
-/// scratch in memory. The products, sums and rounding are the ones of
-/// `GemmStmt::loops`.
-pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
-    int_gemm_6x16(false)
-}
-
-/// Symbol name of the AVX-512 VNNI integer GEMM microkernel.
-pub const VNNI_GEMM_U8I8_NAME: &str = "x86_64_avx512vnni_gemm_u8i8x4_6x16";
-
-/// Machine code of the VNNI integer GEMM tile: as
-/// [`avx2_gemm_i16x2_6x16`], over elements holding four u8 (B) and four
-/// i8 (A), each step one `vpdpbusd` per accumulator (32 multiply-adds per
-/// instruction, summed into i32 without saturation), EVEX-encoded on
-/// 256-bit registers (AVX512VL + AVX512_VNNI). `k` counts quads.
-pub fn avx512vnni_gemm_u8i8x4_6x16() -> Result<Vec<u8>, IcedError> {
-    int_gemm_6x16(true)
-}
-
-/// The integer tiles: i16 pairs (`vpmaddwd` + `vpaddd`) or, with `quads`,
-/// u8×i8 quads (`vpdpbusd`).
-fn int_gemm_6x16(quads: bool) -> Result<Vec<u8>, IcedError> {
-    let mut a = CodeAssembler::new(64)?;
-    let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
-    // Registers as in the f32 kernel; ymm15 holds each product pair sum;
-    // rbx keeps the parameter block for the epilogue.
-    a.push(rbx)?;
-    a.mov(rbx, rdi)?;
-    a.mov(rax, qword_ptr(rdi + param::A))?;
-    a.mov(rdx, qword_ptr(rdi + param::C))?;
-    a.mov(rcx, qword_ptr(rdi + param::K))?;
-    a.mov(r8, qword_ptr(rdi + param::A_RS))?;
-    a.mov(r9, qword_ptr(rdi + param::A_CS))?;
-    a.mov(r10, qword_ptr(rdi + param::B_RS))?;
-    a.mov(r11, qword_ptr(rdi + param::C_RS))?;
-    a.cmp(qword_ptr(rdi + param::ACCUMULATE), 0)?;
-    a.mov(rdi, qword_ptr(rdi + param::B))?;
-    let mut zero = a.create_label();
-    let mut start = a.create_label();
-    let mut body = a.create_label();
-    let mut store = a.create_label();
-    a.je(zero)?;
-    a.lea(rsi, ptr(rdx + r11 * 2))?;
-    a.add(rsi, r11)?;
-    for r in 0..6 {
-        a.vmovdqu(acc[2 * r], row(r, rdx, rsi, r11))?;
-        a.vmovdqu(acc[2 * r + 1], row(r, rdx, rsi, r11) + 32)?;
-    }
-    a.jmp(start)?;
-    a.set_label(&mut zero)?;
-    // Start from the rows' init values, or from zero.
-    let mut from_zero = a.create_label();
-    a.mov(rsi, qword_ptr(rbx + param::INIT))?;
-    a.test(rsi, rsi)?;
-    a.jz(from_zero)?;
-    for r in 0..6 {
-        a.vpbroadcastd(acc[2 * r], dword_ptr(rsi + 4 * r as i32))?;
-        a.vmovdqa(acc[2 * r + 1], acc[2 * r])?;
-    }
-    a.jmp(start)?;
-    a.set_label(&mut from_zero)?;
-    for &r in &acc {
-        a.vpxor(r, r, r)?;
-    }
-    a.set_label(&mut start)?;
-    a.lea(rsi, ptr(rax + r8 * 2))?;
-    a.add(rsi, r8)?;
-    a.test(rcx, rcx)?;
-    a.jz(store)?;
-    a.set_label(&mut body)?;
-    a.vmovdqu(ymm12, ptr(rdi))?;
-    a.vmovdqu(ymm13, ptr(rdi + 32))?;
-    for r in 0..6 {
-        a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
-        if quads {
-            // EVEX: AVX512VL + AVX512_VNNI (this CPU has no VEX AVX-VNNI form).
-            a.set_prefer_vex(false);
-            a.vpdpbusd(acc[2 * r], ymm12, ymm14)?;
-            a.vpdpbusd(acc[2 * r + 1], ymm13, ymm14)?;
-            a.set_prefer_vex(true);
-        } else {
-            a.vpmaddwd(ymm15, ymm14, ymm12)?;
-            a.vpaddd(acc[2 * r], acc[2 * r], ymm15)?;
-            a.vpmaddwd(ymm15, ymm14, ymm13)?;
-            a.vpaddd(acc[2 * r + 1], acc[2 * r + 1], ymm15)?;
-        }
-    }
-    a.add(rax, r9)?;
-    a.add(rsi, r9)?;
-    a.add(rdi, r10)?;
-    a.dec(rcx)?;
-    a.jnz(body)?;
-    a.set_label(&mut store)?;
-    a.lea(rsi, ptr(rdx + r11 * 2))?;
-    a.add(rsi, r11)?;
+/// The integer tiles' store, return and mask table: the i32 sums, or with
+/// DEQUANT their dequantized, biased, clamped f32 values in the first ROWS
+/// rows and COLS columns.
+fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), IcedError> {
     let mut dequant = a.create_label();
     let mut done = a.create_label();
     let mut mask = a.create_label();
     a.cmp(qword_ptr(rbx + param::DEQUANT), 0)?;
     a.jne(dequant)?;
     for r in 0..6 {
-        a.vmovdqu(row(r, rdx, rsi, r11), acc[2 * r])?;
-        a.vmovdqu(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
+        store_row(a, r, acc, false)?;
     }
     a.jmp(done)?;
     // Dequantize: r8 scale row, r9 bias row, r10 rows to store, rcx the
@@ -333,12 +313,8 @@ fn int_gemm_6x16(quads: bool) -> Result<Vec<u8>, IcedError> {
             if masked {
                 a.vmovdqu(ymm12, ptr(rcx))?;
                 a.vmovdqu(ymm13, ptr(rcx + 32))?;
-                a.vmaskmovps(row(r, rdx, rsi, r11), ymm12, acc[2 * r])?;
-                a.vmaskmovps(row(r, rdx, rsi, r11) + 32, ymm13, acc[2 * r + 1])?;
-            } else {
-                a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
-                a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])?;
             }
+            store_row(a, r, acc, masked)?;
         }
         a.jmp(done)?;
     }
@@ -351,7 +327,19 @@ fn int_gemm_6x16(quads: bool) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut mask)?;
     a.dd(&[u32::MAX; 16])?;
     a.dd(&[0u32; 16])?;
-    a.assemble(0)
+    Ok(())
+}
+
+/// Stores accumulator row `r` to C's row `r` (rdx/rsi/r11 as in the
+/// tile), through the column masks in ymm12-13 when `masked`.
+fn store_row(a: &mut CodeAssembler, r: usize, acc: &[AsmRegisterYmm; 12], masked: bool) -> Result<(), IcedError> {
+    if masked {
+        a.vmaskmovps(row(r, rdx, rsi, r11), ymm12, acc[2 * r])?;
+        a.vmaskmovps(row(r, rdx, rsi, r11) + 32, ymm13, acc[2 * r + 1])
+    } else {
+        a.vmovups(row(r, rdx, rsi, r11), acc[2 * r])?;
+        a.vmovups(row(r, rdx, rsi, r11) + 32, acc[2 * r + 1])
+    }
 }
 
 /// Symbol name of the CPU check.
