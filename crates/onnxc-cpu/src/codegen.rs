@@ -954,111 +954,89 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.ins().iadd(base, bytes)
     }
 
-    /// A register-blocked f32 matrix product: tiles of `GEMM_MR` rows by 8
-    /// columns (two 4-lane vectors) keep their accumulators in registers
-    /// over the whole k loop; column and row remainders use 4-lane and
-    /// scalar tiles. Row blocks are tasks (see `gemm_task_body`).
+    /// A matrix product as tasks (see `run_tasks`). f32: register-blocked
+    /// tiles of `GEMM_MR` rows by 8 columns (two 4-lane vectors) keep their
+    /// accumulators in registers over the whole k loop; column and row
+    /// remainders use 4-lane and scalar tiles; the tasks are column panels
+    /// (see `gemm_task_body`). Integer: 16-column panels (or row blocks,
+    /// `int_gemm_by_rows`) walked through the AVX2 or VNNI tile, or through
+    /// 128-bit Cranelift tiles (`pmaddwd`) without AVX2; lowering pads `m`
+    /// to a multiple of 6 and `n` of 16 (see `gemm_i16_task_body`).
     fn gemm(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
-        if g.kind.is_integer() {
-            return self.gemm_i16(g);
-        }
-        for b in [g.a, g.b, g.c] {
-            let elem = self.program.buffers[b.0 as usize].elem;
-            if elem != ScalarType::F32 {
-                return Err(err(
-                    &format!("kernel '{}'", self.kernel.name),
-                    format!("Gemm needs f32 buffers, '{}' is {elem}", self.program.buffers[b.0 as usize].name),
-                ));
-            }
-        }
+        self.check_gemm(g)?;
         if g.m == 0 || g.n == 0 {
             return Ok(());
         }
-        let a_off = self.scalar(&g.a_off)?;
-        let b_off = self.scalar(&g.b_off)?;
-        let c_off = self.scalar(&g.c_off)?;
-        let a0 = self.f32_addr(g.a, a_off);
-        let b0 = self.f32_addr(g.b, b_off);
-        let c0 = self.f32_addr(g.c, c_off);
-        // The column panels become tasks `task(data, i)` over the three
-        // base addresses and the AVX2 choice (see `run_tasks`).
+        // Task data: A, B, C, the AVX2 choice, then the dequantization's
+        // first scale, bias and init row (0: none).
         let ptr = self.module.target_config().pointer_type();
         let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
         let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
         let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 3));
-        for (k, v) in [a0, b0, c0].into_iter().enumerate() {
-            self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 56, 3));
+        let zero = self.b.ins().iconst(ptr, 0);
+        let mut at = [zero; 6];
+        // Every operand has 4-byte elements.
+        for (k, (buf, off)) in g.operands().into_iter().enumerate() {
+            let o = self.scalar(off)?;
+            at[k] = self.f32_addr(buf, o);
+        }
+        for (k, v) in at.into_iter().enumerate() {
+            let offset = if k < 3 { k * 8 } else { 8 + k * 8 };
+            self.b.ins().stack_store(ptr, v, slot, offset as i32);
         }
         self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let wide = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, true).count());
-        let narrow = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, false).count());
-        let n = self.b.ins().select(use_avx2, wide, narrow);
+        let n = if g.kind.is_integer() {
+            let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
+            self.b.ins().iconst(types::I64, tasks as i64)
+        } else {
+            let wide = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, true).count());
+            let narrow = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, false).count());
+            self.b.ins().select(use_avx2, wide, narrow)
+        };
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
     }
 
-    /// An integer (i16-pair) product: 16-column panels are the tasks, each
-    /// walks its 6-row blocks through the AVX2 tile, or through 128-bit
-    /// Cranelift tiles (`pmaddwd`) without AVX2. Lowering pads `m` to a
-    /// multiple of 6 and `n` of 16.
-    fn gemm_i16(&mut self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
+    /// The buffer types and shapes a `Gemm` needs here.
+    fn check_gemm(&self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
         let where_ = format!("kernel '{}'", self.kernel.name);
+        let buffer = |b: BufferId| &self.program.buffers[b.0 as usize];
+        if !g.kind.is_integer() {
+            for b in [g.a, g.b, g.c] {
+                if buffer(b).elem != ScalarType::F32 {
+                    return Err(err(
+                        &where_,
+                        format!("Gemm needs f32 buffers, '{}' is {}", buffer(b).name, buffer(b).elem),
+                    ));
+                }
+            }
+            return Ok(());
+        }
         let c_elem = if g.dequant.is_some() { ScalarType::F32 } else { ScalarType::I32 };
         for (b, want) in [(g.a, ScalarType::I32), (g.b, ScalarType::I32), (g.c, c_elem)] {
-            let buf = &self.program.buffers[b.0 as usize];
-            if buf.elem != want {
-                return Err(err(&where_, format!("an integer Gemm needs {want} '{}', not {}", buf.name, buf.elem)));
+            if buffer(b).elem != want {
+                let (name, elem) = (&buffer(b).name, buffer(b).elem);
+                return Err(err(&where_, format!("an integer Gemm needs {want} '{name}', not {elem}")));
             }
         }
         if let Some(d) = &g.dequant {
-            let (scale, bias) = (&self.program.buffers[d.scale.0 as usize], &self.program.buffers[d.bias.0 as usize]);
-            if g.accumulate || scale.elem != ScalarType::F32 || bias.elem != ScalarType::F32 {
-                return Err(err(&where_, "a dequantizing Gemm needs f32 scales and biases and no accumulation"));
+            let init_ok = d.init.as_ref().is_none_or(|(b, _)| buffer(*b).elem == ScalarType::I32);
+            if g.accumulate
+                || buffer(d.scale).elem != ScalarType::F32
+                || buffer(d.bias).elem != ScalarType::F32
+                || !init_ok
+            {
+                return Err(err(
+                    &where_,
+                    "a dequantizing Gemm needs f32 scales and biases, i32 init rows and no accumulation",
+                ));
             }
         }
         if !g.m.is_multiple_of(6) || !g.n.is_multiple_of(16) {
             return Err(err(&where_, format!("an integer Gemm needs m % 6 == 0 and n % 16 == 0, not {}x{}", g.m, g.n)));
         }
-        if g.m == 0 || g.n == 0 {
-            return Ok(());
-        }
-        let a_off = self.scalar(&g.a_off)?;
-        let b_off = self.scalar(&g.b_off)?;
-        let c_off = self.scalar(&g.c_off)?;
-        let a0 = self.f32_addr(g.a, a_off);
-        let b0 = self.f32_addr(g.b, b_off);
-        let c0 = self.f32_addr(g.c, c_off);
-        let ptr = self.module.target_config().pointer_type();
-        let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
-        let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
-        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
-        // Task data: A, B, C, the AVX2 choice, then the first scale and bias.
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 56, 3));
-        for (k, v) in [a0, b0, c0].into_iter().enumerate() {
-            self.b.ins().stack_store(ptr, v, slot, k as i32 * 8);
-        }
-        self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
-        if let Some(d) = &g.dequant {
-            let so = self.scalar(&d.scale_off)?;
-            let bo = self.scalar(&d.bias_off)?;
-            let s0 = self.f32_addr(d.scale, so);
-            let b0 = self.f32_addr(d.bias, bo);
-            self.b.ins().stack_store(ptr, s0, slot, 32);
-            self.b.ins().stack_store(ptr, b0, slot, 40);
-            let i0 = match &d.init {
-                Some((buf, off)) => {
-                    let o = self.scalar(off)?;
-                    self.f32_addr(*buf, o)
-                }
-                None => self.b.ins().iconst(ptr, 0),
-            };
-            self.b.ins().stack_store(ptr, i0, slot, 48);
-        }
-        let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
-        let n = self.b.ins().iconst(types::I64, tasks as i64);
-        self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
+        Ok(())
     }
 
     /// Panel `i` (columns `16 i ..`) of an integer product, all rows.
