@@ -476,9 +476,14 @@ impl Panels {
 
 /// True for an x86-64 ISA with AVX2 and FMA.
 fn has_avx2_fma<M: Module>(module: &M) -> bool {
+    has_x86_features(module, &["has_avx2", "has_fma"])
+}
+
+/// True for an x86-64 ISA with every one of Cranelift's `flags` on.
+fn has_x86_features<M: Module>(module: &M, flags: &[&str]) -> bool {
     let isa = module.isa();
-    let on = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
-    matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64) && on("has_avx2") && on("has_fma")
+    let on = |name: &&str| isa.isa_flags().iter().any(|f| f.name == *name && f.as_bool() == Some(true));
+    matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64) && flags.iter().all(on)
 }
 
 /// The buffers a kernel only reads, when it has no `FailIf`: their
@@ -2425,12 +2430,7 @@ fn has_gemm_where(body: &[Stmt], pick: &dyn Fn(&onnxc_kir::GemmStmt) -> bool) ->
 
 /// True for an x86-64 ISA with AVX512F, AVX512VL and AVX512_VNNI.
 fn has_avx512_vnni<M: Module>(module: &M) -> bool {
-    let isa = module.isa();
-    let on = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
-    matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64)
-        && on("has_avx512f")
-        && on("has_avx512vl")
-        && on("has_avx512vnni")
+    has_x86_features(module, &["has_avx512f", "has_avx512vl", "has_avx512vnni"])
 }
 
 /// libm names (f64, f32) of a transcendental op.
