@@ -1102,20 +1102,7 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.switch_to_block(wide);
         {
             use crate::ukernel::param;
-            let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, param::BYTES, 3));
-            let consts = [
-                (param::K, g.k as i64),
-                (param::A_RS, g.a_rs * 4),
-                (param::A_CS, g.a_cs * 4),
-                (param::B_RS, g.b_rs * 4),
-                (param::C_RS, g.c_rs * 4),
-                (param::ACCUMULATE, g.accumulate as i64),
-            ];
-            for (off, v) in consts {
-                let v = self.b.ins().iconst(types::I64, v);
-                self.b.ins().stack_store(types::I64, v, slot, off);
-            }
-            let params = self.b.ins().stack_addr(ptr, slot, 0);
+            let (slot, params) = self.ukernel_params(g);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
             let flag = self.b.ins().iconst(types::I64, dq.is_some() as i64);
             self.b.ins().stack_store(types::I64, flag, slot, param::DEQUANT);
@@ -1133,14 +1120,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 if let Some(cols) = cols_of(s, j) {
                     s.b.ins().stack_store(types::I64, cols, slot, param::COLS);
                 }
-                let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
-                let a = s.b.ins().iadd(a0, a_el);
-                let c_el = s.b.ins().imul_imm_s(row, g.c_rs);
-                let c_el = s.b.ins().iadd(c_el, j);
-                let c_el = s.b.ins().ishl_imm_u(c_el, 2);
-                let c = s.b.ins().iadd(c0, c_el);
-                s.b.ins().stack_store(ptr, a, slot, param::A);
-                s.b.ins().stack_store(ptr, c, slot, param::C);
+                s.ukernel_tile_at(g, slot, (a0, c0), row, j);
                 if let Some((d, s0, b0)) = dq {
                     let at = s.b.ins().ishl_imm_u(row, 2);
                     let sc = s.b.ins().iadd(s0, at);
@@ -1345,6 +1325,49 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
+    /// A microkernel parameter block (`ukernel::param`) for `g`, its
+    /// constant words set: the stack slot and its address.
+    fn ukernel_params(&mut self, g: &onnxc_kir::GemmStmt) -> (cranelift_codegen::ir::StackSlot, Value) {
+        use crate::ukernel::param;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, param::BYTES, 3));
+        let consts = [
+            (param::K, g.k as i64),
+            (param::A_RS, g.a_rs * 4),
+            (param::A_CS, g.a_cs * 4),
+            (param::B_RS, g.b_rs * 4),
+            (param::C_RS, g.c_rs * 4),
+            (param::ACCUMULATE, g.accumulate as i64),
+        ];
+        for (off, v) in consts {
+            let v = self.b.ins().iconst(types::I64, v);
+            self.b.ins().stack_store(types::I64, v, slot, off);
+        }
+        let ptr = self.module.target_config().pointer_type();
+        (slot, self.b.ins().stack_addr(ptr, slot, 0))
+    }
+
+    /// Sets the block's A and C words to the tile at (`row`, column `j`)
+    /// of `g` (4-byte elements; A's and C's bases `a0`, `c0`).
+    fn ukernel_tile_at(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        slot: cranelift_codegen::ir::StackSlot,
+        (a0, c0): (Value, Value),
+        row: Value,
+        j: Value,
+    ) {
+        use crate::ukernel::param;
+        let ptr = self.module.target_config().pointer_type();
+        let a_el = self.b.ins().imul_imm_s(row, g.a_rs * 4);
+        let a = self.b.ins().iadd(a0, a_el);
+        let c_el = self.b.ins().imul_imm_s(row, g.c_rs);
+        let c_el = self.b.ins().iadd(c_el, j);
+        let c_el = self.b.ins().ishl_imm_u(c_el, 2);
+        let c = self.b.ins().iadd(c0, c_el);
+        self.b.ins().stack_store(ptr, a, slot, param::A);
+        self.b.ins().stack_store(ptr, c, slot, param::C);
+    }
+
     /// The body of a GEMM task: column panel `i` of `g` (16 columns with
     /// the AVX2 microkernel, then 8, then one of 4, then single columns),
     /// all rows, with base addresses read from `data`. Working down a
@@ -1436,36 +1459,15 @@ impl<M: Module> Gen<'_, '_, M> {
                 (j, self.b.ins().iconst(types::I64, 0))
             };
             let m6 = m / 6 * 6;
-            let block = crate::ukernel::param::BYTES;
-            let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block, 3));
+            use crate::ukernel::param;
+            let (slot, params) = self.ukernel_params(g);
             let jb = self.b.ins().ishl_imm_u(j, 2);
             let bj = self.b.ins().iadd(b0, jb);
-            use crate::ukernel::param;
-            let consts = [
-                (param::K, g.k as i64),
-                (param::A_RS, g.a_rs * 4),
-                (param::A_CS, g.a_cs * 4),
-                (param::B_RS, g.b_rs * 4),
-                (param::C_RS, g.c_rs * 4),
-                (param::ACCUMULATE, g.accumulate as i64),
-            ];
-            for (off, v) in consts {
-                let v = self.b.ins().iconst(types::I64, v);
-                self.b.ins().stack_store(types::I64, v, slot, off);
-            }
             self.b.ins().stack_store(ptr, bj, slot, param::B);
             self.b.ins().stack_store(ptr, skip_cols, slot, param::SKIP_COLS);
-            let params = self.b.ins().stack_addr(ptr, slot, 0);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
             let tile = |s: &mut Self, row: Value, skip: i64| {
-                let a_el = s.b.ins().imul_imm_s(row, g.a_rs * 4);
-                let a = s.b.ins().iadd(a0, a_el);
-                let c_el = s.b.ins().imul_imm_s(row, g.c_rs);
-                let c_el = s.b.ins().iadd(c_el, j);
-                let c_el = s.b.ins().ishl_imm_u(c_el, 2);
-                let c = s.b.ins().iadd(c0, c_el);
-                s.b.ins().stack_store(ptr, a, slot, param::A);
-                s.b.ins().stack_store(ptr, c, slot, param::C);
+                s.ukernel_tile_at(g, slot, (a0, c0), row, j);
                 let skip = s.b.ins().iconst(types::I64, skip);
                 s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
                 s.b.ins().call(fref, &[params]);
