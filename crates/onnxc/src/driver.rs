@@ -356,11 +356,15 @@ pub fn lower_for(graph: &Graph, level: OptLevel, int8_quads: bool) -> Result<Pro
 /// `vpdpbusd`; otherwise they pack i16 pairs (`vpmaddwd`, chosen at run
 /// time on baseline x86-64).
 pub fn int8_quads_for(target: Option<&str>, cpu: Option<&str>) -> bool {
-    let features = match (target, cpu) {
-        (None, None) => onnxc_cpu::isa_for(None, false).map(|isa| onnxc_cpu::isa_features(&isa)),
-        _ => onnxc_cpu::object_features(target, cpu),
-    };
-    features.map(|f| has_vnni(&f)).unwrap_or(false)
+    if let (None, None) = (target, cpu) {
+        // This machine's answer, found once (the JIT lowers many times
+        // during calibration and `--fallback auto`).
+        static HOST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        return *HOST.get_or_init(|| {
+            onnxc_cpu::isa_for(None, false).map(|isa| has_vnni(&onnxc_cpu::isa_features(&isa))).unwrap_or(false)
+        });
+    }
+    onnxc_cpu::object_features(target, cpu).map(|f| has_vnni(&f)).unwrap_or(false)
 }
 
 /// True when CPU features (as `onnxc_cpu::isa_features` names them)
