@@ -143,6 +143,14 @@ pub fn define_program<M: Module>(
     } else {
         None
     };
+    // The u8-quad packing kernel (AVX512F+VL) for the quads' B operands;
+    // without it the packing runs as plain loops.
+    let packs = program.kernels.iter().any(|k| has_pack(&k.body));
+    let pack = if static_vnni && packs {
+        Some(ukernel(module, crate::ukernel::PACK_U8X4_NAME, crate::ukernel::avx512_pack_u8x4())?)
+    } else {
+        None
+    };
     let check = if dispatch {
         let mut sig = module.make_signature();
         sig.returns.push(AbiParam::new(types::I64));
@@ -164,9 +172,9 @@ pub fn define_program<M: Module>(
             onnxc_kir::GemmKind::I16Pairs => false,
             onnxc_kir::GemmKind::U8I8Quads => vnni.is_none(),
         };
-        let kernel = if has_gemm_where(&kernel.body, &expand) {
+        let kernel = if has_gemm_where(&kernel.body, &expand) || (pack.is_none() && has_pack(&kernel.body)) {
             let mut vars = kernel.vars.clone();
-            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &expand);
+            let body = onnxc_kir::expand_gemms(&kernel.body, &mut vars, &expand, pack.is_none());
             expanded = Kernel { name: kernel.name.clone(), vars, body };
             &expanded
         } else {
@@ -213,6 +221,7 @@ pub fn define_program<M: Module>(
                 avx2,
                 avx2_i16,
                 vnni,
+                pack,
                 invariant: &invariant,
             };
             g.stmts(&kernel.body)?;
@@ -267,6 +276,7 @@ pub fn define_program<M: Module>(
                     avx2,
                     avx2_i16,
                     vnni,
+                    pack,
                     invariant: &invariant,
                 };
                 match &task {
@@ -504,6 +514,9 @@ fn invariant_buffers(program: &Program, kernel: &Kernel) -> std::collections::BT
                 Stmt::Gemm(g) => {
                     out.insert(g.c.0);
                 }
+                Stmt::Pack(p) => {
+                    out.insert(p.dst.0);
+                }
                 Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
             }
         }
@@ -559,6 +572,12 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                     expr(off, out);
                 }
             }
+            Stmt::Pack(p) => {
+                for (b, off) in p.operands() {
+                    out.insert(b.0);
+                    expr(off, out);
+                }
+            }
         }
     }
 }
@@ -587,6 +606,9 @@ struct Gen<'a, 'b, M: Module> {
     /// The VNNI u8×i8 GEMM microkernel, when the ISA has AVX512VL and
     /// AVX512_VNNI and the program has such products.
     vnni: Option<FuncId>,
+    /// The u8-quad packing kernel, when the ISA has AVX512F and AVX512VL
+    /// (with VNNI) and the program packs.
+    pack: Option<FuncId>,
     /// Buffers whose loads Cranelift may hoist out of loops and merge (see
     /// `invariant_buffers`).
     invariant: &'a std::collections::BTreeSet<u32>,
@@ -636,6 +658,7 @@ impl<M: Module> Gen<'_, '_, M> {
                     self.b.def_var(self.vars[var.0 as usize], v);
                 }
                 Stmt::Gemm(g) => self.gemm(g)?,
+                Stmt::Pack(p) => self.pack(p)?,
                 Stmt::FailIf { cond, status } => {
                     let c = self.scalar(cond)?;
                     let fail = self.b.create_block();
@@ -1001,6 +1024,45 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().select(use_avx2, wide, narrow)
         };
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
+    }
+
+    /// One call of the packing kernel (`ukernel::avx512_pack_u8x4`) for
+    /// `p`; define_program expands packs into loops where it has none.
+    fn pack(&mut self, p: &onnxc_kir::PackStmt) -> Result<(), BackendError> {
+        use crate::ukernel::pack_param as pp;
+        let where_ = format!("kernel '{}'", self.kernel.name);
+        let elem = |b: BufferId| self.program.buffers[b.0 as usize].elem;
+        if (elem(p.src), elem(p.rows), elem(p.dst)) != (ScalarType::F32, ScalarType::I64, ScalarType::I32)
+            || !p.padded.is_multiple_of(16)
+            || p.cols > p.padded
+        {
+            return Err(err(&where_, "a Pack needs f32 rows, i64 offsets, i32 output and padded % 16 == 0"));
+        }
+        let ukr = self.pack.ok_or_else(|| err(&where_, "a Pack without the packing kernel"))?;
+        let ptr = self.module.target_config().pointer_type();
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, pp::BYTES, 3));
+        for (buf, off, at) in
+            [(p.src, &p.src_off, pp::SRC), (p.rows, &p.rows_off, pp::ROWS), (p.dst, &p.dst_off, pp::DST)]
+        {
+            let a = self.address(buf, off)?;
+            self.b.ins().stack_store(ptr, a, slot, at);
+        }
+        let words = [
+            (pp::UNITS, p.units as i64),
+            (pp::COLS, p.cols as i64),
+            (pp::PADDED, p.padded as i64),
+            (pp::DST_RS, p.dst_rs * 4),
+            (pp::RECIP, p.recip.to_bits() as i64),
+            (pp::ZP, p.zp as i64),
+        ];
+        for (at, v) in words {
+            let v = self.b.ins().iconst(types::I64, v);
+            self.b.ins().stack_store(ptr, v, slot, at);
+        }
+        let params = self.b.ins().stack_addr(ptr, slot, 0);
+        let fref = self.module.declare_func_in_func(ukr, self.b.func);
+        self.b.ins().call(fref, &[params]);
+        Ok(())
     }
 
     /// The buffer types and shapes a `Gemm` needs here.
@@ -2426,6 +2488,15 @@ fn has_gemm_where(body: &[Stmt], pick: &dyn Fn(&onnxc_kir::GemmStmt) -> bool) ->
     body.iter().any(|s| match s {
         Stmt::Gemm(g) => pick(g),
         Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_gemm_where(body, pick),
+        _ => false,
+    })
+}
+
+/// True when `body` holds a `Pack`.
+fn has_pack(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Pack(_) => true,
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_pack(body),
         _ => false,
     })
 }

@@ -380,3 +380,142 @@ pub fn has_avx2_fma() -> Result<Vec<u8>, IcedError> {
     a.ret()?;
     a.assemble(0)
 }
+
+/// Symbol name of the u8-quad packing kernel.
+pub const PACK_U8X4_NAME: &str = "x86_64_avx512_pack_u8x4";
+
+/// Byte offsets of the packing kernel's parameter block (8-byte words;
+/// RECIP is an f32 and ZP an i32 in the low half of theirs).
+pub mod pack_param {
+    /// Address of `src[src_off]` (f32).
+    pub const SRC: i32 = 0;
+    /// Address of `rows[rows_off]` (i64 element offsets).
+    pub const ROWS: i32 = 8;
+    pub const UNITS: i32 = 16;
+    pub const COLS: i32 = 24;
+    pub const PADDED: i32 = 32;
+    /// Address of `dst[dst_off]` (i32).
+    pub const DST: i32 = 40;
+    /// `dst_rs` in bytes.
+    pub const DST_RS: i32 = 48;
+    pub const RECIP: i32 = 56;
+    pub const ZP: i32 = 64;
+    pub const BYTES: u32 = 72;
+}
+
+/// Machine code of `onnxc_kir::PackStmt` (AVX512F + AVX512VL, EVEX on
+/// 256-bit registers; System V, one pointer argument, [`pack_param`]):
+/// per unit, the four source rows' 8 columns at a time are multiplied by
+/// `recip` (`vmulps`), capped at 512 (so that `vcvtps2dq` cannot
+/// overflow), rounded half to even and converted (`vcvtps2dq` under the
+/// default MXCSR rounding), offset by the zero point, clamped to 0-255 in
+/// i32, shifted into their bytes and OR-ed into one i32 per column. The
+/// last partial group of columns loads and stores through a mask; the
+/// columns from `cols` to `padded` get zeros. Each step is exact, so the
+/// codes equal the reference loops' for every non-NaN input.
+pub fn avx512_pack_u8x4() -> Result<Vec<u8>, IcedError> {
+    use pack_param as p;
+    let mut a = CodeAssembler::new(64)?;
+    // r8 src, r9 rows, r10 units left, r11 cols, rdx padded, rsi dst row,
+    // rax dst row stride, rdi the column, r12-r15 the four source rows.
+    // ymm15 recip, ymm14 512.0, ymm13 zp, ymm12 zero, ymm11 255.
+    for r in [rbx, r12, r13, r14, r15] {
+        a.push(r)?;
+    }
+    a.mov(r8, qword_ptr(rdi + p::SRC))?;
+    a.mov(r9, qword_ptr(rdi + p::ROWS))?;
+    a.mov(r10, qword_ptr(rdi + p::UNITS))?;
+    a.mov(r11, qword_ptr(rdi + p::COLS))?;
+    a.mov(rdx, qword_ptr(rdi + p::PADDED))?;
+    a.mov(rsi, qword_ptr(rdi + p::DST))?;
+    a.mov(rax, qword_ptr(rdi + p::DST_RS))?;
+    a.vbroadcastss(ymm15, dword_ptr(rdi + p::RECIP))?;
+    a.vpbroadcastd(ymm13, dword_ptr(rdi + p::ZP))?;
+    a.mov(ecx, 512.0f32.to_bits())?;
+    a.vmovd(xmm14, ecx)?;
+    a.vbroadcastss(ymm14, xmm14)?;
+    a.mov(ecx, 255)?;
+    a.vmovd(xmm11, ecx)?;
+    a.vpbroadcastd(ymm11, xmm11)?;
+    a.vpxor(ymm12, ymm12, ymm12)?;
+    let src = [r12, r13, r14, r15];
+    let v = [ymm0, ymm1, ymm2, ymm3];
+    let mut unit = a.create_label();
+    let mut full = a.create_label();
+    let mut tail = a.create_label();
+    let mut zeros = a.create_label();
+    let mut next = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut unit)?;
+    a.test(r10, r10)?;
+    a.jz(done)?;
+    for (e, &r) in src.iter().enumerate() {
+        a.mov(r, qword_ptr(r9 + 8 * e as i32))?;
+        a.lea(r, ptr(r8 + r * 4))?;
+    }
+    a.xor(edi, edi)?;
+    // Eight columns, masked by k1 when `masked`.
+    let body = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
+        a.set_prefer_vex(false);
+        for e in 0..4 {
+            let at = ptr(src[e] + rdi * 4);
+            if masked {
+                a.vmulps(v[e].k1().z(), ymm15, at)?;
+            } else {
+                a.vmulps(v[e], ymm15, at)?;
+            }
+            a.vminps(v[e], v[e], ymm14)?;
+            a.vcvtps2dq(v[e], v[e])?;
+            a.vpaddd(v[e], v[e], ymm13)?;
+            a.vpmaxsd(v[e], v[e], ymm12)?;
+            a.vpminsd(v[e], v[e], ymm11)?;
+        }
+        a.vpslld(ymm1, ymm1, 8)?;
+        a.vpslld(ymm2, ymm2, 16)?;
+        a.vpslld(ymm3, ymm3, 24)?;
+        // ymm0 | ymm1 | ymm2, then | ymm3.
+        a.vpternlogd(ymm0, ymm1, ymm2, 0xfe)?;
+        a.vpord(ymm0, ymm0, ymm3)?;
+        if masked {
+            a.vmovdqa32(ymm0.k1().z(), ymm0)?;
+        }
+        a.vmovdqu32(ptr(rsi + rdi * 4), ymm0)?;
+        a.set_prefer_vex(true);
+        a.add(rdi, 8)
+    };
+    a.set_label(&mut full)?;
+    a.lea(rbx, ptr(rdi + 8))?;
+    a.cmp(rbx, r11)?;
+    a.ja(tail)?;
+    body(&mut a, false)?;
+    a.jmp(full)?;
+    a.set_label(&mut tail)?;
+    a.cmp(rdi, r11)?;
+    a.jae(zeros)?;
+    // k1: the low cols - rdi (1-7) lanes.
+    a.mov(rcx, r11)?;
+    a.sub(rcx, rdi)?;
+    a.mov(ebx, 1)?;
+    a.shl(ebx, cl)?;
+    a.dec(ebx)?;
+    a.kmovw(k1, ebx)?;
+    body(&mut a, true)?;
+    a.set_label(&mut zeros)?;
+    a.cmp(rdi, rdx)?;
+    a.jae(next)?;
+    a.vmovdqu(ptr(rsi + rdi * 4), ymm12)?;
+    a.add(rdi, 8)?;
+    a.jmp(zeros)?;
+    a.set_label(&mut next)?;
+    a.add(r9, 32)?;
+    a.add(rsi, rax)?;
+    a.dec(r10)?;
+    a.jmp(unit)?;
+    a.set_label(&mut done)?;
+    a.vzeroupper()?;
+    for r in [r15, r14, r13, r12, rbx] {
+        a.pop(r)?;
+    }
+    a.ret()?;
+    a.assemble(0)
+}

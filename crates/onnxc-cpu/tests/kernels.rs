@@ -857,3 +857,102 @@ fn vectorized_exp_erf_tanh_round_match_libm() {
         assert!((t[k] as f64 - want).abs() <= 3e-7 * want.abs().max(1e-7) + 1e-12, "tanh({v}) = {} vs {want}", t[k]);
     }
 }
+
+/// `Stmt::Pack` (the AVX-512 packing kernel where the host has it, else
+/// its loops) and its reference loops (`PackStmt::loops`) against a naive
+/// quantize-and-pack in Rust: partial last groups of columns, padding
+/// columns, rows given in any order (repeats included), offsets, a row
+/// stride past the padding, values past either end of the u8 range and
+/// exact halves (rounded to even); elements outside the packed rows keep
+/// their value.
+#[test]
+fn packing_matches_naive_quantization() {
+    let i64_bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    for &(units, cols, padded, recip, zp) in &[
+        (1usize, 1usize, 16usize, 1.0f32, 0u8),
+        (2, 7, 16, 0.5, 128),
+        (3, 8, 16, 2.0, 3),
+        (2, 16, 32, 1.0, 255),
+        (5, 37, 48, 0.37, 17),
+        (4, 64, 64, 10.0, 100),
+    ] {
+        for expanded in [false, true] {
+            let channels = 4 * units + 3;
+            let src_len = channels * cols + 5;
+            let src: Vec<f32> = (0..src_len)
+                .map(|i| match i % 11 {
+                    0 => 1e9,
+                    1 => -1e9,
+                    2 => f32::INFINITY,
+                    3 => (i % 300) as f32 + 0.5,
+                    4 => -((i % 7) as f32) - 0.5,
+                    _ => ((i * 7919) % 1000) as f32 * 0.61 - 300.0,
+                })
+                .collect();
+            // Rows: offsets into src (element units), from rows_off = 2.
+            let rows: Vec<i64> = (0..4 * units + 2).map(|r| ((r * 5 + 3) % channels * cols) as i64).collect();
+            let dst_rs = padded as i64 + 16;
+            let dst_len = 3 + units * dst_rs as usize;
+            let sentinel = vec![-7i32; dst_len];
+            let pack = PackStmt {
+                units,
+                cols,
+                padded,
+                src: BufferId(0),
+                src_off: int(5),
+                rows: BufferId(1),
+                rows_off: int(2),
+                dst: BufferId(2),
+                dst_off: int(3),
+                dst_rs,
+                recip,
+                zp,
+            };
+            let mut vars = vec![ScalarType::I64];
+            let mut body = vec![Stmt::For {
+                var: VarId(0),
+                start: 0,
+                end: dst_len as i64,
+                body: vec![Stmt::Store {
+                    buf: BufferId(2),
+                    index: var(VarId(0)),
+                    value: load(BufferId(3), var(VarId(0))),
+                }],
+            }];
+            if expanded {
+                body.extend(pack.loops(&mut vars));
+            } else {
+                body.push(Stmt::Pack(Box::new(pack)));
+            }
+            let program = Program {
+                buffers: vec![
+                    buffer("src", ScalarType::F32, src_len as u64, BufferKind::Input(0)),
+                    buffer("rows", ScalarType::I64, rows.len() as u64, BufferKind::Constant(i64_bytes(&rows))),
+                    buffer("dst", ScalarType::I32, dst_len as u64, BufferKind::Output(0)),
+                    buffer("init", ScalarType::I32, dst_len as u64, BufferKind::Constant(i32_bytes(&sentinel))),
+                ],
+                kernels: vec![Kernel { name: "pack".into(), vars, body }],
+                inputs: vec![io("src", "f32", src_len, 0)],
+                outputs: vec![io("dst", "i32", dst_len, 2)],
+                arena_bytes: 0,
+            };
+            let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+            let out = jit.run(&[&f32_bytes(&src)]).unwrap().remove(0);
+            let got: Vec<i32> = out.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+            let q = |x: f32| ((x * recip).round_ties_even() + zp as f32).clamp(0.0, 255.0) as u32;
+            let mut want = sentinel.clone();
+            for u in 0..units {
+                for j in 0..padded {
+                    let v = if j < cols {
+                        (0..4).fold(0u32, |w, e| w | (q(src[5 + rows[2 + 4 * u + e] as usize + j]) << (8 * e)))
+                    } else {
+                        0
+                    };
+                    want[3 + u * dst_rs as usize + j] = v as i32;
+                }
+            }
+            assert_eq!(got, want, "units {units} cols {cols} padded {padded} expanded {expanded}");
+        }
+    }
+}

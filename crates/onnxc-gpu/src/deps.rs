@@ -161,6 +161,24 @@ impl Scan<'_> {
                         self.expr(off);
                     }
                 }
+                Stmt::Pack(p) => {
+                    // dst[dst_off + u dst_rs + j] from rows[rows_off + r] and
+                    // src[src_off + rows[..] + j] (not affine: the row
+                    // offsets are data), u < units, j < padded, r < 4 units.
+                    self.synthetic -= 3;
+                    let (u, j, r) = (VarId(self.synthetic), VarId(self.synthetic + 1), VarId(self.synthetic + 2));
+                    self.ranges.insert(u, (0, p.units as i64 - 1));
+                    self.ranges.insert(j, (0, p.padded as i64 - 1));
+                    self.ranges.insert(r, (0, 4 * p.units as i64 - 1));
+                    use onnxc_kir::build::{add, int, load, mul, var};
+                    let row = load(p.rows, add(p.rows_off.clone(), var(r)));
+                    self.access(p.dst, &add(p.dst_off.clone(), add(mul(var(u), int(p.dst_rs)), var(j))), true);
+                    self.expr(&row);
+                    self.access(p.src, &add(add(p.src_off.clone(), row), var(j)), false);
+                    for off in [&p.src_off, &p.rows_off, &p.dst_off] {
+                        self.expr(off);
+                    }
+                }
             }
         }
     }
@@ -204,6 +222,7 @@ fn vars_private(body: &[Stmt], defined: &mut BTreeSet<VarId>, assigned: &BTreeSe
             }
             Stmt::FailIf { cond, .. } => reads_ok(cond, defined, assigned),
             Stmt::Gemm(g) => [&g.a_off, &g.b_off, &g.c_off].iter().all(|e| reads_ok(e, defined, assigned)),
+            Stmt::Pack(p) => [&p.src_off, &p.rows_off, &p.dst_off].iter().all(|e| reads_ok(e, defined, assigned)),
         };
         if !ok {
             return false;

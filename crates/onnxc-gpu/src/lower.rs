@@ -126,7 +126,8 @@ impl Cx<'_> {
         self.scratch_at = self.program.arena_bytes.div_ceil(64) * 64;
         let mut vars = k.vars.clone();
         // Integer (i16-pair) products run as their loop nests.
-        let expanded = onnxc_kir::expand_gemms(&k.body, &mut vars, &|g| g.kind.is_integer());
+        // So do the u8-quad packings.
+        let expanded = onnxc_kir::expand_gemms(&k.body, &mut vars, &|g| g.kind.is_integer(), true);
         let k = &Kernel { name: k.name.clone(), vars: vars.clone(), body: expanded };
         let mut pieces = Vec::new();
         self.pieces(k, &mut vars, &k.body, &mut pieces);
@@ -671,6 +672,7 @@ impl Cx<'_> {
             Stmt::Assign { var, value } => GStmt::Assign { var: *var, value: self.expr(l, value) },
             Stmt::FailIf { cond, status } => GStmt::Fail { cond: self.expr(l, cond), status: *status },
             Stmt::Gemm(_) => unreachable!("stmts expands GEMMs"),
+            Stmt::Pack(_) => unreachable!("Cx::kernel expands packs"),
         }
     }
 
@@ -894,6 +896,11 @@ fn count_var_stmts(body: &[Stmt], v: VarId, c: &mut (usize, usize)) {
                 count_var(&g.b_off, v, c);
                 count_var(&g.c_off, v, c);
             }
+            Stmt::Pack(p) => {
+                for (_, off) in p.operands() {
+                    count_var(off, v, c);
+                }
+            }
         }
     }
 }
@@ -1024,6 +1031,15 @@ fn collect_buffer_uses(
             }
             Stmt::Assign { value, .. } => expr(value, dims, same, other),
             Stmt::FailIf { cond, .. } => expr(cond, dims, same, other),
+            Stmt::Pack(p) => {
+                for (b, off) in p.operands() {
+                    if uses_dim(off, dims) {
+                        other.insert(b);
+                    } else {
+                        same.push(b);
+                    }
+                }
+            }
             Stmt::Gemm(g) => {
                 for (b, off) in [(g.a, &g.a_off), (g.b, &g.b_off), (g.c, &g.c_off)] {
                     if uses_dim(off, dims) {
@@ -1047,6 +1063,9 @@ fn written_buffers(body: &[Stmt], out: &mut BTreeSet<BufferId>) {
             }
             Stmt::Gemm(g) => {
                 out.insert(g.c);
+            }
+            Stmt::Pack(p) => {
+                out.insert(p.dst);
             }
             Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
         }
@@ -1154,6 +1173,11 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
                     e(&g.b_off, bound, out);
                     e(&g.c_off, bound, out);
                 }
+                Stmt::Pack(p) => {
+                    for (_, off) in p.operands() {
+                        e(off, bound, out);
+                    }
+                }
             }
         }
     }
@@ -1172,7 +1196,7 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
 
 /// Replaces every `Gemm` with its plain loop nest.
 fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
-    onnxc_kir::expand_gemms(body, vars, &|_| true)
+    onnxc_kir::expand_gemms(body, vars, &|_| true, true)
 }
 
 /// `s` with variable `v` replaced by the constant `x` (one unrolled iteration).

@@ -279,6 +279,73 @@ pub enum Stmt {
     /// A dense f32 matrix product (see [`GemmStmt`]); backends emit a
     /// register-blocked kernel for it.
     Gemm(Box<GemmStmt>),
+    /// Quantizes f32 rows to u8 and packs four rows into each i32 (see
+    /// [`PackStmt`]): the B operand of a [`GemmKind::U8I8Quads`] product.
+    Pack(Box<PackStmt>),
+}
+
+/// `dst[dst_off + u·dst_rs + j] = sum_e q(src[src_off + rows[rows_off +
+/// 4u + e] + j]) << 8e` for `u < units`, `j < cols`, and 0 for `cols <= j
+/// < padded` (a multiple of 16), where `rows` holds i64 element offsets and
+/// `q(x) = clamp(round(x · recip) + zp, 0, 255)` (the product rounded to
+/// f32 once, then rounded half to even). Four rows of a matrix become one
+/// row of u8 quads, as the u8×i8 product reads them (see
+/// [`PackStmt::loops`] for the reference form); NaN inputs give
+/// unspecified codes. `dst` is i32, `src` f32; they must not overlap.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackStmt {
+    pub units: usize,
+    pub cols: usize,
+    pub padded: usize,
+    pub src: BufferId,
+    pub src_off: Expr,
+    pub rows: BufferId,
+    pub rows_off: Expr,
+    pub dst: BufferId,
+    pub dst_off: Expr,
+    pub dst_rs: i64,
+    pub recip: f32,
+    pub zp: u8,
+}
+
+impl PackStmt {
+    /// The packing as plain loops (new variables are pushed onto `vars`).
+    pub fn loops(&self, vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
+        use build::*;
+        let mut v = |t| {
+            vars.push(t);
+            VarId(vars.len() as u32 - 1)
+        };
+        let (u, j) = (v(ScalarType::I64), v(ScalarType::I64));
+        let c = |v: i64| Expr::Int(v, ScalarType::I32);
+        let q = |e: usize| {
+            let row = load(self.rows, add(self.rows_off.clone(), add(mul(var(u), int(4)), int(e as i64))));
+            let x = load(self.src, add(add(self.src_off.clone(), row), var(j)));
+            let r = bin(BinOp::Add, un(UnOp::Round, bin(BinOp::Mul, x, f32c(self.recip))), f32c(self.zp as f32));
+            let r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(0.0)), f32c(255.0));
+            bin(BinOp::Shl, Expr::Cast(ScalarType::I32, Box::new(r)), c(8 * e as i64))
+        };
+        let packed = (1..4).fold(q(0), |acc, e| bin(BinOp::Or, acc, q(e)));
+        let index = add(self.dst_off.clone(), add(mul(var(u), int(self.dst_rs)), var(j)));
+        let cols = |start: usize, end: usize, value: Expr| Stmt::For {
+            var: j,
+            start: start as i64,
+            end: end as i64,
+            body: vec![Stmt::Store { buf: self.dst, index: index.clone(), value }],
+        };
+        vec![Stmt::For {
+            var: u,
+            start: 0,
+            end: self.units as i64,
+            body: vec![cols(0, self.cols, packed), cols(self.cols, self.padded, c(0))],
+        }]
+    }
+
+    /// Every buffer it reads or writes, with its offset expression: src,
+    /// rows, dst.
+    pub fn operands(&self) -> Vec<(BufferId, &Expr)> {
+        vec![(self.src, &self.src_off), (self.rows, &self.rows_off), (self.dst, &self.dst_off)]
+    }
 }
 
 /// `C[i, j] = (C[i, j] if accumulate else 0) + sum_p A[i, p] * B[p, j]` for
@@ -454,20 +521,30 @@ impl GemmStmt {
     }
 }
 
-/// Replaces every `Gemm` for which `expand` holds by [`GemmStmt::loops`].
-pub fn expand_gemms(body: &[Stmt], vars: &mut Vec<ScalarType>, expand: &dyn Fn(&GemmStmt) -> bool) -> Vec<Stmt> {
+/// Replaces every `Gemm` for which `expand` holds by [`GemmStmt::loops`]
+/// and, with `packs`, every `Pack` by [`PackStmt::loops`].
+pub fn expand_gemms(
+    body: &[Stmt],
+    vars: &mut Vec<ScalarType>,
+    expand: &dyn Fn(&GemmStmt) -> bool,
+    packs: bool,
+) -> Vec<Stmt> {
     let mut out = Vec::new();
     for s in body {
         match s {
             Stmt::Gemm(g) if expand(g) => out.extend(g.loops(vars)),
-            Stmt::For { var, start, end, body } => {
-                out.push(Stmt::For { var: *var, start: *start, end: *end, body: expand_gemms(body, vars, expand) })
-            }
+            Stmt::Pack(p) if packs => out.extend(p.loops(vars)),
+            Stmt::For { var, start, end, body } => out.push(Stmt::For {
+                var: *var,
+                start: *start,
+                end: *end,
+                body: expand_gemms(body, vars, expand, packs),
+            }),
             Stmt::ParallelFor { var, start, end, body } => out.push(Stmt::ParallelFor {
                 var: *var,
                 start: *start,
                 end: *end,
-                body: expand_gemms(body, vars, expand),
+                body: expand_gemms(body, vars, expand, packs),
             }),
             s => out.push(s.clone()),
         }
@@ -534,6 +611,13 @@ impl Stmt {
                     }
                 }
                 Stmt::Gemm(Box::new(g))
+            }
+            Stmt::Pack(p) => {
+                let mut p = (**p).clone();
+                (p.src, p.src_off) = fb(p.src, fe(&p.src_off));
+                (p.rows, p.rows_off) = fb(p.rows, fe(&p.rows_off));
+                (p.dst, p.dst_off) = fb(p.dst, fe(&p.dst_off));
+                Stmt::Pack(Box::new(p))
             }
         }
     }

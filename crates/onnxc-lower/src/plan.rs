@@ -54,6 +54,12 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                             expr(off, mark);
                         }
                     }
+                    Stmt::Pack(p) => {
+                        for (b, off) in p.operands() {
+                            mark(b.0);
+                            expr(off, mark);
+                        }
+                    }
                 }
             }
         }

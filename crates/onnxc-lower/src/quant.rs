@@ -552,15 +552,49 @@ pub fn quantized_conv(
             }
             vec![Stmt::Store { buf: col, index: add(mul(u.clone(), int(stride as i64)), pos), value: packed }]
         };
-        let mut s = if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) };
-        // The padding columns: zeros (their products are never stored).
-        s.extend(k.nest(&[units, pp - p], |_, iv| {
-            vec![Stmt::Store {
-                buf: col,
-                index: add(mul(iv[0].clone(), int(stride as i64)), add(iv[1].clone(), int(p as i64))),
-                value: i32c(0),
-            }]
-        }));
+        let contiguous = pd[2..].iter().product::<usize>() == p && window.strides.iter().all(|&s| s == 1);
+        let mut s = if quads && !quantized && contiguous {
+            // Output positions are consecutive input elements (a 1x1,
+            // stride-1 convolution): one Pack statement per block of units
+            // (the backend's packing kernel), the padding columns included.
+            let pack = |u0: Expr, n: usize| {
+                Stmt::Pack(Box::new(onnxc_kir::PackStmt {
+                    units: n,
+                    cols: p,
+                    padded: pp,
+                    src: xp,
+                    src_off: x_base.clone(),
+                    rows,
+                    rows_off: mul(u0.clone(), int(4)),
+                    dst: col,
+                    dst_off: mul(u0, int(stride as i64)),
+                    dst_rs: stride as i64,
+                    recip,
+                    zp: x_zp,
+                }))
+            };
+            let block = if top_level { units.div_ceil(8) } else { units };
+            let mut s = if top_level {
+                k.nest_parallel(&[units / block], |_, v| vec![pack(mul(v[0].clone(), int(block as i64)), block)])
+            } else {
+                vec![pack(int(0), block)]
+            };
+            if units % block != 0 {
+                s.push(pack(int((units - units % block) as i64), units % block));
+            }
+            s
+        } else {
+            let mut s = if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) };
+            // The padding columns: zeros (their products are never stored).
+            s.extend(k.nest(&[units, pp - p], |_, iv| {
+                vec![Stmt::Store {
+                    buf: col,
+                    index: add(mul(iv[0].clone(), int(stride as i64)), add(iv[1].clone(), int(p as i64))),
+                    value: i32c(0),
+                }]
+            }));
+            s
+        };
         s.push(Stmt::Gemm(Box::new(onnxc_kir::GemmStmt {
             m: mp,
             n: pp,
