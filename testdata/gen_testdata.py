@@ -272,6 +272,39 @@ def conv_depthwise(rng):
     return conv_case(rng, [1, 6, 7, 7], [6, 1, 3, 3], group=6, pads=[1, 1, 1, 1])
 
 
+def depthwise_stack_case(rng, n):
+    # Depthwise convolutions as MobileNet and EfficientNet stack them:
+    # 3x3 stride 1 with a fused Clip(0, 6), 5x5 stride 2 without bias,
+    # 3x3 dilated, 3x3 stride 2 with a fused Relu; 21 channels (blocks of
+    # two and a remainder of one) and rows of 21, 11 and 6 columns (a full
+    # vector plus a partial one, partial ones alone).
+    c = 21
+    inits = [("w1", randn(rng, [c, 1, 3, 3], 0.5)), ("b1", randn(rng, [c])),
+             ("w2", randn(rng, [c, 1, 5, 5], 0.3)),
+             ("w3", randn(rng, [c, 1, 3, 3], 0.5)), ("b3", randn(rng, [c])),
+             ("w4", randn(rng, [c, 1, 3, 3], 0.5)), ("b4", randn(rng, [c])),
+             ("lo", np.array(0.0, np.float32)), ("hi", np.array(6.0, np.float32))]
+    nodes = [
+        helper.make_node("Conv", ["X", "w1", "b1"], ["c1"], group=c, pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], group=c, pads=[2, 2, 2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"], group=c, pads=[2, 2, 2, 2], dilations=[2, 2]),
+        helper.make_node("Conv", ["c3", "w4", "b4"], ["c4"], group=c, pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c4"], ["Y"]),
+    ]
+    return Case(nodes, [("X", randn(rng, [n, c, 19, 21], 2.0))], ["Y"], inits, opset=13)
+
+
+@case
+def depthwise_stack(rng):
+    return depthwise_stack_case(rng, 1)
+
+
+@case
+def depthwise_stack_batch2(rng):
+    return depthwise_stack_case(rng, 2)
+
+
 @case
 def conv_1x1(rng):
     return conv_case(rng, [1, 8, 5, 5], [4, 8, 1, 1])

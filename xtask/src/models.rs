@@ -269,6 +269,7 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         ("mlp_digits", "mlp_digits_b4"),
         ("cnn_digits", "cnn_digits"),
         ("ops/qdq_conv", "ops/qdq_conv"),
+        ("ops/depthwise_stack_batch2", "ops/depthwise_stack_batch2"),
     ] {
         let r = check(
             root,
@@ -315,6 +316,7 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
             ("cnn_digits", "cnn_digits"),
             ("ops/matmul_edge_tiles", "ops/matmul_edge_tiles"),
             ("ops/qdq_conv", "ops/qdq_conv"),
+            ("ops/depthwise_stack", "ops/depthwise_stack"),
         ] {
             let r = check(
                 root,

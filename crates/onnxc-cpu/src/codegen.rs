@@ -151,6 +151,20 @@ pub fn define_program<M: Module>(
     } else {
         None
     };
+    // The depthwise kernels (AVX2+FMA), one per window shape in the
+    // program, where the ISA has AVX2 or dispatches to it.
+    let mut dwconv = BTreeMap::new();
+    if avx2.is_some() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for k in &program.kernels {
+            depthwise_shapes(program, &k.body, &mut shapes);
+        }
+        for (kh, kw, sx, dx) in shapes {
+            let code = crate::ukernel::avx2_dwconv_f32(kh, kw, sx, dx);
+            let id = ukernel(module, &crate::ukernel::dwconv_name(kh, kw, sx, dx), code)?;
+            dwconv.insert((kh, kw, sx, dx), id);
+        }
+    }
     let check = if dispatch {
         let mut sig = module.make_signature();
         sig.returns.push(AbiParam::new(types::I64));
@@ -222,6 +236,8 @@ pub fn define_program<M: Module>(
                 avx2_i16,
                 vnni,
                 pack,
+                dwconv: &dwconv,
+                dispatch_table: Some(table),
                 invariant: &invariant,
             };
             g.stmts(&kernel.body)?;
@@ -277,6 +293,8 @@ pub fn define_program<M: Module>(
                     avx2_i16,
                     vnni,
                     pack,
+                    dwconv: &dwconv,
+                    dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
                     invariant: &invariant,
                 };
                 match &task {
@@ -517,6 +535,10 @@ fn invariant_buffers(program: &Program, kernel: &Kernel) -> std::collections::BT
                 Stmt::Pack(p) => {
                     out.insert(p.dst.0);
                 }
+                Stmt::Depthwise(d) => {
+                    out.insert(d.out.0);
+                    written(&d.loops, out);
+                }
                 Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
             }
         }
@@ -578,6 +600,13 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                     expr(off, out);
                 }
             }
+            Stmt::Depthwise(d) => {
+                for (b, off) in d.operands() {
+                    out.insert(b.0);
+                    expr(off, out);
+                }
+                collect_buffers(&d.loops, out);
+            }
         }
     }
 }
@@ -609,6 +638,12 @@ struct Gen<'a, 'b, M: Module> {
     /// The u8-quad packing kernel, when the ISA has AVX512F and AVX512VL
     /// (with VNNI) and the program packs.
     pack: Option<FuncId>,
+    /// The depthwise kernels by window shape `(kh, kw, sx, dx)`, when the
+    /// ISA has AVX2 or dispatches to it.
+    dwconv: &'a BTreeMap<(usize, usize, usize, usize), FuncId>,
+    /// Where the run's AVX2 choice is (the kernel's table; a loop task's
+    /// data), for statements that dispatch between a kernel and loops.
+    dispatch_table: Option<Value>,
     /// Buffers whose loads Cranelift may hoist out of loops and merge (see
     /// `invariant_buffers`).
     invariant: &'a std::collections::BTreeSet<u32>,
@@ -659,6 +694,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 }
                 Stmt::Gemm(g) => self.gemm(g)?,
                 Stmt::Pack(p) => self.pack(p)?,
+                Stmt::Depthwise(d) => self.depthwise(d)?,
                 Stmt::FailIf { cond, status } => {
                     let c = self.scalar(cond)?;
                     let fail = self.b.create_block();
@@ -1039,14 +1075,7 @@ impl<M: Module> Gen<'_, '_, M> {
             return Err(err(&where_, "a Pack needs f32 rows, i64 offsets, i32 output and padded % 16 == 0"));
         }
         let ukr = self.pack.ok_or_else(|| err(&where_, "a Pack without the packing kernel"))?;
-        let ptr = self.module.target_config().pointer_type();
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, pp::BYTES, 3));
-        for (buf, off, at) in
-            [(p.src, &p.src_off, pp::SRC), (p.rows, &p.rows_off, pp::ROWS), (p.dst, &p.dst_off, pp::DST)]
-        {
-            let a = self.address(buf, off)?;
-            self.b.ins().stack_store(ptr, a, slot, at);
-        }
+        let addrs = [(p.src, &p.src_off, pp::SRC), (p.rows, &p.rows_off, pp::ROWS), (p.dst, &p.dst_off, pp::DST)];
         let words = [
             (pp::UNITS, p.units as i64),
             (pp::COLS, p.cols as i64),
@@ -1055,13 +1084,89 @@ impl<M: Module> Gen<'_, '_, M> {
             (pp::RECIP, p.recip.to_bits() as i64),
             (pp::ZP, p.zp as i64),
         ];
-        for (at, v) in words {
+        self.call_with_block(ukr, pp::BYTES, &addrs, &words)
+    }
+
+    /// Calls machine-code kernel `ukr` with a parameter block of `bytes`
+    /// on the stack: element addresses at the given offsets, then 8-byte
+    /// words (an f32 goes in as its bits).
+    fn call_with_block(
+        &mut self,
+        ukr: FuncId,
+        bytes: u32,
+        addrs: &[(BufferId, &Expr, i32)],
+        words: &[(i32, i64)],
+    ) -> Result<(), BackendError> {
+        let ptr = self.module.target_config().pointer_type();
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
+        for &(buf, off, at) in addrs {
+            let a = self.address(buf, off)?;
+            self.b.ins().stack_store(ptr, a, slot, at);
+        }
+        for &(at, v) in words {
             let v = self.b.ins().iconst(types::I64, v);
             self.b.ins().stack_store(ptr, v, slot, at);
         }
         let params = self.b.ins().stack_addr(ptr, slot, 0);
         let fref = self.module.declare_func_in_func(ukr, self.b.func);
         self.b.ins().call(fref, &[params]);
+        Ok(())
+    }
+
+    /// A depthwise convolution: the AVX2 kernel for its window shape when
+    /// there is one (behind the run's CPUID choice in a dispatching
+    /// object), else its loops.
+    fn depthwise(&mut self, d: &onnxc_kir::DepthwiseStmt) -> Result<(), BackendError> {
+        use crate::ukernel::dw_param as dp;
+        let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
+        let Some(&ukr) = self.dwconv.get(&(d.kh, d.kw, d.sx, d.dx)).filter(|_| f32s) else {
+            return self.stmts(&d.loops);
+        };
+        // The kernel exists because the ISA has AVX2 or dispatches to it:
+        // unless static, branch on the run's CPUID choice.
+        let fallback = if has_avx2_fma(self.module) {
+            None
+        } else {
+            let Some(table) = self.dispatch_table else {
+                return self.stmts(&d.loops);
+            };
+            let at = (self.program.buffers.len() as i32 + 2) * 8;
+            let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, at);
+            let (call, fallback) = (self.b.create_block(), self.b.create_block());
+            self.b.ins().brif(use_avx2, call, &[], fallback, &[]);
+            self.b.seal_block(call);
+            self.b.seal_block(fallback);
+            self.b.switch_to_block(call);
+            Some(fallback)
+        };
+        let mut addrs = vec![(d.x, &d.x_off, dp::X), (d.w, &d.w_off, dp::W), (d.out, &d.out_off, dp::OUT)];
+        let mut words = vec![
+            (dp::CHANNELS, d.channels as i64),
+            (dp::OH, d.oh as i64),
+            (dp::OW, d.ow as i64),
+            (dp::X_CS, d.x_cs * 4),
+            (dp::ROW_STEP, d.sy as i64 * d.x_rs * 4),
+            (dp::DY_RS, d.dy as i64 * d.x_rs * 4),
+            (dp::O_CS, d.o_cs * 4),
+            (dp::O_RS, d.o_rs * 4),
+            // LO and HI share one word.
+            (dp::LO, (d.lo.to_bits() as i64) | ((d.hi.to_bits() as i64) << 32)),
+        ];
+        match &d.bias {
+            Some((b, off)) => addrs.push((*b, off, dp::BIAS)),
+            // No bias: a null address.
+            None => words.push((dp::BIAS, 0)),
+        }
+        self.call_with_block(ukr, dp::BYTES, &addrs, &words)?;
+        if let Some(fallback) = fallback {
+            let done = self.b.create_block();
+            self.b.ins().jump(done, &[]);
+            self.b.switch_to_block(fallback);
+            self.stmts(&d.loops)?;
+            self.b.ins().jump(done, &[]);
+            self.b.seal_block(done);
+            self.b.switch_to_block(done);
+        }
         Ok(())
     }
 
@@ -2490,6 +2595,27 @@ fn has_gemm_where(body: &[Stmt], pick: &dyn Fn(&onnxc_kir::GemmStmt) -> bool) ->
         Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_gemm_where(body, pick),
         _ => false,
     })
+}
+
+/// The window shapes `(kh, kw, sx, dx)` of the f32 `Depthwise`
+/// statements in `body` that the AVX2 kernel takes.
+fn depthwise_shapes(
+    program: &Program,
+    body: &[Stmt],
+    out: &mut std::collections::BTreeSet<(usize, usize, usize, usize)>,
+) {
+    for s in body {
+        match s {
+            Stmt::Depthwise(d) => {
+                let f32s = d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32);
+                if f32s && crate::ukernel::dwconv_supported(d.kh, d.kw, d.sx, d.dx) {
+                    out.insert((d.kh, d.kw, d.sx, d.dx));
+                }
+            }
+            Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => depthwise_shapes(program, body, out),
+            _ => {}
+        }
+    }
 }
 
 /// True when `body` holds a `Pack`.

@@ -519,3 +519,249 @@ pub fn avx512_pack_u8x4() -> Result<Vec<u8>, IcedError> {
     a.ret()?;
     a.assemble(0)
 }
+
+/// Byte offsets of the depthwise kernel's parameter block (8-byte words;
+/// LO and HI are f32). Strides are in bytes.
+pub mod dw_param {
+    /// Address of `x[x_off]`, `w[w_off]`, `bias[bias_off]` (0: no bias)
+    /// and `out[out_off]`.
+    pub const X: i32 = 0;
+    pub const W: i32 = 8;
+    pub const BIAS: i32 = 16;
+    pub const OUT: i32 = 24;
+    pub const CHANNELS: i32 = 32;
+    pub const OH: i32 = 40;
+    pub const OW: i32 = 48;
+    /// `x_cs`, `sy · x_rs`, `dy · x_rs`, `o_cs`, `o_rs`.
+    pub const X_CS: i32 = 56;
+    pub const ROW_STEP: i32 = 64;
+    pub const DY_RS: i32 = 72;
+    pub const O_CS: i32 = 80;
+    pub const O_RS: i32 = 88;
+    pub const LO: i32 = 96;
+    pub const HI: i32 = 100;
+    pub const BYTES: u32 = 104;
+}
+
+/// Symbol name of the depthwise kernel for a `kh × kw` window, column
+/// stride `sx` and column dilation `dilation`.
+pub fn dwconv_name(kh: usize, kw: usize, sx: usize, dilation: usize) -> String {
+    format!("x86_64_avx2_dwconv_f32_{kh}x{kw}s{sx}d{dilation}")
+}
+
+/// True when [`avx2_dwconv_f32`] has a form for this window.
+pub fn dwconv_supported(kh: usize, kw: usize, sx: usize, dilation: usize) -> bool {
+    (1..=2).contains(&sx) && kh >= 1 && kw >= 1 && kh * kw <= 49 && dilation >= 1 && (kw - 1) * dilation <= 64
+}
+
+/// Machine code of `onnxc_kir::DepthwiseStmt` for one window shape (AVX2 +
+/// FMA; System V, one pointer argument, [`dw_param`]): per channel, the
+/// weights broadcast (into ymm0-8 when there are at most 9, else into the
+/// stack frame), then per output row eight columns at a time: each tap
+/// one `vfmadd231ps` of its weight with eight input columns (stride 2:
+/// two loads, `vshufps` + `vpermpd` to the even columns), into three
+/// accumulators by window row (the first starts from the bias), summed,
+/// clamped NaN-preserving (`vmaxps`/`vminps` with the value as second
+/// operand) and stored. The last `ow % 8` columns load and store through
+/// `vmaskmovps` masks, so nothing outside the window or the output row is
+/// touched.
+pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Result<Vec<u8>, IcedError> {
+    use dw_param as p;
+    let taps = kh * kw;
+    let in_regs = taps <= 9;
+    let w_regs = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8];
+    let acc = [ymm12, ymm13, ymm14];
+    // Frame: lo, hi, store mask, load masks a and b, the bias, weights.
+    const LO: i32 = 0;
+    const HI: i32 = 32;
+    const STORE_MASK: i32 = 64;
+    const MASK_A: i32 = 96;
+    const MASK_B: i32 = 128;
+    const BIAS: i32 = 160;
+    const WEIGHTS: i32 = 192;
+    let frame = WEIGHTS + if in_regs { 0 } else { 32 * taps as i32 };
+    let mut a = CodeAssembler::new(64)?;
+    // rdi params, rax channel input, rbx weights, rcx rows left, rdx
+    // column, rsi channel output, r8 input row, r9 output row, r10
+    // channels left, r11 bias, r12 dy·x_rs, r13 window row, r14 ow, r15 ow
+    // rounded down to 8, rbp the mask table.
+    for r in [rbx, rbp, r12, r13, r14, r15] {
+        a.push(r)?;
+    }
+    a.sub(rsp, frame)?;
+    let mut table = a.create_label();
+    a.lea(rbp, ptr(table))?;
+    a.vbroadcastss(ymm9, dword_ptr(rdi + p::LO))?;
+    a.vmovups(ptr(rsp + LO), ymm9)?;
+    a.vbroadcastss(ymm9, dword_ptr(rdi + p::HI))?;
+    a.vmovups(ptr(rsp + HI), ymm9)?;
+    a.mov(r14, qword_ptr(rdi + p::OW))?;
+    a.mov(r15, r14)?;
+    a.and(r15, -8)?;
+    // Masks of the last r = ow % 8 columns: the store's r lanes; the
+    // loads' r lanes (stride 1), or min(8, 2r - 1) lanes from the first
+    // column and max(0, 2r - 8) from the eighth (stride 2).
+    let mask = |a: &mut CodeAssembler, lanes: AsmRegister64, at: i32| -> Result<(), IcedError> {
+        a.mov(rcx, 16i64)?;
+        a.sub(rcx, lanes)?;
+        a.vmovups(ymm9, ptr(rbp + rcx * 4))?;
+        a.vmovups(ptr(rsp + at), ymm9)
+    };
+    a.mov(rax, r14)?;
+    a.and(rax, 7)?;
+    mask(&mut a, rax, STORE_MASK)?;
+    if sx == 1 {
+        mask(&mut a, rax, MASK_A)?;
+    } else {
+        a.lea(rdx, ptr(rax + rax - 1))?;
+        a.mov(rbx, 8i64)?;
+        a.cmp(rdx, rbx)?;
+        a.cmovg(rdx, rbx)?;
+        a.xor(ebx, ebx)?;
+        a.cmp(rdx, rbx)?;
+        a.cmovl(rdx, rbx)?;
+        mask(&mut a, rdx, MASK_A)?;
+        a.lea(rdx, ptr(rax + rax - 8))?;
+        a.cmp(rdx, rbx)?;
+        a.cmovl(rdx, rbx)?;
+        mask(&mut a, rdx, MASK_B)?;
+    }
+    a.mov(rax, qword_ptr(rdi + p::X))?;
+    a.mov(rbx, qword_ptr(rdi + p::W))?;
+    a.mov(r11, qword_ptr(rdi + p::BIAS))?;
+    a.mov(rsi, qword_ptr(rdi + p::OUT))?;
+    a.mov(r10, qword_ptr(rdi + p::CHANNELS))?;
+    a.mov(r12, qword_ptr(rdi + p::DY_RS))?;
+    let mut channel = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut channel)?;
+    a.test(r10, r10)?;
+    a.jz(done)?;
+    // The channel's weights and bias.
+    for t in 0..taps {
+        let at = dword_ptr(rbx + 4 * t as i32);
+        if in_regs {
+            a.vbroadcastss(w_regs[t], at)?;
+        } else {
+            a.vbroadcastss(ymm9, at)?;
+            a.vmovups(ptr(rsp + WEIGHTS + 32 * t as i32), ymm9)?;
+        }
+    }
+    {
+        let mut biased = a.create_label();
+        a.vxorps(ymm9, ymm9, ymm9)?;
+        a.test(r11, r11)?;
+        a.jz(biased)?;
+        a.vbroadcastss(ymm9, dword_ptr(r11))?;
+        a.add(r11, 4)?;
+        a.set_label(&mut biased)?;
+        a.vmovups(ptr(rsp + BIAS), ymm9)?;
+    }
+    a.mov(r8, rax)?;
+    a.mov(r9, rsi)?;
+    a.mov(rcx, qword_ptr(rdi + p::OH))?;
+    let mut row = a.create_label();
+    let mut rows_done = a.create_label();
+    a.set_label(&mut row)?;
+    a.test(rcx, rcx)?;
+    a.jz(rows_done)?;
+    a.xor(edx, edx)?;
+    // Eight output columns from column rdx, through the masks when `masked`.
+    let columns = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
+        a.vmovups(acc[0], ptr(rsp + BIAS))?;
+        a.vxorps(acc[1], acc[1], acc[1])?;
+        a.vxorps(acc[2], acc[2], acc[2])?;
+        if masked {
+            a.vmovups(ymm11, ptr(rsp + MASK_A))?;
+            if sx == 2 {
+                a.vmovups(ymm15, ptr(rsp + MASK_B))?;
+            }
+        }
+        a.mov(r13, r8)?;
+        for ky in 0..kh {
+            let sum = acc[ky % 3];
+            for kx in 0..kw {
+                let t = ky * kw + kx;
+                let off = (kx * dilation * 4) as i32;
+                let at = if sx == 1 { ptr(r13 + rdx * 4 + off) } else { ptr(r13 + rdx * 8 + off) };
+                let x = if sx == 1 && !masked && in_regs {
+                    None
+                } else {
+                    if sx == 1 {
+                        if masked {
+                            a.vmaskmovps(ymm9, ymm11, at)?;
+                        } else {
+                            a.vmovups(ymm9, at)?;
+                        }
+                    } else {
+                        // Columns 0..7 and 7..14 from the first, even ones kept.
+                        if masked {
+                            a.vmaskmovps(ymm9, ymm11, at)?;
+                            a.vmaskmovps(ymm10, ymm15, at + 28)?;
+                        } else {
+                            a.vmovups(ymm9, at)?;
+                            a.vmovups(ymm10, at + 28)?;
+                        }
+                        a.vshufps(ymm9, ymm9, ymm10, 0xd8)?;
+                        a.vpermpd(ymm9, ymm9, 0xd8)?;
+                    }
+                    Some(ymm9)
+                };
+                match (x, in_regs) {
+                    (None, _) => a.vfmadd231ps(sum, w_regs[t], at)?,
+                    (Some(x), true) => a.vfmadd231ps(sum, w_regs[t], x)?,
+                    (Some(x), false) => a.vfmadd231ps(sum, x, ptr(rsp + WEIGHTS + 32 * t as i32))?,
+                }
+            }
+            a.add(r13, r12)?;
+        }
+        a.vaddps(acc[1], acc[1], acc[2])?;
+        a.vaddps(acc[0], acc[0], acc[1])?;
+        a.vmovups(ymm9, ptr(rsp + LO))?;
+        a.vmaxps(acc[0], ymm9, acc[0])?;
+        a.vmovups(ymm9, ptr(rsp + HI))?;
+        a.vminps(acc[0], ymm9, acc[0])?;
+        if masked {
+            a.vmovups(ymm11, ptr(rsp + STORE_MASK))?;
+            a.vmaskmovps(ptr(r9 + rdx * 4), ymm11, acc[0])
+        } else {
+            a.vmovups(ptr(r9 + rdx * 4), acc[0])
+        }
+    };
+    let mut full = a.create_label();
+    let mut tail = a.create_label();
+    let mut row_end = a.create_label();
+    a.set_label(&mut full)?;
+    a.cmp(rdx, r15)?;
+    a.jae(tail)?;
+    columns(&mut a, false)?;
+    a.add(rdx, 8)?;
+    a.jmp(full)?;
+    a.set_label(&mut tail)?;
+    a.cmp(rdx, r14)?;
+    a.jae(row_end)?;
+    columns(&mut a, true)?;
+    a.set_label(&mut row_end)?;
+    a.add(r8, qword_ptr(rdi + p::ROW_STEP))?;
+    a.add(r9, qword_ptr(rdi + p::O_RS))?;
+    a.dec(rcx)?;
+    a.jmp(row)?;
+    a.set_label(&mut rows_done)?;
+    a.add(rax, qword_ptr(rdi + p::X_CS))?;
+    a.add(rsi, qword_ptr(rdi + p::O_CS))?;
+    a.add(rbx, 4 * taps as i32)?;
+    a.dec(r10)?;
+    a.jmp(channel)?;
+    a.set_label(&mut done)?;
+    a.vzeroupper()?;
+    a.add(rsp, frame)?;
+    for r in [r15, r14, r13, r12, rbp, rbx] {
+        a.pop(r)?;
+    }
+    a.ret()?;
+    // Lane l of the vector loaded at entry 16 - n + l is set when l < n.
+    a.set_label(&mut table)?;
+    a.dd(&[u32::MAX; 16])?;
+    a.dd(&[0u32; 16])?;
+    a.assemble(0)
+}

@@ -956,3 +956,160 @@ fn packing_matches_naive_quantization() {
         }
     }
 }
+
+/// `Stmt::Depthwise` (the AVX2 kernel for its window where the host has
+/// AVX2 and FMA) and its loops against a naive depthwise convolution in
+/// Rust, within the rounding of fused multiply-adds: 3x3, 5x5 (weights
+/// from the stack), 1x7 and 2x2 windows, strides 1 and 2, dilation 2,
+/// output rows of 1 to 17 columns (masked partial vectors), channel and
+/// row strides with gaps, with and without bias and clamp; NaN inputs
+/// stay NaN through the clamp; elements outside the output rows keep their
+/// value.
+#[test]
+fn depthwise_statement_matches_naive_convolution() {
+    let shapes = [
+        (3, 3, 1, 1, 1, 1),
+        (3, 3, 2, 2, 1, 1),
+        (5, 5, 1, 1, 1, 1),
+        (5, 5, 2, 2, 1, 1),
+        (3, 3, 1, 1, 2, 2),
+        (1, 7, 1, 2, 1, 1),
+        (2, 2, 2, 1, 1, 2),
+    ];
+    for &(kh, kw, sy, sx, dy, dx) in &shapes {
+        for ow in [1usize, 2, 5, 7, 8, 9, 15, 16, 17] {
+            for (with_bias, (lo, hi), expanded) in [
+                (true, (f32::NEG_INFINITY, f32::INFINITY), false),
+                (false, (0.0, 6.0), false),
+                (true, (-1.0, f32::INFINITY), true),
+            ] {
+                let (channels, oh) = (3usize, 4usize);
+                // Input rows wide enough for every window, plus a gap.
+                let iw = (ow - 1) * sx + (kw - 1) * dx + 1;
+                let ih = (oh - 1) * sy + (kh - 1) * dy + 1;
+                let (x_rs, x_cs) = (iw as i64 + 3, ((ih + 1) * (iw + 3)) as i64);
+                let (o_rs, o_cs) = (ow as i64 + 2, ((oh + 1) * (ow + 2)) as i64);
+                let x_len = 7 + channels * x_cs as usize;
+                let out_len = 5 + channels * o_cs as usize;
+                let x: Vec<f32> =
+                    (0..x_len)
+                        .map(|i| {
+                            if i == 7 + 2 * x_rs as usize + 1 {
+                                f32::NAN
+                            } else {
+                                ((i * 7919) % 997) as f32 / 97.0 - 5.0
+                            }
+                        })
+                        .collect();
+                let w: Vec<f32> =
+                    (0..2 + channels * kh * kw).map(|i| ((i * 104_729) % 89) as f32 / 30.0 - 1.4).collect();
+                let bias: Vec<f32> = (0..1 + channels).map(|i| i as f32 * 0.75 - 1.0).collect();
+                let sentinel = vec![-123.5f32; out_len];
+                let (xb, wb, bb, ob, ib) = (BufferId(0), BufferId(1), BufferId(2), BufferId(3), BufferId(4));
+                let mut vars = vec![ScalarType::I64, ScalarType::I64, ScalarType::I64, ScalarType::I64];
+                let (c, oy, ox) = (var(VarId(1)), var(VarId(2)), var(VarId(3)));
+                let mut acc = if with_bias { load(bb, add(int(1), c.clone())) } else { f32c(0.0) };
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wi = add(int(2), add(mul(c.clone(), int((kh * kw) as i64)), int((ky * kw + kx) as i64)));
+                        let row = add(mul(oy.clone(), int(sy as i64)), int((ky * dy) as i64));
+                        let col = add(mul(ox.clone(), int(sx as i64)), int((kx * dx) as i64));
+                        let xi = add(add(int(7), mul(c.clone(), int(x_cs))), add(mul(row, int(x_rs)), col));
+                        acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xb, xi)));
+                    }
+                }
+                if lo > f32::NEG_INFINITY {
+                    acc = bin(BinOp::Max, acc, f32c(lo));
+                }
+                if hi < f32::INFINITY {
+                    acc = bin(BinOp::Min, acc, f32c(hi));
+                }
+                let oi = add(add(int(5), mul(c.clone(), int(o_cs))), add(mul(oy.clone(), int(o_rs)), ox.clone()));
+                let nest =
+                    |v: u32, end: usize, body: Vec<Stmt>| Stmt::For { var: VarId(v), start: 0, end: end as i64, body };
+                let loops = vec![nest(
+                    1,
+                    channels,
+                    vec![nest(2, oh, vec![nest(3, ow, vec![Stmt::Store { buf: ob, index: oi, value: acc }])])],
+                )];
+                let dw = DepthwiseStmt {
+                    channels,
+                    oh,
+                    ow,
+                    kh,
+                    kw,
+                    sy,
+                    sx,
+                    dy,
+                    dx,
+                    x: xb,
+                    x_off: int(7),
+                    x_cs,
+                    x_rs,
+                    w: wb,
+                    w_off: int(2),
+                    bias: with_bias.then(|| (bb, int(1))),
+                    out: ob,
+                    out_off: int(5),
+                    o_cs,
+                    o_rs,
+                    lo,
+                    hi,
+                    loops: loops.clone(),
+                };
+                let mut body = vec![Stmt::For {
+                    var: VarId(0),
+                    start: 0,
+                    end: out_len as i64,
+                    body: vec![Stmt::Store { buf: ob, index: var(VarId(0)), value: load(ib, var(VarId(0))) }],
+                }];
+                if expanded {
+                    body.extend(loops);
+                } else {
+                    body.push(Stmt::Depthwise(Box::new(dw)));
+                }
+                vars.truncate(4);
+                let program = Program {
+                    buffers: vec![
+                        buffer("x", ScalarType::F32, x_len as u64, BufferKind::Input(0)),
+                        buffer("w", ScalarType::F32, w.len() as u64, BufferKind::Constant(f32_bytes(&w))),
+                        buffer("bias", ScalarType::F32, bias.len() as u64, BufferKind::Constant(f32_bytes(&bias))),
+                        buffer("out", ScalarType::F32, out_len as u64, BufferKind::Output(0)),
+                        buffer("init", ScalarType::F32, out_len as u64, BufferKind::Constant(f32_bytes(&sentinel))),
+                    ],
+                    kernels: vec![Kernel { name: "dw".into(), vars, body }],
+                    inputs: vec![io("x", "f32", x_len, 0)],
+                    outputs: vec![io("out", "f32", out_len, 3)],
+                    arena_bytes: 0,
+                };
+                let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+                let got = f32s(&jit.run(&[&f32_bytes(&x)]).unwrap().remove(0));
+                let mut want = sentinel.clone();
+                for ch in 0..channels {
+                    for y in 0..oh {
+                        for xo in 0..ow {
+                            let mut s = if with_bias { bias[1 + ch] as f64 } else { 0.0 };
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let xi =
+                                        7 + ch * x_cs as usize + (y * sy + ky * dy) * x_rs as usize + xo * sx + kx * dx;
+                                    s += w[2 + ch * kh * kw + ky * kw + kx] as f64 * x[xi] as f64;
+                                }
+                            }
+                            let v = s as f32;
+                            let v = if v.is_nan() { v } else { v.max(lo).min(hi) };
+                            want[5 + ch * o_cs as usize + y * o_rs as usize + xo] = v;
+                        }
+                    }
+                }
+                let what = format!(
+                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded}"
+                );
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * (1.0 + w.abs());
+                    assert!(ok, "{what} [{i}]: {g} vs {w}");
+                }
+            }
+        }
+    }
+}

@@ -672,7 +672,7 @@ impl Cx<'_> {
             Stmt::Assign { var, value } => GStmt::Assign { var: *var, value: self.expr(l, value) },
             Stmt::FailIf { cond, status } => GStmt::Fail { cond: self.expr(l, cond), status: *status },
             Stmt::Gemm(_) => unreachable!("stmts expands GEMMs"),
-            Stmt::Pack(_) => unreachable!("Cx::kernel expands packs"),
+            Stmt::Pack(_) | Stmt::Depthwise(_) => unreachable!("Cx::kernel expands packs and depthwise statements"),
         }
     }
 
@@ -901,6 +901,7 @@ fn count_var_stmts(body: &[Stmt], v: VarId, c: &mut (usize, usize)) {
                     count_var(off, v, c);
                 }
             }
+            Stmt::Depthwise(d) => count_var_stmts(&d.loops, v, c),
         }
     }
 }
@@ -1031,6 +1032,7 @@ fn collect_buffer_uses(
             }
             Stmt::Assign { value, .. } => expr(value, dims, same, other),
             Stmt::FailIf { cond, .. } => expr(cond, dims, same, other),
+            Stmt::Depthwise(d) => collect_buffer_uses(&d.loops, dims, same, other),
             Stmt::Pack(p) => {
                 for (b, off) in p.operands() {
                     if uses_dim(off, dims) {
@@ -1067,6 +1069,7 @@ fn written_buffers(body: &[Stmt], out: &mut BTreeSet<BufferId>) {
             Stmt::Pack(p) => {
                 out.insert(p.dst);
             }
+            Stmt::Depthwise(d) => written_buffers(&d.loops, out),
             Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
         }
     }
@@ -1178,6 +1181,7 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
                         e(off, bound, out);
                     }
                 }
+                Stmt::Depthwise(d) => s(&d.loops, bound, out),
             }
         }
     }

@@ -282,6 +282,63 @@ pub enum Stmt {
     /// Quantizes f32 rows to u8 and packs four rows into each i32 (see
     /// [`PackStmt`]): the B operand of a [`GemmKind::U8I8Quads`] product.
     Pack(Box<PackStmt>),
+    /// A 2-D depthwise convolution over a block of channels (see
+    /// [`DepthwiseStmt`]): its `loops`, or a backend's kernel for it.
+    Depthwise(Box<DepthwiseStmt>),
+}
+
+/// A 2-D depthwise convolution of `channels` channels with a `kh × kw`
+/// window, strides `sy, sx` and dilations `dy, dx`, over an input padded
+/// beforehand (every window is inside it): for channel `c`, output row
+/// `oy < oh` and column `ox < ow`,
+/// `out[out_off + c·o_cs + oy·o_rs + ox] = clamp(bias[bias_off + c] + sum
+/// over (ky, kx) of w[w_off + (c·kh + ky)·kw + kx] · x[x_off + c·x_cs +
+/// (oy·sy + ky·dy)·x_rs + ox·sx + kx·dx], lo, hi)` (`clamp` as `min(max(v,
+/// lo), hi)`; no bias: 0). All buffers f32.
+///
+/// `loops` is the same computation as plain loops over variables of the
+/// enclosing kernel (built by lowering): the bias, then each tap's product
+/// and sum in order, then the clamp. Analyses read it as the statement's
+/// meaning; a backend may run it, or its own kernel, which may fuse the
+/// multiply-adds and sum the taps in another order (results then differ
+/// in the last bits).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DepthwiseStmt {
+    pub channels: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sy: usize,
+    pub sx: usize,
+    pub dy: usize,
+    pub dx: usize,
+    pub x: BufferId,
+    pub x_off: Expr,
+    pub x_cs: i64,
+    pub x_rs: i64,
+    pub w: BufferId,
+    pub w_off: Expr,
+    pub bias: Option<(BufferId, Expr)>,
+    pub out: BufferId,
+    pub out_off: Expr,
+    pub o_cs: i64,
+    pub o_rs: i64,
+    pub lo: f32,
+    pub hi: f32,
+    pub loops: Vec<Stmt>,
+}
+
+impl DepthwiseStmt {
+    /// Every buffer it reads or writes, with its offset expression: x, w,
+    /// out, then the bias.
+    pub fn operands(&self) -> Vec<(BufferId, &Expr)> {
+        let mut v = vec![(self.x, &self.x_off), (self.w, &self.w_off), (self.out, &self.out_off)];
+        if let Some((b, off)) = &self.bias {
+            v.push((*b, off));
+        }
+        v
+    }
 }
 
 /// `dst[dst_off + u·dst_rs + j] = sum_e q(src[src_off + rows[rows_off +
@@ -522,7 +579,8 @@ impl GemmStmt {
 }
 
 /// Replaces every `Gemm` for which `expand` holds by [`GemmStmt::loops`]
-/// and, with `packs`, every `Pack` by [`PackStmt::loops`].
+/// and, with `packs`, every `Pack` by [`PackStmt::loops`] and every
+/// `Depthwise` by its `loops`.
 pub fn expand_gemms(
     body: &[Stmt],
     vars: &mut Vec<ScalarType>,
@@ -534,6 +592,7 @@ pub fn expand_gemms(
         match s {
             Stmt::Gemm(g) if expand(g) => out.extend(g.loops(vars)),
             Stmt::Pack(p) if packs => out.extend(p.loops(vars)),
+            Stmt::Depthwise(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
             Stmt::For { var, start, end, body } => out.push(Stmt::For {
                 var: *var,
                 start: *start,
@@ -618,6 +677,17 @@ impl Stmt {
                 (p.rows, p.rows_off) = fb(p.rows, fe(&p.rows_off));
                 (p.dst, p.dst_off) = fb(p.dst, fe(&p.dst_off));
                 Stmt::Pack(Box::new(p))
+            }
+            Stmt::Depthwise(d) => {
+                let mut d = (**d).clone();
+                (d.x, d.x_off) = fb(d.x, fe(&d.x_off));
+                (d.w, d.w_off) = fb(d.w, fe(&d.w_off));
+                (d.out, d.out_off) = fb(d.out, fe(&d.out_off));
+                if let Some((b, off)) = d.bias.as_mut() {
+                    (*b, *off) = fb(*b, fe(off));
+                }
+                d.loops = body(&d.loops);
+                Stmt::Depthwise(Box::new(d))
             }
         }
     }

@@ -69,27 +69,32 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
             apply(&f.steps, t, a[0].clone(), &at).expect("checked above")
         });
     }
-    // A quantized convolution clamps in its GEMM's store: a leading Relu
-    // or Clip joins it there.
+    // A quantized convolution clamps in its GEMM's store, a depthwise or
+    // output-stationary one before its store: a leading Relu or Clip joins
+    // it there.
     let mut steps = &f.steps[..];
-    if let Op::QuantizedConv { window, group, x_scale, x_zero_point, w_scale } = &f.base {
-        let clamp = match steps.first() {
-            Some(EpilogueStep::Unary(onnxc_ir::UnaryOp::Relu)) => Some((0.0, f32::INFINITY)),
-            Some(EpilogueStep::Clip { min, max }) => {
-                Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY)))
-            }
-            _ => None,
-        };
-        if clamp.is_some() {
-            steps = &steps[1..];
+    let clamp = match steps.first() {
+        Some(EpilogueStep::Unary(onnxc_ir::UnaryOp::Relu)) => Some((0.0, f32::INFINITY)),
+        Some(EpilogueStep::Clip { min, max }) => Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY))),
+        _ => None,
+    };
+    let clamped = match &f.base {
+        Op::QuantizedConv { window, group, x_scale, x_zero_point, w_scale } => {
+            let c = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+            crate::quant::quantized_conv(cx, id, window, *group, (*x_scale, *x_zero_point), w_scale, c)?;
+            clamp.is_some()
         }
-        let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        crate::quant::quantized_conv(cx, id, window, *group, (*x_scale, *x_zero_point), w_scale, clamp)?;
+        Op::Conv { window, group } if t == ScalarType::F32 => crate::ops::conv(cx, id, window, *group, clamp)?,
+        base => {
+            lower_as(cx, id, base.clone())?;
+            false
+        }
+    };
+    if clamped {
+        steps = &steps[1..];
         if steps.is_empty() {
             return Ok(());
         }
-    } else {
-        lower_as(cx, id, f.base.clone())?;
     }
     let operands = step_inputs(steps);
     // The epilogue, in place over the output, appended to the base's kernel.

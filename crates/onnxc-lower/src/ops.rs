@@ -704,7 +704,7 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             cx.kernels.push(k.finish(body));
             Ok(())
         }
-        Op::Conv { window, group } => conv(cx, id, &window, group),
+        Op::Conv { window, group } => conv(cx, id, &window, group, None).map(|_| ()),
         Op::ConvTranspose { window, group, .. } => conv_transpose(cx, id, &window, group),
         Op::MaxPool { window } => pool(cx, id, &window, PoolKind::Max),
         Op::AveragePool { window, count_include_pad } => pool(cx, id, &window, PoolKind::Average { count_include_pad }),
@@ -922,7 +922,16 @@ pub(crate) fn padded(
     (xp, pd)
 }
 
-fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
+/// A Conv; with `clamp`, a Relu or Clip after it that the output-stationary
+/// form applies before its store. True when it did (the caller then drops
+/// that step), false when the clamp is left to the caller.
+pub(crate) fn conv(
+    cx: &mut Lowering,
+    id: NodeId,
+    w: &Window,
+    group: usize,
+    clamp: Option<(f32, f32)>,
+) -> Result<bool, String> {
     require_f32(cx, id)?;
     let xd = cx.in_dims(id, 0)?;
     let wd = cx.in_dims(id, 1)?;
@@ -944,18 +953,20 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
         && cx.graph.const_input(id, 1).is_some()
         && cx.stored_f32(&[x, out]);
     if winograd {
-        return conv_winograd(cx, id, w, x, &xd, bias, out, &od);
+        return conv_winograd(cx, id, w, x, &xd, bias, out, &od).map(|_| false);
     }
     let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &w.pads[sp..], 0.0);
     let (m, cg) = (wd[0], wd[1]);
     let mg = m / group;
     let ospatial: usize = od[2..].iter().product();
     if cx.options.blocked_gemm && mg >= 4 && cx.stored_f32(&[xp, wb, out]) {
-        return conv_gemm(cx, id, w, group, (xp, &pd), (wb, &wd), bias, out, &od);
+        return conv_gemm(cx, id, w, group, (xp, &pd), (wb, &wd), bias, out, &od).map(|_| false);
     }
     let taps: usize = wd[1..].iter().product();
     if cx.options.blocked_gemm && taps <= 49 {
-        return conv_output_stationary(cx, id, w, (xp, &pd), (wb, &wd), bias, out, &od, group);
+        let clamp_ = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        conv_output_stationary(cx, id, w, (xp, &pd), (wb, &wd), bias, out, &od, group, clamp_)?;
+        return Ok(clamp.is_some());
     }
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let mut body = k.nest_parallel(&[od[0], m, ospatial], |_, v| {
@@ -992,7 +1003,7 @@ fn conv(cx: &mut Lowering, id: NodeId, w: &Window, group: usize) -> R {
     };
     body.extend(if disjoint { k.nest_parallel(&extents, accumulate) } else { k.nest(&extents, accumulate) });
     cx.kernels.push(k.finish(body));
-    Ok(())
+    Ok(false)
 }
 
 /// A 3x3, stride-1 convolution by Winograd's F(2x2, 3x3): per image, each
@@ -1180,18 +1191,20 @@ fn conv_output_stationary(
     out: BufferId,
     od: &[usize],
     group: usize,
+    (lo, hi): (f32, f32),
 ) -> R {
     let sp = pd.len() - 2;
     let (m, cg) = (wd[0], wd[1]);
     let mg = m / group;
     let (ps, ws, os) = (strides_i64(pd), strides_i64(wd), strides_i64(od));
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
-    // Loops: output channel (all images), then output positions.
-    let mut extents = vec![m, od[0]];
-    extents.extend(&od[2..]);
-    let body = k.nest_parallel(&extents, |_, v| {
-        let (och, n) = (&v[0], &v[1]);
-        let ov = &v[2..];
+    // Every tap, unrolled: c in 0..C/g, then each kernel position.
+    let mut kpos: Vec<Vec<usize>> = vec![vec![]];
+    for d in 0..sp {
+        kpos = kpos.into_iter().flat_map(|p| (0..wd[2 + d]).map(move |t| [p.clone(), vec![t]].concat())).collect();
+    }
+    // One output element: the bias, each tap's product and sum, the clamp.
+    let element = |och: &Expr, n: &Expr, ov: &[Expr]| {
         let g = if mg == 1 { och.clone() } else { bin(BinOp::Div, och.clone(), int(mg as i64)) };
         let mut acc = match bias {
             Some(b) => load(b, och.clone()),
@@ -1200,11 +1213,6 @@ fn conv_output_stationary(
         let mut oi = add(mul(n.clone(), int(os[0])), mul(och.clone(), int(os[1])));
         for i in 0..sp {
             oi = add(oi, mul(ov[i].clone(), int(os[2 + i])));
-        }
-        // Every tap, unrolled: c in 0..C/g, then each kernel position.
-        let mut kpos: Vec<Vec<usize>> = vec![vec![]];
-        for d in 0..sp {
-            kpos = kpos.into_iter().flat_map(|p| (0..wd[2 + d]).map(move |t| [p.clone(), vec![t]].concat())).collect();
         }
         for c in 0..cg {
             let ich = add(mul(g.clone(), int(cg as i64)), int(c as i64));
@@ -1219,7 +1227,67 @@ fn conv_output_stationary(
                 acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xp, xi)));
             }
         }
+        if lo > f32::NEG_INFINITY {
+            acc = bin(BinOp::Max, acc, f32c(lo));
+        }
+        if hi < f32::INFINITY {
+            acc = bin(BinOp::Min, acc, f32c(hi));
+        }
         vec![Stmt::Store { buf: out, index: oi, value: acc }]
+    };
+    let depthwise = sp == 2 && cg == 1 && mg == 1 && cx.stored_f32(&[xp, wb, out]);
+    if !depthwise {
+        // Loops: output channel (all images), then output positions.
+        let mut extents = vec![m, od[0]];
+        extents.extend(&od[2..]);
+        let body = k.nest_parallel(&extents, |_, v| element(&v[0], &v[1], &v[2..]));
+        cx.kernels.push(k.finish(body));
+        return Ok(());
+    }
+    // A 2-D depthwise convolution: `Stmt::Depthwise` per image and block
+    // of channels (in parallel over the blocks), its loops the same
+    // element per channel, row and column.
+    let (oh, ow) = (od[2], od[3]);
+    let block = m.div_ceil(16).max(1);
+    let stmt = |k: &mut KernelBuilder, n: Expr, c0: Expr, channels: usize| {
+        let loops = k.nest(&[channels, oh, ow], |_, v| element(&add(c0.clone(), v[0].clone()), &n, &v[1..]));
+        Stmt::Depthwise(Box::new(onnxc_kir::DepthwiseStmt {
+            channels,
+            oh,
+            ow,
+            kh: wd[2],
+            kw: wd[3],
+            sy: w.strides[0],
+            sx: w.strides[1],
+            dy: w.dilations[0],
+            dx: w.dilations[1],
+            x: xp,
+            x_off: add(mul(n.clone(), int(ps[0])), mul(c0.clone(), int(ps[1]))),
+            x_cs: ps[1],
+            x_rs: ps[2],
+            w: wb,
+            w_off: mul(c0.clone(), int(ws[0])),
+            bias: bias.map(|b| (b, c0.clone())),
+            out,
+            out_off: add(mul(n, int(os[0])), mul(c0, int(os[1]))),
+            o_cs: os[1],
+            o_rs: os[2],
+            lo,
+            hi,
+            loops,
+        }))
+    };
+    let body = k.nest(&[od[0]], |k, nv| {
+        let n = nv[0].clone();
+        let mut s = if od[0] == 1 {
+            k.nest_parallel(&[m / block], |k, v| vec![stmt(k, n.clone(), mul(v[0].clone(), int(block as i64)), block)])
+        } else {
+            vec![stmt(k, n.clone(), int(0), m - m % block)]
+        };
+        if m % block != 0 {
+            s.push(stmt(k, n, int((m - m % block) as i64), m % block));
+        }
+        s
     });
     cx.kernels.push(k.finish(body));
     Ok(())

@@ -60,6 +60,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                             expr(off, mark);
                         }
                     }
+                    Stmt::Depthwise(d) => stmts(&d.loops, mark),
                 }
             }
         }
