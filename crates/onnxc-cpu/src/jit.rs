@@ -104,6 +104,13 @@ pub struct JitModel {
     arena_bytes: usize,
 }
 
+// SAFETY: after `new` returns, the `&self` methods only read `entry`,
+// `entry_parallel` and the sizes, and call finished machine code that
+// keeps no state of its own (a run's state lives in the caller's arena);
+// `_module` is never touched again until drop. So runs on several threads
+// at once (each with its own buffers) are sound.
+unsafe impl Sync for JitModel {}
+
 impl std::fmt::Debug for JitModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitModel").field("arena_bytes", &self.arena_bytes).finish()

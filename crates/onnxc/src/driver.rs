@@ -702,17 +702,23 @@ impl ThreadPool {
     ) -> Result<(), Error> {
         match &self.pool {
             None => jit.run_with_arena(inputs, outputs, arena)?,
-            // SAFETY: `rayon_parallel_for` runs every task once and returns when all
-            // are done; `p` is the live pool it expects.
-            Some(p) => unsafe {
-                jit.run_parallel_with_arena(
-                    inputs,
-                    outputs,
-                    arena,
-                    Some(rayon_parallel_for),
-                    p as *const rayon::ThreadPool as *mut std::ffi::c_void,
-                )?
-            },
+            // The whole run goes to one of the pool's threads, so that each
+            // parallel loop is a fork-join inside the pool (work stealing)
+            // rather than a job injected from outside and waited for on a
+            // lock: a run has hundreds of short loops.
+            Some(p) => p.install(|| {
+                // SAFETY: `rayon_parallel_for` runs every task once and returns when all
+                // are done; `p` is the live pool it expects.
+                unsafe {
+                    jit.run_parallel_with_arena(
+                        inputs,
+                        outputs,
+                        arena,
+                        Some(rayon_parallel_for),
+                        p as *const rayon::ThreadPool as *mut std::ffi::c_void,
+                    )
+                }
+            })?,
         }
         Ok(())
     }
