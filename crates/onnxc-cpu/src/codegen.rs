@@ -1145,10 +1145,15 @@ impl<M: Module> Gen<'_, '_, M> {
             (dp::OH, d.oh as i64),
             (dp::OW, d.ow as i64),
             (dp::X_CS, d.x_cs * 4),
-            (dp::ROW_STEP, d.sy as i64 * d.x_rs * 4),
-            (dp::DY_RS, d.dy as i64 * d.x_rs * 4),
+            (dp::X_RS, d.x_rs * 4),
             (dp::O_CS, d.o_cs * 4),
             (dp::O_RS, d.o_rs * 4),
+            (dp::IH, d.ih as i64),
+            (dp::IW, d.iw as i64),
+            (dp::PT, d.pt as i64),
+            (dp::PL, d.pl as i64),
+            (dp::SY, d.sy as i64),
+            (dp::DY, d.dy as i64),
             // LO and HI share one word.
             (dp::LO, (d.lo.to_bits() as i64) | ((d.hi.to_bits() as i64) << 32)),
         ];

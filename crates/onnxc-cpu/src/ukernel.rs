@@ -532,15 +532,22 @@ pub mod dw_param {
     pub const CHANNELS: i32 = 32;
     pub const OH: i32 = 40;
     pub const OW: i32 = 48;
-    /// `x_cs`, `sy · x_rs`, `dy · x_rs`, `o_cs`, `o_rs`.
+    /// `x_cs`, `x_rs`, `o_cs`, `o_rs`.
     pub const X_CS: i32 = 56;
-    pub const ROW_STEP: i32 = 64;
-    pub const DY_RS: i32 = 72;
-    pub const O_CS: i32 = 80;
-    pub const O_RS: i32 = 88;
-    pub const LO: i32 = 96;
-    pub const HI: i32 = 100;
-    pub const BYTES: u32 = 104;
+    pub const X_RS: i32 = 64;
+    pub const O_CS: i32 = 72;
+    pub const O_RS: i32 = 80;
+    pub const LO: i32 = 88;
+    pub const HI: i32 = 92;
+    /// Input rows and columns, top and left padding (elements).
+    pub const IH: i32 = 96;
+    pub const IW: i32 = 104;
+    pub const PT: i32 = 112;
+    pub const PL: i32 = 120;
+    /// Row stride `sy` and row dilation `dy` (the column ones are built in).
+    pub const SY: i32 = 128;
+    pub const DY: i32 = 136;
+    pub const BYTES: u32 = 144;
 }
 
 /// Symbol name of the depthwise kernel for a `kh × kw` window, column
@@ -555,36 +562,51 @@ pub fn dwconv_supported(kh: usize, kw: usize, sx: usize, dilation: usize) -> boo
 }
 
 /// Machine code of `onnxc_kir::DepthwiseStmt` for one window shape (AVX2 +
-/// FMA; System V, one pointer argument, [`dw_param`]): per channel, the
-/// weights broadcast (into ymm0-8 when there are at most 9, else into the
-/// stack frame), then per output row eight columns at a time: each tap
-/// one `vfmadd231ps` of its weight with eight input columns (stride 2:
-/// two loads, `vshufps` + `vpermpd` to the even columns), into three
-/// accumulators by window row (the first starts from the bias), summed,
-/// clamped NaN-preserving (`vmaxps`/`vminps` with the value as second
-/// operand) and stored. The last `ow % 8` columns load and store through
-/// `vmaskmovps` masks, so nothing outside the window or the output row is
-/// touched.
+/// FMA; System V, one pointer argument, [`dw_param`]), reading the
+/// unpadded input: per channel, the weights broadcast (into ymm0-8 when
+/// there are at most 9, else into the stack frame), then per output row
+/// eight columns at a time. Window rows outside the input are skipped.
+/// A group of columns whose windows are all inside the input row loads
+/// plainly; one that reaches into the padding (or past the last output
+/// column) loads through `vmaskmovps` masks of the lanes inside the row,
+/// so it reads nothing outside the input. Each tap is one `vfmadd231ps`
+/// of its weight with eight input columns (stride 2: two loads, then
+/// `vshufps` and `vpermpd` to the even columns), into three accumulators by window
+/// row (the first starts from the bias); their sum is clamped
+/// NaN-preserving (`vmaxps`/`vminps` with the value as second operand)
+/// and stored, the last `ow % 8` columns through a mask.
 pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Result<Vec<u8>, IcedError> {
     use dw_param as p;
     let taps = kh * kw;
     let in_regs = taps <= 9;
     let w_regs = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8];
     let acc = [ymm12, ymm13, ymm14];
-    // Frame: lo, hi, store mask, load masks a and b, the bias, weights.
+    // Frame: lo, hi, store mask, the bias, (unused), -1s, iw, the channel's weights' address, the output row's window row
+    // addresses (0: outside the input), the broadcast weights.
     const LO: i32 = 0;
     const HI: i32 = 32;
     const STORE_MASK: i32 = 64;
-    const MASK_A: i32 = 96;
-    const MASK_B: i32 = 128;
-    const BIAS: i32 = 160;
-    const WEIGHTS: i32 = 192;
-    let frame = WEIGHTS + if in_regs { 0 } else { 32 * taps as i32 };
+    const BIAS: i32 = 96;
+    const MINUS1: i32 = 192;
+    const IWV: i32 = 224;
+    const WPTR: i32 = 256;
+    const ROWS: i32 = 264;
+    // Then two caches of a masked group's load masks per window column
+    // (two each), for the first group of a row and for the others, each
+    // behind the first input column it was made for.
+    let keys = ROWS + 8 * kh as i32;
+    let masks = (keys + 16 + 31) / 32 * 32;
+    let weights = masks + 2 * 64 * kw as i32;
+    let frame = weights + if in_regs { 0 } else { 32 * taps as i32 };
+    // Span of one group of eight columns' windows, in input columns.
+    let span = (7 * sx + (kw - 1) * dilation) as i32;
     let mut a = CodeAssembler::new(64)?;
-    // rdi params, rax channel input, rbx weights, rcx rows left, rdx
-    // column, rsi channel output, r8 input row, r9 output row, r10
-    // channels left, r11 bias, r12 dy·x_rs, r13 window row, r14 ow, r15 ow
-    // rounded down to 8, rbp the mask table.
+    // rdi params, rax channel input, rbx scratch (a masked group's mask
+    // cache), rcx rows left, rdx
+    // column, rsi channel output, r8 window row 0's index (oy·sy - pt),
+    // r9 output row, r10 channels left, r11 bias, r12 the column group's
+    // first input column, r13 window row address, r14 ow, r15 ow rounded
+    // down to 8, rbp the mask table.
     for r in [rbx, rbp, r12, r13, r14, r15] {
         a.push(r)?;
     }
@@ -595,56 +617,43 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     a.vmovups(ptr(rsp + LO), ymm9)?;
     a.vbroadcastss(ymm9, dword_ptr(rdi + p::HI))?;
     a.vmovups(ptr(rsp + HI), ymm9)?;
+    a.vpcmpeqd(ymm9, ymm9, ymm9)?;
+    a.vmovups(ptr(rsp + MINUS1), ymm9)?;
+    a.vpbroadcastd(ymm9, dword_ptr(rdi + p::IW))?;
+    a.vmovups(ptr(rsp + IWV), ymm9)?;
+    a.mov(rax, i64::MIN)?;
+    a.mov(qword_ptr(rsp + keys), rax)?;
+    a.mov(qword_ptr(rsp + keys + 8), rax)?;
     a.mov(r14, qword_ptr(rdi + p::OW))?;
     a.mov(r15, r14)?;
     a.and(r15, -8)?;
-    // Masks of the last r = ow % 8 columns: the store's r lanes; the
-    // loads' r lanes (stride 1), or min(8, 2r - 1) lanes from the first
-    // column and max(0, 2r - 8) from the eighth (stride 2).
-    let mask = |a: &mut CodeAssembler, lanes: AsmRegister64, at: i32| -> Result<(), IcedError> {
-        a.mov(rcx, 16i64)?;
-        a.sub(rcx, lanes)?;
-        a.vmovups(ymm9, ptr(rbp + rcx * 4))?;
-        a.vmovups(ptr(rsp + at), ymm9)
-    };
+    // The store mask of the last ow % 8 columns.
     a.mov(rax, r14)?;
     a.and(rax, 7)?;
-    mask(&mut a, rax, STORE_MASK)?;
-    if sx == 1 {
-        mask(&mut a, rax, MASK_A)?;
-    } else {
-        a.lea(rdx, ptr(rax + rax - 1))?;
-        a.mov(rbx, 8i64)?;
-        a.cmp(rdx, rbx)?;
-        a.cmovg(rdx, rbx)?;
-        a.xor(ebx, ebx)?;
-        a.cmp(rdx, rbx)?;
-        a.cmovl(rdx, rbx)?;
-        mask(&mut a, rdx, MASK_A)?;
-        a.lea(rdx, ptr(rax + rax - 8))?;
-        a.cmp(rdx, rbx)?;
-        a.cmovl(rdx, rbx)?;
-        mask(&mut a, rdx, MASK_B)?;
-    }
+    a.mov(rcx, 16i64)?;
+    a.sub(rcx, rax)?;
+    a.vmovups(ymm9, ptr(rbp + rcx * 4))?;
+    a.vmovups(ptr(rsp + STORE_MASK), ymm9)?;
     a.mov(rax, qword_ptr(rdi + p::X))?;
     a.mov(rbx, qword_ptr(rdi + p::W))?;
+    a.mov(qword_ptr(rsp + WPTR), rbx)?;
     a.mov(r11, qword_ptr(rdi + p::BIAS))?;
     a.mov(rsi, qword_ptr(rdi + p::OUT))?;
     a.mov(r10, qword_ptr(rdi + p::CHANNELS))?;
-    a.mov(r12, qword_ptr(rdi + p::DY_RS))?;
     let mut channel = a.create_label();
     let mut done = a.create_label();
     a.set_label(&mut channel)?;
     a.test(r10, r10)?;
     a.jz(done)?;
     // The channel's weights and bias.
+    a.mov(rbx, qword_ptr(rsp + WPTR))?;
     for t in 0..taps {
         let at = dword_ptr(rbx + 4 * t as i32);
         if in_regs {
             a.vbroadcastss(w_regs[t], at)?;
         } else {
             a.vbroadcastss(ymm9, at)?;
-            a.vmovups(ptr(rsp + WEIGHTS + 32 * t as i32), ymm9)?;
+            a.vmovups(ptr(rsp + weights + 32 * t as i32), ymm9)?;
         }
     }
     {
@@ -657,7 +666,8 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
         a.set_label(&mut biased)?;
         a.vmovups(ptr(rsp + BIAS), ymm9)?;
     }
-    a.mov(r8, rax)?;
+    a.xor(r8d, r8d)?;
+    a.sub(r8, qword_ptr(rdi + p::PT))?;
     a.mov(r9, rsi)?;
     a.mov(rcx, qword_ptr(rdi + p::OH))?;
     let mut row = a.create_label();
@@ -665,41 +675,103 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     a.set_label(&mut row)?;
     a.test(rcx, rcx)?;
     a.jz(rows_done)?;
+    // The window rows' addresses, 0 for those outside the input.
+    a.mov(r12, r8)?;
+    for ky in 0..kh {
+        let mut outside = a.create_label();
+        let mut stored = a.create_label();
+        a.cmp(r12, qword_ptr(rdi + p::IH))?;
+        a.jae(outside)?;
+        a.mov(r13, r12)?;
+        a.imul_2(r13, qword_ptr(rdi + p::X_RS))?;
+        a.add(r13, rax)?;
+        a.jmp(stored)?;
+        a.set_label(&mut outside)?;
+        a.xor(r13d, r13d)?;
+        a.set_label(&mut stored)?;
+        a.mov(qword_ptr(rsp + ROWS + 8 * ky as i32), r13)?;
+        a.add(r12, qword_ptr(rdi + p::DY))?;
+    }
     a.xor(edx, edx)?;
-    // Eight output columns from column rdx, through the masks when `masked`.
-    let columns = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
+    // Eight output columns from column rdx: `masked` loads through masks of
+    // the lanes inside the input row, `last` stores through the store mask.
+    let columns = |a: &mut CodeAssembler, masked: bool, last: bool| -> Result<(), IcedError> {
         a.vmovups(acc[0], ptr(rsp + BIAS))?;
         a.vxorps(acc[1], acc[1], acc[1])?;
         a.vxorps(acc[2], acc[2], acc[2])?;
-        if masked {
-            a.vmovups(ymm11, ptr(rsp + MASK_A))?;
-            if sx == 2 {
-                a.vmovups(ymm15, ptr(rsp + MASK_B))?;
-            }
+        // r12: the group's first input column, rdx·sx - pl.
+        if sx == 1 {
+            a.mov(r12, rdx)?;
+        } else {
+            a.lea(r12, ptr(rdx + rdx))?;
         }
-        a.mov(r13, r8)?;
+        a.sub(r12, qword_ptr(rdi + p::PL))?;
+        if masked {
+            // rbx: the cache of this group's masks (the first group's or
+            // the others'), rebuilt unless it was made for column r12.
+            // Per window column kx, the lanes whose input columns (r12 +
+            // kx·dx + lane, and + 7 for stride 2's second load) are in
+            // [0, iw): ymm15 the group's first column, ymm10 iw.
+            let mut other = a.create_label();
+            let mut chosen = a.create_label();
+            let mut cached = a.create_label();
+            a.test(rdx, rdx)?;
+            a.jnz(other)?;
+            a.lea(rbx, ptr(rsp + masks))?;
+            a.lea(r13, ptr(rsp + keys))?;
+            a.jmp(chosen)?;
+            a.set_label(&mut other)?;
+            a.lea(rbx, ptr(rsp + masks + 64 * kw as i32))?;
+            a.lea(r13, ptr(rsp + keys + 8))?;
+            a.set_label(&mut chosen)?;
+            a.cmp(qword_ptr(r13), r12)?;
+            a.je(cached)?;
+            a.mov(qword_ptr(r13), r12)?;
+            a.vmovq(xmm15, r12)?;
+            a.vpbroadcastd(ymm15, xmm15)?;
+            a.vmovups(ymm10, ptr(rsp + IWV))?;
+            for kx in 0..kw {
+                for half in 0..sx {
+                    let lanes = 128 + 64 * kx as i32 + 32 * half as i32;
+                    a.vpaddd(ymm11, ymm15, ptr(rbp + lanes))?;
+                    a.vpcmpgtd(ymm9, ymm10, ymm11)?;
+                    a.vpcmpgtd(ymm11, ymm11, ptr(rsp + MINUS1))?;
+                    a.vpand(ymm11, ymm11, ymm9)?;
+                    a.vmovups(ptr(rbx + 64 * kx as i32 + 32 * half as i32), ymm11)?;
+                }
+            }
+            a.set_label(&mut cached)?;
+            a.nop()?;
+        }
         for ky in 0..kh {
             let sum = acc[ky % 3];
+            let mut skip = a.create_label();
+            a.mov(r13, qword_ptr(rsp + ROWS + 8 * ky as i32))?;
+            a.test(r13, r13)?;
+            a.jz(skip)?;
             for kx in 0..kw {
                 let t = ky * kw + kx;
                 let off = (kx * dilation * 4) as i32;
-                let at = if sx == 1 { ptr(r13 + rdx * 4 + off) } else { ptr(r13 + rdx * 8 + off) };
+                let at = ptr(r13 + r12 * 4 + off);
+                if masked {
+                    a.vmovups(ymm11, ptr(rbx + 64 * kx as i32))?;
+                    if sx == 2 {
+                        a.vmovups(ymm15, ptr(rbx + 64 * kx as i32 + 32))?;
+                    }
+                }
                 let x = if sx == 1 && !masked && in_regs {
                     None
                 } else {
-                    if sx == 1 {
-                        if masked {
-                            a.vmaskmovps(ymm9, ymm11, at)?;
-                        } else {
-                            a.vmovups(ymm9, at)?;
-                        }
+                    if masked {
+                        a.vmaskmovps(ymm9, ymm11, at)?;
                     } else {
-                        // Columns 0..7 and 7..14 from the first, even ones kept.
+                        a.vmovups(ymm9, at)?;
+                    }
+                    if sx == 2 {
+                        // Columns 0..7 and 7..14 of the group, even ones kept.
                         if masked {
-                            a.vmaskmovps(ymm9, ymm11, at)?;
                             a.vmaskmovps(ymm10, ymm15, at + 28)?;
                         } else {
-                            a.vmovups(ymm9, at)?;
                             a.vmovups(ymm10, at + 28)?;
                         }
                         a.vshufps(ymm9, ymm9, ymm10, 0xd8)?;
@@ -710,10 +782,11 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
                 match (x, in_regs) {
                     (None, _) => a.vfmadd231ps(sum, w_regs[t], at)?,
                     (Some(x), true) => a.vfmadd231ps(sum, w_regs[t], x)?,
-                    (Some(x), false) => a.vfmadd231ps(sum, x, ptr(rsp + WEIGHTS + 32 * t as i32))?,
+                    (Some(x), false) => a.vfmadd231ps(sum, x, ptr(rsp + weights + 32 * t as i32))?,
                 }
             }
-            a.add(r13, r12)?;
+            a.set_label(&mut skip)?;
+            a.nop()?;
         }
         a.vaddps(acc[1], acc[1], acc[2])?;
         a.vaddps(acc[0], acc[0], acc[1])?;
@@ -721,35 +794,55 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
         a.vmaxps(acc[0], ymm9, acc[0])?;
         a.vmovups(ymm9, ptr(rsp + HI))?;
         a.vminps(acc[0], ymm9, acc[0])?;
-        if masked {
+        if last {
             a.vmovups(ymm11, ptr(rsp + STORE_MASK))?;
             a.vmaskmovps(ptr(r9 + rdx * 4), ymm11, acc[0])
         } else {
             a.vmovups(ptr(r9 + rdx * 4), acc[0])
         }
     };
+    // Per group: inside when rdx·sx - pl >= 0 and rdx·sx - pl + span < iw.
+    let inside = |a: &mut CodeAssembler, edge: CodeLabel| -> Result<(), IcedError> {
+        if sx == 1 {
+            a.mov(r12, rdx)?;
+        } else {
+            a.lea(r12, ptr(rdx + rdx))?;
+        }
+        a.sub(r12, qword_ptr(rdi + p::PL))?;
+        a.js(edge)?;
+        a.add(r12, span)?;
+        a.cmp(r12, qword_ptr(rdi + p::IW))?;
+        a.jge(edge)
+    };
     let mut full = a.create_label();
+    let mut full_edge = a.create_label();
+    let mut next = a.create_label();
     let mut tail = a.create_label();
     let mut row_end = a.create_label();
     a.set_label(&mut full)?;
     a.cmp(rdx, r15)?;
     a.jae(tail)?;
-    columns(&mut a, false)?;
+    inside(&mut a, full_edge)?;
+    columns(&mut a, false, false)?;
+    a.jmp(next)?;
+    a.set_label(&mut full_edge)?;
+    columns(&mut a, true, false)?;
+    a.set_label(&mut next)?;
     a.add(rdx, 8)?;
     a.jmp(full)?;
     a.set_label(&mut tail)?;
     a.cmp(rdx, r14)?;
     a.jae(row_end)?;
-    columns(&mut a, true)?;
+    columns(&mut a, true, true)?;
     a.set_label(&mut row_end)?;
-    a.add(r8, qword_ptr(rdi + p::ROW_STEP))?;
+    a.add(r8, qword_ptr(rdi + p::SY))?;
     a.add(r9, qword_ptr(rdi + p::O_RS))?;
     a.dec(rcx)?;
     a.jmp(row)?;
     a.set_label(&mut rows_done)?;
     a.add(rax, qword_ptr(rdi + p::X_CS))?;
     a.add(rsi, qword_ptr(rdi + p::O_CS))?;
-    a.add(rbx, 4 * taps as i32)?;
+    a.add(qword_ptr(rsp + WPTR), 4 * taps as i32)?;
     a.dec(r10)?;
     a.jmp(channel)?;
     a.set_label(&mut done)?;
@@ -759,9 +852,18 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
         a.pop(r)?;
     }
     a.ret()?;
-    // Lane l of the vector loaded at entry 16 - n + l is set when l < n.
+    // Masks: lane l of the vector loaded at entry 16 - n + l is set when
+    // l < n; then lanes 0-7 and 7-14.
     a.set_label(&mut table)?;
     a.dd(&[u32::MAX; 16])?;
     a.dd(&[0u32; 16])?;
+    // Per window column kx (from byte 128): lanes kx·dx + 0..7, then
+    // kx·dx + 7..14.
+    for kx in 0..kw {
+        for first in [0, 7] {
+            let lanes: Vec<u32> = (0..8).map(|l| (kx * dilation + first + l) as u32).collect();
+            a.dd(&lanes)?;
+        }
+    }
     a.assemble(0)
 }

@@ -959,12 +959,13 @@ fn packing_matches_naive_quantization() {
 
 /// `Stmt::Depthwise` (the AVX2 kernel for its window where the host has
 /// AVX2 and FMA) and its loops against a naive depthwise convolution in
-/// Rust, within the rounding of fused multiply-adds: 3x3, 5x5 (weights
-/// from the stack), 1x7 and 2x2 windows, strides 1 and 2, dilation 2,
-/// output rows of 1 to 17 columns (masked partial vectors), channel and
-/// row strides with gaps, with and without bias and clamp; NaN inputs
-/// stay NaN through the clamp; elements outside the output rows keep their
-/// value.
+/// Rust over a zero-padded input, within the rounding of fused
+/// multiply-adds: 3x3, 5x5 (weights from the stack), 1x7 and 2x2 windows,
+/// strides 1 and 2, dilation 2, padding 0 to 2 on each side (groups of
+/// columns reaching into it load through masks), output rows of 1 to 17
+/// columns, channel and row strides with gaps, with and without bias and
+/// clamp; NaN inputs stay NaN through the clamp; elements outside the
+/// output rows keep their value.
 #[test]
 fn depthwise_statement_matches_naive_convolution() {
     let shapes = [
@@ -977,45 +978,50 @@ fn depthwise_statement_matches_naive_convolution() {
         (2, 2, 2, 1, 1, 2),
     ];
     for &(kh, kw, sy, sx, dy, dx) in &shapes {
-        for ow in [1usize, 2, 5, 7, 8, 9, 15, 16, 17] {
+        for (iw, pad) in [(1usize, 0usize), (5, 2), (7, 1), (8, 0), (9, 1), (16, 2), (17, 1), (23, 0), (35, 2)] {
             for (with_bias, (lo, hi), expanded) in [
                 (true, (f32::NEG_INFINITY, f32::INFINITY), false),
                 (false, (0.0, 6.0), false),
                 (true, (-1.0, f32::INFINITY), true),
             ] {
-                let (channels, oh) = (3usize, 4usize);
-                // Input rows wide enough for every window, plus a gap.
-                let iw = (ow - 1) * sx + (kw - 1) * dx + 1;
-                let ih = (oh - 1) * sy + (kh - 1) * dy + 1;
+                let (channels, ih) = (3usize, 6usize);
+                let (ekh, ekw) = ((kh - 1) * dy + 1, (kw - 1) * dx + 1);
+                if iw + 2 * pad < ekw || ih + 2 * pad < ekh {
+                    continue;
+                }
+                let (oh, ow) = ((ih + 2 * pad - ekh) / sy + 1, (iw + 2 * pad - ekw) / sx + 1);
                 let (x_rs, x_cs) = (iw as i64 + 3, ((ih + 1) * (iw + 3)) as i64);
                 let (o_rs, o_cs) = (ow as i64 + 2, ((oh + 1) * (ow + 2)) as i64);
                 let x_len = 7 + channels * x_cs as usize;
                 let out_len = 5 + channels * o_cs as usize;
-                let x: Vec<f32> =
-                    (0..x_len)
-                        .map(|i| {
-                            if i == 7 + 2 * x_rs as usize + 1 {
-                                f32::NAN
-                            } else {
-                                ((i * 7919) % 997) as f32 / 97.0 - 5.0
-                            }
-                        })
-                        .collect();
+                let nan_at = 7 + 2 * x_rs as usize + iw / 2;
+                let x: Vec<f32> = (0..x_len)
+                    .map(|i| if i == nan_at { f32::NAN } else { ((i * 7919) % 997) as f32 / 97.0 - 5.0 })
+                    .collect();
                 let w: Vec<f32> =
                     (0..2 + channels * kh * kw).map(|i| ((i * 104_729) % 89) as f32 / 30.0 - 1.4).collect();
                 let bias: Vec<f32> = (0..1 + channels).map(|i| i as f32 * 0.75 - 1.0).collect();
                 let sentinel = vec![-123.5f32; out_len];
                 let (xb, wb, bb, ob, ib) = (BufferId(0), BufferId(1), BufferId(2), BufferId(3), BufferId(4));
-                let mut vars = vec![ScalarType::I64, ScalarType::I64, ScalarType::I64, ScalarType::I64];
+                let vars = vec![ScalarType::I64, ScalarType::I64, ScalarType::I64, ScalarType::I64];
                 let (c, oy, ox) = (var(VarId(1)), var(VarId(2)), var(VarId(3)));
                 let mut acc = if with_bias { load(bb, add(int(1), c.clone())) } else { f32c(0.0) };
+                let within = |v: Expr, n: usize| {
+                    bin(BinOp::And, cmp(CmpOp::Ge, v.clone(), int(0)), cmp(CmpOp::Lt, v, int(n as i64)))
+                };
+                let clamped = |v: Expr, n: usize| bin(BinOp::Min, bin(BinOp::Max, v, int(0)), int(n as i64 - 1));
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let wi = add(int(2), add(mul(c.clone(), int((kh * kw) as i64)), int((ky * kw + kx) as i64)));
-                        let row = add(mul(oy.clone(), int(sy as i64)), int((ky * dy) as i64));
-                        let col = add(mul(ox.clone(), int(sx as i64)), int((kx * dx) as i64));
-                        let xi = add(add(int(7), mul(c.clone(), int(x_cs))), add(mul(row, int(x_rs)), col));
-                        acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xb, xi)));
+                        let row = add(mul(oy.clone(), int(sy as i64)), int(ky as i64 * dy as i64 - pad as i64));
+                        let col = add(mul(ox.clone(), int(sx as i64)), int(kx as i64 * dx as i64 - pad as i64));
+                        let inside = bin(BinOp::And, within(row.clone(), ih), within(col.clone(), iw));
+                        let xi = add(
+                            add(int(7), mul(c.clone(), int(x_cs))),
+                            add(mul(clamped(row, ih), int(x_rs)), clamped(col, iw)),
+                        );
+                        let term = select(inside, bin(BinOp::Mul, load(wb, wi), load(xb, xi)), f32c(0.0));
+                        acc = bin(BinOp::Add, acc, term);
                     }
                 }
                 if lo > f32::NEG_INFINITY {
@@ -1042,6 +1048,10 @@ fn depthwise_statement_matches_naive_convolution() {
                     sx,
                     dy,
                     dx,
+                    ih,
+                    iw,
+                    pt: pad,
+                    pl: pad,
                     x: xb,
                     x_off: int(7),
                     x_cs,
@@ -1068,7 +1078,6 @@ fn depthwise_statement_matches_naive_convolution() {
                 } else {
                     body.push(Stmt::Depthwise(Box::new(dw)));
                 }
-                vars.truncate(4);
                 let program = Program {
                     buffers: vec![
                         buffer("x", ScalarType::F32, x_len as u64, BufferKind::Input(0)),
@@ -1091,8 +1100,12 @@ fn depthwise_statement_matches_naive_convolution() {
                             let mut s = if with_bias { bias[1 + ch] as f64 } else { 0.0 };
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let xi =
-                                        7 + ch * x_cs as usize + (y * sy + ky * dy) * x_rs as usize + xo * sx + kx * dx;
+                                    let r = (y * sy + ky * dy) as i64 - pad as i64;
+                                    let q = (xo * sx + kx * dx) as i64 - pad as i64;
+                                    if r < 0 || r >= ih as i64 || q < 0 || q >= iw as i64 {
+                                        continue;
+                                    }
+                                    let xi = 7 + ch * x_cs as usize + r as usize * x_rs as usize + q as usize;
                                     s += w[2 + ch * kh * kw + ky * kw + kx] as f64 * x[xi] as f64;
                                 }
                             }
@@ -1103,7 +1116,7 @@ fn depthwise_statement_matches_naive_convolution() {
                     }
                 }
                 let what = format!(
-                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded}"
+                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} iw {iw} pad {pad} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded}"
                 );
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * (1.0 + w.abs());

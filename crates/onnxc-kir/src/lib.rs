@@ -288,20 +288,24 @@ pub enum Stmt {
 }
 
 /// A 2-D depthwise convolution of `channels` channels with a `kh × kw`
-/// window, strides `sy, sx` and dilations `dy, dx`, over an input padded
-/// beforehand (every window is inside it): for channel `c`, output row
-/// `oy < oh` and column `ox < ow`,
+/// window, strides `sy, sx` and dilations `dy, dx`, over an `ih × iw`
+/// input zero-padded by `pt` rows on top and `pl` columns on the left (and
+/// as many at the bottom and right as the windows reach): for channel
+/// `c`, output row `oy < oh` and column `ox < ow`, with
+/// `r = oy·sy + ky·dy - pt` and `q = ox·sx + kx·dx - pl`,
 /// `out[out_off + c·o_cs + oy·o_rs + ox] = clamp(bias[bias_off + c] + sum
-/// over (ky, kx) of w[w_off + (c·kh + ky)·kw + kx] · x[x_off + c·x_cs +
-/// (oy·sy + ky·dy)·x_rs + ox·sx + kx·dx], lo, hi)` (`clamp` as `min(max(v,
-/// lo), hi)`; no bias: 0). All buffers f32.
+/// over (ky, kx) of w[w_off + (c·kh + ky)·kw + kx] · X(c, r, q), lo, hi)`
+/// where `X(c, r, q) = x[x_off + c·x_cs + r·x_rs + q]` inside the input
+/// and 0 outside (`clamp` as `min(max(v, lo), hi)`; no bias: 0). All
+/// buffers f32.
 ///
-/// `loops` is the same computation as plain loops over variables of the
-/// enclosing kernel (built by lowering): the bias, then each tap's product
+/// `loops` is the same computation as plain loops over variables and
+/// buffers of the enclosing kernel (built by lowering; they may pad the
+/// input into a scratch buffer first): the bias, then each tap's product
 /// and sum in order, then the clamp. Analyses read it as the statement's
 /// meaning; a backend may run it, or its own kernel, which may fuse the
-/// multiply-adds and sum the taps in another order (results then differ
-/// in the last bits).
+/// multiply-adds, sum the taps in another order and skip the padding's
+/// taps (results then differ in the last bits).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DepthwiseStmt {
     pub channels: usize,
@@ -313,6 +317,10 @@ pub struct DepthwiseStmt {
     pub sx: usize,
     pub dy: usize,
     pub dx: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub pt: usize,
+    pub pl: usize,
     pub x: BufferId,
     pub x_off: Expr,
     pub x_cs: i64,

@@ -955,6 +955,18 @@ pub(crate) fn conv(
     if winograd {
         return conv_winograd(cx, id, w, x, &xd, bias, out, &od).map(|_| false);
     }
+    let depthwise = cx.options.blocked_gemm
+        && sp == 2
+        && wd[1] == 1
+        && wd[0] == group
+        && xd[1] == group
+        && wd[2] * wd[3] <= 49
+        && cx.stored_f32(&[x, wb, out]);
+    if depthwise {
+        let clamp_ = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        conv_depthwise(cx, id, w, (x, &xd), wb, bias, out, &od, clamp_)?;
+        return Ok(clamp.is_some());
+    }
     let (xp, pd) = padded(cx, id, x, &xd, &w.pads[..sp], &w.pads[sp..], 0.0);
     let (m, cg) = (wd[0], wd[1]);
     let mg = m / group;
@@ -1235,38 +1247,107 @@ fn conv_output_stationary(
         }
         vec![Stmt::Store { buf: out, index: oi, value: acc }]
     };
-    let depthwise = sp == 2 && cg == 1 && mg == 1 && cx.stored_f32(&[xp, wb, out]);
-    if !depthwise {
-        // Loops: output channel (all images), then output positions.
-        let mut extents = vec![m, od[0]];
-        extents.extend(&od[2..]);
-        let body = k.nest_parallel(&extents, |_, v| element(&v[0], &v[1], &v[2..]));
-        cx.kernels.push(k.finish(body));
-        return Ok(());
-    }
-    // A 2-D depthwise convolution: `Stmt::Depthwise` per image and block
-    // of channels (in parallel over the blocks), its loops the same
-    // element per channel, row and column.
+    // Loops: output channel (all images), then output positions.
+    let mut extents = vec![m, od[0]];
+    extents.extend(&od[2..]);
+    let body = k.nest_parallel(&extents, |_, v| element(&v[0], &v[1], &v[2..]));
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// A 2-D depthwise convolution (one input channel per group, as many
+/// output channels): one `Stmt::Depthwise` per image and block of
+/// channels (blocks of ceil(C/16), in parallel over the blocks) reading the
+/// unpadded input. Its loops pad the block's channels into a scratch
+/// buffer and then compute each output as the bias plus its unrolled
+/// products, clamped (`clamp`: a fused Relu or Clip).
+#[allow(clippy::too_many_arguments)]
+fn conv_depthwise(
+    cx: &mut Lowering,
+    id: NodeId,
+    w: &Window,
+    (x, xd): (BufferId, &[usize]),
+    wb: BufferId,
+    bias: Option<BufferId>,
+    out: BufferId,
+    od: &[usize],
+    (lo, hi): (f32, f32),
+) -> R {
+    let wd = cx.in_dims(id, 1)?;
+    let (c, ih, iw) = (xd[1], xd[2], xd[3]);
+    let (kh, kw) = (wd[2], wd[3]);
     let (oh, ow) = (od[2], od[3]);
-    let block = m.div_ceil(16).max(1);
+    let (pt, pl) = (w.pads[0], w.pads[1]);
+    // The loops' padded copy: rows and columns the windows reach.
+    let ph = ((oh - 1) * w.strides[0] + (kh - 1) * w.dilations[0] + 1).max(ih + pt);
+    let pw = ((ow - 1) * w.strides[1] + (kw - 1) * w.dilations[1] + 1).max(iw + pl);
+    let unpadded = pt == 0 && pl == 0 && ph == ih && pw == iw;
+    let name = cx.graph.graph[id].name.clone();
+    let xp = if unpadded { x } else { cx.temp(format!("{name}_padded"), ScalarType::F32, xd[0] * c * ph * pw) };
+    let (xs, ps, os) = (strides_i64(xd), strides_i64(&[xd[0], c, ph, pw]), strides_i64(od));
+    let mut k = KernelBuilder::new(name);
+    let block = c.div_ceil(16).max(1);
     let stmt = |k: &mut KernelBuilder, n: Expr, c0: Expr, channels: usize| {
-        let loops = k.nest(&[channels, oh, ow], |_, v| element(&add(c0.clone(), v[0].clone()), &n, &v[1..]));
+        let mut loops = Vec::new();
+        if !unpadded {
+            // Zeros, then the input inside them.
+            let base = add(mul(n.clone(), int(ps[0])), mul(c0.clone(), int(ps[1])));
+            loops.extend(k.nest(&[channels * ph * pw], |_, v| {
+                vec![Stmt::Store { buf: xp, index: add(base.clone(), v[0].clone()), value: f32c(0.0) }]
+            }));
+            let from = add(mul(n.clone(), int(xs[0])), mul(c0.clone(), int(xs[1])));
+            let to = add(base, int((pt * pw + pl) as i64));
+            loops.extend(k.nest(&[channels, ih, iw], |_, v| {
+                let src = add(from.clone(), linear(v, &[xs[1], xs[2], 1]));
+                let dst = add(to.clone(), linear(v, &[ps[1], ps[2], 1]));
+                vec![Stmt::Store { buf: xp, index: dst, value: load(x, src) }]
+            }));
+        }
+        loops.extend(k.nest(&[channels, oh, ow], |_, v| {
+            let ch = add(c0.clone(), v[0].clone());
+            let mut acc = match bias {
+                Some(b) => load(b, ch.clone()),
+                None => f32c(0.0),
+            };
+            let xbase = add(mul(n.clone(), int(ps[0])), mul(ch.clone(), int(ps[1])));
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = add(mul(v[1].clone(), int(w.strides[0] as i64)), int((ky * w.dilations[0]) as i64));
+                    let col = add(mul(v[2].clone(), int(w.strides[1] as i64)), int((kx * w.dilations[1]) as i64));
+                    let xi = add(xbase.clone(), add(mul(row, int(ps[2])), col));
+                    let wi = add(mul(ch.clone(), int((kh * kw) as i64)), int((ky * kw + kx) as i64));
+                    acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xp, xi)));
+                }
+            }
+            if lo > f32::NEG_INFINITY {
+                acc = bin(BinOp::Max, acc, f32c(lo));
+            }
+            if hi < f32::INFINITY {
+                acc = bin(BinOp::Min, acc, f32c(hi));
+            }
+            let oi = add(add(mul(n.clone(), int(os[0])), mul(ch, int(os[1]))), linear(&v[1..], &[os[2], 1]));
+            vec![Stmt::Store { buf: out, index: oi, value: acc }]
+        }));
         Stmt::Depthwise(Box::new(onnxc_kir::DepthwiseStmt {
             channels,
             oh,
             ow,
-            kh: wd[2],
-            kw: wd[3],
+            kh,
+            kw,
             sy: w.strides[0],
             sx: w.strides[1],
             dy: w.dilations[0],
             dx: w.dilations[1],
-            x: xp,
-            x_off: add(mul(n.clone(), int(ps[0])), mul(c0.clone(), int(ps[1]))),
-            x_cs: ps[1],
-            x_rs: ps[2],
+            ih,
+            iw,
+            pt,
+            pl,
+            x,
+            x_off: add(mul(n.clone(), int(xs[0])), mul(c0.clone(), int(xs[1]))),
+            x_cs: xs[1],
+            x_rs: xs[2],
             w: wb,
-            w_off: mul(c0.clone(), int(ws[0])),
+            w_off: mul(c0.clone(), int((kh * kw) as i64)),
             bias: bias.map(|b| (b, c0.clone())),
             out,
             out_off: add(mul(n, int(os[0])), mul(c0, int(os[1]))),
@@ -1280,12 +1361,12 @@ fn conv_output_stationary(
     let body = k.nest(&[od[0]], |k, nv| {
         let n = nv[0].clone();
         let mut s = if od[0] == 1 {
-            k.nest_parallel(&[m / block], |k, v| vec![stmt(k, n.clone(), mul(v[0].clone(), int(block as i64)), block)])
+            k.nest_parallel(&[c / block], |k, v| vec![stmt(k, n.clone(), mul(v[0].clone(), int(block as i64)), block)])
         } else {
-            vec![stmt(k, n.clone(), int(0), m - m % block)]
+            vec![stmt(k, n.clone(), int(0), c - c % block)]
         };
-        if m % block != 0 {
-            s.push(stmt(k, n, int((m - m % block) as i64), m % block));
+        if c % block != 0 {
+            s.push(stmt(k, n, int((c - c % block) as i64), c % block));
         }
         s
     });
