@@ -211,6 +211,7 @@ fn gemm_gflops(threads: usize, secs: f64, kind: onnxc_kir::GemmKind) -> Result<f
         accumulate: false,
         kind,
         dequant: None,
+        epilogue: None,
     };
     let program = Program {
         buffers: vec![

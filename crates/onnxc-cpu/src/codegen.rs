@@ -238,6 +238,7 @@ pub fn define_program<M: Module>(
                 pack,
                 dwconv: &dwconv,
                 dispatch_table: Some(table),
+                gemm_bias: None,
                 invariant: &invariant,
             };
             g.stmts(&kernel.body)?;
@@ -295,6 +296,7 @@ pub fn define_program<M: Module>(
                     pack,
                     dwconv: &dwconv,
                     dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
+                    gemm_bias: None,
                     invariant: &invariant,
                 };
                 match &task {
@@ -644,6 +646,8 @@ struct Gen<'a, 'b, M: Module> {
     /// Where the run's AVX2 choice is (the kernel's table; a loop task's
     /// data), for statements that dispatch between a kernel and loops.
     dispatch_table: Option<Value>,
+    /// In a float GEMM task: the address of its epilogue's first bias row.
+    gemm_bias: Option<Value>,
     /// Buffers whose loads Cranelift may hoist out of loops and merge (see
     /// `invariant_buffers`).
     invariant: &'a std::collections::BTreeSet<u32>,
@@ -1179,6 +1183,12 @@ impl<M: Module> Gen<'_, '_, M> {
     fn check_gemm(&self, g: &onnxc_kir::GemmStmt) -> Result<(), BackendError> {
         let where_ = format!("kernel '{}'", self.kernel.name);
         let buffer = |b: BufferId| &self.program.buffers[b.0 as usize];
+        if let Some(e) = &g.epilogue {
+            let bias_ok = e.bias.as_ref().is_none_or(|(b, _)| buffer(*b).elem == ScalarType::F32 && !g.accumulate);
+            if g.kind.is_integer() || !bias_ok {
+                return Err(err(&where_, "a Gemm epilogue needs a float product, f32 bias rows and no accumulation"));
+            }
+        }
         if !g.kind.is_integer() {
             for b in [g.a, g.b, g.c] {
                 if buffer(b).elem != ScalarType::F32 {
@@ -1509,10 +1519,17 @@ impl<M: Module> Gen<'_, '_, M> {
             (param::B_RS, g.b_rs * 4),
             (param::C_RS, g.c_rs * 4),
             (param::ACCUMULATE, g.accumulate as i64),
+            (param::INIT, 0),
+            (param::CLAMP, g.epilogue.is_some() as i64),
         ];
         for (off, v) in consts {
             let v = self.b.ins().iconst(types::I64, v);
             self.b.ins().stack_store(types::I64, v, slot, off);
+        }
+        if let Some(e) = &g.epilogue {
+            let bounds = (e.lo.to_bits() as i64) | ((e.hi.to_bits() as i64) << 32);
+            let v = self.b.ins().iconst(types::I64, bounds);
+            self.b.ins().stack_store(types::I64, v, slot, param::LO);
         }
         let ptr = self.module.target_config().pointer_type();
         (slot, self.b.ins().stack_addr(ptr, slot, 0))
@@ -1550,6 +1567,11 @@ impl<M: Module> Gen<'_, '_, M> {
         let a0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 0);
         let b0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 8);
         let c0 = self.b.ins().load(ptr, MemFlagsData::trusted(), data, 16);
+        // The epilogue's bias rows (operand 3 in the task data).
+        self.gemm_bias = match g.epilogue.as_ref().and_then(|e| e.bias.as_ref()) {
+            Some(_) => Some(self.b.ins().load(ptr, MemFlagsData::trusted(), data, 32)),
+            None => None,
+        };
         let Some(ukr) = self.avx2 else {
             return self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, false), None);
         };
@@ -1640,6 +1662,11 @@ impl<M: Module> Gen<'_, '_, M> {
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
             let tile = |s: &mut Self, row: Value, skip: i64| {
                 s.ukernel_tile_at(g, slot, (a0, c0), row, j);
+                if let Some(bias0) = s.gemm_bias {
+                    let at = s.b.ins().ishl_imm_u(row, 2);
+                    let at = s.b.ins().iadd(bias0, at);
+                    s.b.ins().stack_store(ptr, at, slot, param::INIT);
+                }
                 let skip = s.b.ins().iconst(types::I64, skip);
                 s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
                 s.b.ins().call(fref, &[params]);
@@ -1748,10 +1775,20 @@ impl<M: Module> Gen<'_, '_, M> {
         let zero = self.b.ins().f32const(0.0);
         let zero = if vecs == 0 { zero } else { self.b.ins().splat(types::F32X4, zero) };
         let mut acc = Vec::new();
+        // The epilogue's bias rows start the sums.
+        let bias = |s: &mut Self, r: usize| -> Option<Value> {
+            let b0 = s.gemm_bias?;
+            let ir = s.b.ins().iadd_imm_s(i, r as i64);
+            let at = s.b.ins().ishl_imm_u(ir, 2);
+            let at = s.b.ins().iadd(b0, at);
+            let x = s.b.ins().load(types::F32, flags(), at, 0);
+            Some(if vecs == 0 { x } else { s.b.ins().splat(types::F32X4, x) })
+        };
         for (r, &c_row) in c_rows.iter().enumerate() {
+            let start = bias(self, r).unwrap_or(zero);
             for h in 0..lanes {
                 let v = self.b.declare_var(ty);
-                let init = if g.accumulate { self.b.ins().load(ty, flags(), c_row, (h * 16) as i32) } else { zero };
+                let init = if g.accumulate { self.b.ins().load(ty, flags(), c_row, (h * 16) as i32) } else { start };
                 self.b.def_var(v, init);
                 acc.push((r, h, v));
             }
@@ -1782,8 +1819,20 @@ impl<M: Module> Gen<'_, '_, M> {
             s.b.def_var(b_ptr, next);
             Ok(())
         })?;
+        let bounds = g.epilogue.as_ref().map(|e| {
+            let (lo, hi) = (self.b.ins().f32const(e.lo), self.b.ins().f32const(e.hi));
+            if vecs == 0 {
+                (lo, hi)
+            } else {
+                (self.b.ins().splat(types::F32X4, lo), self.b.ins().splat(types::F32X4, hi))
+            }
+        });
         for &(r, h, v) in &acc {
-            let val = self.b.use_var(v);
+            let mut val = self.b.use_var(v);
+            if let Some((lo, hi)) = bounds {
+                val = self.b.ins().fmax(val, lo);
+                val = self.b.ins().fmin(val, hi);
+            }
             self.b.ins().store(flags(), val, c_rows[r], (h * 16) as i32);
         }
         Ok(())

@@ -59,8 +59,12 @@ pub mod param {
     /// f32 tile only: how many leading columns not to store (0-15), for a
     /// last panel shifted back to end at the matrix's last column.
     pub const SKIP_COLS: i32 = 136;
+    /// f32 tile only: nonzero to clamp the sums to [LO, HI] before storing
+    /// (`onnxc_kir::Epilogue`; the sums then start from INIT's rows, the
+    /// bias, when INIT is set).
+    pub const CLAMP: i32 = 144;
     /// Size of the block.
-    pub const BYTES: u32 = 144;
+    pub const BYTES: u32 = 152;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -160,8 +164,8 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     }
     a.jmp(start)?;
     a.set_label(&mut zero)?;
-    if tile != Tile::F32 {
-        // Start from the rows' init values, or from zero.
+    {
+        // Start from the rows' init values (the f32 tile's bias), or from zero.
         let mut from_zero = a.create_label();
         a.mov(rsi, qword_ptr(rbx + param::INIT))?;
         a.test(rsi, rsi)?;
@@ -228,6 +232,17 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
 /// The f32 tile's store, return and mask table: rows below SKIP are not
 /// stored; with SKIP_COLS, neither are the first columns (masked stores).
 fn store_f32(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), IcedError> {
+    // With CLAMP: max(lo, v) then min(hi, v), v second so NaN stays NaN.
+    let mut unclamped = a.create_label();
+    a.cmp(qword_ptr(rbx + param::CLAMP), 0)?;
+    a.je(unclamped)?;
+    a.vbroadcastss(ymm14, dword_ptr(rbx + param::LO))?;
+    a.vbroadcastss(ymm15, dword_ptr(rbx + param::HI))?;
+    for &v in acc {
+        a.vmaxps(v, ymm14, v)?;
+        a.vminps(v, ymm15, v)?;
+    }
+    a.set_label(&mut unclamped)?;
     a.mov(rcx, qword_ptr(rbx + param::SKIP))?;
     let mut masked = a.create_label();
     let mut done = a.create_label();

@@ -495,7 +495,18 @@ fn gemm_statement_matches_naive_product() {
         (96, 32, 5),
     ];
     for &(m, n, k) in &shapes {
-        for (transposed_a, accumulate) in [(false, false), (true, true), (false, true)] {
+        // The last two: a bias start and a clamp in the store (the
+        // epilogue), then the same split into passes around the product.
+        let variants = [
+            (false, false, false, false),
+            (true, true, false, false),
+            (false, true, false, false),
+            (true, false, true, false),
+            (false, false, true, true),
+        ];
+        for (transposed_a, accumulate, with_epilogue, split) in variants {
+            let bias: Vec<f32> = (0..m + 1).map(|i| (i % 7) as f32 * 0.5 - 1.5).collect();
+            let (lo, hi) = (-1.5f32, 2.0f32);
             let a: Vec<f32> = (0..m * k + 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
             let b: Vec<f32> = (0..k * n + 5).map(|i| ((i * 17 % 19) as f32 - 9.0) / 5.0).collect();
             let c0: Vec<f32> = (0..m * n + 2).map(|i| (i % 5) as f32 - 2.0).collect();
@@ -517,19 +528,23 @@ fn gemm_statement_matches_naive_product() {
                 accumulate,
                 kind: onnxc_kir::GemmKind::Float,
                 dequant: None,
+                epilogue: with_epilogue.then(|| Box::new(Epilogue { bias: Some((BufferId(4), int(1))), lo, hi })),
             };
+            let mut vars = vec![ScalarType::I64];
+            let product = if split { gemm.split_epilogue(&mut vars) } else { vec![Stmt::Gemm(Box::new(gemm))] };
             let program = Program {
                 buffers: vec![
                     buffer("a", ScalarType::F32, a.len() as u64, BufferKind::Input(0)),
                     buffer("b", ScalarType::F32, b.len() as u64, BufferKind::Constant(f32_bytes(&b))),
                     buffer("c", ScalarType::F32, c0.len() as u64, BufferKind::Output(0)),
                     buffer("c_init", ScalarType::F32, c0.len() as u64, BufferKind::Constant(f32_bytes(&c0))),
+                    buffer("bias", ScalarType::F32, bias.len() as u64, BufferKind::Constant(f32_bytes(&bias))),
                 ],
                 kernels: vec![Kernel {
                     name: "gemm".into(),
-                    vars: vec![ScalarType::I64],
-                    body: vec![
-                        Stmt::For {
+                    vars,
+                    body: [
+                        vec![Stmt::For {
                             var: VarId(0),
                             start: 0,
                             end: c0.len() as i64,
@@ -538,9 +553,10 @@ fn gemm_statement_matches_naive_product() {
                                 index: var(VarId(0)),
                                 value: load(BufferId(3), var(VarId(0))),
                             }],
-                        },
-                        Stmt::Gemm(Box::new(gemm)),
-                    ],
+                        }],
+                        product,
+                    ]
+                    .concat(),
                 }],
                 inputs: vec![io("a", "f32", a.len(), 0)],
                 outputs: vec![io("c", "f32", c0.len(), 2)],
@@ -557,13 +573,15 @@ fn gemm_statement_matches_naive_product() {
                         acc += av * b[5 + p * n + j] as f64;
                     }
                     let base = if accumulate { want[2 + i * n + j] as f64 } else { 0.0 };
-                    want[2 + i * n + j] = (base + acc) as f32;
+                    let base = if with_epilogue { bias[1 + i] as f64 } else { base };
+                    let v = (base + acc) as f32;
+                    want[2 + i * n + j] = if with_epilogue { v.max(lo).min(hi) } else { v };
                 }
             }
             for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "m{m} n{n} k{k} t{transposed_a} acc{accumulate} [{idx}]: {g} vs {w}"
+                    "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} [{idx}]: {g} vs {w}"
                 );
             }
         }
@@ -604,6 +622,7 @@ fn integer_gemm_matches_naive_product() {
                     accumulate,
                     kind: onnxc_kir::GemmKind::I16Pairs,
                     dequant: None,
+                    epilogue: None,
                 };
                 let mut vars = vec![ScalarType::I64];
                 let mut body = vec![Stmt::For {
@@ -730,6 +749,7 @@ fn dequantizing_integer_gemm_matches_naive_product() {
                     cols,
                     init: with_init.then(|| (BufferId(5), int(3))),
                 })),
+                epilogue: None,
             };
             let mut vars = vec![];
             let body = if expanded { gemm.loops(&mut vars) } else { vec![Stmt::Gemm(Box::new(gemm))] };

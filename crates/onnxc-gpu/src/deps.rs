@@ -157,6 +157,10 @@ impl Scan<'_> {
                     }
                     self.access(g.a, &a, false);
                     self.access(g.b, &b, false);
+                    if let Some((bias, off)) = g.epilogue.as_ref().and_then(|e| e.bias.as_ref()) {
+                        self.access(*bias, &add(off.clone(), var(i)), false);
+                        self.expr(off);
+                    }
                     for off in [&g.a_off, &g.b_off, &g.c_off] {
                         self.expr(off);
                     }

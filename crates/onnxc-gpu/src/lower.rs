@@ -126,8 +126,10 @@ impl Cx<'_> {
         self.scratch_at = self.program.arena_bytes.div_ceil(64) * 64;
         let mut vars = k.vars.clone();
         // Integer (i16-pair) products run as their loop nests.
-        // So do the u8-quad packings.
-        let expanded = onnxc_kir::expand_gemms(&k.body, &mut vars, &|g| g.kind.is_integer(), true);
+        // So do the u8-quad packings; float products' epilogues become
+        // passes of their own around them.
+        let split = onnxc_kir::split_epilogues(&k.body, &mut vars);
+        let expanded = onnxc_kir::expand_gemms(&split, &mut vars, &|g| g.kind.is_integer(), true);
         let k = &Kernel { name: k.name.clone(), vars: vars.clone(), body: expanded };
         let mut pieces = Vec::new();
         self.pieces(k, &mut vars, &k.body, &mut pieces);

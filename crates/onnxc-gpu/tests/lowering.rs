@@ -220,6 +220,7 @@ fn gemm_with_ragged_tiles_matches_the_cpu() {
             accumulate: true,
             kind: onnxc_kir::GemmKind::Float,
             dequant: None,
+            epilogue: None,
         })),
     ];
     let p = program(m * k + k * n, m * n, vec![ScalarType::I64], body);
@@ -358,6 +359,7 @@ fn half_precision_gemm_runs_on_tensor_cores_and_matches_the_cpu() {
                     accumulate: false,
                     kind: onnxc_kir::GemmKind::Float,
                     dequant: None,
+                    epilogue: None,
                 }))],
             }],
             inputs: vec![desc("a", m * k, 0), desc("b", k * n, 1)],
@@ -432,6 +434,7 @@ fn a_head_loop_with_scratch_splits_into_batched_launches() {
             accumulate: false,
             kind: onnxc_kir::GemmKind::Float,
             dequant: None,
+            epilogue: None,
         }))
     };
     let body = vec![Stmt::For {

@@ -445,6 +445,20 @@ pub struct GemmStmt {
     /// Integer form only: C is f32 and receives the dequantized result
     /// (see [`Dequant`]) instead of the i32 sums.
     pub dequant: Option<Box<Dequant>>,
+    /// Float form only: a bias start and a clamp in the store (see
+    /// [`Epilogue`]).
+    pub epilogue: Option<Box<Epilogue>>,
+}
+
+/// What a float product does around its sums: row `i`'s sums start from
+/// `bias[bias_off + i]` (instead of 0; `accumulate` must then be false),
+/// and C receives `min(max(sum, lo), hi)`: a convolution's bias and a
+/// fused Relu or Clip, with no separate pass over C.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    pub bias: Option<(BufferId, Expr)>,
+    pub lo: f32,
+    pub hi: f32,
 }
 
 /// What a [`GemmStmt`] multiplies.
@@ -497,9 +511,13 @@ impl GemmStmt {
     }
 
     /// Every buffer the product reads or writes, with its offset
-    /// expression: A, B, C, then the dequantization's scale and bias.
+    /// expression: A, B, C, then the epilogue's bias or the
+    /// dequantization's scale, bias and init rows.
     pub fn operands(&self) -> Vec<(BufferId, &Expr)> {
         let mut v = vec![(self.a, &self.a_off), (self.b, &self.b_off), (self.c, &self.c_off)];
+        if let Some((b, off)) = self.epilogue.as_ref().and_then(|e| e.bias.as_ref()) {
+            v.push((*b, off));
+        }
         if let Some(d) = &self.dequant {
             v.extend([(d.scale, &d.scale_off), (d.bias, &d.bias_off)]);
             if let Some((b, off)) = &d.init {
@@ -524,10 +542,12 @@ impl GemmStmt {
         let a = load(self.a, add(self.a_off.clone(), add(mul(var(i), int(self.a_rs)), mul(var(p), int(self.a_cs)))));
         let b = load(self.b, add(self.b_off.clone(), add(mul(var(p), int(self.b_rs)), var(j))));
         let c_idx = add(self.c_off.clone(), add(mul(var(i), int(self.c_rs)), var(j)));
-        let zero = match self.dequant.as_ref().and_then(|d| d.init.as_ref()) {
-            Some((b, off)) => load(*b, add(off.clone(), var(i))),
-            None if integer => Expr::Int(0, ScalarType::I32),
-            None => f32c(0.0),
+        let bias = self.epilogue.as_ref().and_then(|e| e.bias.as_ref());
+        let zero = match (self.dequant.as_ref().and_then(|d| d.init.as_ref()), bias) {
+            (Some((b, off)), _) => load(*b, add(off.clone(), var(i))),
+            (None, _) if integer => Expr::Int(0, ScalarType::I32),
+            (None, Some((b, off))) => load(*b, add(off.clone(), var(i))),
+            (None, None) => f32c(0.0),
         };
         let init = if self.accumulate { load(self.c, c_idx.clone()) } else { zero };
         let c = |v: i64| Expr::Int(v, ScalarType::I32);
@@ -555,7 +575,13 @@ impl GemmStmt {
             }
         };
         let (rows, cols, result) = match &self.dequant {
-            None => (self.m, self.n, var(acc)),
+            None => match &self.epilogue {
+                Some(e) => {
+                    let x = bin(BinOp::Min, bin(BinOp::Max, var(acc), f32c(e.lo)), f32c(e.hi));
+                    (self.m, self.n, x)
+                }
+                None => (self.m, self.n, var(acc)),
+            },
             Some(d) => {
                 let x = bin(
                     BinOp::Mul,
@@ -584,6 +610,67 @@ impl GemmStmt {
             body: vec![Stmt::For { var: j, start: 0, end: cols as i64, body: inner }],
         }]
     }
+}
+
+impl GemmStmt {
+    /// The product without its [`Epilogue`]: a loop setting C to the bias
+    /// rows, the product accumulating into C, then a loop clamping C (new
+    /// variables pushed onto `vars`). The same sums and results, in three
+    /// passes over C: for backends whose product kernels have no epilogue.
+    pub fn split_epilogue(&self, vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
+        use build::*;
+        let Some(e) = &self.epilogue else {
+            return vec![Stmt::Gemm(Box::new(self.clone()))];
+        };
+        let mut v = |t| {
+            vars.push(t);
+            VarId(vars.len() as u32 - 1)
+        };
+        let (i, j) = (v(ScalarType::I64), v(ScalarType::I64));
+        let at = add(self.c_off.clone(), add(mul(var(i), int(self.c_rs)), var(j)));
+        let over_c = |value: Expr| Stmt::For {
+            var: i,
+            start: 0,
+            end: self.m as i64,
+            body: vec![Stmt::For {
+                var: j,
+                start: 0,
+                end: self.n as i64,
+                body: vec![Stmt::Store { buf: self.c, index: at.clone(), value }],
+            }],
+        };
+        let mut g = self.clone();
+        g.epilogue = None;
+        let mut out = Vec::new();
+        if let Some((b, off)) = &e.bias {
+            out.push(over_c(load(*b, add(off.clone(), var(i)))));
+            g.accumulate = true;
+        }
+        out.push(Stmt::Gemm(Box::new(g)));
+        if e.lo > f32::NEG_INFINITY || e.hi < f32::INFINITY {
+            out.push(over_c(bin(BinOp::Min, bin(BinOp::Max, load(self.c, at.clone()), f32c(e.lo)), f32c(e.hi))));
+        }
+        out
+    }
+}
+
+/// Replaces every `Gemm` with an [`Epilogue`] by
+/// [`GemmStmt::split_epilogue`].
+pub fn split_epilogues(body: &[Stmt], vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
+    let mut out = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Gemm(g) => out.extend(g.split_epilogue(vars)),
+            Stmt::For { var, start, end, body } => {
+                out.push(Stmt::For { var: *var, start: *start, end: *end, body: split_epilogues(body, vars) })
+            }
+            Stmt::ParallelFor { var, start, end, body } => {
+                out.push(Stmt::ParallelFor { var: *var, start: *start, end: *end, body: split_epilogues(body, vars) })
+            }
+            s => out.push(s.clone()),
+        }
+    }
+    out
 }
 
 /// Replaces every `Gemm` for which `expand` holds by [`GemmStmt::loops`]
@@ -670,6 +757,9 @@ impl Stmt {
                 (g.a, g.a_off) = fb(g.a, fe(&g.a_off));
                 (g.b, g.b_off) = fb(g.b, fe(&g.b_off));
                 (g.c, g.c_off) = fb(g.c, fe(&g.c_off));
+                if let Some((b, off)) = g.epilogue.as_mut().and_then(|e| e.bias.as_mut()) {
+                    (*b, *off) = fb(*b, fe(off));
+                }
                 if let Some(d) = g.dequant.as_mut() {
                     (d.scale, d.scale_off) = fb(d.scale, fe(&d.scale_off));
                     (d.bias, d.bias_off) = fb(d.bias, fe(&d.bias_off));

@@ -169,6 +169,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             accumulate: false,
             kind: onnxc_kir::GemmKind::Float,
             dequant: None,
+            epilogue: None,
         }))];
         s.extend(k.nest(&[s_len], |k, i| {
             let i = i[0].clone();
@@ -202,6 +203,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             accumulate: false,
             kind: onnxc_kir::GemmKind::Float,
             dequant: None,
+            epilogue: None,
         })));
         s
     });

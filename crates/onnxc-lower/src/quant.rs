@@ -622,6 +622,7 @@ pub fn quantized_conv(
                 cols: p,
                 init: init.map(|b| (b, mul(g, int(mg as i64)))),
             })),
+            epilogue: None,
         })));
         s
     });
