@@ -38,6 +38,21 @@ pub fn define_program<M: Module>(
     name: &str,
 ) -> Result<(FuncId, FuncId), BackendError> {
     let ptr = module.target_config().pointer_type();
+    // Constant operands of the AVX2 tile, packed as it reads them; the
+    // constants only they read are not kept in their original layout.
+    let (packed_b, packed_only) =
+        if has_avx2_fma(module) { pack_constant_operands(program) } else { Default::default() };
+    let mut packed_ids: BTreeMap<PackedKey, DataId> = BTreeMap::new();
+    for (n, (key, bytes)) in packed_b.iter().enumerate() {
+        let id = module
+            .declare_data(&format!("{name}__packed_b{n}"), Linkage::Local, false, false)
+            .map_err(|e| err("data", e))?;
+        let mut desc = DataDescription::new();
+        desc.define(bytes.clone().into_boxed_slice());
+        desc.set_align(64);
+        module.define_data(id, &desc).map_err(|e| err("data", e))?;
+        packed_ids.insert(*key, id);
+    }
     // Constants.
     let mut data: BTreeMap<u32, DataId> = BTreeMap::new();
     for (i, b) in program.buffers.iter().enumerate() {
@@ -46,7 +61,7 @@ pub fn define_program<M: Module>(
                 .declare_data(&format!("{name}__const{i}"), Linkage::Local, false, false)
                 .map_err(|e| err("data", e))?;
             let mut desc = DataDescription::new();
-            let mut contents = bytes.clone();
+            let mut contents = if packed_only.contains(&(i as u32)) { Vec::new() } else { bytes.clone() };
             if contents.is_empty() {
                 contents.push(0);
             }
@@ -237,6 +252,7 @@ pub fn define_program<M: Module>(
                 vnni,
                 pack,
                 dwconv: &dwconv,
+                packed_b: &packed_ids,
                 dispatch_table: Some(table),
                 gemm_bias: None,
                 invariant: &invariant,
@@ -295,6 +311,7 @@ pub fn define_program<M: Module>(
                     vnni,
                     pack,
                     dwconv: &dwconv,
+                    packed_b: &packed_ids,
                     dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
                     gemm_bias: None,
                     invariant: &invariant,
@@ -504,6 +521,114 @@ impl Panels {
     }
 }
 
+/// A constant f32 GEMM operand as one product reads it: operand (0: A, 1:
+/// B), buffer, first element, row and column strides, rows (m for A, k
+/// for B) and columns (k for A, n for B).
+type PackedKey = (u8, u32, i64, i64, i64, usize, usize);
+
+/// The product's A or B (`operand` 0 or 1) as a [`PackedKey`] when it can
+/// be packed at compile time for the AVX2 tile: f32, constant, at a
+/// constant offset, and only ever read by the tile (at least 6 rows and
+/// 16 columns, so no narrower Cranelift tile runs).
+fn packable(program: &Program, g: &onnxc_kir::GemmStmt, operand: u8) -> Option<PackedKey> {
+    let (buf, off) = if operand == 0 { (g.a, &g.a_off) } else { (g.b, &g.b_off) };
+    let Expr::Int(off, _) = *off else { return None };
+    let constant = matches!(program.buffers[buf.0 as usize].kind, BufferKind::Constant(_));
+    if !(g.is_f32(program) && constant && g.m >= 6 && g.n >= 16 && g.k > 0) {
+        return None;
+    }
+    Some(if operand == 0 { (0, buf.0, off, g.a_rs, g.a_cs, g.m, g.k) } else { (1, buf.0, off, g.b_rs, 1, g.k, g.n) })
+}
+
+/// Every packable constant operand (see [`packable`]) laid out as the
+/// AVX2 tile reads it, so that its loads walk one stream instead of
+/// striding across rows (for wide matrices, one page per step): B as the
+/// tile's panels in task order (`Panels::new(.., true)`: the shifted last
+/// panel is columns n-16..n), each k rows of its 16 columns; A as 6-row
+/// tiles (the shifted last one rows m-6..m), each k steps of its 6 rows.
+/// Also the constants read nowhere else, which need not be kept as they
+/// were.
+#[allow(clippy::type_complexity)]
+fn pack_constant_operands(program: &Program) -> (BTreeMap<PackedKey, Vec<u8>>, std::collections::BTreeSet<u32>) {
+    fn walk(
+        program: &Program,
+        body: &[Stmt],
+        keys: &mut std::collections::BTreeSet<PackedKey>,
+        other: &mut std::collections::BTreeSet<u32>,
+    ) {
+        for s in body {
+            match s {
+                Stmt::Gemm(g) => {
+                    let packs = [packable(program, g, 0), packable(program, g, 1)];
+                    for (i, (b, _)) in g.operands().into_iter().enumerate() {
+                        if i < 2 && packs[i].is_some() {
+                            continue;
+                        }
+                        other.insert(b.0);
+                    }
+                    keys.extend(packs.into_iter().flatten());
+                }
+                Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => walk(program, body, keys, other),
+                s => {
+                    let mut used = std::collections::BTreeSet::new();
+                    collect_buffers(std::slice::from_ref(s), &mut used);
+                    other.extend(used);
+                }
+            }
+        }
+    }
+    let (mut keys, mut other) = Default::default();
+    for k in &program.kernels {
+        walk(program, &k.body, &mut keys, &mut other);
+    }
+    let mut packed = BTreeMap::new();
+    let mut packed_bufs = std::collections::BTreeSet::new();
+    for key in keys {
+        let (operand, buf, off, rs, cs, rows, cols) = key;
+        let BufferKind::Constant(bytes) = &program.buffers[buf as usize].kind else { continue };
+        // Bytes of `len` elements from (r, c); None outside the constant
+        // (the product would read outside it: leave it unpacked).
+        let span = |r: usize, c: usize, len: usize| {
+            let at = usize::try_from(off + r as i64 * rs + c as i64 * cs).ok()? * 4;
+            bytes.get(at..at + len * 4)
+        };
+        let mut out = Some(Vec::new());
+        if operand == 1 {
+            let panels = cols.div_ceil(16);
+            for p in 0..panels {
+                let j0 = if p == panels - 1 { cols - 16 } else { p * 16 };
+                for r in 0..rows {
+                    out = out.zip(span(r, j0, 16)).map(|(mut o, b)| {
+                        o.extend_from_slice(b);
+                        o
+                    });
+                }
+            }
+        } else {
+            let tiles = rows.div_ceil(6);
+            for t in 0..tiles {
+                let r0 = if t == tiles - 1 { rows - 6 } else { t * 6 };
+                for c in 0..cols {
+                    for r in r0..r0 + 6 {
+                        out = out.zip(span(r, c, 1)).map(|(mut o, b)| {
+                            o.extend_from_slice(b);
+                            o
+                        });
+                    }
+                }
+            }
+        }
+        let Some(out) = out else {
+            other.insert(buf);
+            continue;
+        };
+        packed.insert(key, out);
+        packed_bufs.insert(buf);
+    }
+    let only = packed_bufs.difference(&other).copied().collect();
+    (packed, only)
+}
+
 /// True for an x86-64 ISA with AVX2 and FMA.
 fn has_avx2_fma<M: Module>(module: &M) -> bool {
     has_x86_features(module, &["has_avx2", "has_fma"])
@@ -643,6 +768,8 @@ struct Gen<'a, 'b, M: Module> {
     /// The depthwise kernels by window shape `(kh, kw, sx, dx)`, when the
     /// ISA has AVX2 or dispatches to it.
     dwconv: &'a BTreeMap<(usize, usize, usize, usize), FuncId>,
+    /// Constant operands packed for the AVX2 tile (`pack_constant_operands`).
+    packed_b: &'a BTreeMap<PackedKey, DataId>,
     /// Where the run's AVX2 choice is (the kernel's table; a loop task's
     /// data), for statements that dispatch between a kernel and loops.
     dispatch_table: Option<Value>,
@@ -1655,13 +1782,48 @@ impl<M: Module> Gen<'_, '_, M> {
             let m6 = m / 6 * 6;
             use crate::ukernel::param;
             let (slot, params) = self.ukernel_params(g);
-            let jb = self.b.ins().ishl_imm_u(j, 2);
-            let bj = self.b.ins().iadd(b0, jb);
+            let bj = match packable(self.program, g, 1).and_then(|key| self.packed_b.get(&key)) {
+                // The packed panel: k rows of 16 contiguous columns.
+                Some(&id) => {
+                    let gv = self.module.declare_data_in_func(id, self.b.func);
+                    let base = self.b.ins().symbol_value(ptr, gv);
+                    let at = self.b.ins().imul_imm_s(panel, (g.k * 64) as i64);
+                    let rs = self.b.ins().iconst(types::I64, 64);
+                    self.b.ins().stack_store(types::I64, rs, slot, param::B_RS);
+                    self.b.ins().iadd(base, at)
+                }
+                None => {
+                    let jb = self.b.ins().ishl_imm_u(j, 2);
+                    self.b.ins().iadd(b0, jb)
+                }
+            };
             self.b.ins().stack_store(ptr, bj, slot, param::B);
             self.b.ins().stack_store(ptr, skip_cols, slot, param::SKIP_COLS);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
+            // A packed as 6-row tiles (the shifted last tile, the one that
+            // skips rows, is the last).
+            let packed_a = match packable(self.program, g, 0).and_then(|key| self.packed_b.get(&key)) {
+                Some(&id) => {
+                    let gv = self.module.declare_data_in_func(id, self.b.func);
+                    let (rs, cs) = (self.b.ins().iconst(types::I64, 4), self.b.ins().iconst(types::I64, 24));
+                    self.b.ins().stack_store(types::I64, rs, slot, param::A_RS);
+                    self.b.ins().stack_store(types::I64, cs, slot, param::A_CS);
+                    Some(self.b.ins().symbol_value(ptr, gv))
+                }
+                None => None,
+            };
             let tile = |s: &mut Self, row: Value, skip: i64| {
                 s.ukernel_tile_at(g, slot, (a0, c0), row, j);
+                if let Some(base) = packed_a {
+                    let t = if skip > 0 {
+                        s.b.ins().iconst(types::I64, (g.m.div_ceil(6) - 1) as i64)
+                    } else {
+                        s.b.ins().udiv_imm_u(row, 6)
+                    };
+                    let at = s.b.ins().imul_imm_s(t, (g.k * 24) as i64);
+                    let at = s.b.ins().iadd(base, at);
+                    s.b.ins().stack_store(ptr, at, slot, param::A);
+                }
                 if let Some(bias0) = s.gemm_bias {
                     let at = s.b.ins().ishl_imm_u(row, 2);
                     let at = s.b.ins().iadd(bias0, at);

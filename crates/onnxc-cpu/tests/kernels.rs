@@ -497,14 +497,19 @@ fn gemm_statement_matches_naive_product() {
     for &(m, n, k) in &shapes {
         // The last two: a bias start and a clamp in the store (the
         // epilogue), then the same split into passes around the product.
+        // With `constant_a`, A is the constant and B the input (the AVX2
+        // tile then reads A packed at compile time; B is packed when it is
+        // the constant).
         let variants = [
-            (false, false, false, false),
-            (true, true, false, false),
-            (false, true, false, false),
-            (true, false, true, false),
-            (false, false, true, true),
+            (false, false, false, false, false),
+            (true, true, false, false, false),
+            (false, true, false, false, false),
+            (true, false, true, false, false),
+            (false, false, true, true, false),
+            (false, false, false, false, true),
+            (true, false, true, false, true),
         ];
-        for (transposed_a, accumulate, with_epilogue, split) in variants {
+        for (transposed_a, accumulate, with_epilogue, split, constant_a) in variants {
             let bias: Vec<f32> = (0..m + 1).map(|i| (i % 7) as f32 * 0.5 - 1.5).collect();
             let (lo, hi) = (-1.5f32, 2.0f32);
             let a: Vec<f32> = (0..m * k + 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
@@ -534,8 +539,16 @@ fn gemm_statement_matches_naive_product() {
             let product = if split { gemm.split_epilogue(&mut vars) } else { vec![Stmt::Gemm(Box::new(gemm))] };
             let program = Program {
                 buffers: vec![
-                    buffer("a", ScalarType::F32, a.len() as u64, BufferKind::Input(0)),
-                    buffer("b", ScalarType::F32, b.len() as u64, BufferKind::Constant(f32_bytes(&b))),
+                    if constant_a {
+                        buffer("a", ScalarType::F32, a.len() as u64, BufferKind::Constant(f32_bytes(&a)))
+                    } else {
+                        buffer("a", ScalarType::F32, a.len() as u64, BufferKind::Input(0))
+                    },
+                    if constant_a {
+                        buffer("b", ScalarType::F32, b.len() as u64, BufferKind::Input(0))
+                    } else {
+                        buffer("b", ScalarType::F32, b.len() as u64, BufferKind::Constant(f32_bytes(&b)))
+                    },
                     buffer("c", ScalarType::F32, c0.len() as u64, BufferKind::Output(0)),
                     buffer("c_init", ScalarType::F32, c0.len() as u64, BufferKind::Constant(f32_bytes(&c0))),
                     buffer("bias", ScalarType::F32, bias.len() as u64, BufferKind::Constant(f32_bytes(&bias))),
@@ -558,12 +571,13 @@ fn gemm_statement_matches_naive_product() {
                     ]
                     .concat(),
                 }],
-                inputs: vec![io("a", "f32", a.len(), 0)],
+                inputs: vec![if constant_a { io("b", "f32", b.len(), 1) } else { io("a", "f32", a.len(), 0) }],
                 outputs: vec![io("c", "f32", c0.len(), 2)],
                 arena_bytes: 0,
             };
             let jit = onnxc_cpu::JitModel::new(&program).unwrap();
-            let got = f32s(&jit.run(&[&f32_bytes(&a)]).unwrap()[0]);
+            let input = if constant_a { f32_bytes(&b) } else { f32_bytes(&a) };
+            let got = f32s(&jit.run(&[&input]).unwrap()[0]);
             let mut want = c0.clone();
             for i in 0..m {
                 for j in 0..n {
@@ -581,7 +595,7 @@ fn gemm_statement_matches_naive_product() {
             for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} [{idx}]: {g} vs {w}"
+                    "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} constant_a{constant_a} [{idx}]: {g} vs {w}"
                 );
             }
         }
