@@ -165,17 +165,18 @@ pub(crate) fn softmax_row(
 ) -> Vec<Stmt> {
     let mut s = vec![Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) }];
     s.extend(k.nest(&[n], |_, j| vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(x, at(&j[0]))) }]));
-    s.push(Stmt::Assign { var: sum, value: f32c(0.0) });
+    // The exponentials in a loop of their own (vectorized), then their sum.
     s.extend(k.nest(&[n], |_, j| {
-        vec![
-            Stmt::Store {
-                buf: out,
-                index: at(&j[0]),
-                value: un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx))),
-            },
-            Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))) },
-        ]
+        vec![Stmt::Store {
+            buf: out,
+            index: at(&j[0]),
+            value: un(UnOp::Exp, bin(BinOp::Sub, load(x, at(&j[0])), var(mx))),
+        }]
     }));
+    s.push(Stmt::Assign { var: sum, value: f32c(0.0) });
+    s.extend(
+        k.nest(&[n], |_, j| vec![Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(out, at(&j[0]))) }]),
+    );
     if log {
         // log softmax = x - max - log(sum exp(x - max))
         s.push(Stmt::Assign { var: sum, value: bin(BinOp::Add, var(mx), un(UnOp::Log, var(sum))) });
