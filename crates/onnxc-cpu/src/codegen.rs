@@ -1004,6 +1004,16 @@ impl<M: Module> Gen<'_, '_, M> {
         if end <= start {
             return Ok(());
         }
+        if let Some((acc, op, x)) = vector_reduction(self.program, self.kernel, var, body) {
+            let count = (end - start) / LANES * LANES;
+            if count > 0 {
+                self.reduce_loop(var, start, start + count, (acc, op, x))?;
+            }
+            if start + count < end {
+                self.emit_loop(var, start + count, end, 1, |g| g.stmts(body))?;
+            }
+            return Ok(());
+        }
         if let Some(plan) = vector_plan(self.program, self.kernel, var, body) {
             let count = (end - start) / LANES * LANES;
             if count > 0 {
@@ -1015,6 +1025,52 @@ impl<M: Module> Gen<'_, '_, M> {
             return Ok(());
         }
         self.emit_loop(var, start, end, 1, |g| g.stmts(body))
+    }
+
+    /// `acc = op(acc, x)` for `var` in `start..end` (a multiple of four
+    /// iterations) four lanes at a time: four partial results, combined
+    /// as `op(acc, op(op(l0, l1), op(l2, l3)))` at the end. Max and Min
+    /// give exactly the scalar loop's result; Add sums in another order.
+    fn reduce_loop(
+        &mut self,
+        var: VarId,
+        start: i64,
+        end: i64,
+        (acc, op, x): (VarId, BinOp, &Expr),
+    ) -> Result<(), BackendError> {
+        let identity = match op {
+            BinOp::Max => f32::NEG_INFINITY,
+            BinOp::Min => f32::INFINITY,
+            _ => 0.0,
+        };
+        let lanes = self.b.declare_var(types::F32X4);
+        let init = self.vconst(identity);
+        self.b.def_var(lanes, init);
+        self.emit_loop(var, start, end, LANES, |g| {
+            let v = g.vector(var, x)?;
+            let cur = g.b.use_var(lanes);
+            let next = g.vop(op, cur, v);
+            g.b.def_var(lanes, next);
+            Ok(())
+        })?;
+        let v = self.b.use_var(lanes);
+        let l: Vec<Value> = (0..4).map(|i| self.b.ins().extractlane(v, i)).collect();
+        let lo = self.vop(op, l[0], l[1]);
+        let hi = self.vop(op, l[2], l[3]);
+        let r = self.vop(op, lo, hi);
+        let a = self.b.use_var(self.vars[acc.0 as usize]);
+        let a = self.vop(op, a, r);
+        self.b.def_var(self.vars[acc.0 as usize], a);
+        Ok(())
+    }
+
+    /// Max, Min or Add of two f32 values or vectors.
+    fn vop(&mut self, op: BinOp, a: Value, b: Value) -> Value {
+        match op {
+            BinOp::Max => self.b.ins().fmax(a, b),
+            BinOp::Min => self.b.ins().fmin(a, b),
+            _ => self.b.ins().fadd(a, b),
+        }
     }
 
     /// A do-while loop (the range is non-empty) stepping `var` by `step`.
@@ -2696,6 +2752,37 @@ fn vector_plan(program: &Program, kernel: &Kernel, var: VarId, body: &[Stmt]) ->
         }
     }
     Some(VectorPlan { scatter: false })
+}
+
+/// A loop body that is one f32 reduction step, `acc = op(acc, x)` (or
+/// `op(x, acc)`) for op Max, Min or Add, with `x` vectorizable and free of
+/// `acc`: `(acc, op, x)`.
+fn vector_reduction<'b>(
+    program: &Program,
+    kernel: &Kernel,
+    var: VarId,
+    body: &'b [Stmt],
+) -> Option<(VarId, BinOp, &'b Expr)> {
+    fn mentions(e: &Expr, v: VarId) -> bool {
+        match e {
+            Expr::Var(x) => *x == v,
+            Expr::Int(..) | Expr::Float(..) => false,
+            Expr::Load { index, .. } => mentions(index, v),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => mentions(a, v),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, v) || mentions(b, v),
+            Expr::Select { cond, then, otherwise } => mentions(cond, v) || mentions(then, v) || mentions(otherwise, v),
+        }
+    }
+    let [Stmt::Assign { var: acc, value: Expr::Binary(op @ (BinOp::Max | BinOp::Min | BinOp::Add), a, b) }] = body
+    else {
+        return None;
+    };
+    let x = match (&**a, &**b) {
+        (Expr::Var(v), x) | (x, Expr::Var(v)) if v == acc => x,
+        _ => return None,
+    };
+    let f32s = kernel.vars[acc.0 as usize] == ScalarType::F32 && kernel.type_of(program, x) == ScalarType::F32;
+    (f32s && !mentions(x, *acc) && vector_expr_ok(program, kernel, var, x)).then_some((*acc, *op, x))
 }
 
 fn loads_of<'e>(e: &'e Expr, out: &mut Vec<(BufferId, &'e Expr)>) {

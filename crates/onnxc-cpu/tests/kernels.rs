@@ -1160,3 +1160,57 @@ fn depthwise_statement_matches_naive_convolution() {
         }
     }
 }
+
+/// Reduction loops (`acc = max(acc, x)`, min, sum, with `x` computed from
+/// a load) run four lanes at a time plus a scalar remainder: max and min
+/// equal the sequential result exactly (NaN included), the sum within
+/// rounding; the starting value takes part.
+#[test]
+fn reduction_loops_match_sequential_results() {
+    for n in [1usize, 3, 4, 5, 8, 13, 64, 67] {
+        for (op, with_nan) in [(BinOp::Max, false), (BinOp::Min, false), (BinOp::Add, false), (BinOp::Max, true)] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| if with_nan && i == n / 2 { f32::NAN } else { ((i * 7919) % 101) as f32 * 0.37 - 17.0 })
+                .collect();
+            let start = 1.5f32;
+            // out[0] = fold(op, start, 2·x[i] - 1)
+            let step = bin(BinOp::Sub, bin(BinOp::Mul, load(BufferId(0), var(VarId(0))), f32c(2.0)), f32c(1.0));
+            let body = vec![
+                Stmt::Assign { var: VarId(1), value: f32c(start) },
+                Stmt::For {
+                    var: VarId(0),
+                    start: 0,
+                    end: n as i64,
+                    body: vec![Stmt::Assign { var: VarId(1), value: bin(op, var(VarId(1)), step) }],
+                },
+                Stmt::Store { buf: BufferId(1), index: int(0), value: var(VarId(1)) },
+            ];
+            let program = Program {
+                buffers: vec![
+                    buffer("x", ScalarType::F32, n as u64, BufferKind::Input(0)),
+                    buffer("out", ScalarType::F32, 1, BufferKind::Output(0)),
+                ],
+                kernels: vec![Kernel { name: "reduce".into(), vars: vec![ScalarType::I64, ScalarType::F32], body }],
+                inputs: vec![io("x", "f32", n, 0)],
+                outputs: vec![io("out", "f32", 1, 1)],
+                arena_bytes: 0,
+            };
+            let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+            let got = f32s(&jit.run(&[&f32_bytes(&x)]).unwrap()[0])[0];
+            let want = x.iter().fold(start, |a, &v| {
+                let y = v * 2.0 - 1.0;
+                match op {
+                    BinOp::Max if a.is_nan() || y.is_nan() => f32::NAN,
+                    BinOp::Max => a.max(y),
+                    BinOp::Min => a.min(y),
+                    _ => a + y,
+                }
+            });
+            let ok = match op {
+                BinOp::Add => (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * n as f32,
+                _ => got == want || (got.is_nan() && want.is_nan()),
+            };
+            assert!(ok, "{op:?} n {n} nan {with_nan}: {got} vs {want}");
+        }
+    }
+}
