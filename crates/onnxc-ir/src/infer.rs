@@ -1041,7 +1041,14 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
                     ));
                 }
             }
-            check_conv_operands(&xd, &wd, &mut window, group)?;
+            // A QuantizedConv may have no spatial dims (x [N, C], w [M, C]):
+            // a quantized Gemm's matrix-vector products.
+            let flat = matches!(op, Op::QuantizedConv { .. }) && xd.len() == 2 && wd.len() == 2;
+            if !flat {
+                check_conv_operands(&xd, &wd, &mut window, group)?;
+            } else if group != 1 || wd[1] != xd[1] {
+                return Err(format!("input {xd:?} and weights {wd:?} do not match"));
+            }
             if graph.input_of(id, 2).is_some() {
                 let (_, bd) = input(graph, id, 2)?;
                 if bd != [wd[0]] {

@@ -492,6 +492,40 @@ fn quantize_weights(w: &Tensor, axis: usize) -> (Tensor, Vec<f32>, Vec<i8>) {
     (Tensor::from_f32(&w.dims, &q), scales, ints)
 }
 
+/// Rows of x up to which a static Gemm computes as a QuantizedConv
+/// (each row is its own matrix-vector product there).
+const GEMM_AS_CONV_ROWS: usize = 8;
+
+/// For `Gemm(x [M, K], B, C)` with alpha 1, x not transposed, M at most
+/// [`GEMM_AS_CONV_ROWS`] and C absent or a constant [N] with beta 1: the
+/// int8 filters [N, K] (from `ints`, B's per-channel codes in B's layout)
+/// and the f32 bias, for a QuantizedConv without spatial dims.
+fn gemm_as_conv(g: &Graph, node: NodeId, w: &Tensor, ints: &[i8]) -> Option<(Tensor, Option<Tensor>)> {
+    let Op::Gemm { alpha, beta, trans_a: false, trans_b } = g.graph[node].op else { return None };
+    let xd = g.input_info(node, 0)?.shape.as_known()?;
+    if alpha != 1.0 || xd.len() != 2 || xd[0] > GEMM_AS_CONV_ROWS || w.dims.len() != 2 {
+        return None;
+    }
+    let (n, k) = if trans_b { (w.dims[0], w.dims[1]) } else { (w.dims[1], w.dims[0]) };
+    if xd[1] != k || g.input_info(node, 0)?.dtype != DType::F32 {
+        return None;
+    }
+    let bias = match g.input_of(node, 2) {
+        None => None,
+        Some(_) => {
+            let c = g.const_input(node, 2)?;
+            if beta != 1.0 || c.dtype != DType::F32 || c.numel() != n || c.dims.len() != 1 {
+                return None;
+            }
+            Some(c.clone())
+        }
+    };
+    let filters: Vec<u8> = (0..n)
+        .flat_map(|o| (0..k).map(move |i| if trans_b { ints[o * k + i] } else { ints[i * n + o] } as u8))
+        .collect();
+    Some((Tensor { dtype: DType::I8, dims: vec![n, k], bytes: filters }, bias))
+}
+
 /// Quantizes the layers not in `keep_float` (see the module docs).
 fn insert(
     graph: &Graph,
@@ -531,6 +565,37 @@ fn insert(
             g.disconnect(l.node, 1);
             g.connect(c, 0, l.node, 1);
             g.graph[l.node].op = Op::QuantizedConv { window, group, x_scale, x_zero_point, w_scale: scales };
+            records.push(rec);
+            continue;
+        }
+        // A Gemm of a few rows (a batch-1 classifier's): the same integer
+        // kernel, as a QuantizedConv without spatial dims over x [M, K]
+        // with filters [N, K] (its rows' products are matrix-vector ones).
+        if let (Some(r), Some((weights, bias))) = (ranges, gemm_as_conv(&g, l.node, &w, &ints)) {
+            let (x_scale, x_zero_point) = r[k].scale_zero_point();
+            rec.input_scale = Some(x_scale);
+            rec.input_zero_point = Some(x_zero_point);
+            rec.arithmetic = "int8 (integer GEMM, exact i32 sums)";
+            let c = g.add_constant(format!("{}_int8_weights", l.name), weights);
+            for slot in [1, 2] {
+                if g.input_of(l.node, slot).is_some() {
+                    g.disconnect(l.node, slot);
+                }
+            }
+            g.connect(c, 0, l.node, 1);
+            if let Some(b) = bias {
+                let b = g.add_constant(format!("{}_bias", l.name), b);
+                g.connect(b, 0, l.node, 2);
+            }
+            let window = onnxc_ir::Window {
+                kernel: Vec::new(),
+                strides: Vec::new(),
+                dilations: Vec::new(),
+                pads: Vec::new(),
+                auto_pad: onnxc_ir::AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            g.graph[l.node].op = Op::QuantizedConv { window, group: 1, x_scale, x_zero_point, w_scale: scales };
             records.push(rec);
             continue;
         }

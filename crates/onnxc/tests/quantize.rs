@@ -42,14 +42,17 @@ fn static_and_dynamic_builds_report_their_parameters_and_accuracy() {
         assert!(qj["calibration_data"].as_str().unwrap().starts_with("fnv1a64:"));
         assert_eq!(qj["layers"].as_array().unwrap().len(), 3);
         assert!(qj["accuracy"][0]["cosine_min"].as_f64().unwrap() > 0.999);
-        assert_eq!(qj["layers"][0]["arithmetic"], "f32 over int8-rounded values", "Gemm layers");
-        // The graph holds the quantization of its mode: static as the f32
-        // arithmetic of QuantizeLinear + DequantizeLinear (fused into one
-        // loop, or into the producer's epilogue), dynamic as
-        // DynamicQuantizeLinear.
+        // Static: the batch-1 Gemms compute in integers (QuantizedConv
+        // without spatial dims); dynamic: f32 behind DynamicQuantizeLinear.
+        let arithmetic = if mode == QuantMode::Static {
+            "int8 (integer GEMM, exact i32 sums)"
+        } else {
+            "f32 over int8-rounded values"
+        };
+        assert_eq!(qj["layers"][0]["arithmetic"], arithmetic, "Gemm layers");
         let (graph, _, _) = onnxc::build_program_opts(&model, &options(mode, "", false)).unwrap();
         let hist = format!("{:?}", graph.op_histogram());
-        let want = if mode == QuantMode::Static { "Div+Round+Add+Clip+Sub+Mul" } else { "DynamicQuantizeLinear" };
+        let want = if mode == QuantMode::Static { "QuantizedConv" } else { "DynamicQuantizeLinear" };
         assert!(hist.contains(want), "{hist}");
     }
 }
@@ -177,8 +180,8 @@ fn quantized_conv_matches_float_conv_on_dequantized_values() {
     }
 }
 
-/// A static build of the testdata CNN: its convolutions become integer
-/// ones (the report says so), the Gemm stays f32 arithmetic.
+/// A static build of the testdata CNN: its convolutions and its batch-1
+/// Gemm become integer ones (the report says so).
 #[test]
 fn static_convolutions_compute_in_integers() {
     let root = common::root();
@@ -198,7 +201,7 @@ fn static_convolutions_compute_in_integers() {
     let q = a.report.quantization.as_ref().unwrap();
     let kinds: Vec<(&str, &str)> = q.layers.iter().map(|l| (l.op.as_str(), l.arithmetic)).collect();
     assert!(kinds.iter().any(|(op, a)| *op == "Conv" && a.starts_with("int8 (integer GEMM")), "{kinds:?}");
-    assert!(kinds.iter().all(|(op, a)| *op == "Conv" || a.starts_with("f32")), "{kinds:?}");
+    assert!(kinds.iter().any(|(op, a)| *op == "Gemm" && a.starts_with("int8 (integer GEMM")), "{kinds:?}");
     let (graph, _, _) = onnxc::build_program_opts(&model, &opts).unwrap();
     assert!(format!("{:?}", graph.op_histogram()).contains("QuantizedConv"));
     assert!(q.accuracy[0].cosine_min > 0.99, "{:?}", q.accuracy);
