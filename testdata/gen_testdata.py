@@ -46,7 +46,8 @@ DEFAULT_OPSET = 17
 
 F32 = TensorProto.FLOAT
 I64 = TensorProto.INT64
-NP2ONNX = {np.dtype(np.float32): F32, np.dtype(np.int64): I64, np.dtype(np.float16): TensorProto.FLOAT16}
+NP2ONNX = {np.dtype(np.float32): F32, np.dtype(np.int64): I64, np.dtype(np.float16): TensorProto.FLOAT16,
+           np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
 
 
 # --------------------------------------------------------------------------
@@ -536,6 +537,34 @@ def qdq_conv(rng):
         helper.make_node("Conv", ["rd", "w2d"], ["Y"]),
     ]
     return Case(nodes, [("X", x)], ["Y"], inits)
+
+
+def qlinear_conv_case(rng, act):
+    # A QOperator-format convolution (ONNX Runtime's quantize_static with
+    # QuantFormat.QOperator writes these): act activations per tensor,
+    # symmetric int8 weights per output channel, an i32 bias. onnxc's qdq
+    # pass runs it on the integer GEMM kernels.
+    x = rng.integers(0, 256, [1, 8, 9, 9]).astype(np.uint8)
+    if act == np.int8:
+        x = (x.astype(np.int16) - 128).astype(np.int8)
+    w = rng.integers(-127, 128, [16, 8, 3, 3]).astype(np.int8)
+    inits = [("xs", np.asarray(0.05, np.float32)), ("xz", np.asarray(7, act)),
+             ("w", w), ("ws", uniform(rng, [16], 0.002, 0.01)), ("wz", np.zeros([16], np.int8)),
+             ("ys", np.asarray(0.4, np.float32)), ("yz", np.asarray(-3 if act == np.int8 else 120, act)),
+             ("b", rng.integers(-2000, 2000, [16]).astype(np.int32))]
+    nodes = [helper.make_node("QLinearConv", ["X", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["Y"],
+                              pads=[1, 1, 1, 1], strides=[1, 2])]
+    return Case(nodes, [("X", x)], ["Y"], inits)
+
+
+@case
+def qlinear_conv_u8(rng):
+    return qlinear_conv_case(rng, np.uint8)
+
+
+@case
+def qlinear_conv_i8(rng):
+    return qlinear_conv_case(rng, np.int8)
 
 
 # ---- Elementwise binary ----------------------------------------------------------

@@ -270,6 +270,7 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         ("cnn_digits", "cnn_digits"),
         ("ops/qdq_conv", "ops/qdq_conv"),
         ("ops/depthwise_stack_batch2", "ops/depthwise_stack_batch2"),
+        ("ops/qlinear_conv_i8", "ops/qlinear_conv_i8"),
     ] {
         let r = check(
             root,
@@ -317,6 +318,7 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
             ("ops/matmul_edge_tiles", "ops/matmul_edge_tiles"),
             ("ops/qdq_conv", "ops/qdq_conv"),
             ("ops/depthwise_stack", "ops/depthwise_stack"),
+            ("ops/qlinear_conv_u8", "ops/qlinear_conv_u8"),
         ] {
             let r = check(
                 root,

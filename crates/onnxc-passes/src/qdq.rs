@@ -124,8 +124,150 @@ pub fn rewrite(g: &mut Graph) -> usize {
     done
 }
 
+/// A per-tensor f32 scale at `node`'s slot `slot`.
+fn scale_at(g: &Graph, node: NodeId, slot: usize) -> Option<f32> {
+    let t = g.const_input(node, slot)?;
+    let s = t.to_f32_vec().filter(|v| t.dtype == DType::F32 && v.len() == 1)?[0];
+    (s.is_finite() && s > 0.0).then_some(s)
+}
+
+/// A per-tensor zero point of type `dtype` at `node`'s slot `slot` (0
+/// when the slot is empty).
+fn zero_point_at(g: &Graph, node: NodeId, slot: usize, dtype: DType) -> Option<i64> {
+    match g.const_input(node, slot) {
+        Some(z) if z.numel() == 1 && z.dtype == dtype => Some(z.to_i64_vec()?[0]),
+        Some(_) => None,
+        None if g.input_of(node, slot).is_some() => None,
+        None => Some(0),
+    }
+}
+
+/// Rewrites every QLinearConv (x and y u8 or i8 per tensor, constant
+/// symmetric int8 weights per tensor or per output channel, a constant
+/// i32 bias, at least four output channels per group) as
+/// `DequantizeLinear(x) → QuantizedConv → QuantizeLinear(y_scale,
+/// y_zero_point)`: the integer kernels compute the same exact i32 sums
+/// (dequantizing x and quantizing it again with the same scale gives back
+/// its codes), then `y = sum · x_scale·w_scale + bias·x_scale·w_scale` in
+/// f32 is quantized to y's codes. ONNX requantizes `(sum + bias) ·
+/// x_scale·w_scale / y_scale` in one step: a code can differ by one where
+/// that lands within an ulp of a rounding boundary. Returns how many.
+pub fn rewrite_qlinear_conv(g: &mut Graph) -> usize {
+    let nodes: Vec<NodeId> =
+        g.graph.node_indices().filter(|&n| matches!(g.graph[n].op, Op::ConvInteger { qlinear: true, .. })).collect();
+    let mut done = 0;
+    for node in nodes {
+        let Op::ConvInteger { window, group, .. } = g.graph[node].op.clone() else { continue };
+        let Some(plan) = qlinear_conv_plan(g, node, group) else { continue };
+        let (x_scale, x_code_zp, w_scale, bias) = plan;
+        let name = g.graph[node].name.clone();
+        let sources: Vec<Option<(NodeId, usize)>> = (0..9).map(|s| g.input_of(node, s)).collect();
+        let (Some(x), Some(xs), Some(w), Some(ys)) = (sources[0], sources[1], sources[3], sources[6]) else { continue };
+        let x_info = g.graph[x.0].outputs[x.1].clone();
+        let y_info = g.graph[node].outputs[0].clone();
+        let f32_info = |info: &onnxc_ir::ValueInfo, suffix: &str| onnxc_ir::ValueInfo {
+            name: format!("{}_{suffix}", info.name),
+            dtype: DType::F32,
+            shape: info.shape.clone(),
+        };
+        let dq = g.add_node(
+            format!("{name}_dequantize_input"),
+            Op::Dequantize { axis: 1, block: 0 },
+            3,
+            vec![f32_info(&x_info, "dequantized")],
+        );
+        g.connect(x.0, x.1, dq, 0);
+        g.connect(xs.0, xs.1, dq, 1);
+        if let Some(z) = sources[2] {
+            g.connect(z.0, z.1, dq, 2);
+        }
+        let conv = g.add_node(
+            format!("{name}_integer"),
+            Op::QuantizedConv { window, group, x_scale, x_zero_point: x_code_zp, w_scale },
+            3,
+            vec![f32_info(&y_info, "float")],
+        );
+        g.connect(dq, 0, conv, 0);
+        g.connect(w.0, w.1, conv, 1);
+        if let Some(b) = bias {
+            let b = g.add_constant(format!("{name}_bias"), b);
+            g.connect(b, 0, conv, 2);
+        }
+        for slot in 0..9 {
+            if sources[slot].is_some() {
+                g.disconnect(node, slot);
+            }
+        }
+        g.graph[node].op = Op::Quantize { axis: 1, to: y_info.dtype, saturate: true, block: 0 };
+        g.graph[node].num_inputs = 3;
+        g.connect(conv, 0, node, 0);
+        g.connect(ys.0, ys.1, node, 1);
+        if let Some(z) = sources[7] {
+            g.connect(z.0, z.1, node, 2);
+        }
+        done += 1;
+    }
+    if done > 0 {
+        g.remove_dead_nodes();
+    }
+    done
+}
+
+/// For a QLinearConv the rewrite takes: x's scale, x's zero point as a
+/// u8 code, the weight scales per output channel and the bias in f32.
+#[allow(clippy::type_complexity)]
+fn qlinear_conv_plan(g: &Graph, node: NodeId, group: usize) -> Option<(f32, u8, Vec<f32>, Option<onnxc_ir::Tensor>)> {
+    let x_type = g.input_info(node, 0)?.dtype;
+    let y_type = g.graph[node].outputs[0].dtype;
+    if !matches!(x_type, DType::U8 | DType::I8) || !matches!(y_type, DType::U8 | DType::I8) {
+        return None;
+    }
+    let x_scale = scale_at(g, node, 1)?;
+    let xz = zero_point_at(g, node, 2, x_type)?;
+    let x_code_zp = if x_type == DType::I8 { xz + 128 } else { xz } as u8;
+    scale_at(g, node, 6)?;
+    zero_point_at(g, node, 7, y_type)?;
+    let w = g.const_input(node, 3)?;
+    if w.dtype != DType::I8 || w.dims.len() < 3 {
+        return None;
+    }
+    let m = w.dims[0];
+    if m / group.max(1) < 4 {
+        return None;
+    }
+    if let Some(z) = g.const_input(node, 5) {
+        if z.to_i64_vec()?.iter().any(|&v| v != 0) {
+            return None;
+        }
+    } else if g.input_of(node, 5).is_some() {
+        return None;
+    }
+    let ws = g.const_input(node, 4)?;
+    let s = ws.to_f32_vec().filter(|_| ws.dtype == DType::F32)?;
+    let w_scale = match s.len() {
+        1 => vec![s[0]; m],
+        n if n == m => s,
+        _ => return None,
+    };
+    if !w_scale.iter().all(|v| v.is_finite() && *v > 0.0) {
+        return None;
+    }
+    let bias = match g.input_of(node, 8) {
+        None => None,
+        Some(_) => {
+            let b = g.const_input(node, 8)?;
+            let v = b.to_i64_vec().filter(|v| b.dtype == DType::I32 && v.len() == m)?;
+            let f: Vec<f32> =
+                v.iter().zip(&w_scale).map(|(&b, &ws)| (b as f64 * x_scale as f64 * ws as f64) as f32).collect();
+            Some(onnxc_ir::Tensor::from_f32(&[m], &f))
+        }
+    };
+    Some((x_scale, x_code_zp, w_scale, bias))
+}
+
 /// The `qdq` pass.
 pub fn qdq(g: &mut Graph) -> Result<(), Vec<NodeError>> {
     rewrite(g);
+    rewrite_qlinear_conv(g);
     Ok(())
 }

@@ -206,3 +206,19 @@ fn static_convolutions_compute_in_integers() {
     assert!(format!("{:?}", graph.op_histogram()).contains("QuantizedConv"));
     assert!(q.accuracy[0].cosine_min > 0.99, "{:?}", q.accuracy);
 }
+
+/// A QOperator-format QLinearConv (u8 and i8 activations) runs on the
+/// integer kernels: the qdq pass leaves a QuantizedConv between a
+/// DequantizeLinear and a QuantizeLinear, and its outputs equal ONNX
+/// Runtime's codes exactly.
+#[test]
+fn qlinear_conv_runs_on_the_integer_kernels() {
+    let root = common::root();
+    for case in ["qlinear_conv_u8", "qlinear_conv_i8"] {
+        let model = root.join(format!("testdata/ops/{case}.onnx"));
+        let (graph, _, _) = onnxc::build_program_opts(&model, &onnxc::CompileOptions::default()).unwrap();
+        let hist = format!("{:?}", graph.op_histogram());
+        assert!(hist.contains("QuantizedConv") && !hist.contains("QLinearConv"), "{case}: {hist}");
+        common::check_model_against_reference(&model, &model.with_extension("npz"));
+    }
+}
