@@ -80,23 +80,35 @@ fn weights(g: &Graph, conv: NodeId) -> Option<(NodeId, Vec<f32>)> {
     if w.dtype != DType::I8 || w.dims.len() < 3 {
         return None;
     }
-    let m = w.dims[0];
-    if let Some(z) = g.const_input(dq, 2) {
+    let axis = if axis < 0 { axis + w.dims.len() as i64 } else { axis };
+    Some((wc, symmetric_scales(g, dq, (1, 2), w.dims[0], axis == 0)?))
+}
+
+/// One scale per output channel (of `m`) from `node`'s scale slot, per
+/// tensor or (when `per_channel_ok`) per channel, all finite and positive,
+/// when its zero-point slot is empty or all zeros (symmetric weights).
+fn symmetric_scales(
+    g: &Graph,
+    node: NodeId,
+    (scale_slot, zp_slot): (usize, usize),
+    m: usize,
+    per_channel_ok: bool,
+) -> Option<Vec<f32>> {
+    if let Some(z) = g.const_input(node, zp_slot) {
         if z.to_i64_vec()?.iter().any(|&v| v != 0) {
             return None;
         }
-    } else if g.input_of(dq, 2).is_some() {
+    } else if g.input_of(node, zp_slot).is_some() {
         return None;
     }
-    let scale = g.const_input(dq, 1)?;
+    let scale = g.const_input(node, scale_slot)?;
     let s = scale.to_f32_vec().filter(|_| scale.dtype == DType::F32)?;
-    let axis = if axis < 0 { axis + w.dims.len() as i64 } else { axis };
     let scales = match s.len() {
         1 => vec![s[0]; m],
-        n if n == m && axis == 0 => s,
+        n if n == m && per_channel_ok => s,
         _ => return None,
     };
-    scales.iter().all(|v| v.is_finite() && *v > 0.0).then_some((wc, scales))
+    scales.iter().all(|v| v.is_finite() && *v > 0.0).then_some(scales)
 }
 
 /// Rewrites every matching Conv (see the module docs); returns how many.
@@ -235,23 +247,7 @@ fn qlinear_conv_plan(g: &Graph, node: NodeId, group: usize) -> Option<(f32, u8, 
     if m / group.max(1) < 4 {
         return None;
     }
-    if let Some(z) = g.const_input(node, 5) {
-        if z.to_i64_vec()?.iter().any(|&v| v != 0) {
-            return None;
-        }
-    } else if g.input_of(node, 5).is_some() {
-        return None;
-    }
-    let ws = g.const_input(node, 4)?;
-    let s = ws.to_f32_vec().filter(|_| ws.dtype == DType::F32)?;
-    let w_scale = match s.len() {
-        1 => vec![s[0]; m],
-        n if n == m => s,
-        _ => return None,
-    };
-    if !w_scale.iter().all(|v| v.is_finite() && *v > 0.0) {
-        return None;
-    }
+    let w_scale = symmetric_scales(g, node, (4, 5), m, true)?;
     let bias = match g.input_of(node, 8) {
         None => None,
         Some(_) => {
