@@ -886,7 +886,7 @@ fn vectorized_exp_erf_tanh_round_match_libm() {
         }
         // SAFETY: libm's erf on a finite or infinite double.
         let want = unsafe { erf(xd) };
-        assert!((f[k] as f64 - want).abs() <= 2e-7 + 1e-6 * want.abs().min(1e-3), "erf({v}) = {} vs {want}", f[k]);
+        assert!((f[k] as f64 - want).abs() <= 5e-7 + 1e-6 * want.abs().min(1e-3), "erf({v}) = {} vs {want}", f[k]);
         let want = xd.tanh();
         assert!((t[k] as f64 - want).abs() <= 3e-7 * want.abs().max(1e-7) + 1e-12, "tanh({v}) = {} vs {want}", t[k]);
     }
