@@ -1513,12 +1513,7 @@ impl<M: Module> Gen<'_, '_, M> {
             if rows_mode {
                 // Task i: rows [i·INT_ROW_BLOCK, +INT_ROW_BLOCK), every
                 // panel per 6-row tile, so the tile's A rows stay in cache.
-                let row0 = self.b.ins().imul_imm_s(i, INT_ROW_BLOCK as i64);
-                let m = self.b.ins().iconst(types::I64, g.m as i64);
-                let left = self.b.ins().isub(m, row0);
-                let block = self.b.ins().iconst(types::I64, INT_ROW_BLOCK as i64);
-                let rows = self.b.ins().smin(left, block);
-                let tiles = self.b.ins().udiv_imm_u(rows, 6);
+                let (row0, tiles) = self.row_block_tiles(i, INT_ROW_BLOCK, g.m);
                 self.dynamic_loop(tiles, |s, t| {
                     let off = s.b.ins().imul_imm_s(t, 6);
                     let row = s.b.ins().iadd(row0, off);
@@ -1688,6 +1683,17 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.switch_to_block(skip);
         }
         Ok(())
+    }
+
+    /// Row block `block` of `rows` rows, cut at row `end`: its first row
+    /// and how many 6-row tiles it holds.
+    fn row_block_tiles(&mut self, block: Value, rows: usize, end: usize) -> (Value, Value) {
+        let row0 = self.b.ins().imul_imm_s(block, rows as i64);
+        let end = self.b.ins().iconst(types::I64, end as i64);
+        let left = self.b.ins().isub(end, row0);
+        let rows = self.b.ins().iconst(types::I64, rows as i64);
+        let rows = self.b.ins().smin(left, rows);
+        (row0, self.b.ins().udiv_imm_u(rows, 6))
     }
 
     /// A microkernel parameter block (`ukernel::param`) for `g`, its
@@ -1891,12 +1897,7 @@ impl<M: Module> Gen<'_, '_, M> {
             };
             if p.row_blocks > 1 {
                 // Rows [rblock·B, min(m6, (rblock + 1)·B)) in 6-row tiles.
-                let row0 = self.b.ins().imul_imm_s(rblock, GEMM_ROW_BLOCK as i64);
-                let m6v = self.b.ins().iconst(types::I64, m6);
-                let left = self.b.ins().isub(m6v, row0);
-                let bl = self.b.ins().iconst(types::I64, GEMM_ROW_BLOCK as i64);
-                let rows = self.b.ins().smin(left, bl);
-                let tiles = self.b.ins().udiv_imm_u(rows, 6);
+                let (row0, tiles) = self.row_block_tiles(rblock, GEMM_ROW_BLOCK, m6 as usize);
                 self.dynamic_loop(tiles, |s, t| {
                     let off = s.b.ins().imul_imm_s(t, 6);
                     let row = s.b.ins().iadd(row0, off);
