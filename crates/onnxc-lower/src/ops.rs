@@ -925,6 +925,18 @@ pub(crate) fn padded(
     (xp, pd)
 }
 
+/// `min(max(v, lo), hi)`, leaving out an infinite bound (a fused Relu or
+/// Clip; none when both are infinite).
+fn clamped(mut v: Expr, (lo, hi): (f32, f32)) -> Expr {
+    if lo > f32::NEG_INFINITY {
+        v = bin(BinOp::Max, v, f32c(lo));
+    }
+    if hi < f32::INFINITY {
+        v = bin(BinOp::Min, v, f32c(hi));
+    }
+    v
+}
+
 /// A Conv; with `clamp`, a Relu or Clip after it that the output-stationary
 /// form applies before its store. True when it did (the caller then drops
 /// that step), false when the clamp is left to the caller.
@@ -1173,12 +1185,7 @@ fn conv_winograd(
                     if let Some(b) = bias {
                         value = bin(BinOp::Add, value, load(b, mi.clone()));
                     }
-                    if lo > f32::NEG_INFINITY {
-                        value = bin(BinOp::Max, value, f32c(lo));
-                    }
-                    if hi < f32::INFINITY {
-                        value = bin(BinOp::Min, value, f32c(hi));
-                    }
+                    value = clamped(value, (lo, hi));
                     let index = add(y_base.clone(), int((i * yw + j) as i64));
                     st.push(Stmt::Store { buf: ybuf, index, value });
                 }
@@ -1253,12 +1260,7 @@ fn conv_output_stationary(
                 acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xp, xi)));
             }
         }
-        if lo > f32::NEG_INFINITY {
-            acc = bin(BinOp::Max, acc, f32c(lo));
-        }
-        if hi < f32::INFINITY {
-            acc = bin(BinOp::Min, acc, f32c(hi));
-        }
+        acc = clamped(acc, (lo, hi));
         vec![Stmt::Store { buf: out, index: oi, value: acc }]
     };
     // Loops: output channel (all images), then output positions.
@@ -1293,8 +1295,8 @@ fn conv_depthwise(
     let (oh, ow) = (od[2], od[3]);
     let (pt, pl) = (w.pads[0], w.pads[1]);
     // The loops' padded copy: rows and columns the windows reach.
-    let ph = ((oh - 1) * w.strides[0] + (kh - 1) * w.dilations[0] + 1).max(ih + pt);
-    let pw = ((ow - 1) * w.strides[1] + (kw - 1) * w.dilations[1] + 1).max(iw + pl);
+    let ph = (oh.saturating_sub(1) * w.strides[0] + (kh - 1) * w.dilations[0] + 1).max(ih + pt);
+    let pw = (ow.saturating_sub(1) * w.strides[1] + (kw - 1) * w.dilations[1] + 1).max(iw + pl);
     let unpadded = pt == 0 && pl == 0 && ph == ih && pw == iw;
     let name = cx.graph.graph[id].name.clone();
     let xp = if unpadded { x } else { cx.temp(format!("{name}_padded"), ScalarType::F32, xd[0] * c * ph * pw) };
@@ -1333,12 +1335,7 @@ fn conv_depthwise(
                     acc = bin(BinOp::Add, acc, bin(BinOp::Mul, load(wb, wi), load(xp, xi)));
                 }
             }
-            if lo > f32::NEG_INFINITY {
-                acc = bin(BinOp::Max, acc, f32c(lo));
-            }
-            if hi < f32::INFINITY {
-                acc = bin(BinOp::Min, acc, f32c(hi));
-            }
+            acc = clamped(acc, (lo, hi));
             let oi = add(add(mul(n.clone(), int(os[0])), mul(ch, int(os[1]))), linear(&v[1..], &[os[2], 1]));
             vec![Stmt::Store { buf: out, index: oi, value: acc }]
         }));
