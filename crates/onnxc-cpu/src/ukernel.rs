@@ -596,16 +596,17 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     let in_regs = taps <= 9;
     let w_regs = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8];
     let acc = [ymm12, ymm13, ymm14];
-    // Frame: lo, hi, store mask, the bias, (unused), -1s, iw, the channel's weights' address, the output row's window row
-    // addresses (0: outside the input), the broadcast weights.
+    // Frame: lo, hi, store mask, the bias, -1s, iw (all broadcast), the
+    // channel's weights' address, the output row's window row addresses
+    // (0: outside the input).
     const LO: i32 = 0;
     const HI: i32 = 32;
     const STORE_MASK: i32 = 64;
     const BIAS: i32 = 96;
-    const MINUS1: i32 = 192;
-    const IWV: i32 = 224;
-    const WPTR: i32 = 256;
-    const ROWS: i32 = 264;
+    const MINUS1: i32 = 128;
+    const IWV: i32 = 160;
+    const WPTR: i32 = 192;
+    const ROWS: i32 = 200;
     // Then two caches of a masked group's load masks per window column
     // (two each), for the first group of a row and for the others, each
     // behind the first input column it was made for.
