@@ -2664,21 +2664,23 @@ pub struct VectorPlan {
     scatter: bool,
 }
 
+/// True when `e` reads variable `var`.
+fn mentions(e: &Expr, var: VarId) -> bool {
+    match e {
+        Expr::Var(v) => *v == var,
+        Expr::Int(..) | Expr::Float(..) => false,
+        Expr::Load { index, .. } => mentions(index, var),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => mentions(a, var),
+        Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, var) || mentions(b, var),
+        Expr::Select { cond, then, otherwise } => {
+            mentions(cond, var) || mentions(then, var) || mentions(otherwise, var)
+        }
+    }
+}
+
 /// d(index)/d(var) when `index` is affine in `var` with constant
 /// coefficients; `None` otherwise.
 pub fn affine_coefficient(e: &Expr, var: VarId) -> Option<i64> {
-    fn mentions(e: &Expr, var: VarId) -> bool {
-        match e {
-            Expr::Var(v) => *v == var,
-            Expr::Int(..) | Expr::Float(..) => false,
-            Expr::Load { index, .. } => mentions(index, var),
-            Expr::Unary(_, a) | Expr::Cast(_, a) => mentions(a, var),
-            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, var) || mentions(b, var),
-            Expr::Select { cond, then, otherwise } => {
-                mentions(cond, var) || mentions(then, var) || mentions(otherwise, var)
-            }
-        }
-    }
     if !mentions(e, var) {
         return Some(0);
     }
@@ -2753,16 +2755,6 @@ fn vector_reduction<'b>(
     var: VarId,
     body: &'b [Stmt],
 ) -> Option<(VarId, BinOp, &'b Expr)> {
-    fn mentions(e: &Expr, v: VarId) -> bool {
-        match e {
-            Expr::Var(x) => *x == v,
-            Expr::Int(..) | Expr::Float(..) => false,
-            Expr::Load { index, .. } => mentions(index, v),
-            Expr::Unary(_, a) | Expr::Cast(_, a) => mentions(a, v),
-            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, v) || mentions(b, v),
-            Expr::Select { cond, then, otherwise } => mentions(cond, v) || mentions(then, v) || mentions(otherwise, v),
-        }
-    }
     let [Stmt::Assign { var: acc, value: Expr::Binary(op @ (BinOp::Max | BinOp::Min | BinOp::Add), a, b) }] = body
     else {
         return None;
