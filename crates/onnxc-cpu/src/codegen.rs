@@ -158,6 +158,12 @@ pub fn define_program<M: Module>(
     } else {
         None
     };
+    let vnni_rows = if static_vnni && has_kind(onnxc_kir::GemmKind::U8I8QuadsRows) {
+        let code = crate::ukernel::avx512vnni_gemm_u8i8x4rows_6x16();
+        Some(ukernel(module, crate::ukernel::VNNI_GEMM_U8I8_ROWS_NAME, code)?)
+    } else {
+        None
+    };
     // The u8-quad packing kernel (AVX512F+VL) for the quads' B operands;
     // without it the packing runs as plain loops.
     let packs = program.kernels.iter().any(|k| has_pack(&k.body));
@@ -200,6 +206,7 @@ pub fn define_program<M: Module>(
             onnxc_kir::GemmKind::Float => !g.is_f32(program),
             onnxc_kir::GemmKind::I16Pairs => false,
             onnxc_kir::GemmKind::U8I8Quads => vnni.is_none(),
+            onnxc_kir::GemmKind::U8I8QuadsRows => vnni_rows.is_none(),
         };
         let kernel = if has_gemm_where(&kernel.body, &expand) || (pack.is_none() && has_pack(&kernel.body)) {
             let mut vars = kernel.vars.clone();
@@ -250,6 +257,7 @@ pub fn define_program<M: Module>(
                 avx2,
                 avx2_i16,
                 vnni,
+                vnni_rows,
                 pack,
                 dwconv: &dwconv,
                 packed_b: &packed_ids,
@@ -309,6 +317,7 @@ pub fn define_program<M: Module>(
                     avx2,
                     avx2_i16,
                     vnni,
+                    vnni_rows,
                     pack,
                     dwconv: &dwconv,
                     packed_b: &packed_ids,
@@ -762,6 +771,8 @@ struct Gen<'a, 'b, M: Module> {
     /// The VNNI u8×i8 GEMM microkernel, when the ISA has AVX512VL and
     /// AVX512_VNNI and the program has such products.
     vnni: Option<FuncId>,
+    /// The VNNI tile with u8 rows (`GemmKind::U8I8QuadsRows`), likewise.
+    vnni_rows: Option<FuncId>,
     /// The u8-quad packing kernel, when the ISA has AVX512F and AVX512VL
     /// (with VNNI) and the program packs.
     pack: Option<FuncId>,
@@ -1453,6 +1464,10 @@ impl<M: Module> Gen<'_, '_, M> {
                 let ukr = self.vnni.ok_or_else(|| err("gemm", "u8×i8 quads without AVX512_VNNI"))?;
                 (ukr, self.b.ins().iconst(types::I64, 1))
             }
+            onnxc_kir::GemmKind::U8I8QuadsRows => {
+                let ukr = self.vnni_rows.ok_or_else(|| err("gemm", "u8×i8 quads without AVX512_VNNI"))?;
+                (ukr, self.b.ins().iconst(types::I64, 1))
+            }
             _ => {
                 let Some(ukr) = self.avx2_i16 else {
                     return narrow_panel(self);
@@ -1486,8 +1501,11 @@ impl<M: Module> Gen<'_, '_, M> {
                     s.b.ins().stack_store(types::I64, cols, slot, param::COLS);
                 }
                 s.ukernel_tile_at(g, slot, (a0, c0), row, j);
+                // The dequantization's values: the tile's rows', or its
+                // panel's columns'.
+                let dq_at = if dq.is_some_and(|(d, _, _)| d.columns) { j } else { row };
                 if let Some((d, s0, b0)) = dq {
-                    let at = s.b.ins().ishl_imm_u(row, 2);
+                    let at = s.b.ins().ishl_imm_u(dq_at, 2);
                     let sc = s.b.ins().iadd(s0, at);
                     let bi = s.b.ins().iadd(b0, at);
                     s.b.ins().stack_store(ptr, sc, slot, param::SCALE);
@@ -1502,7 +1520,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 }
                 let init = match init0 {
                     Some(i0) => {
-                        let at = s.b.ins().ishl_imm_u(row, 2);
+                        let at = s.b.ins().ishl_imm_u(dq_at, 2);
                         s.b.ins().iadd(i0, at)
                     }
                     None => s.b.ins().iconst(ptr, 0),

@@ -120,12 +120,25 @@ pub fn avx512vnni_gemm_u8i8x4_6x16() -> Result<Vec<u8>, IcedError> {
     gemm_6x16(Tile::U8I8Quads)
 }
 
+/// Symbol name of the VNNI tile with u8 rows.
+pub const VNNI_GEMM_U8I8_ROWS_NAME: &str = "x86_64_avx512vnni_gemm_u8i8x4rows_6x16";
+
+/// Machine code of the VNNI tile for `onnxc_kir::GemmKind::U8I8QuadsRows`:
+/// as [`avx512vnni_gemm_u8i8x4_6x16`] with A's broadcast quads the u8
+/// operand and B's the i8 one, and the init values, scales and biases
+/// per column: INIT, SCALE and BIAS address the panel's first column and
+/// 16 values are read from each (the buffers hold whole panels).
+pub fn avx512vnni_gemm_u8i8x4rows_6x16() -> Result<Vec<u8>, IcedError> {
+    gemm_6x16(Tile::U8I8QuadsRows)
+}
+
 /// What a tile multiplies.
 #[derive(Clone, Copy, PartialEq)]
 enum Tile {
     F32,
     I16Pairs,
     U8I8Quads,
+    U8I8QuadsRows,
 }
 
 /// The 6×16 tile for every kind: the same registers, parameter block,
@@ -171,8 +184,14 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
         a.test(rsi, rsi)?;
         a.jz(from_zero)?;
         for r in 0..6 {
-            a.vpbroadcastd(acc[2 * r], dword_ptr(rsi + 4 * r as i32))?;
-            a.vmovdqa(acc[2 * r + 1], acc[2 * r])?;
+            if tile == Tile::U8I8QuadsRows {
+                // The panel's 16 columns' values, the same in every row.
+                a.vmovdqu(acc[2 * r], ptr(rsi))?;
+                a.vmovdqu(acc[2 * r + 1], ptr(rsi + 32))?;
+            } else {
+                a.vpbroadcastd(acc[2 * r], dword_ptr(rsi + 4 * r as i32))?;
+                a.vmovdqa(acc[2 * r + 1], acc[2 * r])?;
+            }
         }
         a.jmp(start)?;
         a.set_label(&mut from_zero)?;
@@ -211,6 +230,14 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
                 a.vpdpbusd(hi, ymm13, ymm14)?;
                 a.set_prefer_vex(true);
             }
+            Tile::U8I8QuadsRows => {
+                // A's quad is the unsigned operand, B's the signed one.
+                a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
+                a.set_prefer_vex(false);
+                a.vpdpbusd(lo, ymm14, ymm12)?;
+                a.vpdpbusd(hi, ymm14, ymm13)?;
+                a.set_prefer_vex(true);
+            }
         }
     }
     a.add(rax, r9)?;
@@ -224,7 +251,7 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     if tile == Tile::F32 {
         store_f32(&mut a, &acc)?;
     } else {
-        store_int(&mut a, &acc)?;
+        store_int(&mut a, &acc, tile == Tile::U8I8QuadsRows)?;
     }
     a.assemble(0)
 }
@@ -282,8 +309,9 @@ fn store_f32(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), Ic
 
 /// The integer tiles' store, return and mask table: the i32 sums, or with
 /// DEQUANT their dequantized, biased, clamped f32 values in the first ROWS
-/// rows and COLS columns.
-fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), IcedError> {
+/// rows and COLS columns; `by_column`: the scales and biases are the
+/// columns' (ymm16-19, EVEX), else each row's (broadcast into ymm12-13).
+fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12], by_column: bool) -> Result<(), IcedError> {
     let mut dequant = a.create_label();
     let mut done = a.create_label();
     let mut mask = a.create_label();
@@ -306,6 +334,15 @@ fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), Ic
     a.lea(rcx, ptr(mask))?;
     a.lea(rcx, ptr(rcx + rax * 4))?;
     let mut partial = a.create_label();
+    if by_column {
+        // ymm16-19 exist only in EVEX encodings.
+        a.set_prefer_vex(false);
+        a.vmovups(ymm16, ptr(r8))?;
+        a.vmovups(ymm17, ptr(r8 + 32))?;
+        a.vmovups(ymm18, ptr(r9))?;
+        a.vmovups(ymm19, ptr(r9 + 32))?;
+        a.set_prefer_vex(true);
+    }
     a.cmp(qword_ptr(rbx + param::COLS), 16)?;
     a.jb(partial)?;
     for masked in [false, true] {
@@ -315,13 +352,20 @@ fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), Ic
         for r in 0..6 {
             a.cmp(r10, r as i32)?;
             a.jbe(done)?;
-            a.vbroadcastss(ymm12, dword_ptr(r8 + 4 * r as i32))?;
-            a.vbroadcastss(ymm13, dword_ptr(r9 + 4 * r as i32))?;
+            let (scales, biases) = if by_column {
+                ([ymm16, ymm17], [ymm18, ymm19])
+            } else {
+                a.vbroadcastss(ymm12, dword_ptr(r8 + 4 * r as i32))?;
+                a.vbroadcastss(ymm13, dword_ptr(r9 + 4 * r as i32))?;
+                ([ymm12, ymm12], [ymm13, ymm13])
+            };
             for h in 0..2 {
                 let v = acc[2 * r + h];
                 a.vcvtdq2ps(v, v)?;
-                a.vmulps(v, v, ymm12)?;
-                a.vaddps(v, v, ymm13)?;
+                a.set_prefer_vex(!by_column);
+                a.vmulps(v, v, scales[h])?;
+                a.vaddps(v, v, biases[h])?;
+                a.set_prefer_vex(true);
                 a.vmaxps(v, v, ymm14)?;
                 a.vminps(v, v, ymm15)?;
             }

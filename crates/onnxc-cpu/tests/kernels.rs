@@ -689,16 +689,17 @@ fn integer_gemm_matches_naive_product() {
     }
 }
 
-/// The dequantizing integer GEMMs (i16 pairs, and u8×i8 quads: the VNNI
-/// tile where this CPU has it): f32 C of `rows × cols` (fewer than the
-/// padded `m × n` computed, so partial row tiles and column panels are
-/// stored through masks), rows starting from `init` or zero, `f32(acc) ·
-/// scale + bias` clamped, bit for bit against Rust doing the same
-/// roundings, through the microkernel and through the reference loops.
+/// The dequantizing integer GEMMs (i16 pairs, and u8×i8 quads either
+/// way round: the VNNI tiles where this CPU has them): f32 C of `rows ×
+/// cols` (fewer than the padded `m × n` computed, so partial row tiles and
+/// column panels are stored through masks), rows (or, for the u8-rows
+/// quads, columns) starting from `init` or zero, `f32(acc) · scale + bias`
+/// clamped, bit for bit against Rust doing the same roundings, through the
+/// microkernel and through the reference loops.
 #[test]
 fn dequantizing_integer_gemm_matches_naive_product() {
     let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let kinds = [GemmKind::I16Pairs, GemmKind::U8I8Quads];
+    let kinds = [GemmKind::I16Pairs, GemmKind::U8I8Quads, GemmKind::U8I8QuadsRows];
     // (54, 48): the VNNI product runs by row blocks (three, the last partial).
     for &(m, n, k, rows, cols) in
         &[(6, 16, 3, 6, 16), (12, 32, 20, 7, 17), (18, 48, 9, 13, 33), (6, 16, 4, 1, 1), (54, 48, 9, 50, 40)]
@@ -730,11 +731,15 @@ fn dequantizing_integer_gemm_matches_naive_product() {
                     }
                 }
             };
-            let a: Vec<(i32, Vec<i64>)> = (0..m * k).map(|i| word(i, 1, true)).collect();
-            let b: Vec<(i32, Vec<i64>)> = (0..k * n).map(|i| word(i, 3, false)).collect();
-            let scale: Vec<f32> = (0..rows + 1).map(|i| 1e-3 * (i as f32 + 0.37)).collect();
-            let bias: Vec<f32> = (0..rows + 2).map(|i| i as f32 * 0.75 - 3.0).collect();
-            let init: Vec<i32> = (0..rows + 3).map(|i| i as i32 * 977 - 4000).collect();
+            // The u8-rows quads: A is u8, B i8, and the dequantization's
+            // values are per column.
+            let by_column = kind == GemmKind::U8I8QuadsRows;
+            let a: Vec<(i32, Vec<i64>)> = (0..m * k).map(|i| word(i, 1, !by_column)).collect();
+            let b: Vec<(i32, Vec<i64>)> = (0..k * n).map(|i| word(i, 3, by_column)).collect();
+            let len = rows.max(n);
+            let scale: Vec<f32> = (0..len + 1).map(|i| 1e-3 * (i as f32 + 0.37)).collect();
+            let bias: Vec<f32> = (0..len + 2).map(|i| i as f32 * 0.75 - 3.0).collect();
+            let init: Vec<i32> = (0..len + 3).map(|i| i as i32 * 977 - 4000).collect();
             let (lo, hi) = (-2.5f32, 40.0f32);
             let gemm = GemmStmt {
                 m,
@@ -762,6 +767,7 @@ fn dequantizing_integer_gemm_matches_naive_product() {
                     rows,
                     cols,
                     init: with_init.then(|| (BufferId(5), int(3))),
+                    columns: by_column,
                 })),
                 epilogue: None,
             };
@@ -787,12 +793,13 @@ fn dequantizing_integer_gemm_matches_naive_product() {
             let got = f32s(&jit.run(&[&i32_bytes(&a_words)]).unwrap()[0]);
             for i in 0..rows {
                 for j in 0..cols {
-                    let mut acc: i64 = if with_init { init[3 + i] as i64 } else { 0 };
+                    let at = if by_column { j } else { i };
+                    let mut acc: i64 = if with_init { init[3 + at] as i64 } else { 0 };
                     for p in 0..k {
                         let (al, bl) = (&a[i * k + p].1, &b[p * n + j].1);
                         acc += al.iter().zip(bl).map(|(x, y)| x * y).sum::<i64>();
                     }
-                    let want = ((acc as i32 as f32) * scale[1 + i] + bias[2 + i]).max(lo).min(hi);
+                    let want = ((acc as i32 as f32) * scale[1 + at] + bias[2 + at]).max(lo).min(hi);
                     assert_eq!(
                         got[i * cols + j].to_bits(),
                         want.to_bits(),

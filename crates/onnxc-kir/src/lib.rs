@@ -474,6 +474,12 @@ pub enum GemmKind {
     /// the little-endian word is k-step `4p + e`), `k` counts quads, and a
     /// step adds `sum_e u8(b_e)·i8(a_e)`: x86's AVX-512 VNNI `vpdpbusd`.
     U8I8Quads,
+    /// [`GemmKind::U8I8Quads`] with the roles exchanged: each A element
+    /// holds four u8 and each B element four i8, and a step adds
+    /// `sum_e u8(a_e)·i8(b_e)`. The form of a matrix product whose rows
+    /// are activations and whose columns are int8 weights (a quantized
+    /// MatMul), dequantized per column (see [`Dequant::columns`]).
+    U8I8QuadsRows,
 }
 
 impl GemmKind {
@@ -489,7 +495,9 @@ impl GemmKind {
 /// `j < cols`; the padded rest of the `m × n` product is computed but not
 /// stored. `accumulate` must be false. With `init`, row `i`'s sums start
 /// from `init[init_off + i]` (i32) instead of 0: the zero-point correction
-/// of unsigned activations.
+/// of unsigned activations. With `columns`, the scale, bias and init
+/// values are column `j`'s (`scale[scale_off + j]`, ...) instead of row
+/// `i`'s: per-channel weights on the columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dequant {
     pub scale: BufferId,
@@ -501,6 +509,7 @@ pub struct Dequant {
     pub rows: usize,
     pub cols: usize,
     pub init: Option<(BufferId, Expr)>,
+    pub columns: bool,
 }
 
 impl GemmStmt {
@@ -543,8 +552,10 @@ impl GemmStmt {
         let b = load(self.b, add(self.b_off.clone(), add(mul(var(p), int(self.b_rs)), var(j))));
         let c_idx = add(self.c_off.clone(), add(mul(var(i), int(self.c_rs)), var(j)));
         let bias = self.epilogue.as_ref().and_then(|e| e.bias.as_ref());
+        // The dequantization's per-row (or per-column) values' index.
+        let dq_at = if self.dequant.as_ref().is_some_and(|d| d.columns) { j } else { i };
         let zero = match (self.dequant.as_ref().and_then(|d| d.init.as_ref()), bias) {
-            (Some((b, off)), _) => load(*b, add(off.clone(), var(i))),
+            (Some((b, off)), _) => load(*b, add(off.clone(), var(dq_at))),
             (None, _) if integer => Expr::Int(0, ScalarType::I32),
             (None, Some((b, off))) => load(*b, add(off.clone(), var(i))),
             (None, None) => f32c(0.0),
@@ -559,12 +570,13 @@ impl GemmStmt {
                 let hi = |x: &Expr| bin(BinOp::Shr, x.clone(), c(16));
                 bin(BinOp::Add, bin(BinOp::Mul, lo(&a), lo(&b)), bin(BinOp::Mul, hi(&a), hi(&b)))
             }
-            GemmKind::U8I8Quads => {
-                // Byte e: unsigned (b >> 8e) & 255, signed (a << 24-8e) >> 24.
+            GemmKind::U8I8Quads | GemmKind::U8I8QuadsRows => {
+                // Byte e: unsigned (u >> 8e) & 255, signed (s << 24-8e) >> 24.
+                let (u, s) = if self.kind == GemmKind::U8I8Quads { (&b, &a) } else { (&a, &b) };
                 let mut sum = None;
                 for e in 0..4 {
-                    let ub = bin(BinOp::And, bin(BinOp::Shr, b.clone(), c(8 * e)), c(255));
-                    let sa = bin(BinOp::Shr, bin(BinOp::Shl, a.clone(), c(24 - 8 * e)), c(24));
+                    let ub = bin(BinOp::And, bin(BinOp::Shr, u.clone(), c(8 * e)), c(255));
+                    let sa = bin(BinOp::Shr, bin(BinOp::Shl, s.clone(), c(24 - 8 * e)), c(24));
                     let p = bin(BinOp::Mul, ub, sa);
                     sum = Some(match sum {
                         None => p,
@@ -586,9 +598,9 @@ impl GemmStmt {
                 let x = bin(
                     BinOp::Mul,
                     Expr::Cast(ScalarType::F32, Box::new(var(acc))),
-                    load(d.scale, add(d.scale_off.clone(), var(i))),
+                    load(d.scale, add(d.scale_off.clone(), var(dq_at))),
                 );
-                let x = bin(BinOp::Add, x, load(d.bias, add(d.bias_off.clone(), var(i))));
+                let x = bin(BinOp::Add, x, load(d.bias, add(d.bias_off.clone(), var(dq_at))));
                 let x = bin(BinOp::Min, bin(BinOp::Max, x, f32c(d.lo)), f32c(d.hi));
                 (d.rows, d.cols, x)
             }

@@ -621,6 +621,7 @@ pub fn quantized_conv(
                 rows: mg,
                 cols: p,
                 init: init.map(|b| (b, mul(g, int(mg as i64)))),
+                columns: false,
             })),
             epilogue: None,
         })));
