@@ -180,7 +180,7 @@ fn gemm_gflops(threads: usize, secs: f64, kind: onnxc_kir::GemmKind) -> Result<f
     let per_element = match kind {
         GemmKind::Float => 1,
         GemmKind::I16Pairs => 2,
-        GemmKind::U8I8Quads => 4,
+        GemmKind::U8I8Quads | GemmKind::U8I8QuadsRows => 4,
     };
     let (m, k) = if integer { (516, n / per_element) } else { (n, n) };
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();

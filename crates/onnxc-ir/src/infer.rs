@@ -1029,6 +1029,31 @@ fn infer_node(graph: &mut Graph, id: NodeId) -> Result<Vec<Typed>, String> {
             let (_, b) = input(graph, id, 1)?;
             (dt, matmul_dims(&a, &b)?)
         }
+        Op::QuantizedMatMul { ref w_scale, .. } => {
+            let (dt, xd) = x()?;
+            let (wt, wd) = input(graph, id, 1)?;
+            let ok = dt == DType::F32
+                && wt == DType::I8
+                && wd.len() == 2
+                && xd.len() >= 2
+                && xd[xd.len() - 1] == wd[0]
+                && wd[1] == w_scale.len();
+            if !ok {
+                return Err(format!(
+                    "QuantizedMatMul takes f32 x [..., M, K] and i8 w [K, N] with one scale per column, not {dt} x {xd:?}, {wt} w {wd:?}, {} scales",
+                    w_scale.len()
+                ));
+            }
+            if graph.input_of(id, 2).is_some() {
+                let (bt, bd) = input(graph, id, 2)?;
+                if bt != DType::F32 || bd != [wd[1]] {
+                    return Err(format!("bias must be f32 [{}], not {bt} {bd:?}", wd[1]));
+                }
+            }
+            let mut d = xd.clone();
+            *d.last_mut().expect("rank >= 2") = wd[1];
+            (dt, d)
+        }
         Op::Conv { ref window, group } | Op::QuantizedConv { ref window, group, .. } => {
             let mut window = window.clone();
             let (dt, xd) = x()?;

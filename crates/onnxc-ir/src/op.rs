@@ -573,6 +573,18 @@ pub enum Op {
         x_zero_point: u8,
         w_scale: Vec<f32>,
     },
+    /// A matrix product computed in integers, made by quantization: inputs
+    /// x (f32 [..., M, K]), w (i8 [K, N], symmetric per column), optional
+    /// bias (f32 [N]); output f32 [..., M, N]. x is quantized per tensor to
+    /// u8 as QuantizeLinear does, with `x_quant` (scale, zero point) or,
+    /// when `None`, with the scale and zero point DynamicQuantizeLinear
+    /// finds at run time; the products and sums are exact in i32 and
+    /// column n is dequantized by `x_scale · w_scale[n]` before the bias
+    /// is added: MatMul(DQ(Q(x)), DQ(w)) + bias.
+    QuantizedMatMul {
+        x_quant: Option<(f32, u8)>,
+        w_scale: Vec<f32>,
+    },
     /// MatMulInteger (a, b, optional zero points) to i32, or QLinearMatMul
     /// (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) when `qlinear`.
     MatMulInteger {
@@ -805,6 +817,7 @@ impl Op {
             Op::ConvInteger { qlinear: false, .. } => "ConvInteger".into(),
             Op::ConvInteger { qlinear: true, .. } => "QLinearConv".into(),
             Op::QuantizedConv { .. } => "QuantizedConv".into(),
+            Op::QuantizedMatMul { .. } => "QuantizedMatMul".into(),
             Op::MatMulInteger { qlinear: false } => "MatMulInteger".into(),
             Op::MatMulInteger { qlinear: true } => "QLinearMatMul".into(),
             Op::GroupNorm { groups: 0, .. } => "InstanceNormalization".into(),
@@ -871,6 +884,15 @@ impl Op {
                     "{},group={group},x_scale={x_scale},x_zero_point={x_zero_point},w_scale=[{lo}..{hi}]",
                     window(w)
                 )
+            }
+            Op::QuantizedMatMul { x_quant, w_scale } => {
+                let lo = w_scale.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = w_scale.iter().copied().fold(0.0, f32::max);
+                let x = match x_quant {
+                    Some((s, z)) => format!("x_scale={s},x_zero_point={z}"),
+                    None => "x_scale=dynamic".into(),
+                };
+                format!("{x},w_scale=[{lo}..{hi}]")
             }
             Op::ConvTranspose { window: w, group, output_padding, .. } => {
                 format!("{},group={group},output_padding={}", window(w), list(output_padding))

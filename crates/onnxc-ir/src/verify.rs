@@ -43,6 +43,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<NodeError>> {
             Op::Clip => 1,
             Op::Gemm { .. } => 2,
             Op::Conv { .. } | Op::ConvTranspose { .. } | Op::QuantizedConv { .. } => 2,
+            Op::QuantizedMatMul { .. } => 2,
             Op::Reduce { .. } | Op::Squeeze | Op::Split { .. } | Op::Pad { .. } => 1,
             Op::LayerNormalization { .. } => 2,
             Op::Trilu { .. } => 1,

@@ -311,6 +311,9 @@ pub(crate) fn lower_as(cx: &mut Lowering, id: NodeId, op: Op) -> R {
             let no_clamp = (f32::NEG_INFINITY, f32::INFINITY);
             crate::quant::quantized_conv(cx, id, window, group, (x_scale, x_zero_point), w_scale, no_clamp)
         }
+        Op::QuantizedMatMul { x_quant, ref w_scale } => {
+            crate::quant::quantized_matmul(cx, id, x_quant, w_scale, (f32::NEG_INFINITY, f32::INFINITY))
+        }
         Op::GridSample { mode, padding, align_corners } => {
             crate::grid::grid_sample(cx, id, mode, padding, align_corners)
         }

@@ -630,3 +630,212 @@ pub fn quantized_conv(
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+/// [`Op::QuantizedMatMul`] as one integer product (`GemmKind::U8I8QuadsRows`)
+/// over all of x's rows: x quantized to u8 and packed four consecutive
+/// elements of a row to a word (A, `[M padded to 6][K/4]`), times the int8
+/// weights packed at compile time (B, `[K/4][N padded to 16]`), each
+/// column's sums starting from `-zp · sum(w[.., n])` and dequantized,
+/// biased and clamped (`clamp`: a fused Relu or Clip) in the store. With a
+/// run-time scale (`x_quant` `None`) the kernel first finds x's range as
+/// DynamicQuantizeLinear does, then the columns' scales and start values.
+pub fn quantized_matmul(
+    cx: &mut Lowering,
+    id: NodeId,
+    x_quant: Option<(f32, u8)>,
+    w_scale: &[f32],
+    (lo, hi): (f32, f32),
+) -> R {
+    let xd = cx.in_dims(id, 0)?;
+    let wd = cx.in_dims(id, 1)?;
+    let w = cx.graph.const_input(id, 1).ok_or("QuantizedMatMul needs constant weights")?;
+    let w_q: Vec<i8> = w.bytes.iter().map(|&b| b as i8).collect();
+    let (kk, n) = (wd[0], wd[1]);
+    let rows: usize = xd[..xd.len() - 1].iter().product();
+    let x = cx.input(id, 0)?;
+    let bias = cx.optional_input(id, 2)?;
+    let out = cx.output(id)?;
+    if !cx.stored_f32(&[x, out]) {
+        return Err("QuantizedMatMul needs f32 input and output".into());
+    }
+    let name = cx.graph.graph[id].name.clone();
+    let units = kk.div_ceil(4);
+    let (mp, np) = (round_up(rows, 6), round_up(n, 16));
+    // Weights: word (u, j) holds w[4u + e, j] in byte e; zeros past K and N.
+    let at = |t: usize, j: usize| if t < kk && j < n { w_q[t * n + j] as u8 as u32 } else { 0 };
+    let packed: Vec<u8> = (0..units)
+        .flat_map(|u| (0..np).map(move |j| (0..4).fold(0u32, |word, e| word | (at(4 * u + e, j) << (8 * e)))))
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    let wpk = cx.push_buffer(
+        format!("{name}_packed_weights"),
+        ScalarType::I32,
+        (units * np) as u64,
+        onnxc_kir::BufferKind::Constant(packed),
+    );
+    let wsum: Vec<i32> = (0..np).map(|j| (0..kk).map(|t| at(t, j) as u8 as i8 as i32).sum()).collect();
+    // Constants of 4-byte elements.
+    let konst = |cx: &mut Lowering, what: &str, elem: ScalarType, words: Vec<[u8; 4]>| {
+        let len = words.len() as u64;
+        cx.push_buffer(format!("{name}_{what}"), elem, len, onnxc_kir::BufferKind::Constant(words.concat()))
+    };
+    let f32_const = |cx: &mut Lowering, what: &str, v: &[f32]| {
+        konst(cx, what, ScalarType::F32, v.iter().map(|x| x.to_le_bytes()).collect())
+    };
+    let i32_const = |cx: &mut Lowering, what: &str, v: &[i32]| {
+        konst(cx, what, ScalarType::I32, v.iter().map(|x| x.to_le_bytes()).collect())
+    };
+    let w_scale_p: Vec<f32> = (0..np).map(|j| if j < n { w_scale[j] } else { 0.0 }).collect();
+    // The bias, padded to whole panels (the tile reads 16 columns' worth).
+    let bias_p: Vec<f32> = match bias {
+        None => vec![0.0; np],
+        Some(_) => {
+            let b = cx.graph.const_input(id, 2).ok_or("QuantizedMatMul needs a constant bias")?;
+            let mut v = b.to_f32_vec().ok_or("QuantizedMatMul needs an f32 bias")?;
+            v.resize(np, 0.0);
+            v
+        }
+    };
+    let bias = f32_const(cx, "bias", &bias_p);
+    let a = cx.temp(format!("{name}_quantized_rows"), ScalarType::I32, mp * units);
+    let mut k = KernelBuilder::new(name.clone());
+    let mut body = Vec::new();
+    // (scale, init) buffers and the quantized element of x at `t`.
+    let (scale, init, quant): (BufferId, BufferId, Box<dyn Fn(Expr) -> Expr>) = match x_quant {
+        Some((s, zp)) => {
+            let scales: Vec<f32> = w_scale_p.iter().map(|w| s * w).collect();
+            let inits: Vec<i32> = wsum.iter().map(|&v| -(zp as i32) * v).collect();
+            let recip = 1.0 / s;
+            let q = move |v: Expr| {
+                let r = bin(BinOp::Add, un(UnOp::Round, bin(BinOp::Mul, v, f32c(recip))), f32c(zp as f32));
+                Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Min, bin(BinOp::Max, r, f32c(0.0)), f32c(255.0))))
+            };
+            (f32_const(cx, "scales", &scales), i32_const(cx, "zero_point_sums", &inits), Box::new(q))
+        }
+        None => {
+            // DynamicQuantizeLinear's range, scale and zero point.
+            let total = rows * kk;
+            let (xlo, xhi, s, zp) =
+                (k.var(ScalarType::F32), k.var(ScalarType::F32), k.var(ScalarType::F32), k.var(ScalarType::F32));
+            body.push(Stmt::Assign { var: xlo, value: f32c(0.0) });
+            body.extend(k.nest(&[total], |_, v| {
+                vec![Stmt::Assign { var: xlo, value: bin(BinOp::Min, var(xlo), load(x, v[0].clone())) }]
+            }));
+            body.push(Stmt::Assign { var: xhi, value: f32c(0.0) });
+            body.extend(k.nest(&[total], |_, v| {
+                vec![Stmt::Assign { var: xhi, value: bin(BinOp::Max, var(xhi), load(x, v[0].clone())) }]
+            }));
+            body.push(Stmt::Assign {
+                var: s,
+                value: bin(BinOp::Div, bin(BinOp::Sub, var(xhi), var(xlo)), f32c(255.0)),
+            });
+            // An all-zero x has scale 0: every code is the zero point 0.
+            let z = bin(
+                BinOp::Min,
+                bin(
+                    BinOp::Max,
+                    un(UnOp::Round, bin(BinOp::Sub, f32c(0.0), bin(BinOp::Div, var(xlo), var(s)))),
+                    f32c(0.0),
+                ),
+                f32c(255.0),
+            );
+            let positive = Expr::Cmp(onnxc_kir::CmpOp::Gt, Box::new(var(s)), Box::new(f32c(0.0)));
+            body.push(Stmt::Assign {
+                var: zp,
+                value: Expr::Select {
+                    cond: Box::new(positive.clone()),
+                    then: Box::new(z),
+                    otherwise: Box::new(f32c(0.0)),
+                },
+            });
+            let scales = cx.temp(format!("{name}_scales"), ScalarType::F32, np);
+            let inits = cx.temp(format!("{name}_zero_point_sums"), ScalarType::I32, np);
+            let ws = f32_const(cx, "weight_scales", &w_scale_p);
+            let sums = i32_const(cx, "weight_sums", &wsum);
+            body.extend(k.nest(&[np], |_, v| {
+                let j = v[0].clone();
+                let neg_zp = Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Sub, f32c(0.0), var(zp))));
+                vec![
+                    Stmt::Store { buf: scales, index: j.clone(), value: bin(BinOp::Mul, var(s), load(ws, j.clone())) },
+                    Stmt::Store { buf: inits, index: j.clone(), value: bin(BinOp::Mul, neg_zp, load(sums, j)) },
+                ]
+            }));
+            // With scale 0, x / 0 is NaN or ±inf: divide by 1 instead (x is 0).
+            let div = Expr::Select { cond: Box::new(positive), then: Box::new(var(s)), otherwise: Box::new(f32c(1.0)) };
+            let d = k.var(ScalarType::F32);
+            body.push(Stmt::Assign { var: d, value: div });
+            let q = move |v: Expr| {
+                let r = bin(BinOp::Add, un(UnOp::Round, bin(BinOp::Div, v, var(d))), var(zp));
+                Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Min, bin(BinOp::Max, r, f32c(0.0)), f32c(255.0))))
+            };
+            (scales, inits, Box::new(q))
+        }
+    };
+    // A: rows of x quantized, four elements to a word (byte e is element
+    // 4u + e); a last partial quad's missing elements are 0 (their weights
+    // are 0 too).
+    let full = kk / 4;
+    let word = |i: &Expr, u: &Expr, lanes: usize| {
+        let mut packed = None;
+        for e in 0..lanes {
+            let at = add(mul(i.clone(), int(kk as i64)), add(mul(u.clone(), int(4)), int(e as i64)));
+            let q = quant(load(x, at));
+            let q = if e == 0 { q } else { bin(BinOp::Shl, q, Expr::Int(8 * e as i64, ScalarType::I32)) };
+            packed = Some(match packed {
+                None => q,
+                Some(p) => bin(BinOp::Or, p, q),
+            });
+        }
+        packed.expect("at least one lane")
+    };
+    let fill = |_: &mut KernelBuilder, v: &[Expr]| {
+        vec![Stmt::Store {
+            buf: a,
+            index: add(mul(v[0].clone(), int(units as i64)), v[1].clone()),
+            value: word(&v[0], &v[1], 4),
+        }]
+    };
+    body.extend(if x_quant.is_some() { k.nest_parallel(&[rows, full], fill) } else { k.nest(&[rows, full], fill) });
+    if kk % 4 != 0 {
+        body.extend(k.nest(&[rows], |_, v| {
+            let u = int(full as i64);
+            vec![Stmt::Store {
+                buf: a,
+                index: add(mul(v[0].clone(), int(units as i64)), u.clone()),
+                value: word(&v[0], &u, kk % 4),
+            }]
+        }));
+    }
+    body.push(Stmt::Gemm(Box::new(onnxc_kir::GemmStmt {
+        m: mp,
+        n: np,
+        k: units,
+        a,
+        a_off: int(0),
+        a_rs: units as i64,
+        a_cs: 1,
+        b: wpk,
+        b_off: int(0),
+        b_rs: np as i64,
+        c: out,
+        c_off: int(0),
+        c_rs: n as i64,
+        accumulate: false,
+        kind: onnxc_kir::GemmKind::U8I8QuadsRows,
+        dequant: Some(Box::new(onnxc_kir::Dequant {
+            scale,
+            scale_off: int(0),
+            bias,
+            bias_off: int(0),
+            lo,
+            hi,
+            rows,
+            cols: n,
+            init: Some((init, int(0))),
+            columns: true,
+        })),
+        epilogue: None,
+    })));
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}

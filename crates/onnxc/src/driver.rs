@@ -289,6 +289,7 @@ pub fn prepare_maybe_quantized(
     level: OptLevel,
     print_after: &[String],
     quantize: Option<&crate::quantize::QuantizeOptions>,
+    integer_matmul: bool,
 ) -> Result<(Vec<onnxc_passes::PassStats>, Option<crate::quantize::QuantReport>), Error> {
     let Some(q) = quantize else {
         return Ok((prepare_with(graph, level, print_after)?, None));
@@ -308,7 +309,7 @@ pub fn prepare_maybe_quantized(
     };
     let mut passes = onnxc_passes::run_pipeline_with(graph, &pipeline[..cut], cfg!(debug_assertions), &mut after)
         .map_err(Error::Nodes)?;
-    let (quantized, report) = crate::quantize::quantize(graph, q, &rest)?;
+    let (quantized, report) = crate::quantize::quantize(graph, q, &rest, integer_matmul)?;
     *graph = quantized;
     passes.extend(
         onnxc_passes::run_pipeline_with(graph, &rest, cfg!(debug_assertions), &mut after).map_err(Error::Nodes)?,
@@ -443,13 +444,15 @@ pub fn build_program_opts(
     pin_input_shapes(&mut graph, &shapes)?;
     report.compile_seconds.insert("import".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
+    // MatMuls quantize to integer products where the object has the
+    // u8×i8 kernel for them.
+    let quads = !is_gpu_target(opts.target.as_deref()) && int8_quads_for_object(opts);
     let (passes, quantization) =
-        prepare_maybe_quantized(&mut graph, opts.opt_level, &opts.print_after, opts.quantize.as_ref())?;
+        prepare_maybe_quantized(&mut graph, opts.opt_level, &opts.print_after, opts.quantize.as_ref(), quads)?;
     report.passes = passes;
     report.quantization = quantization;
     report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    let quads = !is_gpu_target(opts.target.as_deref()) && int8_quads_for_object(opts);
     let program = lower_for(&graph, opts.opt_level, quads)?;
     report.compile_seconds.insert("lower".into(), t.elapsed().as_secs_f64());
     report.describe(&graph, &program);
@@ -802,7 +805,7 @@ pub fn load_for_inputs_quantized(
     bake_parameter_inputs(&mut graph, inputs);
     shapes.retain(|name, _| graph.inputs.iter().any(|&n| graph.graph[n].outputs[0].name == *name));
     pin_input_shapes(&mut graph, &shapes)?;
-    let (_, quantization) = prepare_maybe_quantized(&mut graph, level, &[], quantize)?;
+    let (_, quantization) = prepare_maybe_quantized(&mut graph, level, &[], quantize, int8_quads_for(None, None))?;
     let program = lower_at(&graph, level)?;
     let jit = JitModel::new(&program)?;
     Ok((LoadedModel { graph, program, jit }, quantization))

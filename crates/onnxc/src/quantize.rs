@@ -526,12 +526,86 @@ fn gemm_as_conv(g: &Graph, node: NodeId, w: &Tensor, ints: &[i8]) -> Option<(Ten
     Some((Tensor { dtype: DType::I8, dims: vec![n, k], bytes: filters }, bias))
 }
 
-/// Quantizes the layers not in `keep_float` (see the module docs).
+/// For a MatMul (x [..., M, K] times constant w [K, N]) or a Gemm (x [M,
+/// K], alpha 1, x not transposed, C absent or a constant [N] with beta 1):
+/// the int8 weights as [K, N] (from `ints`, the per-channel codes in w's
+/// layout) and the Gemm's bias, for a `QuantizedMatMul`.
+fn matmul_operands(g: &Graph, node: NodeId, w: &Tensor, ints: &[i8]) -> Option<(Tensor, Option<Tensor>)> {
+    let xi = g.input_info(node, 0)?;
+    let xd = xi.shape.as_known()?;
+    if xi.dtype != DType::F32 || w.dims.len() != 2 || xd.len() < 2 {
+        return None;
+    }
+    let (trans, bias) = match g.graph[node].op {
+        Op::MatMul => (false, None),
+        Op::Gemm { alpha, beta, trans_a: false, trans_b } if alpha == 1.0 && xd.len() == 2 => {
+            let n = if trans_b { w.dims[0] } else { w.dims[1] };
+            let bias = match g.input_of(node, 2) {
+                None => None,
+                Some(_) => {
+                    let c = g.const_input(node, 2)?;
+                    if beta != 1.0 || c.dtype != DType::F32 || c.dims != [n] {
+                        return None;
+                    }
+                    Some(c.clone())
+                }
+            };
+            (trans_b, bias)
+        }
+        _ => return None,
+    };
+    let (k, n) = if trans { (w.dims[1], w.dims[0]) } else { (w.dims[0], w.dims[1]) };
+    if xd[xd.len() - 1] != k {
+        return None;
+    }
+    let codes: Vec<u8> =
+        (0..k).flat_map(|t| (0..n).map(move |j| if trans { ints[j * k + t] } else { ints[t * n + j] } as u8)).collect();
+    Some((Tensor { dtype: DType::I8, dims: vec![k, n], bytes: codes }, bias))
+}
+
+/// The bias of a MatMul's sole consumer `Add(y, b)` (or `Add(b, y)`) with
+/// `b` a constant f32 [N] (or [1, ..., 1, N]) that leaves y's shape as it
+/// is: the Add node and b.
+fn bias_add(g: &Graph, node: NodeId, n: usize) -> Option<(NodeId, Tensor)> {
+    let [(add, slot)] = g.consumers(node, 0)[..] else { return None };
+    if g.graph[add].op != Op::Binary(onnxc_ir::BinaryOp::Add) || g.graph[add].num_inputs != 2 {
+        return None;
+    }
+    let b = g.const_input(add, 1 - slot)?;
+    let y = g.graph[node].outputs[0].shape.as_known()?;
+    let ones = b.dims.iter().rev().skip(1).all(|&d| d == 1) && b.dims.len() <= y.len();
+    (b.dtype == DType::F32 && b.dims.last() == Some(&n) && ones && b.numel() == n).then(|| {
+        let mut t = b.clone();
+        t.dims = vec![n];
+        (add, t)
+    })
+}
+
+/// Replaces the float weights (input 1) and bias (input 2) of layer `l`
+/// by int8 `weights` and `bias`.
+fn rewire_weights(g: &mut Graph, l: &Layer, weights: Tensor, bias: Option<Tensor>) {
+    let c = g.add_constant(format!("{}_int8_weights", l.name), weights);
+    for slot in [1, 2] {
+        if g.input_of(l.node, slot).is_some() {
+            g.disconnect(l.node, slot);
+        }
+    }
+    g.connect(c, 0, l.node, 1);
+    if let Some(b) = bias {
+        let b = g.add_constant(format!("{}_bias", l.name), b);
+        g.connect(b, 0, l.node, 2);
+    }
+}
+
+/// Quantizes the layers not in `keep_float` (see the module docs);
+/// `integer_matmul`: MatMul and Gemm layers become `QuantizedMatMul`
+/// (the target has the u8×i8 kernel for it).
 fn insert(
     graph: &Graph,
     layers: &[Layer],
     ranges: Option<&[Range]>,
     keep_float: &BTreeSet<String>,
+    integer_matmul: bool,
 ) -> (Graph, Vec<LayerRecord>) {
     let mut g = graph.clone();
     let mut records = Vec::new();
@@ -576,17 +650,7 @@ fn insert(
             rec.input_scale = Some(x_scale);
             rec.input_zero_point = Some(x_zero_point);
             rec.arithmetic = "int8 (integer GEMM, exact i32 sums)";
-            let c = g.add_constant(format!("{}_int8_weights", l.name), weights);
-            for slot in [1, 2] {
-                if g.input_of(l.node, slot).is_some() {
-                    g.disconnect(l.node, slot);
-                }
-            }
-            g.connect(c, 0, l.node, 1);
-            if let Some(b) = bias {
-                let b = g.add_constant(format!("{}_bias", l.name), b);
-                g.connect(b, 0, l.node, 2);
-            }
+            rewire_weights(&mut g, l, weights, bias);
             let window = onnxc_ir::Window {
                 kernel: Vec::new(),
                 strides: Vec::new(),
@@ -596,6 +660,38 @@ fn insert(
                 ceil_mode: false,
             };
             g.graph[l.node].op = Op::QuantizedConv { window, group: 1, x_scale, x_zero_point, w_scale: scales };
+            records.push(rec);
+            continue;
+        }
+        // MatMul and Gemm layers on targets with the u8×i8 kernel: one
+        // integer product over all rows, x quantized with the calibrated
+        // scale or, in dynamic mode, the one found at run time.
+        if let Some((weights, bias)) = integer_matmul.then(|| matmul_operands(&g, l.node, &w, &ints)).flatten() {
+            let x_quant = ranges.map(|r| r[k].scale_zero_point());
+            rec.input_scale = x_quant.map(|q| q.0);
+            rec.input_zero_point = x_quant.map(|q| q.1);
+            rec.arithmetic = if x_quant.is_some() {
+                "int8 (integer GEMM, exact i32 sums)"
+            } else {
+                "int8 (integer GEMM, exact i32 sums; activation scale found at run time)"
+            };
+            let n = weights.dims[1];
+            let (bias, add) = match bias {
+                Some(b) => (Some(b), None),
+                None => match bias_add(&g, l.node, n) {
+                    Some((add, b)) => (Some(b), Some(add)),
+                    None => (None, None),
+                },
+            };
+            rewire_weights(&mut g, l, weights, bias);
+            if let Some(add) = add {
+                // The Add's output is now the product's.
+                g.graph[l.node].outputs[0] = g.graph[add].outputs[0].clone();
+                g.redirect((add, 0), (l.node, 0));
+                g.graph.remove_node(add);
+            }
+            g.graph[l.node].num_inputs = 3;
+            g.graph[l.node].op = Op::QuantizedMatMul { x_quant, w_scale: scales };
             records.push(rec);
             continue;
         }
@@ -895,6 +991,7 @@ pub fn quantize(
     graph: &Graph,
     opts: &QuantizeOptions,
     rest: &[onnxc_passes::Pass],
+    integer_matmul: bool,
 ) -> Result<(Graph, QuantReport), Error> {
     let names: Vec<String> = graph.outputs.iter().map(|&o| graph.graph[o].outputs[0].name.clone()).collect();
     for b in &opts.budget {
@@ -932,7 +1029,7 @@ pub fn quantize(
         None => None,
     };
     let evaluate = |keep: &BTreeSet<String>| -> Result<(Graph, Vec<LayerRecord>, Vec<OutputAccuracy>), Error> {
-        let (q, records) = insert(graph, &layers, ranges.as_deref(), keep);
+        let (q, records) = insert(graph, &layers, ranges.as_deref(), keep, integer_matmul);
         let acc = match (&validation, &float_runs) {
             (Some(v), Some(f)) => accuracy(graph, f, &run_graph(&finish(&q, rest)?, v)?),
             _ => Vec::new(),

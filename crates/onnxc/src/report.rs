@@ -60,7 +60,7 @@ fn op_flops(graph: &Graph, id: onnxc_ir::NodeId, op: &Op) -> u64 {
         return base + out * f.steps.len() as u64;
     }
     match op {
-        Op::MatMul | Op::Gemm { .. } => {
+        Op::MatMul | Op::Gemm { .. } | Op::QuantizedMatMul { .. } => {
             let a = in_dims(graph, id, 0);
             let k = match op {
                 Op::Gemm { trans_a: true, .. } => a.first().copied(),

@@ -222,3 +222,100 @@ fn qlinear_conv_runs_on_the_integer_kernels() {
         common::check_model_against_reference(&model, &model.with_extension("npz"));
     }
 }
+
+/// QuantizedMatMul (the u8-rows VNNI tile where this CPU has it, else the
+/// reference loops), with a calibrated scale and with the scale found at
+/// run time, against a float MatMul of the dequantized input and weights
+/// plus the bias: rows not a multiple of the tile's 6, K not a multiple
+/// of 4, N not a multiple of 16, a batch dimension, and an all-zero input
+/// (scale 0 at run time).
+#[test]
+fn quantized_matmul_matches_float_matmul_on_dequantized_values() {
+    use onnxc_ir::*;
+    let info = |name: &str, dims: &[usize]| {
+        vec![ValueInfo { name: name.into(), dtype: DType::F32, shape: Shape::known(dims) }]
+    };
+    // (x dims, n, bias, zero input)
+    let cases: [(&[usize], usize, bool, bool); 5] = [
+        (&[5, 7], 20, true, false),
+        (&[2, 9, 16], 33, false, false),
+        (&[13, 64], 16, true, false),
+        (&[1, 3], 5, true, false),
+        (&[3, 8], 17, true, true),
+    ];
+    for (ci, &(xd, n, with_bias, zero)) in cases.iter().enumerate() {
+        let k = xd[xd.len() - 1];
+        let rows: usize = xd[..xd.len() - 1].iter().product();
+        let xs: Vec<f32> =
+            (0..rows * k).map(|i| if zero { 0.0 } else { ((i * 37 % 101) as f32 - 30.0) * 0.031 }).collect();
+        let w_q: Vec<i8> = (0..k * n).map(|i| ((i * 53 % 255) as i32 - 127) as i8).collect();
+        let w_scale: Vec<f32> = (0..n).map(|j| 0.002 + 0.0005 * j as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 0.4).collect();
+        let mut od = xd.to_vec();
+        *od.last_mut().unwrap() = n;
+        let build = |op: Op, w: Tensor| {
+            let mut g = Graph { name: "g".into(), ..Graph::default() };
+            let x = g.add_node("x", Op::Input { index: 0 }, 0, info("x", xd));
+            g.inputs.push(x);
+            let wc = g.add_constant("w", w);
+            let is_float = op == Op::MatMul;
+            let mm = g.add_node("mm", op, if is_float { 2 } else { 3 }, info("mm", &[]));
+            g.connect(x, 0, mm, 0);
+            g.connect(wc, 0, mm, 1);
+            let mut last = mm;
+            if with_bias {
+                let b = g.add_constant("b", Tensor::from_f32(&[n], &bias));
+                if is_float {
+                    last = g.add_node("add", Op::Binary(BinaryOp::Add), 2, info("add", &[]));
+                    g.connect(mm, 0, last, 0);
+                    g.connect(b, 0, last, 1);
+                } else {
+                    g.connect(b, 0, mm, 2);
+                }
+            }
+            let out = g.add_node("y", Op::Output { index: 0 }, 1, info("y", &[]));
+            g.connect(last, 0, out, 0);
+            g.outputs.push(out);
+            onnxc_ir::infer::infer_and_fold(&mut g, onnxc_ir::infer::InferOptions { fold_constants: false }).unwrap();
+            g
+        };
+        let run = |g: &Graph, input: &[f32]| -> Vec<f32> {
+            let program = onnxc::lower_for(g, onnxc::OptLevel::O2, true).unwrap();
+            let jit = onnxc::JitModel::new(&program).unwrap();
+            let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+            jit.run(&[&bytes]).unwrap()[0].chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        };
+        let w_dq: Vec<f32> = w_q.iter().enumerate().map(|(i, &q)| q as f32 * w_scale[i % n]).collect();
+        let float = build(Op::MatMul, Tensor::from_f32(&[k, n], &w_dq));
+        let w = Tensor { dtype: DType::I8, dims: vec![k, n], bytes: w_q.iter().map(|&v| v as u8).collect() };
+        // Static: a given scale and zero point; dynamic: DynamicQuantizeLinear's.
+        let lo = xs.iter().copied().fold(0.0f32, f32::min);
+        let hi = xs.iter().copied().fold(0.0f32, f32::max);
+        let s_dyn = (hi - lo) / 255.0;
+        let zp_dyn = if s_dyn > 0.0 { (0.0 - lo / s_dyn).round_ties_even().clamp(0.0, 255.0) } else { 0.0 };
+        for (x_quant, (s, zp, recip)) in
+            [(Some((0.05f32, 37u8)), (0.05f32, 37.0f32, true)), (None, (s_dyn, zp_dyn, false))]
+        {
+            let x_dq: Vec<f32> = xs
+                .iter()
+                .map(|&v| {
+                    let y = if s == 0.0 {
+                        v
+                    } else if recip {
+                        v * (1.0 / s)
+                    } else {
+                        v / s
+                    };
+                    ((y.round_ties_even() + zp).clamp(0.0, 255.0) - zp) * s
+                })
+                .collect();
+            let want = run(&float, &x_dq);
+            let op = Op::QuantizedMatMul { x_quant, w_scale: w_scale.clone() };
+            let got = run(&build(op, w.clone()), &xs);
+            assert_eq!(got.len(), rows * n);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {ci} {x_quant:?} [{i}]: {g} vs {w}");
+            }
+        }
+    }
+}
