@@ -567,6 +567,60 @@ def qlinear_conv_i8(rng):
     return qlinear_conv_case(rng, np.int8)
 
 
+def qlinear_matmul_case(rng, act):
+    # A QOperator-format MatMul (ONNX Runtime's quantize_static with
+    # QuantFormat.QOperator): act activations per tensor with a batch
+    # dimension, constant symmetric int8 weights per column. onnxc's qdq
+    # pass runs it on the integer GEMM kernel.
+    a = rng.integers(0, 256, [2, 7, 13]).astype(np.uint8)
+    if act == np.int8:
+        a = (a.astype(np.int16) - 128).astype(np.int8)
+    b = rng.integers(-127, 128, [13, 21]).astype(np.int8)
+    inits = [("as", np.asarray(0.05, np.float32)), ("az", np.asarray(-5 if act == np.int8 else 9, act)),
+             ("b", b), ("bs", uniform(rng, [21], 0.002, 0.01)), ("bz", np.zeros([21], np.int8)),
+             ("ys", np.asarray(0.3, np.float32)), ("yz", np.asarray(4 if act == np.int8 else 118, act))]
+    nodes = [helper.make_node("QLinearMatMul", ["A", "as", "az", "b", "bs", "bz", "ys", "yz"], ["Y"])]
+    return Case(nodes, [("A", a)], ["Y"], inits)
+
+
+@case
+def qlinear_matmul_u8(rng):
+    return qlinear_matmul_case(rng, np.uint8)
+
+
+@case
+def qlinear_matmul_i8(rng):
+    return qlinear_matmul_case(rng, np.int8)
+
+
+@case
+def qdq_matmul(rng):
+    # A QDQ-format linear layer: the activation through a u8
+    # QuantizeLinear/DequantizeLinear pair, int8 weights per column behind a
+    # DequantizeLinear (axis 1), then the bias Add and a second layer with
+    # per-tensor i8 weights. onnxc runs both products as QuantizedMatMul.
+    x = randn(rng, [1, 6, 24])
+    w1 = rng.integers(-127, 128, [24, 40]).astype(np.int8)
+    w2 = rng.integers(-127, 128, [40, 10]).astype(np.int8)
+    f = np.float32
+    inits = [("xs", np.asarray(0.02, f)), ("xz", np.asarray(130, np.uint8)),
+             ("w1", w1), ("s1", uniform(rng, [40], 0.002, 0.01)), ("b1", randn(rng, [40], 0.1)),
+             ("rs", np.asarray(0.03, f)), ("rz", np.asarray(-20, np.int8)),
+             ("w2", w2), ("s2", np.asarray(0.004, f))]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["X", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w1", "s1"], ["w1d"], axis=1),
+        helper.make_node("MatMul", ["xd", "w1d"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["a1"]),
+        helper.make_node("QuantizeLinear", ["a1", "rs", "rz"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "rs", "rz"], ["rd"]),
+        helper.make_node("DequantizeLinear", ["w2", "s2"], ["w2d"]),
+        helper.make_node("MatMul", ["rd", "w2d"], ["Y"]),
+    ]
+    return Case(nodes, [("X", x)], ["Y"], inits)
+
+
 # ---- Elementwise binary ----------------------------------------------------------
 
 def binary_case(op, a, b, b_init=False):

@@ -271,6 +271,7 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         ("ops/qdq_conv", "ops/qdq_conv"),
         ("ops/depthwise_stack_batch2", "ops/depthwise_stack_batch2"),
         ("ops/qlinear_conv_i8", "ops/qlinear_conv_i8"),
+        ("ops/qlinear_matmul_i8", "ops/qlinear_matmul_i8"),
     ] {
         let r = check(
             root,
@@ -319,6 +320,7 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
             ("ops/qdq_conv", "ops/qdq_conv"),
             ("ops/depthwise_stack", "ops/depthwise_stack"),
             ("ops/qlinear_conv_u8", "ops/qlinear_conv_u8"),
+            ("ops/qdq_matmul", "ops/qdq_matmul"),
         ] {
             let r = check(
                 root,

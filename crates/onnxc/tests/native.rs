@@ -172,6 +172,13 @@ fn linked_cnn_matches_reference_and_jit() {
     check_linked_model("testdata/cnn_digits.onnx", "testdata/cnn_digits.npz", "input");
 }
 
+/// A QDQ linear layer: QuantizedMatMul, on the VNNI tile in the native
+/// object where this CPU has it and as loops in the baseline one.
+#[test]
+fn linked_quantized_matmul_matches_reference_and_jit() {
+    check_linked_model("testdata/ops/qdq_matmul.onnx", "testdata/ops/qdq_matmul.npz", "X");
+}
+
 #[test]
 fn two_models_with_different_names_link_into_one_program() {
     let root = common::root();

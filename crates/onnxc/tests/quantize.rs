@@ -319,3 +319,21 @@ fn quantized_matmul_matches_float_matmul_on_dequantized_values() {
         }
     }
 }
+
+/// QOperator QLinearMatMul (u8 and i8 activations, a batch dimension)
+/// and QDQ-format MatMuls run as QuantizedMatMul: the qdq pass leaves no
+/// QLinearMatMul or float MatMul, and the outputs equal ONNX Runtime's.
+#[test]
+fn quantized_matmuls_run_on_the_integer_kernel() {
+    let root = common::root();
+    for case in ["qlinear_matmul_u8", "qlinear_matmul_i8", "qdq_matmul"] {
+        let model = root.join(format!("testdata/ops/{case}.onnx"));
+        let (graph, _, _) = onnxc::build_program_opts(&model, &onnxc::CompileOptions::default()).unwrap();
+        let hist = format!("{:?}", graph.op_histogram());
+        assert!(
+            hist.contains("QuantizedMatMul") && !hist.contains("QLinearMatMul") && !hist.contains("\"MatMul\""),
+            "{case}: {hist}"
+        );
+        common::check_model_against_reference(&model, &model.with_extension("npz"));
+    }
+}
