@@ -179,7 +179,7 @@ fn gemm_gflops(threads: usize, secs: f64, kind: onnxc_kir::GemmKind) -> Result<f
     let integer = kind.is_integer();
     let per_element = match kind {
         GemmKind::Float => 1,
-        GemmKind::I16Pairs => 2,
+        GemmKind::I16Pairs | GemmKind::I16PairsRows => 2,
         GemmKind::U8I8Quads | GemmKind::U8I8QuadsRows => 4,
     };
     let (m, k) = if integer { (516, n / per_element) } else { (n, n) };

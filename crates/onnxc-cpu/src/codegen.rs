@@ -152,6 +152,12 @@ pub fn define_program<M: Module>(
     } else {
         None
     };
+    let avx2_i16_rows = if avx2.is_some() && has_kind(onnxc_kir::GemmKind::I16PairsRows) {
+        let code = crate::ukernel::avx2_gemm_i16x2rows_6x16();
+        Some(ukernel(module, crate::ukernel::AVX2_GEMM_I16_ROWS_NAME, code)?)
+    } else {
+        None
+    };
     let static_vnni = has_avx512_vnni(module);
     let vnni = if static_vnni && has_kind(onnxc_kir::GemmKind::U8I8Quads) {
         Some(ukernel(module, crate::ukernel::VNNI_GEMM_U8I8_NAME, crate::ukernel::avx512vnni_gemm_u8i8x4_6x16())?)
@@ -204,7 +210,7 @@ pub fn define_program<M: Module>(
         // So do quads without VNNI.
         let expand = |g: &onnxc_kir::GemmStmt| match g.kind {
             onnxc_kir::GemmKind::Float => !g.is_f32(program),
-            onnxc_kir::GemmKind::I16Pairs => false,
+            onnxc_kir::GemmKind::I16Pairs | onnxc_kir::GemmKind::I16PairsRows => false,
             onnxc_kir::GemmKind::U8I8Quads => vnni.is_none(),
             onnxc_kir::GemmKind::U8I8QuadsRows => vnni_rows.is_none(),
         };
@@ -256,6 +262,7 @@ pub fn define_program<M: Module>(
                 prefix: format!("{name}__k{ki}"),
                 avx2,
                 avx2_i16,
+                avx2_i16_rows,
                 vnni,
                 vnni_rows,
                 pack,
@@ -316,6 +323,7 @@ pub fn define_program<M: Module>(
                     prefix: String::new(),
                     avx2,
                     avx2_i16,
+                    avx2_i16_rows,
                     vnni,
                     vnni_rows,
                     pack,
@@ -768,6 +776,8 @@ struct Gen<'a, 'b, M: Module> {
     /// The AVX2 integer GEMM microkernel, when `avx2` is there and the
     /// program has integer products.
     avx2_i16: Option<FuncId>,
+    /// Its per-column form (`GemmKind::I16PairsRows`), likewise.
+    avx2_i16_rows: Option<FuncId>,
     /// The VNNI u8×i8 GEMM microkernel, when the ISA has AVX512VL and
     /// AVX512_VNNI and the program has such products.
     vnni: Option<FuncId>,
@@ -1468,8 +1478,9 @@ impl<M: Module> Gen<'_, '_, M> {
                 let ukr = self.vnni_rows.ok_or_else(|| err("gemm", "u8×i8 quads without AVX512_VNNI"))?;
                 (ukr, self.b.ins().iconst(types::I64, 1))
             }
-            _ => {
-                let Some(ukr) = self.avx2_i16 else {
+            kind => {
+                let tile = if kind == onnxc_kir::GemmKind::I16PairsRows { self.avx2_i16_rows } else { self.avx2_i16 };
+                let Some(ukr) = tile else {
                     return narrow_panel(self);
                 };
                 (ukr, self.b.ins().load(types::I64, MemFlagsData::trusted(), data, 24))
@@ -1598,19 +1609,27 @@ impl<M: Module> Gen<'_, '_, M> {
         let zero = self.b.ins().iconst(types::I32, 0);
         let zero = self.b.ins().splat(types::I32X4, zero);
         let mut acc = Vec::new();
+        // Per-column init values, scales and biases: the panel's, at
+        // column j.
+        let by_column = g.dequant.as_ref().is_some_and(|d| d.columns);
+        let j4 = self.b.ins().ishl_imm_u(j, 2);
         for (r, &c_row) in c_rows.iter().enumerate() {
             let start = match init0 {
+                Some(i0) if by_column => {
+                    let at = self.b.ins().iadd(i0, j4);
+                    (0..VECS).map(|h| self.b.ins().load(types::I32X4, flags(), at, (h * 16) as i32)).collect()
+                }
                 Some(i0) => {
                     let at = self.b.ins().iadd_imm_s(i, r as i64);
                     let at = self.b.ins().ishl_imm_u(at, 2);
                     let at = self.b.ins().iadd(i0, at);
                     let v = self.b.ins().load(types::I32, flags(), at, 0);
-                    self.b.ins().splat(types::I32X4, v)
+                    vec![self.b.ins().splat(types::I32X4, v); VECS]
                 }
-                None => zero,
+                None => vec![zero; VECS],
             };
             let mut row = Vec::new();
-            for h in 0..VECS {
+            for (h, &start) in start.iter().enumerate() {
                 let v = self.b.declare_var(types::I32X4);
                 let init =
                     if g.accumulate { self.b.ins().load(types::I32X4, flags(), c_row, (h * 16) as i32) } else { start };
@@ -1664,18 +1683,29 @@ impl<M: Module> Gen<'_, '_, M> {
         let (lo, hi) = (self.vconst(d.lo), self.vconst(d.hi));
         for (r, row) in acc.iter().enumerate() {
             let ir = self.b.ins().iadd_imm_s(i, r as i64);
-            let at = self.b.ins().ishl_imm_u(ir, 2);
+            let at = if by_column { j4 } else { self.b.ins().ishl_imm_u(ir, 2) };
             let sa = self.b.ins().iadd(s0, at);
             let ba = self.b.ins().iadd(bias0, at);
-            let sc = self.b.ins().load(types::F32, flags(), sa, 0);
-            let sc = self.b.ins().splat(types::F32X4, sc);
-            let bi = self.b.ins().load(types::F32, flags(), ba, 0);
-            let bi = self.b.ins().splat(types::F32X4, bi);
+            let (sc, bi): (Vec<Value>, Vec<Value>) = if by_column {
+                (0..VECS)
+                    .map(|h| {
+                        let off = (h * 16) as i32;
+                        (
+                            self.b.ins().load(types::F32X4, flags(), sa, off),
+                            self.b.ins().load(types::F32X4, flags(), ba, off),
+                        )
+                    })
+                    .unzip()
+            } else {
+                let sc = self.b.ins().load(types::F32, flags(), sa, 0);
+                let bi = self.b.ins().load(types::F32, flags(), ba, 0);
+                (vec![self.b.ins().splat(types::F32X4, sc); VECS], vec![self.b.ins().splat(types::F32X4, bi); VECS])
+            };
             for (h, &v) in row.iter().enumerate() {
                 let x = self.b.use_var(v);
                 let x = self.b.ins().fcvt_from_sint(types::F32X4, x);
-                let x = self.b.ins().fmul(x, sc);
-                let x = self.b.ins().fadd(x, bi);
+                let x = self.b.ins().fmul(x, sc[h]);
+                let x = self.b.ins().fadd(x, bi[h]);
                 let x = self.b.ins().fmax(x, lo);
                 let x = self.b.ins().fmin(x, hi);
                 self.b.ins().stack_store(ptr, x, tile, (h * 16) as i32);

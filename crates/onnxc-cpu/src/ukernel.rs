@@ -108,6 +108,16 @@ pub fn avx2_gemm_i16x2_6x16() -> Result<Vec<u8>, IcedError> {
     gemm_6x16(Tile::I16Pairs)
 }
 
+/// Symbol name of the AVX2 integer tile dequantizing per column.
+pub const AVX2_GEMM_I16_ROWS_NAME: &str = "x86_64_avx2_gemm_i16x2rows_6x16";
+
+/// Machine code of the AVX2 tile for `onnxc_kir::GemmKind::I16PairsRows`:
+/// [`avx2_gemm_i16x2_6x16`]'s step, with the init values, scales and
+/// biases per column as in [`avx512vnni_gemm_u8i8x4rows_6x16`].
+pub fn avx2_gemm_i16x2rows_6x16() -> Result<Vec<u8>, IcedError> {
+    gemm_6x16(Tile::I16PairsRows)
+}
+
 /// Symbol name of the AVX-512 VNNI integer GEMM microkernel.
 pub const VNNI_GEMM_U8I8_NAME: &str = "x86_64_avx512vnni_gemm_u8i8x4_6x16";
 
@@ -139,6 +149,15 @@ enum Tile {
     I16Pairs,
     U8I8Quads,
     U8I8QuadsRows,
+    I16PairsRows,
+}
+
+impl Tile {
+    /// True for the tiles whose init values, scales and biases are per
+    /// column.
+    fn by_column(self) -> bool {
+        matches!(self, Tile::U8I8QuadsRows | Tile::I16PairsRows)
+    }
 }
 
 /// The 6×16 tile for every kind: the same registers, parameter block,
@@ -184,7 +203,7 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
         a.test(rsi, rsi)?;
         a.jz(from_zero)?;
         for r in 0..6 {
-            if tile == Tile::U8I8QuadsRows {
+            if tile.by_column() {
                 // The panel's 16 columns' values, the same in every row.
                 a.vmovdqu(acc[2 * r], ptr(rsi))?;
                 a.vmovdqu(acc[2 * r + 1], ptr(rsi + 32))?;
@@ -215,7 +234,7 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
                 a.vfmadd231ps(lo, ymm14, ymm12)?;
                 a.vfmadd231ps(hi, ymm14, ymm13)?;
             }
-            Tile::I16Pairs => {
+            Tile::I16Pairs | Tile::I16PairsRows => {
                 a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
                 a.vpmaddwd(ymm15, ymm14, ymm12)?;
                 a.vpaddd(lo, lo, ymm15)?;
@@ -251,7 +270,7 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     if tile == Tile::F32 {
         store_f32(&mut a, &acc)?;
     } else {
-        store_int(&mut a, &acc, tile == Tile::U8I8QuadsRows)?;
+        store_int(&mut a, &acc, tile.by_column())?;
     }
     a.assemble(0)
 }
@@ -310,7 +329,8 @@ fn store_f32(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), Ic
 /// The integer tiles' store, return and mask table: the i32 sums, or with
 /// DEQUANT their dequantized, biased, clamped f32 values in the first ROWS
 /// rows and COLS columns; `by_column`: the scales and biases are the
-/// columns' (ymm16-19, EVEX), else each row's (broadcast into ymm12-13).
+/// columns' (read as memory operands), else each row's (broadcast into
+/// ymm12-13).
 fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12], by_column: bool) -> Result<(), IcedError> {
     let mut dequant = a.create_label();
     let mut done = a.create_label();
@@ -334,15 +354,6 @@ fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12], by_column: bool)
     a.lea(rcx, ptr(mask))?;
     a.lea(rcx, ptr(rcx + rax * 4))?;
     let mut partial = a.create_label();
-    if by_column {
-        // ymm16-19 exist only in EVEX encodings.
-        a.set_prefer_vex(false);
-        a.vmovups(ymm16, ptr(r8))?;
-        a.vmovups(ymm17, ptr(r8 + 32))?;
-        a.vmovups(ymm18, ptr(r9))?;
-        a.vmovups(ymm19, ptr(r9 + 32))?;
-        a.set_prefer_vex(true);
-    }
     a.cmp(qword_ptr(rbx + param::COLS), 16)?;
     a.jb(partial)?;
     for masked in [false, true] {
@@ -352,20 +363,20 @@ fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12], by_column: bool)
         for r in 0..6 {
             a.cmp(r10, r as i32)?;
             a.jbe(done)?;
-            let (scales, biases) = if by_column {
-                ([ymm16, ymm17], [ymm18, ymm19])
-            } else {
+            if !by_column {
                 a.vbroadcastss(ymm12, dword_ptr(r8 + 4 * r as i32))?;
                 a.vbroadcastss(ymm13, dword_ptr(r9 + 4 * r as i32))?;
-                ([ymm12, ymm12], [ymm13, ymm13])
-            };
+            }
             for h in 0..2 {
                 let v = acc[2 * r + h];
                 a.vcvtdq2ps(v, v)?;
-                a.set_prefer_vex(!by_column);
-                a.vmulps(v, v, scales[h])?;
-                a.vaddps(v, v, biases[h])?;
-                a.set_prefer_vex(true);
+                if by_column {
+                    a.vmulps(v, v, ptr(r8 + 32 * h as i32))?;
+                    a.vaddps(v, v, ptr(r9 + 32 * h as i32))?;
+                } else {
+                    a.vmulps(v, v, ymm12)?;
+                    a.vaddps(v, v, ymm13)?;
+                }
                 a.vmaxps(v, v, ymm14)?;
                 a.vminps(v, v, ymm15)?;
             }

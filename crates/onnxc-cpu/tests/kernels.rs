@@ -689,8 +689,9 @@ fn integer_gemm_matches_naive_product() {
     }
 }
 
-/// The dequantizing integer GEMMs (i16 pairs, and u8×i8 quads either
-/// way round: the VNNI tiles where this CPU has them): f32 C of `rows ×
+/// The dequantizing integer GEMMs (i16 pairs and u8×i8 quads, each
+/// dequantized per row or per column: the AVX2 and VNNI tiles where this
+/// CPU has them): f32 C of `rows ×
 /// cols` (fewer than the padded `m × n` computed, so partial row tiles and
 /// column panels are stored through masks), rows (or, for the u8-rows
 /// quads, columns) starting from `init` or zero, `f32(acc) · scale + bias`
@@ -699,7 +700,7 @@ fn integer_gemm_matches_naive_product() {
 #[test]
 fn dequantizing_integer_gemm_matches_naive_product() {
     let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let kinds = [GemmKind::I16Pairs, GemmKind::U8I8Quads, GemmKind::U8I8QuadsRows];
+    let kinds = [GemmKind::I16Pairs, GemmKind::U8I8Quads, GemmKind::U8I8QuadsRows, GemmKind::I16PairsRows];
     // (54, 48): the VNNI product runs by row blocks (three, the last partial).
     for &(m, n, k, rows, cols) in
         &[(6, 16, 3, 6, 16), (12, 32, 20, 7, 17), (18, 48, 9, 13, 33), (6, 16, 4, 1, 1), (54, 48, 9, 50, 40)]
@@ -711,7 +712,7 @@ fn dequantizing_integer_gemm_matches_naive_product() {
             // Element `i` of A or B: its packed word and its unpacked lanes.
             let word = |i: usize, salt: usize, signed: bool| -> (i32, Vec<i64>) {
                 match kind {
-                    GemmKind::I16Pairs => {
+                    GemmKind::I16Pairs | GemmKind::I16PairsRows => {
                         let (lo, hi) = (val(i, salt), val(i, salt + 1) / 2);
                         (((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32, vec![lo as i64, hi as i64])
                     }
@@ -731,9 +732,9 @@ fn dequantizing_integer_gemm_matches_naive_product() {
                     }
                 }
             };
-            // The u8-rows quads: A is u8, B i8, and the dequantization's
-            // values are per column.
-            let by_column = kind == GemmKind::U8I8QuadsRows;
+            // The rows kinds: the dequantization's values are per column
+            // (and for quads, A is u8 and B i8).
+            let by_column = matches!(kind, GemmKind::U8I8QuadsRows | GemmKind::I16PairsRows);
             let a: Vec<(i32, Vec<i64>)> = (0..m * k).map(|i| word(i, 1, !by_column)).collect();
             let b: Vec<(i32, Vec<i64>)> = (0..k * n).map(|i| word(i, 3, by_column)).collect();
             let len = rows.max(n);

@@ -480,6 +480,11 @@ pub enum GemmKind {
     /// are activations and whose columns are int8 weights (a quantized
     /// MatMul), dequantized per column (see [`Dequant::columns`]).
     U8I8QuadsRows,
+    /// [`GemmKind::I16Pairs`] for the same products: A's rows are the
+    /// activations' pairs, B's columns the weights', dequantized per
+    /// column (the step is symmetric, so only the kernels' dequantizing
+    /// store differs).
+    I16PairsRows,
 }
 
 impl GemmKind {
@@ -564,7 +569,7 @@ impl GemmStmt {
         let c = |v: i64| Expr::Int(v, ScalarType::I32);
         let step = match self.kind {
             GemmKind::Float => bin(BinOp::Mul, a, b),
-            GemmKind::I16Pairs => {
+            GemmKind::I16Pairs | GemmKind::I16PairsRows => {
                 // Sign-extended halves: (x << 16) >> 16 and x >> 16.
                 let lo = |x: &Expr| bin(BinOp::Shr, bin(BinOp::Shl, x.clone(), c(16)), c(16));
                 let hi = |x: &Expr| bin(BinOp::Shr, x.clone(), c(16));

@@ -631,14 +631,21 @@ pub fn quantized_conv(
     Ok(())
 }
 
-/// [`Op::QuantizedMatMul`] as one integer product (`GemmKind::U8I8QuadsRows`)
-/// over all of x's rows: x quantized to u8 and packed four consecutive
-/// elements of a row to a word (A, `[M padded to 6][K/4]`), times the int8
-/// weights packed at compile time (B, `[K/4][N padded to 16]`), each
-/// column's sums starting from `-zp · sum(w[.., n])` and dequantized,
-/// biased and clamped (`clamp`: a fused Relu or Clip) in the store. With a
-/// run-time scale (`x_quant` `None`) the kernel first finds x's range as
-/// DynamicQuantizeLinear does, then the columns' scales and start values.
+/// [`Op::QuantizedMatMul`] as one integer product over all of x's rows:
+/// x quantized and packed, consecutive elements of a row to a word (A,
+/// `[M padded to 6][K/lanes]`), times the int8 weights packed at compile
+/// time (B, `[K/lanes][N padded to 16]`), dequantized, biased and clamped
+/// (`clamp`: a fused Relu or Clip) in the store, per column. Two packings,
+/// per [`LowerOptions`], as for [`quantized_conv`]:
+/// - u8×i8 quads (`GemmKind::U8I8QuadsRows`, VNNI): x as u8 codes, each
+///   column's sums starting from `-zp · sum(w[.., n])`;
+/// - i16 pairs (`GemmKind::I16PairsRows`): x's codes minus the zero point.
+///
+/// With a run-time scale (`x_quant` `None`) the kernel first finds x's
+/// range as DynamicQuantizeLinear does, then the columns' scales (and
+/// start values).
+///
+/// [`LowerOptions`]: crate::LowerOptions
 pub fn quantized_matmul(
     cx: &mut Lowering,
     id: NodeId,
@@ -646,6 +653,8 @@ pub fn quantized_matmul(
     w_scale: &[f32],
     (lo, hi): (f32, f32),
 ) -> R {
+    let quads = cx.options.int8_quads;
+    let lanes = if quads { 4 } else { 2 };
     let xd = cx.in_dims(id, 0)?;
     let wd = cx.in_dims(id, 1)?;
     let w = cx.graph.const_input(id, 1).ok_or("QuantizedMatMul needs constant weights")?;
@@ -659,12 +668,14 @@ pub fn quantized_matmul(
         return Err("QuantizedMatMul needs f32 input and output".into());
     }
     let name = cx.graph.graph[id].name.clone();
-    let units = kk.div_ceil(4);
+    let units = kk.div_ceil(lanes);
     let (mp, np) = (round_up(rows, 6), round_up(n, 16));
-    // Weights: word (u, j) holds w[4u + e, j] in byte e; zeros past K and N.
-    let at = |t: usize, j: usize| if t < kk && j < n { w_q[t * n + j] as u8 as u32 } else { 0 };
+    // Weights: word (u, j) holds w[lanes·u + e, j] in lane e; zeros past K
+    // and N.
+    let at = |t: usize, j: usize| if t < kk && j < n { w_q[t * n + j] } else { 0 };
+    let lane = |v: i8, e: usize| if quads { (v as u8 as u32) << (8 * e) } else { (v as i16 as u16 as u32) << (16 * e) };
     let packed: Vec<u8> = (0..units)
-        .flat_map(|u| (0..np).map(move |j| (0..4).fold(0u32, |word, e| word | (at(4 * u + e, j) << (8 * e)))))
+        .flat_map(|u| (0..np).map(move |j| (0..lanes).fold(0u32, |word, e| word | lane(at(lanes * u + e, j), e))))
         .flat_map(|word| word.to_le_bytes())
         .collect();
     let wpk = cx.push_buffer(
@@ -673,7 +684,7 @@ pub fn quantized_matmul(
         (units * np) as u64,
         onnxc_kir::BufferKind::Constant(packed),
     );
-    let wsum: Vec<i32> = (0..np).map(|j| (0..kk).map(|t| at(t, j) as u8 as i8 as i32).sum()).collect();
+    let wsum: Vec<i32> = (0..np).map(|j| (0..kk).map(|t| at(t, j) as i32).sum()).collect();
     // Constants of 4-byte elements.
     let konst = |cx: &mut Lowering, what: &str, elem: ScalarType, words: Vec<[u8; 4]>| {
         let len = words.len() as u64;
@@ -700,17 +711,25 @@ pub fn quantized_matmul(
     let a = cx.temp(format!("{name}_quantized_rows"), ScalarType::I32, mp * units);
     let mut k = KernelBuilder::new(name.clone());
     let mut body = Vec::new();
-    // (scale, init) buffers and the quantized element of x at `t`.
-    let (scale, init, quant): (BufferId, BufferId, Box<dyn Fn(Expr) -> Expr>) = match x_quant {
+    // `clamp(round(y) + zp, 0, 255)` (quads) or that minus zp (pairs), as i32.
+    let code = move |y: Expr, zp: Expr| {
+        let r = bin(BinOp::Add, un(UnOp::Round, y), zp.clone());
+        let mut r = bin(BinOp::Min, bin(BinOp::Max, r, f32c(0.0)), f32c(255.0));
+        if !quads {
+            r = bin(BinOp::Sub, r, zp);
+        }
+        Expr::Cast(ScalarType::I32, Box::new(r))
+    };
+    // The scale buffer, the init buffer (quads) and the code of x's element.
+    type Quant = Box<dyn Fn(Expr) -> Expr>;
+    let (scale, init, quant): (BufferId, Option<BufferId>, Quant) = match x_quant {
         Some((s, zp)) => {
             let scales: Vec<f32> = w_scale_p.iter().map(|w| s * w).collect();
             let inits: Vec<i32> = wsum.iter().map(|&v| -(zp as i32) * v).collect();
             let recip = 1.0 / s;
-            let q = move |v: Expr| {
-                let r = bin(BinOp::Add, un(UnOp::Round, bin(BinOp::Mul, v, f32c(recip))), f32c(zp as f32));
-                Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Min, bin(BinOp::Max, r, f32c(0.0)), f32c(255.0))))
-            };
-            (f32_const(cx, "scales", &scales), i32_const(cx, "zero_point_sums", &inits), Box::new(q))
+            let init = quads.then(|| i32_const(cx, "zero_point_sums", &inits));
+            let q = move |v: Expr| code(bin(BinOp::Mul, v, f32c(recip)), f32c(zp as f32));
+            (f32_const(cx, "scales", &scales), init, Box::new(q))
         }
         None => {
             // DynamicQuantizeLinear's range, scale and zero point.
@@ -749,38 +768,48 @@ pub fn quantized_matmul(
                 },
             });
             let scales = cx.temp(format!("{name}_scales"), ScalarType::F32, np);
-            let inits = cx.temp(format!("{name}_zero_point_sums"), ScalarType::I32, np);
             let ws = f32_const(cx, "weight_scales", &w_scale_p);
-            let sums = i32_const(cx, "weight_sums", &wsum);
             body.extend(k.nest(&[np], |_, v| {
                 let j = v[0].clone();
-                let neg_zp = Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Sub, f32c(0.0), var(zp))));
-                vec![
-                    Stmt::Store { buf: scales, index: j.clone(), value: bin(BinOp::Mul, var(s), load(ws, j.clone())) },
-                    Stmt::Store { buf: inits, index: j.clone(), value: bin(BinOp::Mul, neg_zp, load(sums, j)) },
-                ]
+                vec![Stmt::Store { buf: scales, index: j.clone(), value: bin(BinOp::Mul, var(s), load(ws, j)) }]
             }));
+            let init = if quads {
+                let inits = cx.temp(format!("{name}_zero_point_sums"), ScalarType::I32, np);
+                let sums = i32_const(cx, "weight_sums", &wsum);
+                body.extend(k.nest(&[np], |_, v| {
+                    let j = v[0].clone();
+                    let neg_zp = Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Sub, f32c(0.0), var(zp))));
+                    vec![Stmt::Store { buf: inits, index: j.clone(), value: bin(BinOp::Mul, neg_zp, load(sums, j)) }]
+                }));
+                Some(inits)
+            } else {
+                None
+            };
             // With scale 0, x / 0 is NaN or ±inf: divide by 1 instead (x is 0).
             let div = Expr::Select { cond: Box::new(positive), then: Box::new(var(s)), otherwise: Box::new(f32c(1.0)) };
             let d = k.var(ScalarType::F32);
             body.push(Stmt::Assign { var: d, value: div });
-            let q = move |v: Expr| {
-                let r = bin(BinOp::Add, un(UnOp::Round, bin(BinOp::Div, v, var(d))), var(zp));
-                Expr::Cast(ScalarType::I32, Box::new(bin(BinOp::Min, bin(BinOp::Max, r, f32c(0.0)), f32c(255.0))))
-            };
-            (scales, inits, Box::new(q))
+            let q = move |v: Expr| code(bin(BinOp::Div, v, var(d)), var(zp));
+            (scales, init, Box::new(q))
         }
     };
-    // A: rows of x quantized, four elements to a word (byte e is element
-    // 4u + e); a last partial quad's missing elements are 0 (their weights
-    // are 0 too).
-    let full = kk / 4;
-    let word = |i: &Expr, u: &Expr, lanes: usize| {
+    // A: rows of x quantized, `lanes` elements to a word (lane e is
+    // element lanes·u + e); a last partial word's missing lanes are 0
+    // (their weights are 0 too).
+    let full = kk / lanes;
+    let word = |i: &Expr, u: &Expr, count: usize| {
+        let bits = 32 / lanes as i64;
         let mut packed = None;
-        for e in 0..lanes {
-            let at = add(mul(i.clone(), int(kk as i64)), add(mul(u.clone(), int(4)), int(e as i64)));
+        for e in 0..count {
+            let at = add(mul(i.clone(), int(kk as i64)), add(mul(u.clone(), int(lanes as i64)), int(e as i64)));
             let q = quant(load(x, at));
-            let q = if e == 0 { q } else { bin(BinOp::Shl, q, Expr::Int(8 * e as i64, ScalarType::I32)) };
+            let q = match e {
+                // An i16 lane keeps its low half only (a negative code's
+                // sign bits would reach the next lane).
+                0 if !quads => bin(BinOp::And, q, Expr::Int(0xffff, ScalarType::I32)),
+                0 => q,
+                _ => bin(BinOp::Shl, q, Expr::Int(bits * e as i64, ScalarType::I32)),
+            };
             packed = Some(match packed {
                 None => q,
                 Some(p) => bin(BinOp::Or, p, q),
@@ -789,20 +818,17 @@ pub fn quantized_matmul(
         packed.expect("at least one lane")
     };
     let fill = |_: &mut KernelBuilder, v: &[Expr]| {
-        vec![Stmt::Store {
-            buf: a,
-            index: add(mul(v[0].clone(), int(units as i64)), v[1].clone()),
-            value: word(&v[0], &v[1], 4),
-        }]
+        let index = add(mul(v[0].clone(), int(units as i64)), v[1].clone());
+        vec![Stmt::Store { buf: a, index, value: word(&v[0], &v[1], lanes) }]
     };
     body.extend(if x_quant.is_some() { k.nest_parallel(&[rows, full], fill) } else { k.nest(&[rows, full], fill) });
-    if kk % 4 != 0 {
+    if kk % lanes != 0 {
         body.extend(k.nest(&[rows], |_, v| {
             let u = int(full as i64);
             vec![Stmt::Store {
                 buf: a,
                 index: add(mul(v[0].clone(), int(units as i64)), u.clone()),
-                value: word(&v[0], &u, kk % 4),
+                value: word(&v[0], &u, kk % lanes),
             }]
         }));
     }
@@ -821,7 +847,7 @@ pub fn quantized_matmul(
         c_off: int(0),
         c_rs: n as i64,
         accumulate: false,
-        kind: onnxc_kir::GemmKind::U8I8QuadsRows,
+        kind: if quads { onnxc_kir::GemmKind::U8I8QuadsRows } else { onnxc_kir::GemmKind::I16PairsRows },
         dequant: Some(Box::new(onnxc_kir::Dequant {
             scale,
             scale_off: int(0),
@@ -831,7 +857,7 @@ pub fn quantized_matmul(
             hi,
             rows,
             cols: n,
-            init: Some((init, int(0))),
+            init: init.map(|b| (b, int(0))),
             columns: true,
         })),
         epilogue: None,

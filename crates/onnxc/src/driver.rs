@@ -444,15 +444,16 @@ pub fn build_program_opts(
     pin_input_shapes(&mut graph, &shapes)?;
     report.compile_seconds.insert("import".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    // MatMuls quantize to integer products where the object has the
-    // u8×i8 kernel for them.
-    let quads = !is_gpu_target(opts.target.as_deref()) && int8_quads_for_object(opts);
+    // MatMuls quantize to integer products on CPUs (the GPU lowering has
+    // no integer product kernels: there they stay f32 arithmetic).
+    let gpu = is_gpu_target(opts.target.as_deref());
     let (passes, quantization) =
-        prepare_maybe_quantized(&mut graph, opts.opt_level, &opts.print_after, opts.quantize.as_ref(), quads)?;
+        prepare_maybe_quantized(&mut graph, opts.opt_level, &opts.print_after, opts.quantize.as_ref(), !gpu)?;
     report.passes = passes;
     report.quantization = quantization;
     report.compile_seconds.insert("passes".into(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
+    let quads = !gpu && int8_quads_for_object(opts);
     let program = lower_for(&graph, opts.opt_level, quads)?;
     report.compile_seconds.insert("lower".into(), t.elapsed().as_secs_f64());
     report.describe(&graph, &program);
@@ -805,7 +806,7 @@ pub fn load_for_inputs_quantized(
     bake_parameter_inputs(&mut graph, inputs);
     shapes.retain(|name, _| graph.inputs.iter().any(|&n| graph.graph[n].outputs[0].name == *name));
     pin_input_shapes(&mut graph, &shapes)?;
-    let (_, quantization) = prepare_maybe_quantized(&mut graph, level, &[], quantize, int8_quads_for(None, None))?;
+    let (_, quantization) = prepare_maybe_quantized(&mut graph, level, &[], quantize, true)?;
     let program = lower_at(&graph, level)?;
     let jit = JitModel::new(&program)?;
     Ok((LoadedModel { graph, program, jit }, quantization))

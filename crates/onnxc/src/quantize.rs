@@ -599,7 +599,7 @@ fn rewire_weights(g: &mut Graph, l: &Layer, weights: Tensor, bias: Option<Tensor
 
 /// Quantizes the layers not in `keep_float` (see the module docs);
 /// `integer_matmul`: MatMul and Gemm layers become `QuantizedMatMul`
-/// (the target has the u8×i8 kernel for it).
+/// (a CPU target; the GPU lowering has no integer product kernels).
 fn insert(
     graph: &Graph,
     layers: &[Layer],
@@ -663,8 +663,8 @@ fn insert(
             records.push(rec);
             continue;
         }
-        // MatMul and Gemm layers on targets with the u8×i8 kernel: one
-        // integer product over all rows, x quantized with the calibrated
+        // MatMul and Gemm layers (on CPUs): one integer product over all
+        // rows, x quantized with the calibrated
         // scale or, in dynamic mode, the one found at run time.
         if let Some((weights, bias)) = integer_matmul.then(|| matmul_operands(&g, l.node, &w, &ints)).flatten() {
             let x_quant = ranges.map(|r| r[k].scale_zero_point());

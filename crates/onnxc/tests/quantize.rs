@@ -43,16 +43,17 @@ fn static_and_dynamic_builds_report_their_parameters_and_accuracy() {
         assert_eq!(qj["layers"].as_array().unwrap().len(), 3);
         assert!(qj["accuracy"][0]["cosine_min"].as_f64().unwrap() > 0.999);
         // Static: the batch-1 Gemms compute in integers (QuantizedConv
-        // without spatial dims); dynamic: f32 behind DynamicQuantizeLinear.
+        // without spatial dims); dynamic: integer products too, with the
+        // activation scale found at run time (QuantizedMatMul).
         let arithmetic = if mode == QuantMode::Static {
             "int8 (integer GEMM, exact i32 sums)"
         } else {
-            "f32 over int8-rounded values"
+            "int8 (integer GEMM, exact i32 sums; activation scale found at run time)"
         };
         assert_eq!(qj["layers"][0]["arithmetic"], arithmetic, "Gemm layers");
         let (graph, _, _) = onnxc::build_program_opts(&model, &options(mode, "", false)).unwrap();
         let hist = format!("{:?}", graph.op_histogram());
-        let want = if mode == QuantMode::Static { "QuantizedConv" } else { "DynamicQuantizeLinear" };
+        let want = if mode == QuantMode::Static { "QuantizedConv" } else { "QuantizedMatMul" };
         assert!(hist.contains(want), "{hist}");
     }
 }
@@ -223,8 +224,9 @@ fn qlinear_conv_runs_on_the_integer_kernels() {
     }
 }
 
-/// QuantizedMatMul (the u8-rows VNNI tile where this CPU has it, else the
-/// reference loops), with a calibrated scale and with the scale found at
+/// QuantizedMatMul through both packings (i16 pairs: the AVX2 tile; u8×i8
+/// quads: the VNNI tile where this CPU has it, else the reference loops),
+/// with a calibrated scale and with the scale found at
 /// run time, against a float MatMul of the dequantized input and weights
 /// plus the bias: rows not a multiple of the tile's 6, K not a multiple
 /// of 4, N not a multiple of 16, a batch dimension, and an all-zero input
@@ -279,8 +281,8 @@ fn quantized_matmul_matches_float_matmul_on_dequantized_values() {
             onnxc_ir::infer::infer_and_fold(&mut g, onnxc_ir::infer::InferOptions { fold_constants: false }).unwrap();
             g
         };
-        let run = |g: &Graph, input: &[f32]| -> Vec<f32> {
-            let program = onnxc::lower_for(g, onnxc::OptLevel::O2, true).unwrap();
+        let run = |g: &Graph, quads: bool, input: &[f32]| -> Vec<f32> {
+            let program = onnxc::lower_for(g, onnxc::OptLevel::O2, quads).unwrap();
             let jit = onnxc::JitModel::new(&program).unwrap();
             let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
             jit.run(&[&bytes]).unwrap()[0].chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
@@ -309,12 +311,16 @@ fn quantized_matmul_matches_float_matmul_on_dequantized_values() {
                     ((y.round_ties_even() + zp).clamp(0.0, 255.0) - zp) * s
                 })
                 .collect();
-            let want = run(&float, &x_dq);
+            let want = run(&float, false, &x_dq);
             let op = Op::QuantizedMatMul { x_quant, w_scale: w_scale.clone() };
-            let got = run(&build(op, w.clone()), &xs);
-            assert_eq!(got.len(), rows * n);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {ci} {x_quant:?} [{i}]: {g} vs {w}");
+            let quantized = build(op, w.clone());
+            for quads in [false, true] {
+                let got = run(&quantized, quads, &xs);
+                assert_eq!(got.len(), rows * n);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let at = format!("case {ci} {x_quant:?} quads {quads} [{i}]");
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{at}: {g} vs {w}");
+                }
             }
         }
     }
