@@ -493,7 +493,9 @@ const GEMM_MR: usize = 4;
 /// follows, and single columns after that. With the AVX2 tile, `n >= 16`
 /// and `m >= 6`, the `n % 16` last columns are one more 16-column panel
 /// instead, shifted back to end at column `n` and storing only its own
-/// columns (`shifted`).
+/// columns (`shifted`); with fewer rows too when the product does not
+/// accumulate (its 1-row tiles store the columns the panel before stored
+/// again, with the same values).
 #[derive(Clone, Copy)]
 struct Panels {
     n16: i64,
@@ -513,10 +515,11 @@ struct Panels {
 const GEMM_ROW_BLOCK: usize = 48;
 
 impl Panels {
-    fn new(m: usize, n: usize, avx2: bool) -> Panels {
+    fn new(g: &onnxc_kir::GemmStmt, avx2: bool) -> Panels {
+        let (m, n) = (g.m, g.n);
         let row_blocks =
             |n16: usize| if n16 <= 4 && m >= 2 * GEMM_ROW_BLOCK { m.div_ceil(GEMM_ROW_BLOCK) as i64 } else { 1 };
-        if avx2 && n >= 16 && m >= 6 && !n.is_multiple_of(16) {
+        if avx2 && n >= 16 && (m >= 6 || !g.accumulate) && !n.is_multiple_of(16) {
             let n16 = n.div_ceil(16);
             let shifted = 16 - (n % 16) as i64;
             return Panels { n16: n16 as i64, n8: 0, four: false, singles: 0, shifted, row_blocks: row_blocks(n16) };
@@ -545,13 +548,15 @@ type PackedKey = (u8, u32, i64, i64, i64, usize, usize);
 
 /// The product's A or B (`operand` 0 or 1) as a [`PackedKey`] when it can
 /// be packed at compile time for the AVX2 tile: f32, constant, at a
-/// constant offset, and only ever read by the tile (at least 6 rows and
-/// 16 columns, so no narrower Cranelift tile runs).
+/// constant offset, and only ever read in 16-column panels (A: at least 6
+/// rows; B: at least 16 columns, and at least 6 rows or no accumulation,
+/// see [`Panels`]).
 fn packable(program: &Program, g: &onnxc_kir::GemmStmt, operand: u8) -> Option<PackedKey> {
     let (buf, off) = if operand == 0 { (g.a, &g.a_off) } else { (g.b, &g.b_off) };
     let Expr::Int(off, _) = *off else { return None };
     let constant = matches!(program.buffers[buf.0 as usize].kind, BufferKind::Constant(_));
-    if !(g.is_f32(program) && constant && g.m >= 6 && g.n >= 16 && g.k > 0) {
+    let panels = g.n >= 16 && (g.m >= 6 || (operand == 1 && !g.accumulate));
+    if !(g.is_f32(program) && constant && panels && g.k > 0) {
         return None;
     }
     Some(if operand == 0 { (0, buf.0, off, g.a_rs, g.a_cs, g.m, g.k) } else { (1, buf.0, off, g.b_rs, 1, g.k, g.n) })
@@ -1242,7 +1247,9 @@ impl<M: Module> Gen<'_, '_, M> {
         // Task data: A, B, C, the AVX2 choice, then the dequantization's
         // first scale, bias and init row (0: none).
         let ptr = self.module.target_config().pointer_type();
-        let table = self.table.ok_or_else(|| err("gemm", "a GEMM inside a task"))?;
+        // The kernel's table: this function's, or (inside a parallel
+        // loop's task) the one the task reads its buffers from.
+        let table = self.table.or(self.dispatch_table).ok_or_else(|| err("gemm", "a GEMM inside a GEMM task"))?;
         let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
         let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 56, 3));
@@ -1263,10 +1270,21 @@ impl<M: Module> Gen<'_, '_, M> {
             let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
             self.b.ins().iconst(types::I64, tasks as i64)
         } else {
-            let wide = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, true).count());
-            let narrow = self.b.ins().iconst(types::I64, Panels::new(g.m, g.n, false).count());
+            let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
+            let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
             self.b.ins().select(use_avx2, wide, narrow)
         };
+        if self.table.is_none() {
+            // Inside a parallel loop's task: the product's tasks run here,
+            // in order (the loop's iterations are what run in parallel).
+            return self.dynamic_loop(n, |s, i| {
+                if g.kind.is_integer() {
+                    s.gemm_i16_task_body(g, data, i)
+                } else {
+                    s.gemm_task_body(g, data, i)
+                }
+            });
+        }
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
     }
 
@@ -1810,7 +1828,7 @@ impl<M: Module> Gen<'_, '_, M> {
             None => None,
         };
         let Some(ukr) = self.avx2 else {
-            return self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, false), None);
+            return self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, false), None);
         };
         // The kernel decided (CPUID, or statically) whether AVX2 may run;
         // the panel layout follows that choice.
@@ -1820,10 +1838,10 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.seal_block(wide);
         self.b.seal_block(narrow);
         self.b.switch_to_block(wide);
-        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, true), Some(ukr))?;
+        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some(ukr))?;
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(narrow);
-        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g.m, g.n, false), None)?;
+        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, false), None)?;
         self.b.ins().jump(done, &[]);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
@@ -1845,8 +1863,8 @@ impl<M: Module> Gen<'_, '_, M> {
         let mr = GEMM_MR as i64;
         let m_full = m / mr * mr;
         let column = |s: &mut Self, j: Value, vecs: usize| -> Result<(), BackendError> {
-            s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs))?;
-            s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs))
+            s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs, None))?;
+            s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs, None))
         };
         let kinds = [self.b.create_block(), self.b.create_block(), self.b.create_block(), self.b.create_block()];
         let done = self.b.create_block();
@@ -1974,11 +1992,15 @@ impl<M: Module> Gen<'_, '_, M> {
                 self.b.seal_block(no);
                 self.b.switch_to_block(no);
             } else {
-                let j8 = self.b.ins().iadd_imm_s(j, 8);
-                self.counted_loop(m6, m, 1, |s, row| {
-                    s.gemm_tile(g, (a0, b0, c0), 1, row, j, 2)?;
-                    s.gemm_tile(g, (a0, b0, c0), 1, row, j8, 2)
-                })?;
+                // Fewer than 6 rows (a batch-1 matrix-vector product): a
+                // 1-row tile of the panel's 16 columns, reading the packed
+                // panel where there is one.
+                let b_step = if packable(self.program, g, 1).is_some_and(|key| self.packed_b.contains_key(&key)) {
+                    Some((bj, 64))
+                } else {
+                    None
+                };
+                self.counted_loop(m6, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, 4, b_step))?;
             }
         }
         self.b.ins().jump(done, &[]);
@@ -2006,6 +2028,7 @@ impl<M: Module> Gen<'_, '_, M> {
 
     /// One tile: `rows` rows from row `i`, columns from `j`: `vecs` 4-lane
     /// vectors, or one scalar column when `vecs` is 0.
+    #[allow(clippy::too_many_arguments)]
     fn gemm_tile(
         &mut self,
         g: &onnxc_kir::GemmStmt,
@@ -2014,6 +2037,7 @@ impl<M: Module> Gen<'_, '_, M> {
         i: Value,
         j: Value,
         vecs: usize,
+        b_panel: Option<(Value, i64)>,
     ) -> Result<(), BackendError> {
         let fma = self.has_fma();
         let (ty, lanes) = if vecs == 0 { (types::F32, 1) } else { (types::F32X4, vecs) };
@@ -2034,8 +2058,15 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.def_var(v, a);
             a_ptrs.push(v);
         }
-        let jb = self.b.ins().ishl_imm_u(j, 2);
-        let b_start = self.b.ins().iadd(b0, jb);
+        // B's row 0 at column j: in B, or (`b_panel`) a packed panel's
+        // first row, with its row stride in bytes.
+        let b_start = match b_panel {
+            Some((at, _)) => at,
+            None => {
+                let jb = self.b.ins().ishl_imm_u(j, 2);
+                self.b.ins().iadd(b0, jb)
+            }
+        };
         let b_ptr = self.b.declare_var(ptr);
         self.b.def_var(b_ptr, b_start);
         // Accumulators.
@@ -2060,7 +2091,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 acc.push((r, h, v));
             }
         }
-        let (a_step, b_step) = (g.a_cs * 4, g.b_rs * 4);
+        let (a_step, b_step) = (g.a_cs * 4, b_panel.map_or(g.b_rs * 4, |(_, rs)| rs));
         self.counted_loop(0, g.k as i64, 1, |s, _| {
             let bp = s.b.use_var(b_ptr);
             let bv: Vec<Value> = (0..lanes).map(|h| s.b.ins().load(ty, flags(), bp, (h * 16) as i32)).collect();

@@ -493,6 +493,12 @@ fn gemm_statement_matches_naive_product() {
         // the shifted m % 6 tile; with the shifted last panel too).
         (100, 40, 9),
         (96, 32, 5),
+        // Fewer than 6 rows and at least 16 columns: 1-row tiles of
+        // 16-column panels (B packed when constant; the shifted last
+        // panel when the product does not accumulate).
+        (1, 40, 33),
+        (3, 37, 12),
+        (5, 16, 7),
     ];
     for &(m, n, k) in &shapes {
         // The last two: a bias start and a clamp in the store (the

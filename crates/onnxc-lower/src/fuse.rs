@@ -146,12 +146,19 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
         None => None,
     };
     let name = cx.graph.graph[id].name.clone();
-    let scores = cx.temp(format!("{name}_scores"), ScalarType::F32, s_len * t_len);
+    // The heads run in parallel, each with scores of its own, unless
+    // those would take more than SDPA_PARALLEL_SCORES bytes (then one
+    // buffer serves every head in turn).
+    let heads: usize = lead.iter().product();
+    let parallel = heads > 1 && heads * s_len * t_len * 4 <= SDPA_PARALLEL_SCORES;
+    let per_head = if parallel { s_len * t_len } else { 0 };
+    let scores = cx.temp(format!("{name}_scores"), ScalarType::F32, (s_len * t_len).max(per_head * heads));
     let mut k = KernelBuilder::new(name);
     let (mx, sum) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
     let lead_strides = strides_i64(lead);
-    let body = k.nest(lead, |k, b| {
+    let head = |k: &mut KernelBuilder, b: &[Expr]| {
         let h = linear(b, &lead_strides);
+        let s0 = mul(h.clone(), int(per_head as i64));
         let mut s = vec![Stmt::Gemm(Box::new(GemmStmt {
             m: s_len,
             n: t_len,
@@ -164,7 +171,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             b_off: mul(h.clone(), int((d * t_len) as i64)),
             b_rs: t_len as i64,
             c: scores,
-            c_off: int(0),
+            c_off: s0.clone(),
             c_rs: t_len as i64,
             accumulate: false,
             kind: onnxc_kir::GemmKind::Float,
@@ -173,7 +180,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
         }))];
         s.extend(k.nest(&[s_len], |k, i| {
             let i = i[0].clone();
-            let at = |j: &Expr| add(mul(i.clone(), int(t_len as i64)), j.clone());
+            let at = |j: &Expr| add(s0.clone(), add(mul(i.clone(), int(t_len as i64)), j.clone()));
             let mut row = k.nest(&[t_len], |_, j| {
                 let mut val = bin(BinOp::Mul, load(scores, at(&j[0])), f32c(scale));
                 if let Some((m, ms)) = &mask {
@@ -191,7 +198,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             n: dv,
             k: t_len,
             a: scores,
-            a_off: int(0),
+            a_off: s0,
             a_rs: t_len as i64,
             a_cs: 1,
             b: v,
@@ -206,7 +213,12 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             epilogue: None,
         })));
         s
-    });
+    };
+    let body = if parallel { k.nest_parallel(lead, head) } else { k.nest(lead, head) };
     cx.kernels.push(k.finish(body));
     Ok(())
 }
+
+/// Bytes of attention scores up to which the heads of a fused attention
+/// run in parallel, each with its own scores.
+const SDPA_PARALLEL_SCORES: usize = 4 << 20;

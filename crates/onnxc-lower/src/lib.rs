@@ -346,8 +346,9 @@ impl KernelBuilder {
 
     /// [`KernelBuilder::nest`] whose outermost loop is a `ParallelFor`: for
     /// nests at a kernel's top level whose outermost index selects disjoint
-    /// output (every iteration writes its own elements), whose body reads
-    /// no variable from outside the nest and holds no `Gemm`.
+    /// output (every iteration writes its own elements) and whose body
+    /// reads no variable from outside the nest. A `Gemm` in the body runs
+    /// its own tasks in order inside the iteration's.
     pub fn nest_parallel(
         &mut self,
         extents: &[usize],

@@ -347,7 +347,8 @@ pub fn layer_norm(cx: &mut Lowering, id: NodeId, axis: i64, epsilon: f32, rms: b
     let ns = strides_i64(&norm_dims);
     let mut k = KernelBuilder::new(cx.graph.graph[id].name.clone());
     let (mean, acc) = (k.var(ScalarType::F32), k.var(ScalarType::F32));
-    let body = k.nest(&[outer], |k, o| {
+    // Rows are independent: they run in parallel.
+    let body = k.nest_parallel(&[outer], |k, o| {
         let base = mul(o[0].clone(), int(n as i64));
         let xat = |v: &[Expr]| load(x, add(base.clone(), linear(v, &ns)));
         let centered = |v: &[Expr]| if rms { xat(v) } else { bin(BinOp::Sub, xat(v), var(mean)) };
