@@ -621,6 +621,38 @@ def qdq_matmul(rng):
     return Case(nodes, [("X", x)], ["Y"], inits)
 
 
+@case
+def matmul_integer_i8_weights(rng):
+    # MatMulInteger with constant symmetric int8 weights and a u8 input
+    # with a zero point: exact i32 sums (onnxc: the i16-pair kernel).
+    a = rng.integers(0, 256, [2, 5, 13]).astype(np.uint8)
+    b = rng.integers(-128, 128, [13, 20]).astype(np.int8)
+    inits = [("b", b), ("az", np.asarray(131, np.uint8))]
+    nodes = [helper.make_node("MatMulInteger", ["A", "b", "az"], ["Y"])]
+    return Case(nodes, [("A", a)], ["Y"], inits)
+
+
+@case
+def dynamic_matmul_integer(rng):
+    # The graph ONNX Runtime's quantize_dynamic writes for a linear layer:
+    # DynamicQuantizeLinear, MatMulInteger with constant u8 weights and
+    # per-column zero points, Cast, Mul by both scales, Add of the bias.
+    x = randn(rng, [1, 7, 24])
+    w = rng.integers(0, 256, [24, 18]).astype(np.uint8)
+    f = np.float32
+    inits = [("w", w), ("wz", rng.integers(100, 156, [18]).astype(np.uint8)),
+             ("ws", np.asarray(0.01, f)), ("bias", randn(rng, [18], 0.1))]
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["X"], ["xq", "xs", "xz"]),
+        helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+        helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xs", "ws"], ["s"]),
+        helper.make_node("Mul", ["accf", "s"], ["y"]),
+        helper.make_node("Add", ["y", "bias"], ["Y"]),
+    ]
+    return Case(nodes, [("X", x)], ["Y"], inits)
+
+
 # ---- Elementwise binary ----------------------------------------------------------
 
 def binary_case(op, a, b, b_init=False):

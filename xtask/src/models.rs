@@ -272,6 +272,7 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         ("ops/depthwise_stack_batch2", "ops/depthwise_stack_batch2"),
         ("ops/qlinear_conv_i8", "ops/qlinear_conv_i8"),
         ("ops/qlinear_matmul_i8", "ops/qlinear_matmul_i8"),
+        ("ops/matmul_integer_i8_weights", "ops/matmul_integer_i8_weights"),
     ] {
         let r = check(
             root,
@@ -321,6 +322,7 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
             ("ops/depthwise_stack", "ops/depthwise_stack"),
             ("ops/qlinear_conv_u8", "ops/qlinear_conv_u8"),
             ("ops/qdq_matmul", "ops/qdq_matmul"),
+            ("ops/dynamic_matmul_integer", "ops/dynamic_matmul_integer"),
         ] {
             let r = check(
                 root,

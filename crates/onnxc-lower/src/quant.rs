@@ -163,6 +163,9 @@ fn operand_param(cx: &mut Lowering, id: NodeId, slot: usize) -> Result<Option<(B
 }
 
 pub fn matmul_integer(cx: &mut Lowering, id: NodeId, qlinear: bool) -> R {
+    if !qlinear && matmul_integer_pairs(cx, id)? {
+        return Ok(());
+    }
     let (a_slot, b_slot) = if qlinear { (0, 3) } else { (0, 1) };
     let ad = cx.in_dims(id, a_slot)?;
     let bd = cx.in_dims(id, b_slot)?;
@@ -631,6 +634,57 @@ pub fn quantized_conv(
     Ok(())
 }
 
+/// The integer product `c = a · b` of a rows kind over A `[mp][units]`
+/// and packed weights B `[units][np]` (see [`packed_weights`]), C's rows
+/// `c_rs` apart.
+fn rows_product(
+    (a, b, c): (BufferId, BufferId, BufferId),
+    (mp, np, units): (usize, usize, usize),
+    c_rs: usize,
+    kind: onnxc_kir::GemmKind,
+    dequant: Option<onnxc_kir::Dequant>,
+) -> Stmt {
+    Stmt::Gemm(Box::new(onnxc_kir::GemmStmt {
+        m: mp,
+        n: np,
+        k: units,
+        a,
+        a_off: int(0),
+        a_rs: units as i64,
+        a_cs: 1,
+        b,
+        b_off: int(0),
+        b_rs: np as i64,
+        c,
+        c_off: int(0),
+        c_rs: c_rs as i64,
+        accumulate: false,
+        kind,
+        dequant: dequant.map(Box::new),
+        epilogue: None,
+    }))
+}
+
+/// Integer weights packed at compile time as the rows kinds' B reads
+/// them: `units` rows of `np` words, word (u, j) holding `value(lanes·u +
+/// e, j)` in lane e (four u8/i8 bytes, or two i16 halves).
+fn packed_weights(
+    cx: &mut Lowering,
+    name: &str,
+    (units, np, lanes): (usize, usize, usize),
+    value: impl Fn(usize, usize) -> i32,
+) -> BufferId {
+    let bits = 32 / lanes;
+    let mask = if lanes == 4 { 0xff } else { 0xffff };
+    let bytes: Vec<u8> = (0..units)
+        .flat_map(|u| (0..np).map(move |j| (u, j)))
+        .map(|(u, j)| (0..lanes).fold(0u32, |word, e| word | ((value(lanes * u + e, j) as u32 & mask) << (bits * e))))
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    let kind = onnxc_kir::BufferKind::Constant(bytes);
+    cx.push_buffer(format!("{name}_packed_weights"), ScalarType::I32, (units * np) as u64, kind)
+}
+
 /// [`Op::QuantizedMatMul`] as one integer product over all of x's rows:
 /// x quantized and packed, consecutive elements of a row to a word (A,
 /// `[M padded to 6][K/lanes]`), times the int8 weights packed at compile
@@ -673,17 +727,7 @@ pub fn quantized_matmul(
     // Weights: word (u, j) holds w[lanes·u + e, j] in lane e; zeros past K
     // and N.
     let at = |t: usize, j: usize| if t < kk && j < n { w_q[t * n + j] } else { 0 };
-    let lane = |v: i8, e: usize| if quads { (v as u8 as u32) << (8 * e) } else { (v as i16 as u16 as u32) << (16 * e) };
-    let packed: Vec<u8> = (0..units)
-        .flat_map(|u| (0..np).map(move |j| (0..lanes).fold(0u32, |word, e| word | lane(at(lanes * u + e, j), e))))
-        .flat_map(|word| word.to_le_bytes())
-        .collect();
-    let wpk = cx.push_buffer(
-        format!("{name}_packed_weights"),
-        ScalarType::I32,
-        (units * np) as u64,
-        onnxc_kir::BufferKind::Constant(packed),
-    );
+    let wpk = packed_weights(cx, &name, (units, np, lanes), |t, j| at(t, j) as i32);
     let wsum: Vec<i32> = (0..np).map(|j| (0..kk).map(|t| at(t, j) as i32).sum()).collect();
     // Constants of 4-byte elements.
     let konst = |cx: &mut Lowering, what: &str, elem: ScalarType, words: Vec<[u8; 4]>| {
@@ -832,36 +876,115 @@ pub fn quantized_matmul(
             }]
         }));
     }
-    body.push(Stmt::Gemm(Box::new(onnxc_kir::GemmStmt {
-        m: mp,
-        n: np,
-        k: units,
-        a,
-        a_off: int(0),
-        a_rs: units as i64,
-        a_cs: 1,
-        b: wpk,
-        b_off: int(0),
-        b_rs: np as i64,
-        c: out,
-        c_off: int(0),
-        c_rs: n as i64,
-        accumulate: false,
-        kind: if quads { onnxc_kir::GemmKind::U8I8QuadsRows } else { onnxc_kir::GemmKind::I16PairsRows },
-        dequant: Some(Box::new(onnxc_kir::Dequant {
-            scale,
-            scale_off: int(0),
-            bias,
-            bias_off: int(0),
-            lo,
-            hi,
-            rows,
-            cols: n,
-            init: init.map(|b| (b, int(0))),
-            columns: true,
-        })),
-        epilogue: None,
-    })));
+    let dequant = onnxc_kir::Dequant {
+        scale,
+        scale_off: int(0),
+        bias,
+        bias_off: int(0),
+        lo,
+        hi,
+        rows,
+        cols: n,
+        init: init.map(|b| (b, int(0))),
+        columns: true,
+    };
+    let kind = if quads { onnxc_kir::GemmKind::U8I8QuadsRows } else { onnxc_kir::GemmKind::I16PairsRows };
+    body.push(rows_product((a, wpk, out), (mp, np, units), n, kind, Some(dequant)));
     cx.kernels.push(k.finish(body));
     Ok(())
+}
+
+/// MatMulInteger with constant 2-D weights (u8 or i8, zero points per
+/// tensor or per column) and a per-tensor zero point for A, as one
+/// integer product on the i16-pair kernels (`GemmKind::I16PairsRows`):
+/// A's rows minus their zero point packed two to a word, B minus its zero
+/// points packed at compile time (both fit in i16), the exact i32 sums
+/// stored into a padded scratch product and copied to the output. False
+/// (and nothing emitted) when the node is not of that form.
+fn matmul_integer_pairs(cx: &mut Lowering, id: NodeId) -> Result<bool, String> {
+    let ad = cx.in_dims(id, 0)?;
+    let Some(w) = cx.graph.const_input(id, 1).cloned() else { return Ok(false) };
+    let a_type = cx.in_type(id, 0)?;
+    if ad.len() < 2 || w.dims.len() != 2 || w.dims[0] != ad[ad.len() - 1] {
+        return Ok(false);
+    }
+    let signed = match (a_type, w.dtype) {
+        (ScalarType::U8 | ScalarType::I8, onnxc_ir::DType::I8) => true,
+        (ScalarType::U8 | ScalarType::I8, onnxc_ir::DType::U8) => false,
+        _ => return Ok(false),
+    };
+    let (kk, n) = (w.dims[0], w.dims[1]);
+    // B's zero points: absent, per tensor or per column, constant.
+    let b_zp: Vec<i32> = match cx.graph.input_of(id, 3) {
+        None => vec![0; n],
+        Some(_) => {
+            let Some(z) = cx.graph.const_input(id, 3) else { return Ok(false) };
+            let Some(v) = z.to_i64_vec() else { return Ok(false) };
+            match v.len() {
+                1 => vec![v[0] as i32; n],
+                len if len == n => v.iter().map(|&x| x as i32).collect(),
+                _ => return Ok(false),
+            }
+        }
+    };
+    // A's zero point: absent or one value (read at run time).
+    let a_zp = match cx.graph.input_of(id, 2) {
+        None => None,
+        Some(_) => {
+            if cx.in_dims(id, 2)?.iter().product::<usize>() != 1 {
+                return Ok(false);
+            }
+            Some(cx.input(id, 2)?)
+        }
+    };
+    let a = cx.input(id, 0)?;
+    let out = cx.output(id)?;
+    let rows: usize = ad[..ad.len() - 1].iter().product();
+    let name = cx.graph.graph[id].name.clone();
+    let units = kk.div_ceil(2);
+    let (mp, np) = (round_up(rows, 6), round_up(n, 16));
+    let bv = |t: usize, j: usize| -> i32 {
+        if t >= kk || j >= n {
+            return 0;
+        }
+        let raw = w.bytes[t * n + j];
+        (if signed { raw as i8 as i32 } else { raw as i32 }) - b_zp[j]
+    };
+    let wpk = packed_weights(cx, &name, (units, np, 2), bv);
+    let pairs = cx.temp(format!("{name}_pairs"), ScalarType::I32, mp * units);
+    let sums = cx.temp(format!("{name}_sums"), ScalarType::I32, mp * np);
+    let mut k = KernelBuilder::new(name);
+    let i32_of = |e: Expr| Expr::Cast(ScalarType::I32, Box::new(e));
+    let zp = a_zp.map(|z| i32_of(load(z, int(0)))).unwrap_or(Expr::Int(0, ScalarType::I32));
+    let elem = |i: &Expr, t: Expr| bin(BinOp::Sub, i32_of(load(a, add(mul(i.clone(), int(kk as i64)), t))), zp.clone());
+    let mut body = k.nest(&[rows, kk / 2], |_, v| {
+        let t = mul(v[1].clone(), int(2));
+        let lo = bin(BinOp::And, elem(&v[0], t.clone()), Expr::Int(0xffff, ScalarType::I32));
+        let hi = bin(BinOp::Shl, elem(&v[0], add(t, int(1))), Expr::Int(16, ScalarType::I32));
+        vec![Stmt::Store {
+            buf: pairs,
+            index: add(mul(v[0].clone(), int(units as i64)), v[1].clone()),
+            value: bin(BinOp::Or, lo, hi),
+        }]
+    });
+    if kk % 2 != 0 {
+        body.extend(k.nest(&[rows], |_, v| {
+            let lo = bin(BinOp::And, elem(&v[0], int(kk as i64 - 1)), Expr::Int(0xffff, ScalarType::I32));
+            vec![Stmt::Store {
+                buf: pairs,
+                index: add(mul(v[0].clone(), int(units as i64)), int(kk as i64 / 2)),
+                value: lo,
+            }]
+        }));
+    }
+    body.push(rows_product((pairs, wpk, sums), (mp, np, units), np, onnxc_kir::GemmKind::I16PairsRows, None));
+    body.extend(k.nest_parallel(&[rows, n], |_, v| {
+        vec![Stmt::Store {
+            buf: out,
+            index: add(mul(v[0].clone(), int(n as i64)), v[1].clone()),
+            value: load(sums, add(mul(v[0].clone(), int(np as i64)), v[1].clone())),
+        }]
+    }));
+    cx.kernels.push(k.finish(body));
+    Ok(true)
 }

@@ -343,3 +343,24 @@ fn quantized_matmuls_run_on_the_integer_kernel() {
         common::check_model_against_reference(&model, &model.with_extension("npz"));
     }
 }
+
+/// MatMulInteger with constant weights (int8, and u8 with per-column zero
+/// points behind DynamicQuantizeLinear, as ONNX Runtime's quantize_dynamic
+/// writes it) runs as one i16-pair product, and equals ONNX Runtime.
+#[test]
+fn matmul_integer_with_constant_weights_runs_on_the_pair_kernel() {
+    fn has_pairs_rows(stmts: &[onnxc_kir::Stmt]) -> bool {
+        stmts.iter().any(|s| match s {
+            onnxc_kir::Stmt::Gemm(g) => g.kind == onnxc_kir::GemmKind::I16PairsRows,
+            onnxc_kir::Stmt::For { body, .. } | onnxc_kir::Stmt::ParallelFor { body, .. } => has_pairs_rows(body),
+            _ => false,
+        })
+    }
+    let root = common::root();
+    for case in ["matmul_integer_i8_weights", "dynamic_matmul_integer"] {
+        let model = root.join(format!("testdata/ops/{case}.onnx"));
+        let (_, program, _) = onnxc::build_program_opts(&model, &onnxc::CompileOptions::default()).unwrap();
+        assert!(program.kernels.iter().any(|k| has_pairs_rows(&k.body)), "{case}");
+        common::check_model_against_reference(&model, &model.with_extension("npz"));
+    }
+}
