@@ -69,7 +69,7 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
             apply(&f.steps, t, a[0].clone(), &at).expect("checked above")
         });
     }
-    // A quantized convolution clamps in its GEMM's store, a depthwise or
+    // A quantized convolution or matrix product clamps in its GEMM's store, a depthwise or
     // output-stationary one before its store: a leading Relu or Clip joins
     // it there.
     let mut steps = &f.steps[..];
@@ -82,6 +82,11 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
         Op::QuantizedConv { window, group, x_scale, x_zero_point, w_scale } => {
             let c = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
             crate::quant::quantized_conv(cx, id, window, *group, (*x_scale, *x_zero_point), w_scale, c)?;
+            clamp.is_some()
+        }
+        Op::QuantizedMatMul { x_quant, w_scale } => {
+            let c = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+            crate::quant::quantized_matmul(cx, id, *x_quant, w_scale, c)?;
             clamp.is_some()
         }
         Op::Conv { window, group } if t == ScalarType::F32 => crate::ops::conv(cx, id, window, *group, clamp)?,

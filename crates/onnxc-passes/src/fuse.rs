@@ -64,7 +64,7 @@ fn start(g: &Graph, id: NodeId) -> Option<(FusedSpec, Sources)> {
     let inputs = |slots: &[usize]| slots.iter().map(|&s| g.input_of(id, s)).collect::<Vec<_>>();
     match &n.op {
         Op::Fused(f) => Some(((**f).clone(), inputs(&(0..n.num_inputs).collect::<Vec<_>>()))),
-        Op::Conv { .. } | Op::QuantizedConv { .. } | Op::Gemm { .. } | Op::MatMul => {
+        Op::Conv { .. } | Op::QuantizedConv { .. } | Op::QuantizedMatMul { .. } | Op::Gemm { .. } | Op::MatMul => {
             // Epilogue operands go after every slot the base may read (an
             // absent optional bias stays an empty slot).
             let arity = if n.op == Op::MatMul { 2 } else { 3 };
