@@ -336,10 +336,23 @@ pub fn define_program<M: Module>(
                 match &task {
                     Task::Gemm(gemm) if gemm.kind.is_integer() => g.gemm_i16_task_body(gemm, data, i)?,
                     Task::Gemm(gemm) => g.gemm_task_body(gemm, data, i)?,
-                    Task::Loop { var, start, body } => {
+                    Task::Loop { var, start, body, chunk: 1, .. } => {
                         let at = g.b.ins().iadd_imm_s(i, *start);
                         g.b.def_var(g.vars[var.0 as usize], at);
                         g.stmts(body)?;
+                    }
+                    Task::Loop { var, start, end, chunk, body } => {
+                        let first = g.b.ins().imul_imm_s(i, *chunk);
+                        let first = g.b.ins().iadd_imm_s(first, *start);
+                        let end = g.b.ins().iconst(types::I64, *end);
+                        let left = g.b.ins().isub(end, first);
+                        let chunk = g.b.ins().iconst(types::I64, *chunk);
+                        let count = g.b.ins().smin(left, chunk);
+                        g.dynamic_loop(count, |g, j| {
+                            let at = g.b.ins().iadd(first, j);
+                            g.b.def_var(g.vars[var.0 as usize], at);
+                            g.stmts(body)
+                        })?;
                     }
                 }
                 g.b.ins().return_(&[]);
@@ -469,9 +482,16 @@ pub fn define_program<M: Module>(
 enum Task {
     /// Column panel `i` of a GEMM; `data` holds its base addresses.
     Gemm(onnxc_kir::GemmStmt),
-    /// Iteration `start + i` of a parallel loop; `data` is the kernel's table.
-    Loop { var: VarId, start: i64, body: Vec<Stmt> },
+    /// Iterations `start + i·chunk ..` (`chunk` of them, fewer in the
+    /// last task: the loop ends at `end`) of a parallel loop; `data` is the
+    /// kernel's table.
+    Loop { var: VarId, start: i64, end: i64, chunk: i64, body: Vec<Stmt> },
 }
+
+/// Tasks a parallel loop is cut into at most: a loop of more iterations
+/// gives each task a run of consecutive ones, so that claiming a task
+/// (shared between the threads) costs little against its work.
+const MAX_LOOP_TASKS: i64 = 256;
 
 /// `fn(data: *const u8, i: i64)`: a GEMM task, called by the caller's
 /// parallel-for (C ABI: `void task(void *data, size_t i)`).
@@ -1121,8 +1141,11 @@ impl<M: Module> Gen<'_, '_, M> {
         if end <= start {
             return Ok(());
         }
-        let n = self.b.ins().iconst(types::I64, end - start);
-        self.run_tasks("par", Task::Loop { var, start, body: body.to_vec() }, table, table, n)
+        let len = (end - start) as u64;
+        let chunk = len.div_ceil(MAX_LOOP_TASKS as u64);
+        let n = self.b.ins().iconst(types::I64, len.div_ceil(chunk) as i64);
+        let chunk = chunk as i64;
+        self.run_tasks("par", Task::Loop { var, start, end, chunk, body: body.to_vec() }, table, table, n)
     }
 
     /// Declares `task` as a function `PREFIX_{kind}N(data, i)` (defined
