@@ -241,20 +241,19 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
                 a.vpmaddwd(ymm15, ymm14, ymm13)?;
                 a.vpaddd(hi, hi, ymm15)?;
             }
-            Tile::U8I8Quads => {
+            Tile::U8I8Quads | Tile::U8I8QuadsRows => {
                 a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
                 // EVEX: AVX512VL + AVX512_VNNI (this CPU has no VEX AVX-VNNI form).
+                // The first source is the unsigned operand: B's quads, or
+                // with u8 rows A's broadcast quad.
                 a.set_prefer_vex(false);
-                a.vpdpbusd(lo, ymm12, ymm14)?;
-                a.vpdpbusd(hi, ymm13, ymm14)?;
-                a.set_prefer_vex(true);
-            }
-            Tile::U8I8QuadsRows => {
-                // A's quad is the unsigned operand, B's the signed one.
-                a.vpbroadcastd(ymm14, dword_ptr(row(r, rax, rsi, r8)))?;
-                a.set_prefer_vex(false);
-                a.vpdpbusd(lo, ymm14, ymm12)?;
-                a.vpdpbusd(hi, ymm14, ymm13)?;
+                for (v, b) in [(lo, ymm12), (hi, ymm13)] {
+                    if tile == Tile::U8I8Quads {
+                        a.vpdpbusd(v, b, ymm14)?;
+                    } else {
+                        a.vpdpbusd(v, ymm14, b)?;
+                    }
+                }
                 a.set_prefer_vex(true);
             }
         }

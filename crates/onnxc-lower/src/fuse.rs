@@ -69,9 +69,9 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
             apply(&f.steps, t, a[0].clone(), &at).expect("checked above")
         });
     }
-    // A quantized convolution or matrix product clamps in its GEMM's store, a depthwise or
-    // output-stationary one before its store: a leading Relu or Clip joins
-    // it there.
+    // A quantized convolution or matrix product clamps in its GEMM's
+    // store, a depthwise or output-stationary convolution before its
+    // store: a leading Relu or Clip joins it there.
     let mut steps = &f.steps[..];
     let clamp = match steps.first() {
         Some(EpilogueStep::Unary(onnxc_ir::UnaryOp::Relu)) => Some((0.0, f32::INFINITY)),

@@ -131,8 +131,8 @@ fn matmul_weights(g: &Graph, matmul: NodeId) -> Option<(NodeId, Vec<f32>, usize)
     Some((wc, symmetric_scales(g, dq, (1, 2), w.dims[1], axis == 1)?, w.dims[0]))
 }
 
-/// True when `x` (a value of `node`'s slot 0) is f32 of rank 2 or more
-/// with `k` as its last dim.
+/// True when the value in `node`'s slot `slot` has known dims, rank 2 or
+/// more, and `k` as its last dim.
 fn rows_of(g: &Graph, node: NodeId, slot: usize, k: usize) -> bool {
     g.input_info(node, slot).and_then(|i| i.shape.as_known()).is_some_and(|d| d.len() >= 2 && d[d.len() - 1] == k)
 }

@@ -101,6 +101,15 @@ fn quantize_flags_on_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("need --quantize"));
 }
 
+/// Lowers `g` (quads or pairs for the integer products), JIT-compiles it
+/// and runs it on one f32 input: its first output as f32.
+fn run_f32(g: &onnxc_ir::Graph, quads: bool, input: &[f32]) -> Vec<f32> {
+    let program = onnxc::lower_for(g, onnxc::OptLevel::O2, quads).unwrap();
+    let jit = onnxc::JitModel::new(&program).unwrap();
+    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    jit.run(&[&bytes]).unwrap()[0].chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
 /// QuantizedConv through both packings (i16 pairs; u8×i8 quads, the VNNI
 /// kernel where this CPU has it, else the reference loops) against a float
 /// Conv on the dequantized input and weights, over groups, strides,
@@ -154,12 +163,6 @@ fn quantized_conv_matches_float_conv_on_dequantized_values() {
             onnxc_ir::infer::infer_and_fold(&mut g, onnxc_ir::infer::InferOptions { fold_constants: false }).unwrap();
             g
         };
-        let run = |g: &Graph, quads: bool, input: &[f32]| -> Vec<f32> {
-            let program = onnxc::lower_for(g, onnxc::OptLevel::O2, quads).unwrap();
-            let jit = onnxc::JitModel::new(&program).unwrap();
-            let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-            jit.run(&[&bytes]).unwrap()[0].chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-        };
         // The reference: x quantized and dequantized, w dequantized, float Conv.
         let x_dq: Vec<f32> = xs
             .iter()
@@ -167,13 +170,13 @@ fn quantized_conv_matches_float_conv_on_dequantized_values() {
             .collect();
         let w_dq: Vec<f32> = w_q.iter().enumerate().map(|(i, &q)| q as f32 * w_scale[i / (cg * k * k)]).collect();
         let float = build(Op::Conv { window: window.clone(), group }, Tensor::from_f32(&[m, cg, k, k], &w_dq));
-        let want = run(&float, false, &x_dq);
+        let want = run_f32(&float, false, &x_dq);
         let w = Tensor { dtype: DType::I8, dims: vec![m, cg, k, k], bytes: w_q.iter().map(|&v| v as u8).collect() };
         let op =
             Op::QuantizedConv { window: window.clone(), group, x_scale, x_zero_point: zp, w_scale: w_scale.clone() };
         let quantized = build(op, w);
         for quads in [false, true] {
-            let got = run(&quantized, quads, &xs);
+            let got = run_f32(&quantized, quads, &xs);
             assert_eq!(got.len(), want.len());
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {ci} quads {quads} [{i}]: {g} vs {w}");
@@ -282,12 +285,6 @@ fn quantized_matmul_matches_float_matmul_on_dequantized_values() {
             onnxc_ir::infer::infer_and_fold(&mut g, onnxc_ir::infer::InferOptions { fold_constants: false }).unwrap();
             g
         };
-        let run = |g: &Graph, quads: bool, input: &[f32]| -> Vec<f32> {
-            let program = onnxc::lower_for(g, onnxc::OptLevel::O2, quads).unwrap();
-            let jit = onnxc::JitModel::new(&program).unwrap();
-            let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-            jit.run(&[&bytes]).unwrap()[0].chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-        };
         let w_dq: Vec<f32> = w_q.iter().enumerate().map(|(i, &q)| q as f32 * w_scale[i % n]).collect();
         let float = build(Op::MatMul, Tensor::from_f32(&[k, n], &w_dq));
         let w = Tensor { dtype: DType::I8, dims: vec![k, n], bytes: w_q.iter().map(|&v| v as u8).collect() };
@@ -312,11 +309,11 @@ fn quantized_matmul_matches_float_matmul_on_dequantized_values() {
                     ((y.round_ties_even() + zp).clamp(0.0, 255.0) - zp) * s
                 })
                 .collect();
-            let want = run(&float, false, &x_dq);
+            let want = run_f32(&float, false, &x_dq);
             let op = Op::QuantizedMatMul { x_quant, w_scale: w_scale.clone() };
             let quantized = build(op, w.clone());
             for quads in [false, true] {
-                let got = run(&quantized, quads, &xs);
+                let got = run_f32(&quantized, quads, &xs);
                 assert_eq!(got.len(), rows * n);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let at = format!("case {ci} {x_quant:?} quads {quads} [{i}]");
