@@ -1413,6 +1413,11 @@ fn conv_gemm(
     let p: usize = od[2..].iter().product();
     let in_sp: usize = pd[2..].iter().product();
     let direct = ksize == 1 && w.strides.iter().all(|&s| s == 1) && in_sp == p;
+    if direct && group == 1 && transposed_pays(p, m) {
+        if let Some(weights) = cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec()) {
+            return conv_pointwise_transposed(cx, id, (xp, pd), &weights, (m, cg), bias, out, od, clamp);
+        }
+    }
     let name = cx.graph.graph[id].name.clone();
     let col = if direct { None } else { Some(cx.temp(format!("{name}_im2col"), ScalarType::F32, kk * p)) };
     let mut k = KernelBuilder::new(name);
@@ -1477,6 +1482,100 @@ fn conv_gemm(
             epilogue: (bias.is_some() || clamp.is_some())
                 .then(|| Box::new(onnxc_kir::Epilogue { bias: bias.map(|b| (b, mul(g, int(mg as i64)))), lo, hi })),
         })));
+        s
+    });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Whether a 1x1 convolution of `p` output positions and `m` output
+/// channels runs faster as the transposed product (see
+/// [`conv_pointwise_transposed`]): when the positions fill 16-column
+/// panels badly (7x7 maps: 49 columns in four panels, a third of the work
+/// wasted) and there are channels enough to fill them instead.
+fn transposed_pays(p: usize, m: usize) -> bool {
+    m >= 16 && p < 128 && p.div_ceil(16) * 16 * 10 > p * 11
+}
+
+/// A 1x1, stride-1, ungrouped convolution with constant weights on few
+/// positions, as the transposed product `outᵀ[p, m] = xᵀ[p, c] · Wᵀ[c, m]`:
+/// A is the input read by columns, B the weights transposed at compile
+/// time (then packed as any constant B), so the output channels fill the
+/// 16-column panels and the weights stream once instead of once per
+/// panel of positions. A pass then writes `out[m, p]` from the product
+/// with the bias added and the clamp (a fused Relu or Clip) applied.
+#[allow(clippy::too_many_arguments)]
+fn conv_pointwise_transposed(
+    cx: &mut Lowering,
+    id: NodeId,
+    (xp, pd): (BufferId, &[usize]),
+    weights: &[f32],
+    (m, c): (usize, usize),
+    bias: Option<BufferId>,
+    out: BufferId,
+    od: &[usize],
+    clamp: Option<(f32, f32)>,
+) -> R {
+    let p: usize = od[2..].iter().product();
+    let name = cx.graph.graph[id].name.clone();
+    let mut wt = vec![0f32; c * m];
+    for (o, row) in weights.chunks_exact(c).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            wt[k * m + o] = v;
+        }
+    }
+    let wtb = cx.push_buffer(
+        format!("{name}_weights_t"),
+        ScalarType::F32,
+        wt.len() as u64,
+        BufferKind::Constant(wt.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    );
+    let prod = cx.temp(format!("{name}_transposed"), ScalarType::F32, p * m);
+    let image = strides_i64(pd)[0];
+    let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let xt = cx.temp(format!("{name}_input_t"), ScalarType::F32, p * c);
+    let mut k = KernelBuilder::new(name);
+    let body = k.nest(&[od[0]], |k, v| {
+        let n = v[0].clone();
+        let copy = |_: &mut KernelBuilder, v: &[Expr]| {
+            let (pos, ch) = (&v[0], &v[1]);
+            let from = add(mul(n.clone(), int(image)), add(mul(ch.clone(), int(p as i64)), pos.clone()));
+            vec![Stmt::Store {
+                buf: xt,
+                index: add(mul(pos.clone(), int(c as i64)), ch.clone()),
+                value: load(xp, from),
+            }]
+        };
+        let mut s = if od[0] == 1 { k.nest_parallel(&[p, c], copy) } else { k.nest(&[p, c], copy) };
+        s.push(Stmt::Gemm(Box::new(GemmStmt {
+            m: p,
+            n: m,
+            k: c,
+            a: xt,
+            a_off: int(0),
+            a_rs: c as i64,
+            a_cs: 1,
+            b: wtb,
+            b_off: int(0),
+            b_rs: m as i64,
+            c: prod,
+            c_off: int(0),
+            c_rs: m as i64,
+            accumulate: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
+            epilogue: None,
+        })));
+        let store = |_: &mut KernelBuilder, v: &[Expr]| {
+            let (o, pos) = (&v[0], &v[1]);
+            let mut value = load(prod, add(mul(pos.clone(), int(m as i64)), o.clone()));
+            if let Some(b) = bias {
+                value = bin(BinOp::Add, value, load(b, o.clone()));
+            }
+            let at = add(mul(n.clone(), int((m * p) as i64)), add(mul(o.clone(), int(p as i64)), pos.clone()));
+            vec![Stmt::Store { buf: out, index: at, value: clamped(value, clamp) }]
+        };
+        s.extend(if od[0] == 1 { k.nest_parallel(&[m, p], store) } else { k.nest(&[m, p], store) });
         s
     });
     cx.kernels.push(k.finish(body));
