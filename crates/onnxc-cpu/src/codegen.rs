@@ -1799,6 +1799,7 @@ impl<M: Module> Gen<'_, '_, M> {
             (param::ACCUMULATE, g.accumulate as i64),
             (param::INIT, 0),
             (param::CLAMP, g.epilogue.is_some() as i64),
+            (param::PREFETCH, 0),
         ];
         for (off, v) in consts {
             let v = self.b.ins().iconst(types::I64, v);
@@ -1941,6 +1942,8 @@ impl<M: Module> Gen<'_, '_, M> {
                     let at = self.b.ins().imul_imm_s(panel, (g.k * 64) as i64);
                     let rs = self.b.ins().iconst(types::I64, 64);
                     self.b.ins().stack_store(types::I64, rs, slot, param::B_RS);
+                    let next = self.b.ins().iconst(types::I64, (g.k * 64) as i64);
+                    self.b.ins().stack_store(types::I64, next, slot, param::PREFETCH);
                     self.b.ins().iadd(base, at)
                 }
                 None => {

@@ -63,8 +63,13 @@ pub mod param {
     /// (`onnxc_kir::Epilogue`; the sums then start from INIT's rows, the
     /// bias, when INIT is set).
     pub const CLAMP: i32 = 144;
+    /// Byte distance from B's current row to the line to prefetch into
+    /// the L2 cache at each k step: the same row of the next packed panel,
+    /// so that constant weights streaming in from memory arrive while this
+    /// panel is computed (0: B's own row, which costs a load slot only).
+    pub const PREFETCH: i32 = 152;
     /// Size of the block.
-    pub const BYTES: u32 = 152;
+    pub const BYTES: u32 = 160;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -80,7 +85,7 @@ fn row(r: usize, low: AsmRegister64, high: AsmRegister64, stride: AsmRegister64)
 
 /// Machine code of the AVX2+FMA GEMM tile (System V calling convention,
 /// one pointer argument, no stack use, only caller-saved registers and
-/// rbx, which it saves).
+/// rbx and r12, which it saves).
 pub fn avx2_gemm_f32_6x16() -> Result<Vec<u8>, IcedError> {
     gemm_6x16(Tile::F32)
 }
@@ -172,7 +177,9 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     // the parameter block for the store. ymm12-13: B's two vectors, ymm14:
     // A's broadcast, ymm15: a pair-product sum (i16 pairs).
     a.push(rbx)?;
+    a.push(r12)?;
     a.mov(rbx, rdi)?;
+    a.mov(r12, qword_ptr(rdi + param::PREFETCH))?;
     a.mov(rax, qword_ptr(rdi + param::A))?;
     a.mov(rdx, qword_ptr(rdi + param::C))?;
     a.mov(rcx, qword_ptr(rdi + param::K))?;
@@ -224,6 +231,7 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     a.test(rcx, rcx)?;
     a.jz(store)?;
     a.set_label(&mut body)?;
+    a.prefetcht1(ptr(rdi + r12))?;
     a.vmovups(ymm12, ptr(rdi))?;
     a.vmovups(ymm13, ptr(rdi + 32))?;
     for r in 0..6 {
@@ -315,6 +323,7 @@ fn store_f32(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12]) -> Result<(), Ic
     }
     a.set_label(&mut done)?;
     a.vzeroupper()?;
+    a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
     // Lane l of the vector loaded at entry 16 - SKIP_COLS + l is set when
@@ -389,6 +398,7 @@ fn store_int(a: &mut CodeAssembler, acc: &[AsmRegisterYmm; 12], by_column: bool)
     }
     a.set_label(&mut done)?;
     a.vzeroupper()?;
+    a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
     // Column masks: lane l of the vector loaded at entry 16 - COLS + l is
