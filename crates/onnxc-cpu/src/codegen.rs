@@ -336,6 +336,7 @@ pub fn define_program<M: Module>(
                 match &task {
                     Task::Gemm(gemm) if gemm.kind.is_integer() => g.gemm_i16_task_body(gemm, data, i)?,
                     Task::Gemm(gemm) => g.gemm_task_body(gemm, data, i)?,
+                    Task::Gemms(gemms) => g.gemm_group_task_body(gemms, data, i)?,
                     Task::Loop { var, start, body, chunk: 1, .. } => {
                         let at = g.b.ins().iadd_imm_s(i, *start);
                         g.b.def_var(g.vars[var.0 as usize], at);
@@ -482,10 +483,40 @@ pub fn define_program<M: Module>(
 enum Task {
     /// Column panel `i` of a GEMM; `data` holds its base addresses.
     Gemm(onnxc_kir::GemmStmt),
+    /// Task `i` of independent float GEMMs run as one job (a Winograd
+    /// convolution's 16 products): the tasks of the first, then of the
+    /// second, ...; `data` holds one `GEMM_DATA` block per product.
+    Gemms(Vec<onnxc_kir::GemmStmt>),
     /// Iterations `start + i·chunk ..` (`chunk` of them, fewer in the
     /// last task: the loop ends at `end`) of a parallel loop; `data` is the
     /// kernel's table.
     Loop { var: VarId, start: i64, end: i64, chunk: i64, body: Vec<Stmt> },
+}
+
+/// Bytes of one GEMM's task data: A, B, C, the AVX2 choice, then the
+/// epilogue's bias rows (or the dequantization's first scale, bias and init
+/// row; 0: none).
+const GEMM_DATA: u32 = 56;
+
+/// Whether `g` may join the group `group` of GEMMs run as one job: all
+/// float products at the kernel's top level, none reading what another
+/// writes, and those writing one buffer writing disjoint constant ranges.
+fn joins_group(group: &[&onnxc_kir::GemmStmt], g: &onnxc_kir::GemmStmt) -> bool {
+    let range = |g: &onnxc_kir::GemmStmt| match g.c_off {
+        Expr::Int(off, _) => Some((off, off + (g.m as i64 - 1) * g.c_rs + g.n as i64)),
+        _ => None,
+    };
+    let float = |g: &onnxc_kir::GemmStmt| !g.kind.is_integer() && g.m > 0 && g.n > 0;
+    float(g)
+        && group.iter().all(|o| {
+            let reads = |x: &onnxc_kir::GemmStmt, buf: BufferId| x.a == buf || x.b == buf;
+            let disjoint_c = o.c != g.c
+                || match (range(o), range(g)) {
+                    (Some(r), Some(q)) => r.1 <= q.0 || q.1 <= r.0,
+                    _ => false,
+                };
+            float(o) && !reads(o, g.c) && !reads(g, o.c) && disjoint_c
+        })
 }
 
 /// Tasks a parallel loop is cut into at most: a loop of more iterations
@@ -845,7 +876,26 @@ impl<M: Module> Gen<'_, '_, M> {
     }
 
     fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), BackendError> {
-        for s in stmts {
+        let mut rest = stmts;
+        while let Some((s, after)) = rest.split_first() {
+            rest = after;
+            // Consecutive independent float products at the kernel's top
+            // level run as one job: one wait for the threads instead of one
+            // per product.
+            if let (Stmt::Gemm(g), Some(_)) = (s, self.table) {
+                let mut group = vec![&**g];
+                while let Some((Stmt::Gemm(next), after)) = rest.split_first() {
+                    if !joins_group(&group, next) {
+                        break;
+                    }
+                    group.push(next);
+                    rest = after;
+                }
+                if group.len() > 1 {
+                    self.gemm_group(&group)?;
+                    continue;
+                }
+            }
             match s {
                 Stmt::For { var, start, end, body } => self.for_loop(*var, *start, *end, body)?,
                 Stmt::ParallelFor { var, start, end, body } => self.parallel_for(*var, *start, *end, body)?,
@@ -1267,36 +1317,13 @@ impl<M: Module> Gen<'_, '_, M> {
         if g.m == 0 || g.n == 0 {
             return Ok(());
         }
-        // Task data: A, B, C, the AVX2 choice, then the dequantization's
-        // first scale, bias and init row (0: none).
-        let ptr = self.module.target_config().pointer_type();
         // The kernel's table: this function's, or (inside a parallel
         // loop's task) the one the task reads its buffers from.
         let table = self.table.or(self.dispatch_table).ok_or_else(|| err("gemm", "a GEMM inside a GEMM task"))?;
-        let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
-        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 56, 3));
-        let zero = self.b.ins().iconst(ptr, 0);
-        let mut at = [zero; 6];
-        // Every operand has 4-byte elements.
-        for (k, (buf, off)) in g.operands().into_iter().enumerate() {
-            let o = self.scalar(off)?;
-            at[k] = self.f32_addr(buf, o);
-        }
-        for (k, v) in at.into_iter().enumerate() {
-            let offset = if k < 3 { k * 8 } else { 8 + k * 8 };
-            self.b.ins().stack_store(ptr, v, slot, offset as i32);
-        }
-        self.b.ins().stack_store(types::I64, use_avx2, slot, 24);
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, GEMM_DATA, 3));
+        let n = self.gemm_data(g, table, slot, 0)?;
+        let ptr = self.module.target_config().pointer_type();
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        let n = if g.kind.is_integer() {
-            let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
-            self.b.ins().iconst(types::I64, tasks as i64)
-        } else {
-            let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
-            let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
-            self.b.ins().select(use_avx2, wide, narrow)
-        };
         if self.table.is_none() {
             // Inside a parallel loop's task: the product's tasks run here,
             // in order (the loop's iterations are what run in parallel).
@@ -1309,6 +1336,96 @@ impl<M: Module> Gen<'_, '_, M> {
             });
         }
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
+    }
+
+    /// Fills `g`'s task data (`GEMM_DATA` bytes at `at` in `slot`: A, B,
+    /// C, the AVX2 choice, then the epilogue's bias rows or the
+    /// dequantization's first scale, bias and init row, 0: none) and
+    /// returns its task count.
+    fn gemm_data(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        table: Value,
+        slot: cranelift_codegen::ir::StackSlot,
+        at: i32,
+    ) -> Result<Value, BackendError> {
+        let ptr = self.module.target_config().pointer_type();
+        let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
+        let zero = self.b.ins().iconst(ptr, 0);
+        let mut addrs = [zero; 6];
+        // Every operand has 4-byte elements.
+        for (k, (buf, off)) in g.operands().into_iter().enumerate() {
+            let o = self.scalar(off)?;
+            addrs[k] = self.f32_addr(buf, o);
+        }
+        for (k, v) in addrs.into_iter().enumerate() {
+            let offset = if k < 3 { k * 8 } else { 8 + k * 8 };
+            self.b.ins().stack_store(ptr, v, slot, at + offset as i32);
+        }
+        self.b.ins().stack_store(types::I64, use_avx2, slot, at + 24);
+        Ok(if g.kind.is_integer() {
+            let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
+            self.b.ins().iconst(types::I64, tasks as i64)
+        } else {
+            let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
+            let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
+            self.b.ins().select(use_avx2, wide, narrow)
+        })
+    }
+
+    /// Independent float products (see [`joins_group`]) as one job: the
+    /// tasks of each in turn, so the threads wait once for all of them.
+    fn gemm_group(&mut self, group: &[&onnxc_kir::GemmStmt]) -> Result<(), BackendError> {
+        for g in group {
+            self.check_gemm(g)?;
+        }
+        let table = self.table.ok_or_else(|| err("gemm", "a GEMM group inside a task"))?;
+        let bytes = GEMM_DATA * group.len() as u32;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
+        let mut total = self.b.ins().iconst(types::I64, 0);
+        for (j, g) in group.iter().enumerate() {
+            let n = self.gemm_data(g, table, slot, j as i32 * GEMM_DATA as i32)?;
+            total = self.b.ins().iadd(total, n);
+        }
+        let ptr = self.module.target_config().pointer_type();
+        let data = self.b.ins().stack_addr(ptr, slot, 0);
+        let task = Task::Gemms(group.iter().map(|g| (*g).clone()).collect());
+        self.run_tasks("gemms", task, table, data, total)
+    }
+
+    /// Task `i` of a GEMM group: the product whose tasks it falls in.
+    fn gemm_group_task_body(
+        &mut self,
+        group: &[onnxc_kir::GemmStmt],
+        data: Value,
+        i: Value,
+    ) -> Result<(), BackendError> {
+        let done = self.b.create_block();
+        let mut first = self.b.ins().iconst(types::I64, 0);
+        for (j, g) in group.iter().enumerate() {
+            let at = self.b.ins().iadd_imm_s(data, j as i64 * GEMM_DATA as i64);
+            let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), at, 24);
+            let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
+            let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
+            let n = self.b.ins().select(use_avx2, wide, narrow);
+            let end = self.b.ins().iadd(first, n);
+            let (this, next) = (self.b.create_block(), self.b.create_block());
+            let inside = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+            self.b.ins().brif(inside, this, &[], next, &[]);
+            self.b.seal_block(this);
+            self.b.seal_block(next);
+            self.b.switch_to_block(this);
+            let local = self.b.ins().isub(i, first);
+            self.gemm_task_body(g, at, local)?;
+            self.b.ins().jump(done, &[]);
+            self.b.switch_to_block(next);
+            first = end;
+        }
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
     }
 
     /// One call of the packing kernel (`ukernel::avx512_pack_u8x4`) for
@@ -3079,3 +3196,55 @@ pub const LIBM_FUNCTIONS: &[(&str, usize, bool)] = &[
     ("pow", 2, true),
     ("powf", 2, false),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `m x n` f32 product of buffers `a`, `b` into `c` from element `c_off`.
+    fn product(a: u32, b: u32, c: u32, c_off: i64, (m, n): (usize, usize)) -> onnxc_kir::GemmStmt {
+        onnxc_kir::GemmStmt {
+            m,
+            n,
+            k: 8,
+            a: BufferId(a),
+            a_off: Expr::Int(0, ScalarType::I64),
+            a_rs: 8,
+            a_cs: 1,
+            b: BufferId(b),
+            b_off: Expr::Int(0, ScalarType::I64),
+            b_rs: n as i64,
+            c: BufferId(c),
+            c_off: Expr::Int(c_off, ScalarType::I64),
+            c_rs: n as i64,
+            accumulate: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
+            epilogue: None,
+        }
+    }
+
+    #[test]
+    fn only_independent_products_join_a_group() {
+        // Winograd's shape: one A, sixteen B, disjoint ranges of one C.
+        let first = product(0, 1, 9, 0, (4, 16));
+        assert!(joins_group(&[&first], &product(0, 2, 9, 64, (4, 16))));
+        // Overlapping ranges of the same C (the second starts in the
+        // first's last row), or a C whose offset is not constant.
+        assert!(!joins_group(&[&first], &product(0, 2, 9, 63, (4, 16))));
+        let mut moving = product(0, 2, 9, 64, (4, 16));
+        moving.c_off = Expr::Var(VarId(0));
+        assert!(!joins_group(&[&first], &moving));
+        // Reading what a member writes, or writing what a member reads.
+        assert!(!joins_group(&[&first], &product(9, 2, 8, 0, (4, 16))));
+        assert!(!joins_group(&[&first], &product(3, 2, 1, 0, (4, 16))));
+        // Against every member, not only the last.
+        let second = product(0, 2, 9, 64, (4, 16));
+        assert!(!joins_group(&[&first, &second], &product(3, 4, 1, 0, (4, 16))));
+        // Integer products and empty ones stay out.
+        let mut int = product(0, 2, 7, 0, (6, 16));
+        int.kind = onnxc_kir::GemmKind::I16PairsRows;
+        assert!(!joins_group(&[&first], &int));
+        assert!(!joins_group(&[&first], &product(0, 2, 7, 0, (0, 16))));
+    }
+}
