@@ -883,20 +883,34 @@ def layernorm_decomposed(rng):
     return Case(nodes, [("x", randn(rng, [2, 5, 16], 3.0))], ["y"], inits, opset=18)
 
 
-@case
-def attention_decomposed(rng):
+def attention_nodes():
     # Scaled dot-product attention as transformer exporters write it:
     # softmax(Q @ K^T * scale + mask) @ V; -O2 makes it one kernel.
+    return [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", ["q", "kt"], ["s"]),
+            helper.make_node("Mul", ["s", "scale"], ["ss"]),
+            helper.make_node("Add", ["ss", "mask"], ["sm"]),
+            helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+            helper.make_node("MatMul", ["p", "v"], ["y"])]
+
+
+@case
+def attention_decomposed(rng):
     inits = [("scale", np.array(0.5, dtype=np.float32)),
              ("mask", np.where(rng.uniform(size=[1, 1, 6, 7]) < 0.3, -1e4, 0.0).astype(np.float32))]
-    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
-             helper.make_node("MatMul", ["q", "kt"], ["s"]),
-             helper.make_node("Mul", ["s", "scale"], ["ss"]),
-             helper.make_node("Add", ["ss", "mask"], ["sm"]),
-             helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
-             helper.make_node("MatMul", ["p", "v"], ["y"])]
-    return Case(nodes, [("q", randn(rng, [2, 3, 6, 4])), ("k", randn(rng, [2, 3, 7, 4])),
-                        ("v", randn(rng, [2, 3, 7, 5]))], ["y"], inits, opset=13)
+    return Case(attention_nodes(), [("q", randn(rng, [2, 3, 6, 4])), ("k", randn(rng, [2, 3, 7, 4])),
+                                    ("v", randn(rng, [2, 3, 7, 5]))], ["y"], inits, opset=13)
+
+
+@case
+def attention_long_rows(rng):
+    # The same attention with 20 keys: rows of two full groups of eight and
+    # a tail (the softmax kernel's three paths), a key-padding mask shared
+    # by every row with masked keys.
+    mask = np.where(np.arange(20) >= 17, -1e4, 0.0).astype(np.float32).reshape(1, 1, 1, 20)
+    inits = [("scale", np.array(0.35, dtype=np.float32)), ("mask", mask)]
+    return Case(attention_nodes(), [("q", randn(rng, [1, 2, 5, 8])), ("k", randn(rng, [1, 2, 20, 8])),
+                                    ("v", randn(rng, [1, 2, 20, 6]))], ["y"], inits, opset=13)
 
 
 @case

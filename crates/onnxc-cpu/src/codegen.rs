@@ -192,6 +192,12 @@ pub fn define_program<M: Module>(
             dwconv.insert((kh, kw, sx, dx), id);
         }
     }
+    // The softmax rows kernel (AVX2+FMA) where the program has f32 ones.
+    let softmax = if avx2.is_some() && program.kernels.iter().any(|k| has_softmax(program, &k.body)) {
+        Some(ukernel(module, crate::ukernel::SOFTMAX_NAME, crate::ukernel::avx2_softmax_f32())?)
+    } else {
+        None
+    };
     let check = if dispatch {
         let mut sig = module.make_signature();
         sig.returns.push(AbiParam::new(types::I64));
@@ -267,6 +273,7 @@ pub fn define_program<M: Module>(
                 vnni_rows,
                 pack,
                 dwconv: &dwconv,
+                softmax,
                 packed_b: &packed_ids,
                 dispatch_table: Some(table),
                 gemm_bias: None,
@@ -328,6 +335,7 @@ pub fn define_program<M: Module>(
                     vnni_rows,
                     pack,
                     dwconv: &dwconv,
+                    softmax,
                     packed_b: &packed_ids,
                     dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
                     gemm_bias: None,
@@ -739,6 +747,10 @@ fn invariant_buffers(program: &Program, kernel: &Kernel) -> std::collections::BT
                     out.insert(d.out.0);
                     written(&d.loops, out);
                 }
+                Stmt::Softmax(d) => {
+                    out.insert(d.x.0);
+                    written(&d.loops, out);
+                }
                 Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
             }
         }
@@ -807,6 +819,13 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                 }
                 collect_buffers(&d.loops, out);
             }
+            Stmt::Softmax(d) => {
+                for (b, off) in d.operands() {
+                    out.insert(b.0);
+                    expr(off, out);
+                }
+                collect_buffers(&d.loops, out);
+            }
         }
     }
 }
@@ -845,6 +864,8 @@ struct Gen<'a, 'b, M: Module> {
     /// The depthwise kernels by window shape `(kh, kw, sx, dx)`, when the
     /// ISA has AVX2 or dispatches to it.
     dwconv: &'a BTreeMap<(usize, usize, usize, usize), FuncId>,
+    /// The softmax rows kernel (`ukernel::avx2_softmax_f32`), if any.
+    softmax: Option<FuncId>,
     /// Constant operands packed for the AVX2 tile (`pack_constant_operands`).
     packed_b: &'a BTreeMap<PackedKey, DataId>,
     /// Where the run's AVX2 choice is (the kernel's table; a loop task's
@@ -922,6 +943,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 Stmt::Gemm(g) => self.gemm(g)?,
                 Stmt::Pack(p) => self.pack(p)?,
                 Stmt::Depthwise(d) => self.depthwise(d)?,
+                Stmt::Softmax(d) => self.softmax_rows(d)?,
                 Stmt::FailIf { cond, status } => {
                     let c = self.scalar(cond)?;
                     let fail = self.b.create_block();
@@ -1479,31 +1501,49 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
+    /// Calls machine-code kernel `ukr` (AVX2+FMA, see `call_with_block`)
+    /// for a statement whose plain form is `loops`: directly when the ISA
+    /// has AVX2, behind the run's CPUID choice in a dispatching object
+    /// (`loops` the other way), and as `loops` where no table holds that
+    /// choice.
+    fn avx2_call_or_loops(
+        &mut self,
+        ukr: FuncId,
+        loops: &[Stmt],
+        bytes: u32,
+        addrs: &[(BufferId, &Expr, i32)],
+        words: &[(i32, i64)],
+    ) -> Result<(), BackendError> {
+        if has_avx2_fma(self.module) {
+            return self.call_with_block(ukr, bytes, addrs, words);
+        }
+        let Some(table) = self.table.or(self.dispatch_table) else {
+            return self.stmts(loops);
+        };
+        let at = (self.program.buffers.len() as i32 + 2) * 8;
+        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, at);
+        let (call, fallback, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(use_avx2, call, &[], fallback, &[]);
+        self.b.seal_block(call);
+        self.b.seal_block(fallback);
+        self.b.switch_to_block(call);
+        self.call_with_block(ukr, bytes, addrs, words)?;
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(fallback);
+        self.stmts(loops)?;
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        Ok(())
+    }
+
     /// A depthwise convolution: the AVX2 kernel for its window shape when
-    /// there is one (behind the run's CPUID choice in a dispatching
-    /// object), else its loops.
+    /// there is one (see `avx2_call_or_loops`), else its loops.
     fn depthwise(&mut self, d: &onnxc_kir::DepthwiseStmt) -> Result<(), BackendError> {
         use crate::ukernel::dw_param as dp;
         let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
         let Some(&ukr) = self.dwconv.get(&(d.kh, d.kw, d.sx, d.dx)).filter(|_| f32s) else {
             return self.stmts(&d.loops);
-        };
-        // The kernel exists because the ISA has AVX2 or dispatches to it:
-        // unless static, branch on the run's CPUID choice.
-        let fallback = if has_avx2_fma(self.module) {
-            None
-        } else {
-            let Some(table) = self.dispatch_table else {
-                return self.stmts(&d.loops);
-            };
-            let at = (self.program.buffers.len() as i32 + 2) * 8;
-            let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, at);
-            let (call, fallback) = (self.b.create_block(), self.b.create_block());
-            self.b.ins().brif(use_avx2, call, &[], fallback, &[]);
-            self.b.seal_block(call);
-            self.b.seal_block(fallback);
-            self.b.switch_to_block(call);
-            Some(fallback)
         };
         let mut addrs = vec![(d.x, &d.x_off, dp::X), (d.w, &d.w_off, dp::W), (d.out, &d.out_off, dp::OUT)];
         let mut words = vec![
@@ -1528,17 +1568,32 @@ impl<M: Module> Gen<'_, '_, M> {
             // No bias: a null address.
             None => words.push((dp::BIAS, 0)),
         }
-        self.call_with_block(ukr, dp::BYTES, &addrs, &words)?;
-        if let Some(fallback) = fallback {
-            let done = self.b.create_block();
-            self.b.ins().jump(done, &[]);
-            self.b.switch_to_block(fallback);
-            self.stmts(&d.loops)?;
-            self.b.ins().jump(done, &[]);
-            self.b.seal_block(done);
-            self.b.switch_to_block(done);
+        self.avx2_call_or_loops(ukr, &d.loops, dp::BYTES, &addrs, &words)
+    }
+
+    /// Softmax rows: the AVX2 kernel when there is one (see
+    /// `avx2_call_or_loops`), else their loops.
+    fn softmax_rows(&mut self, d: &onnxc_kir::SoftmaxStmt) -> Result<(), BackendError> {
+        use crate::ukernel::softmax_param as sp;
+        let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
+        let Some(ukr) = self.softmax.filter(|_| f32s) else {
+            return self.stmts(&d.loops);
+        };
+        let mut addrs = vec![(d.x, &d.x_off, sp::X)];
+        let mut words = vec![
+            (sp::ROWS, d.rows as i64),
+            (sp::N, d.n as i64),
+            (sp::X_RS, d.x_rs * 4),
+            (sp::SCALE, d.scale.to_bits() as i64),
+        ];
+        match &d.mask {
+            Some((b, off, rs)) => {
+                addrs.push((*b, off, sp::MASK));
+                words.push((sp::MASK_RS, rs * 4));
+            }
+            None => words.extend([(sp::MASK, 0), (sp::MASK_RS, 0)]),
         }
-        Ok(())
+        self.avx2_call_or_loops(ukr, &d.loops, sp::BYTES, &addrs, &words)
     }
 
     /// The buffer types and shapes a `Gemm` needs here.
@@ -3126,6 +3181,15 @@ fn depthwise_shapes(
 }
 
 /// True when `body` holds a `Pack`.
+/// True when `body` has a `Softmax` over f32 buffers (the kernel's).
+fn has_softmax(program: &Program, body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Softmax(d) => d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32),
+        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_softmax(program, body),
+        _ => false,
+    })
+}
+
 fn has_pack(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
         Stmt::Pack(_) => true,

@@ -947,3 +947,239 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     }
     a.assemble(0)
 }
+
+/// Byte offsets of the softmax kernel's parameter block (8-byte words;
+/// SCALE is an f32). Strides are in bytes.
+pub mod softmax_param {
+    /// Address of `x[x_off]` and of `mask[mask_off]` (0: no mask).
+    pub const X: i32 = 0;
+    pub const MASK: i32 = 8;
+    pub const ROWS: i32 = 16;
+    pub const N: i32 = 24;
+    pub const X_RS: i32 = 32;
+    pub const MASK_RS: i32 = 40;
+    pub const SCALE: i32 = 48;
+    pub const BYTES: u32 = 56;
+}
+
+/// Symbol name of the softmax kernel.
+pub const SOFTMAX_NAME: &str = "x86_64_avx2_softmax_f32";
+
+/// Machine code of `onnxc_kir::SoftmaxStmt` (AVX2 + FMA; System V, one
+/// pointer argument, [`softmax_param`]): per row, eight columns at a time
+/// (the last `n % 8` through `vmaskmovps` masks), one pass for `v =
+/// x·scale + mask` and its running maximum, one for `e = exp(v - max)` and
+/// its running sum, one for `e · (1 / sum)`. The exponential is the
+/// Cranelift loops' (`Gen::vexp`): x clamped to [-87.33654, 88.72283], k
+/// by the 1.5·2^23 rounding trick, r = x - k·ln2 with ln 2 in two parts,
+/// the degree-6 Taylor polynomial by Horner's rule (multiply, then add, as
+/// the loops round), 2^k as two factors; +inf above the range, 0 below,
+/// NaN stays NaN. Sums go eight lanes at a time, so they may round
+/// differently from the loops' four.
+pub fn avx2_softmax_f32() -> Result<Vec<u8>, IcedError> {
+    use softmax_param as p;
+    // Constant table offsets (each 8 lanes of one value).
+    const C_LO: i32 = 0;
+    const C_HI: i32 = 32;
+    const C_LOG2E: i32 = 64;
+    const C_MAGIC: i32 = 96;
+    const C_LN2_HI: i32 = 128;
+    const C_LN2_LO: i32 = 160;
+    const C_POLY: i32 = 192; // 7 coefficients, c0 first
+    const C_BIAS: i32 = 192 + 7 * 32;
+    const C_INF: i32 = C_BIAS + 32;
+    const C_NEG_INF: i32 = C_INF + 32;
+    const C_MASKS: i32 = C_NEG_INF + 32; // 8 × -1 then 8 × 0
+    let poly = [1.0f32, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0];
+    let mut a = CodeAssembler::new(64)?;
+    let mut table = a.create_label();
+    // rdi params, rsi row, rdx mask row (0: none), rcx column, r8 rows
+    // left, r9 n rounded down to 8, r10 n, r11 table; ymm15 scale, ymm14
+    // the tail's lane mask, ymm13 running max / max, ymm12 running sum /
+    // 1 / sum, ymm0-5 scratch.
+    a.lea(r11, ptr(table))?;
+    a.mov(rsi, qword_ptr(rdi + p::X))?;
+    a.mov(rdx, qword_ptr(rdi + p::MASK))?;
+    a.mov(r8, qword_ptr(rdi + p::ROWS))?;
+    a.mov(r10, qword_ptr(rdi + p::N))?;
+    a.mov(r9, r10)?;
+    a.and(r9, -8)?;
+    a.vbroadcastss(ymm15, dword_ptr(rdi + p::SCALE))?;
+    // The tail mask: lanes below n % 8.
+    a.mov(rax, r10)?;
+    a.and(rax, 7)?;
+    a.mov(rcx, 8i64)?;
+    a.sub(rcx, rax)?;
+    a.lea(rax, ptr(r11 + C_MASKS))?;
+    a.vmovups(ymm14, ptr(rax + rcx * 4))?;
+    let mut row = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut row)?;
+    a.test(r8, r8)?;
+    a.jz(done)?;
+    // e^x of ymm0 into ymm0 (ymm1-5 scratch).
+    let exp = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        // max(lo, x) with x second: NaN stays NaN.
+        a.vmovups(ymm2, ptr(r11 + C_LO))?;
+        a.vmaxps(ymm1, ymm2, ymm0)?;
+        a.vmovups(ymm2, ptr(r11 + C_HI))?;
+        a.vminps(ymm1, ymm2, ymm1)?;
+        // k = (xc·log2e + magic) - magic
+        a.vmulps(ymm2, ymm1, ptr(r11 + C_LOG2E))?;
+        a.vaddps(ymm2, ymm2, ptr(r11 + C_MAGIC))?;
+        a.vsubps(ymm2, ymm2, ptr(r11 + C_MAGIC))?;
+        // r = (xc - k·ln2_hi) - k·ln2_lo
+        a.vmulps(ymm3, ymm2, ptr(r11 + C_LN2_HI))?;
+        a.vsubps(ymm3, ymm1, ymm3)?;
+        a.vmulps(ymm4, ymm2, ptr(r11 + C_LN2_LO))?;
+        a.vsubps(ymm3, ymm3, ymm4)?;
+        // Horner: c6, then acc·r + c_i.
+        a.vmovups(ymm4, ptr(r11 + C_POLY + 6 * 32))?;
+        for i in (0..6).rev() {
+            a.vmulps(ymm4, ymm4, ymm3)?;
+            a.vaddps(ymm4, ymm4, ptr(r11 + C_POLY + 32 * i))?;
+        }
+        // 2^k as 2^(k>>1) · 2^(k - (k>>1)).
+        a.vcvttps2dq(ymm2, ymm2)?;
+        a.vpsrad(ymm3, ymm2, 1)?;
+        a.vpsubd(ymm2, ymm2, ymm3)?;
+        for part in [ymm3, ymm2] {
+            a.vpaddd(ymm5, part, ptr(r11 + C_BIAS))?;
+            a.vpslld(ymm5, ymm5, 23)?;
+            a.vmulps(ymm4, ymm4, ymm5)?;
+        }
+        // Above the range +inf, below it 0.
+        a.vcmpps(ymm5, ymm0, ptr(r11 + C_HI), 0x1e)?; // GT_OQ
+        a.vblendvps(ymm4, ymm4, ptr(r11 + C_INF), ymm5)?;
+        a.vcmpps(ymm5, ymm0, ptr(r11 + C_LO), 0x11)?; // LT_OQ
+        a.vandnps(ymm0, ymm5, ymm4)
+    };
+    // Pass 1: v = x·scale (+ mask), stored; ymm13 its maximum.
+    a.vmovups(ymm13, ptr(r11 + C_NEG_INF))?;
+    // Loops over the full groups, then the tail, for a pass `body`.
+    let columns = |a: &mut CodeAssembler,
+                   body: &dyn Fn(&mut CodeAssembler, bool) -> Result<(), IcedError>|
+     -> Result<(), IcedError> {
+        let mut full = a.create_label();
+        let mut tail = a.create_label();
+        let mut end = a.create_label();
+        a.xor(ecx, ecx)?;
+        a.set_label(&mut full)?;
+        a.cmp(rcx, r9)?;
+        a.jae(tail)?;
+        body(a, false)?;
+        a.add(rcx, 8)?;
+        a.jmp(full)?;
+        a.set_label(&mut tail)?;
+        a.cmp(rcx, r10)?;
+        a.jae(end)?;
+        body(a, true)?;
+        a.set_label(&mut end)?;
+        Ok(())
+    };
+    columns(&mut a, &|a, masked| {
+        if masked {
+            a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
+        } else {
+            a.vmovups(ymm0, ptr(rsi + rcx * 4))?;
+        }
+        a.vmulps(ymm0, ymm0, ymm15)?;
+        let mut nomask = a.create_label();
+        a.test(rdx, rdx)?;
+        a.jz(nomask)?;
+        if masked {
+            a.vmaskmovps(ymm1, ymm14, ptr(rdx + rcx * 4))?;
+            a.vaddps(ymm0, ymm0, ymm1)?;
+        } else {
+            a.vaddps(ymm0, ymm0, ptr(rdx + rcx * 4))?;
+        }
+        a.set_label(&mut nomask)?;
+        if masked {
+            a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)?;
+            // Lanes past n count as -inf: ymm1 = mask ? v : -inf.
+            a.vmovups(ymm1, ptr(r11 + C_NEG_INF))?;
+            a.vblendvps(ymm0, ymm1, ymm0, ymm14)?;
+        } else {
+            a.vmovups(ptr(rsi + rcx * 4), ymm0)?;
+        }
+        a.vmaxps(ymm13, ymm13, ymm0)
+    })?;
+    // Across the lanes (max or add), the result in every lane: halves,
+    // then pairs, then neighbours.
+    let across = |a: &mut CodeAssembler, v: AsmRegisterYmm, max: bool| -> Result<(), IcedError> {
+        for step in 0..3 {
+            match step {
+                0 => a.vperm2f128(ymm0, v, v, 1)?,
+                1 => a.vpermilps(ymm0, v, 0x4e)?,
+                _ => a.vpermilps(ymm0, v, 0xb1)?,
+            }
+            if max {
+                a.vmaxps(v, v, ymm0)?;
+            } else {
+                a.vaddps(v, v, ymm0)?;
+            }
+        }
+        Ok(())
+    };
+    across(&mut a, ymm13, true)?;
+    // Pass 2: e = exp(v - max), stored; ymm12 their sum.
+    a.vxorps(ymm12, ymm12, ymm12)?;
+    columns(&mut a, &|a, masked| {
+        if masked {
+            a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
+        } else {
+            a.vmovups(ymm0, ptr(rsi + rcx * 4))?;
+        }
+        a.vsubps(ymm0, ymm0, ymm13)?;
+        exp(a)?;
+        if masked {
+            a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)?;
+            a.vandps(ymm0, ymm0, ymm14)?;
+        } else {
+            a.vmovups(ptr(rsi + rcx * 4), ymm0)?;
+        }
+        a.vaddps(ymm12, ymm12, ymm0)
+    })?;
+    // The sum across the lanes, then 1 / sum in every lane.
+    across(&mut a, ymm12, false)?;
+    a.vmovups(ymm0, ptr(r11 + C_POLY))?; // 1.0
+    a.vdivps(ymm12, ymm0, ymm12)?;
+    // Pass 3: e · (1 / sum).
+    columns(&mut a, &|a, masked| {
+        if masked {
+            a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
+            a.vmulps(ymm0, ymm0, ymm12)?;
+            a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)
+        } else {
+            a.vmulps(ymm0, ymm12, ptr(rsi + rcx * 4))?;
+            a.vmovups(ptr(rsi + rcx * 4), ymm0)
+        }
+    })?;
+    a.add(rsi, qword_ptr(rdi + p::X_RS))?;
+    {
+        let mut nomask = a.create_label();
+        a.test(rdx, rdx)?;
+        a.jz(nomask)?;
+        a.add(rdx, qword_ptr(rdi + p::MASK_RS))?;
+        a.set_label(&mut nomask)?;
+    }
+    a.dec(r8)?;
+    a.jmp(row)?;
+    a.set_label(&mut done)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.set_label(&mut table)?;
+    let lanes = |v: f32| [v.to_bits(); 8];
+    for v in [-87.336_54f32, 88.722_83, std::f32::consts::LOG2_E, 12_582_912.0, 0.693_359_4, -2.121_944_4e-4] {
+        a.dd(&lanes(v))?;
+    }
+    for c in poly {
+        a.dd(&lanes(c))?;
+    }
+    a.dd(&[127u32; 8])?;
+    a.dd(&lanes(f32::INFINITY))?;
+    a.dd(&lanes(f32::NEG_INFINITY))?;
+    a.dd(&[u32::MAX; 8])?;
+    a.dd(&[0u32; 8])?;
+    a.assemble(0)
+}

@@ -1175,6 +1175,124 @@ fn depthwise_statement_matches_naive_convolution() {
     }
 }
 
+/// The softmax rows statement (`x86_64_avx2_softmax_f32` where the CPU has
+/// AVX2, else its loops) and its loops alone, against a naive f64
+/// softmax: row lengths below, at and past the kernel's eight lanes, no
+/// mask, a mask shared by every row and one per row (with -inf entries,
+/// and one row masked whole, which both give NaN), large inputs.
+#[test]
+fn softmax_statement_matches_naive_softmax() {
+    for n in [1usize, 5, 8, 13, 16, 128] {
+        for mask_kind in 0..3 {
+            for expanded in [false, true] {
+                let rows = 3usize;
+                let x_rs = n as i64 + 3;
+                let x_len = 7 + rows * x_rs as usize;
+                let m_rs = if mask_kind == 2 { n as i64 + 1 } else { 0 };
+                let m_len = 2 + rows * (n + 1);
+                let x: Vec<f32> = (0..x_len).map(|i| ((i * 7919) % 997) as f32 / 9.7 - 50.0).collect();
+                let mask: Vec<f32> = (0..m_len)
+                    .map(|i| {
+                        let row = (i.max(2) - 2) / (n + 1);
+                        if (mask_kind == 2 && row == 1) || i % 5 == 3 {
+                            f32::NEG_INFINITY
+                        } else {
+                            ((i * 31) % 17) as f32 / 4.0 - 2.0
+                        }
+                    })
+                    .collect();
+                let scale = 0.37f32;
+                let (xb, ob, mb) = (BufferId(0), BufferId(1), BufferId(2));
+                let vars = vec![ScalarType::I64, ScalarType::I64, ScalarType::I64, ScalarType::F32, ScalarType::F32];
+                let (i, j, mx, sum) = (var(VarId(1)), var(VarId(2)), VarId(3), VarId(4));
+                let at = add(add(int(7), mul(i.clone(), int(x_rs))), j.clone());
+                let mut v = bin(BinOp::Mul, load(ob, at.clone()), f32c(scale));
+                if mask_kind > 0 {
+                    v = bin(BinOp::Add, v, load(mb, add(add(int(2), mul(i.clone(), int(m_rs))), j.clone())));
+                }
+                let over_j = |body: Vec<Stmt>| Stmt::For { var: VarId(2), start: 0, end: n as i64, body };
+                let row = vec![
+                    over_j(vec![Stmt::Store { buf: ob, index: at.clone(), value: v }]),
+                    Stmt::Assign { var: mx, value: f32c(f32::NEG_INFINITY) },
+                    over_j(vec![Stmt::Assign { var: mx, value: bin(BinOp::Max, var(mx), load(ob, at.clone())) }]),
+                    over_j(vec![Stmt::Store {
+                        buf: ob,
+                        index: at.clone(),
+                        value: un(UnOp::Exp, bin(BinOp::Sub, load(ob, at.clone()), var(mx))),
+                    }]),
+                    Stmt::Assign { var: sum, value: f32c(0.0) },
+                    over_j(vec![Stmt::Assign { var: sum, value: bin(BinOp::Add, var(sum), load(ob, at.clone())) }]),
+                    Stmt::Assign { var: sum, value: bin(BinOp::Div, f32c(1.0), var(sum)) },
+                    over_j(vec![Stmt::Store {
+                        buf: ob,
+                        index: at.clone(),
+                        value: bin(BinOp::Mul, load(ob, at.clone()), var(sum)),
+                    }]),
+                ];
+                let loops = vec![Stmt::For { var: VarId(1), start: 0, end: rows as i64, body: row }];
+                let mut body = vec![Stmt::For {
+                    var: VarId(0),
+                    start: 0,
+                    end: x_len as i64,
+                    body: vec![Stmt::Store { buf: ob, index: var(VarId(0)), value: load(xb, var(VarId(0))) }],
+                }];
+                if expanded {
+                    body.extend(loops);
+                } else {
+                    body.push(Stmt::Softmax(Box::new(SoftmaxStmt {
+                        rows,
+                        n,
+                        x: ob,
+                        x_off: int(7),
+                        x_rs,
+                        scale,
+                        mask: (mask_kind > 0).then(|| (mb, int(2), m_rs)),
+                        loops,
+                    })));
+                }
+                let program = Program {
+                    buffers: vec![
+                        buffer("x", ScalarType::F32, x_len as u64, BufferKind::Input(0)),
+                        buffer("out", ScalarType::F32, x_len as u64, BufferKind::Output(0)),
+                        buffer("mask", ScalarType::F32, m_len as u64, BufferKind::Constant(f32_bytes(&mask))),
+                    ],
+                    kernels: vec![Kernel { name: "softmax".into(), vars, body }],
+                    inputs: vec![io("x", "f32", x_len, 0)],
+                    outputs: vec![io("out", "f32", x_len, 1)],
+                    arena_bytes: 0,
+                };
+                let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+                let got = f32s(&jit.run(&[&f32_bytes(&x)]).unwrap().remove(0));
+                let mut want = x.clone();
+                for r in 0..rows {
+                    let at = |j: usize| 7 + r * x_rs as usize + j;
+                    let v: Vec<f64> = (0..n)
+                        .map(|j| {
+                            let m = if mask_kind > 0 { mask[2 + r * m_rs as usize + j] as f64 } else { 0.0 };
+                            x[at(j)] as f64 * scale as f64 + m
+                        })
+                        .collect();
+                    let top = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = v.iter().map(|v| (v - top).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for j in 0..n {
+                        want[at(j)] = (e[j] / total) as f32;
+                    }
+                }
+                let what = format!("n {n} mask {mask_kind} expanded {expanded}");
+                assert_eq!(got.len(), want.len());
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 2e-6 * (1e-3 + w.abs());
+                    assert!(ok, "{what} [{k}]: {g} vs {w}");
+                }
+                if mask_kind == 2 {
+                    assert!(got[7 + x_rs as usize].is_nan(), "{what}: a row masked whole is NaN");
+                }
+            }
+        }
+    }
+}
+
 /// Reduction loops (`acc = max(acc, x)`, min, sum, with `x` computed from
 /// a load) run four lanes at a time plus a scalar remainder: max and min
 /// equal the sequential result exactly (NaN included), the sum within

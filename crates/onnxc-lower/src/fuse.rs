@@ -150,6 +150,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
         }
         None => None,
     };
+    let mask_f32 = mask.as_ref().is_some_and(|(m, _)| cx.stored_f32(&[*m]));
     let name = cx.graph.graph[id].name.clone();
     // The heads run in parallel, each with scores of its own, unless
     // those would take more than SDPA_PARALLEL_SCORES bytes (then one
@@ -183,7 +184,7 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             dequant: None,
             epilogue: None,
         }))];
-        s.extend(k.nest(&[s_len], |k, i| {
+        let rows = k.nest(&[s_len], |k, i| {
             let i = i[0].clone();
             let at = |j: &Expr| add(s0.clone(), add(mul(i.clone(), int(t_len as i64)), j.clone()));
             let mut row = k.nest(&[t_len], |_, j| {
@@ -197,7 +198,31 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             });
             row.extend(softmax_row(k, (scores, scores), t_len, &at, (mx, sum), false));
             row
-        }));
+        });
+        // The rows as one statement a backend may run as a kernel: with no
+        // mask, or an f32 one whose rows are contiguous.
+        let kernel_mask = match &mask {
+            None => Some(None),
+            Some((m, ms)) if ms[lead.len() + 1] == 1 && mask_f32 => {
+                let mut coords = b.to_vec();
+                coords.extend([int(0), int(0)]);
+                Some(Some((*m, linear(&coords, ms), ms[lead.len()])))
+            }
+            Some(_) => None,
+        };
+        match kernel_mask {
+            Some(mask) if s_len > 0 && t_len > 0 => s.push(Stmt::Softmax(Box::new(onnxc_kir::SoftmaxStmt {
+                rows: s_len,
+                n: t_len,
+                x: scores,
+                x_off: s0.clone(),
+                x_rs: t_len as i64,
+                scale,
+                mask,
+                loops: rows,
+            }))),
+            _ => s.extend(rows),
+        }
         s.push(Stmt::Gemm(Box::new(GemmStmt {
             m: s_len,
             n: dv,

@@ -42,11 +42,15 @@ fn per_column_scale_and_shift_fold_into_gemm() {
 
 #[test]
 fn decomposed_attention_becomes_one_kernel() {
-    let o0 = histogram("testdata/ops/attention_decomposed.onnx", onnxc::OptLevel::O0);
-    assert_eq!(o0.get("Softmax"), Some(&1), "{o0:?}");
-    let o2 = histogram("testdata/ops/attention_decomposed.onnx", onnxc::OptLevel::O2);
-    assert_eq!(o2.get("ScaledDotProductAttention"), Some(&1), "{o2:?}");
-    assert!(!o2.contains_key("Softmax") && !o2.contains_key("MatMul"), "{o2:?}");
+    // 7 keys (the softmax kernel's tail only) and 20 (two full groups of
+    // eight, then the tail).
+    for model in ["testdata/ops/attention_decomposed.onnx", "testdata/ops/attention_long_rows.onnx"] {
+        let o0 = histogram(model, onnxc::OptLevel::O0);
+        assert_eq!(o0.get("Softmax"), Some(&1), "{o0:?}");
+        let o2 = histogram(model, onnxc::OptLevel::O2);
+        assert_eq!(o2.get("ScaledDotProductAttention"), Some(&1), "{o2:?}");
+        assert!(!o2.contains_key("Softmax") && !o2.contains_key("MatMul"), "{o2:?}");
+    }
 }
 
 #[test]
