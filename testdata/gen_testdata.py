@@ -852,17 +852,33 @@ def scan_reverse_axes(rng):
                 ["s_final", "p_final", "out1", "out2"], [("w", w)], opset=16)
 
 
-@case
-def gelu_decomposed(rng):
+def gelu_nodes(x):
     # GELU as exporters write it: x * (0.5 * (1 + erf(x / sqrt(2)))); -O2 recognizes it.
     inits = [("sqrt2", np.array(np.sqrt(2.0), dtype=np.float32)), ("one", np.array(1.0, dtype=np.float32)),
              ("half", np.array(0.5, dtype=np.float32))]
-    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]),
+    nodes = [helper.make_node("Div", [x, "sqrt2"], ["d"]),
              helper.make_node("Erf", ["d"], ["e"]),
              helper.make_node("Add", ["e", "one"], ["p"]),
              helper.make_node("Mul", ["half", "p"], ["h"]),
-             helper.make_node("Mul", ["x", "h"], ["y"])]
+             helper.make_node("Mul", [x, "h"], ["y"])]
+    return nodes, inits
+
+
+@case
+def gelu_decomposed(rng):
+    nodes, inits = gelu_nodes("x")
     return Case(nodes, [("x", randn(rng, [2, 3, 8], 2.0))], ["y"], inits, opset=13)
+
+
+@case
+def matmul_bias_gelu(rng):
+    # A transformer's feed-forward up-projection: MatMul, bias Add, GELU;
+    # -O2 fuses them into one kernel whose epilogue rows (20 columns: two
+    # groups of eight and a tail) run as the GELU kernel.
+    nodes, inits = gelu_nodes("xb")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["xb"])] + nodes
+    inits = inits + [("W", randn(rng, [12, 20], 0.5)), ("b", randn(rng, [20]))]
+    return Case(nodes, [("x", randn(rng, [2, 5, 12]))], ["y"], inits, opset=13)
 
 
 @case

@@ -274,6 +274,7 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         ("ops/qlinear_matmul_i8", "ops/qlinear_matmul_i8"),
         ("ops/matmul_integer_i8_weights", "ops/matmul_integer_i8_weights"),
         ("ops/attention_long_rows", "ops/attention_long_rows"),
+        ("ops/matmul_bias_gelu", "ops/matmul_bias_gelu"),
     ] {
         let r = check(
             root,
@@ -325,6 +326,7 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
             ("ops/qdq_matmul", "ops/qdq_matmul"),
             ("ops/dynamic_matmul_integer", "ops/dynamic_matmul_integer"),
             ("ops/attention_long_rows", "ops/attention_long_rows"),
+            ("ops/matmul_bias_gelu", "ops/matmul_bias_gelu"),
         ] {
             let r = check(
                 root,

@@ -192,11 +192,20 @@ pub fn define_program<M: Module>(
             dwconv.insert((kh, kw, sx, dx), id);
         }
     }
-    // The softmax rows kernel (AVX2+FMA) where the program has f32 ones.
-    let softmax = if avx2.is_some() && program.kernels.iter().any(|k| has_softmax(program, &k.body)) {
-        Some(ukernel(module, crate::ukernel::SOFTMAX_NAME, crate::ukernel::avx2_softmax_f32())?)
-    } else {
-        None
+    // The rows kernels (AVX2+FMA) for the ops of the program's f32 `Rows`.
+    let mut row_ops = (false, false);
+    if avx2.is_some() {
+        for k in &program.kernels {
+            rows_ops(program, &k.body, &mut row_ops);
+        }
+    }
+    let softmax = match row_ops.0 {
+        true => Some(ukernel(module, crate::ukernel::SOFTMAX_NAME, crate::ukernel::avx2_softmax_f32())?),
+        false => None,
+    };
+    let gelu = match row_ops.1 {
+        true => Some(ukernel(module, crate::ukernel::GELU_NAME, crate::ukernel::avx2_gelu_f32())?),
+        false => None,
     };
     let check = if dispatch {
         let mut sig = module.make_signature();
@@ -274,6 +283,7 @@ pub fn define_program<M: Module>(
                 pack,
                 dwconv: &dwconv,
                 softmax,
+                gelu,
                 packed_b: &packed_ids,
                 dispatch_table: Some(table),
                 gemm_bias: None,
@@ -336,6 +346,7 @@ pub fn define_program<M: Module>(
                     pack,
                     dwconv: &dwconv,
                     softmax,
+                    gelu,
                     packed_b: &packed_ids,
                     dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
                     gemm_bias: None,
@@ -747,7 +758,7 @@ fn invariant_buffers(program: &Program, kernel: &Kernel) -> std::collections::BT
                     out.insert(d.out.0);
                     written(&d.loops, out);
                 }
-                Stmt::Softmax(d) => {
+                Stmt::Rows(d) => {
                     out.insert(d.x.0);
                     written(&d.loops, out);
                 }
@@ -819,7 +830,7 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                 }
                 collect_buffers(&d.loops, out);
             }
-            Stmt::Softmax(d) => {
+            Stmt::Rows(d) => {
                 for (b, off) in d.operands() {
                     out.insert(b.0);
                     expr(off, out);
@@ -864,8 +875,10 @@ struct Gen<'a, 'b, M: Module> {
     /// The depthwise kernels by window shape `(kh, kw, sx, dx)`, when the
     /// ISA has AVX2 or dispatches to it.
     dwconv: &'a BTreeMap<(usize, usize, usize, usize), FuncId>,
-    /// The softmax rows kernel (`ukernel::avx2_softmax_f32`), if any.
+    /// The `Rows` kernels (`ukernel::avx2_softmax_f32`,
+    /// `ukernel::avx2_gelu_f32`), where the program has such statements.
     softmax: Option<FuncId>,
+    gelu: Option<FuncId>,
     /// Constant operands packed for the AVX2 tile (`pack_constant_operands`).
     packed_b: &'a BTreeMap<PackedKey, DataId>,
     /// Where the run's AVX2 choice is (the kernel's table; a loop task's
@@ -943,7 +956,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 Stmt::Gemm(g) => self.gemm(g)?,
                 Stmt::Pack(p) => self.pack(p)?,
                 Stmt::Depthwise(d) => self.depthwise(d)?,
-                Stmt::Softmax(d) => self.softmax_rows(d)?,
+                Stmt::Rows(d) => self.rows_kernel(d)?,
                 Stmt::FailIf { cond, status } => {
                     let c = self.scalar(cond)?;
                     let fail = self.b.create_block();
@@ -1571,29 +1584,33 @@ impl<M: Module> Gen<'_, '_, M> {
         self.avx2_call_or_loops(ukr, &d.loops, dp::BYTES, &addrs, &words)
     }
 
-    /// Softmax rows: the AVX2 kernel when there is one (see
-    /// `avx2_call_or_loops`), else their loops.
-    fn softmax_rows(&mut self, d: &onnxc_kir::SoftmaxStmt) -> Result<(), BackendError> {
-        use crate::ukernel::softmax_param as sp;
+    /// A `Rows` statement: the AVX2 kernel for its op when there is one
+    /// (see `avx2_call_or_loops`), else its loops.
+    fn rows_kernel(&mut self, d: &onnxc_kir::RowsStmt) -> Result<(), BackendError> {
+        use crate::ukernel::rows_param as rp;
         let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
-        let Some(ukr) = self.softmax.filter(|_| f32s) else {
+        let (ukr, scale) = match d.op {
+            onnxc_kir::RowOp::Softmax { scale } => (self.softmax, scale),
+            onnxc_kir::RowOp::Gelu => (self.gelu, 1.0),
+        };
+        let Some(ukr) = ukr.filter(|_| f32s) else {
             return self.stmts(&d.loops);
         };
-        let mut addrs = vec![(d.x, &d.x_off, sp::X)];
+        let mut addrs = vec![(d.x, &d.x_off, rp::X)];
         let mut words = vec![
-            (sp::ROWS, d.rows as i64),
-            (sp::N, d.n as i64),
-            (sp::X_RS, d.x_rs * 4),
-            (sp::SCALE, d.scale.to_bits() as i64),
+            (rp::ROWS, d.rows as i64),
+            (rp::N, d.n as i64),
+            (rp::X_RS, d.x_rs * 4),
+            (rp::SCALE, scale.to_bits() as i64),
         ];
-        match &d.mask {
+        match &d.add {
             Some((b, off, rs)) => {
-                addrs.push((*b, off, sp::MASK));
-                words.push((sp::MASK_RS, rs * 4));
+                addrs.push((*b, off, rp::ADD));
+                words.push((rp::ADD_RS, rs * 4));
             }
-            None => words.extend([(sp::MASK, 0), (sp::MASK_RS, 0)]),
+            None => words.extend([(rp::ADD, 0), (rp::ADD_RS, 0)]),
         }
-        self.avx2_call_or_loops(ukr, &d.loops, sp::BYTES, &addrs, &words)
+        self.avx2_call_or_loops(ukr, &d.loops, rp::BYTES, &addrs, &words)
     }
 
     /// The buffer types and shapes a `Gemm` needs here.
@@ -2707,20 +2724,9 @@ impl<M: Module> Gen<'_, '_, M> {
         let x = self.b.ins().fmax(x, lo);
         let x = self.b.ins().fmin(x, hi);
         let x2 = self.b.ins().fmul(x, x);
-        let p = self.vpoly(
-            x2,
-            &[
-                -1.609_603_3e-2,
-                -2.954_6e-3,
-                -7.349_906_3e-4,
-                -5.692_506_4e-5,
-                -2.101_024e-6,
-                2.770_681_4e-8,
-                -2.726_142_3e-10,
-            ],
-        );
+        let p = self.vpoly(x2, &crate::ukernel::ERF_P);
         let p = self.b.ins().fmul(x, p);
-        let q = self.vpoly(x2, &[-1.426_473_9e-2, -7.373_329_2e-3, -1.682_827e-3, -2.133_740_6e-4, -1.456_607_2e-5]);
+        let q = self.vpoly(x2, &crate::ukernel::ERF_Q);
         self.b.ins().fdiv(p, q)
     }
 
@@ -3180,16 +3186,25 @@ fn depthwise_shapes(
     }
 }
 
-/// True when `body` holds a `Pack`.
-/// True when `body` has a `Softmax` over f32 buffers (the kernel's).
-fn has_softmax(program: &Program, body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::Softmax(d) => d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32),
-        Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => has_softmax(program, body),
-        _ => false,
-    })
+/// Which ops (softmax, gelu) `body`'s `Rows` over f32 buffers have.
+fn rows_ops(program: &Program, body: &[Stmt], out: &mut (bool, bool)) {
+    for s in body {
+        match s {
+            Stmt::Rows(d)
+                if d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32) =>
+            {
+                match d.op {
+                    onnxc_kir::RowOp::Softmax { .. } => out.0 = true,
+                    onnxc_kir::RowOp::Gelu => out.1 = true,
+                }
+            }
+            Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => rows_ops(program, body, out),
+            _ => {}
+        }
+    }
 }
 
+/// True when `body` holds a `Pack`.
 fn has_pack(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
         Stmt::Pack(_) => true,

@@ -948,36 +948,171 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     a.assemble(0)
 }
 
-/// Byte offsets of the softmax kernel's parameter block (8-byte words;
+/// Byte offsets of the `Rows` kernels' parameter block (8-byte words;
 /// SCALE is an f32). Strides are in bytes.
-pub mod softmax_param {
-    /// Address of `x[x_off]` and of `mask[mask_off]` (0: no mask).
+pub mod rows_param {
+    /// Address of `x[x_off]` and of `add[add_off]` (0: none).
     pub const X: i32 = 0;
-    pub const MASK: i32 = 8;
+    pub const ADD: i32 = 8;
     pub const ROWS: i32 = 16;
     pub const N: i32 = 24;
     pub const X_RS: i32 = 32;
-    pub const MASK_RS: i32 = 40;
+    pub const ADD_RS: i32 = 40;
     pub const SCALE: i32 = 48;
     pub const BYTES: u32 = 56;
 }
 
-/// Symbol name of the softmax kernel.
+/// Symbol names of the `Rows` kernels.
 pub const SOFTMAX_NAME: &str = "x86_64_avx2_softmax_f32";
+pub const GELU_NAME: &str = "x86_64_avx2_gelu_f32";
 
-/// Machine code of `onnxc_kir::SoftmaxStmt` (AVX2 + FMA; System V, one
-/// pointer argument, [`softmax_param`]): per row, eight columns at a time
-/// (the last `n % 8` through `vmaskmovps` masks), one pass for `v =
-/// x·scale + mask` and its running maximum, one for `e = exp(v - max)` and
-/// its running sum, one for `e · (1 / sum)`. The exponential is the
-/// Cranelift loops' (`Gen::vexp`): x clamped to [-87.33654, 88.72283], k
-/// by the 1.5·2^23 rounding trick, r = x - k·ln2 with ln 2 in two parts,
-/// the degree-6 Taylor polynomial by Horner's rule (multiply, then add, as
-/// the loops round), 2^k as two factors; +inf above the range, 0 below,
-/// NaN stays NaN. Sums go eight lanes at a time, so they may round
-/// differently from the loops' four.
+/// A `Rows` kernel (System V, one pointer argument, [`rows_param`]): per
+/// row, `row` emits its passes over the row (`rsi`: the row, `rdx`: its
+/// `add` row or 0, `r11`: the constant table, `ymm15`: the scale,
+/// `ymm14`: the lanes below `n % 8`; each pass loops with [`row_columns`];
+/// ymm0-13 are its own). The table is `consts` (eight lanes each, in
+/// order), then the tail masks.
+fn rows_kernel(
+    consts: &[[u32; 8]],
+    row: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Result<Vec<u8>, IcedError> {
+    use rows_param as p;
+    let masks = 32 * consts.len() as i32;
+    let mut a = CodeAssembler::new(64)?;
+    let mut table = a.create_label();
+    // rdi params, rsi row, rdx add row (0: none), rcx column, r8 rows
+    // left, r9 n rounded down to 8, r10 n, r11 table.
+    a.lea(r11, ptr(table))?;
+    a.mov(rsi, qword_ptr(rdi + p::X))?;
+    a.mov(rdx, qword_ptr(rdi + p::ADD))?;
+    a.mov(r8, qword_ptr(rdi + p::ROWS))?;
+    a.mov(r10, qword_ptr(rdi + p::N))?;
+    a.mov(r9, r10)?;
+    a.and(r9, -8)?;
+    a.vbroadcastss(ymm15, dword_ptr(rdi + p::SCALE))?;
+    // The tail mask: lanes below n % 8 (8 × -1 then 8 × 0 in the table).
+    a.mov(rax, r10)?;
+    a.and(rax, 7)?;
+    a.mov(rcx, 8i64)?;
+    a.sub(rcx, rax)?;
+    a.lea(rax, ptr(r11 + masks))?;
+    a.vmovups(ymm14, ptr(rax + rcx * 4))?;
+    let mut next = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut next)?;
+    a.test(r8, r8)?;
+    a.jz(done)?;
+    row(&mut a)?;
+    a.add(rsi, qword_ptr(rdi + p::X_RS))?;
+    {
+        let mut no_add = a.create_label();
+        a.test(rdx, rdx)?;
+        a.jz(no_add)?;
+        a.add(rdx, qword_ptr(rdi + p::ADD_RS))?;
+        a.set_label(&mut no_add)?;
+    }
+    a.dec(r8)?;
+    a.jmp(next)?;
+    a.set_label(&mut done)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.set_label(&mut table)?;
+    for c in consts {
+        a.dd(c)?;
+    }
+    a.dd(&[u32::MAX; 8])?;
+    a.dd(&[0u32; 8])?;
+    a.assemble(0)
+}
+
+/// One pass over a row of a [`rows_kernel`]: `body` for each full group
+/// of eight columns from `rcx` (masked: false), then for the `n % 8` last
+/// (masked: true, lanes in `ymm14`).
+fn row_columns(
+    a: &mut CodeAssembler,
+    body: &dyn Fn(&mut CodeAssembler, bool) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let mut full = a.create_label();
+    let mut tail = a.create_label();
+    let mut end = a.create_label();
+    a.xor(ecx, ecx)?;
+    a.set_label(&mut full)?;
+    a.cmp(rcx, r9)?;
+    a.jae(tail)?;
+    body(a, false)?;
+    a.add(rcx, 8)?;
+    a.jmp(full)?;
+    a.set_label(&mut tail)?;
+    a.cmp(rcx, r10)?;
+    a.jae(end)?;
+    body(a, true)?;
+    a.set_label(&mut end)?;
+    Ok(())
+}
+
+/// `ymm0 = x[column..] (+ add[column..])` for a [`row_columns`] body (the
+/// masked lanes through `vmaskmovps`; ymm1 scratch), `x·scale` first when
+/// `scaled`.
+fn load_plus_add(a: &mut CodeAssembler, masked: bool, scaled: bool) -> Result<(), IcedError> {
+    if masked {
+        a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
+    } else {
+        a.vmovups(ymm0, ptr(rsi + rcx * 4))?;
+    }
+    if scaled {
+        a.vmulps(ymm0, ymm0, ymm15)?;
+    }
+    let mut no_add = a.create_label();
+    a.test(rdx, rdx)?;
+    a.jz(no_add)?;
+    if masked {
+        a.vmaskmovps(ymm1, ymm14, ptr(rdx + rcx * 4))?;
+        a.vaddps(ymm0, ymm0, ymm1)?;
+    } else {
+        a.vaddps(ymm0, ymm0, ptr(rdx + rcx * 4))?;
+    }
+    a.set_label(&mut no_add)?;
+    Ok(())
+}
+
+/// Stores ymm0 at `x[column..]` for a [`row_columns`] body.
+fn store_x(a: &mut CodeAssembler, masked: bool) -> Result<(), IcedError> {
+    if masked {
+        a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)
+    } else {
+        a.vmovups(ptr(rsi + rcx * 4), ymm0)
+    }
+}
+
+/// Horner's rule on ymm: `acc = c[last]`, then `acc·x + c[i]` down to
+/// c[0] (multiply, then add, as the Cranelift loops round), the
+/// coefficients eight lanes each in the table from byte `at`.
+fn horner(
+    a: &mut CodeAssembler,
+    acc: AsmRegisterYmm,
+    x: AsmRegisterYmm,
+    at: i32,
+    count: usize,
+) -> Result<(), IcedError> {
+    a.vmovups(acc, ptr(r11 + at + 32 * (count as i32 - 1)))?;
+    for i in (0..count - 1).rev() {
+        a.vmulps(acc, acc, x)?;
+        a.vaddps(acc, acc, ptr(r11 + at + 32 * i as i32))?;
+    }
+    Ok(())
+}
+
+/// Machine code of `RowOp::Softmax` (AVX2; see [`rows_kernel`]): per row,
+/// eight columns at a time (the last `n % 8` through `vmaskmovps` masks),
+/// one pass for `v = x·scale + add` and its running maximum, one for `e =
+/// exp(v - max)` and its running sum, one for `e · (1 / sum)`. The
+/// exponential is the Cranelift loops' (`Gen::vexp`): x clamped to
+/// [-87.33654, 88.72283], k by the 1.5·2^23 rounding trick, r = x - k·ln2
+/// with ln 2 in two parts, the degree-6 Taylor polynomial by Horner's rule,
+/// 2^k as two factors; +inf above the range, 0 below, NaN stays NaN. Sums
+/// go eight lanes at a time, so they may round differently from the
+/// loops' four.
 pub fn avx2_softmax_f32() -> Result<Vec<u8>, IcedError> {
-    use softmax_param as p;
     // Constant table offsets (each 8 lanes of one value).
     const C_LO: i32 = 0;
     const C_HI: i32 = 32;
@@ -985,45 +1120,22 @@ pub fn avx2_softmax_f32() -> Result<Vec<u8>, IcedError> {
     const C_MAGIC: i32 = 96;
     const C_LN2_HI: i32 = 128;
     const C_LN2_LO: i32 = 160;
-    const C_POLY: i32 = 192; // 7 coefficients, c0 first
+    const C_POLY: i32 = 192; // 7 coefficients, c0 (1.0) first
     const C_BIAS: i32 = 192 + 7 * 32;
     const C_INF: i32 = C_BIAS + 32;
     const C_NEG_INF: i32 = C_INF + 32;
-    const C_MASKS: i32 = C_NEG_INF + 32; // 8 × -1 then 8 × 0
     let poly = [1.0f32, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0];
-    let mut a = CodeAssembler::new(64)?;
-    let mut table = a.create_label();
-    // rdi params, rsi row, rdx mask row (0: none), rcx column, r8 rows
-    // left, r9 n rounded down to 8, r10 n, r11 table; ymm15 scale, ymm14
-    // the tail's lane mask, ymm13 running max / max, ymm12 running sum /
-    // 1 / sum, ymm0-5 scratch.
-    a.lea(r11, ptr(table))?;
-    a.mov(rsi, qword_ptr(rdi + p::X))?;
-    a.mov(rdx, qword_ptr(rdi + p::MASK))?;
-    a.mov(r8, qword_ptr(rdi + p::ROWS))?;
-    a.mov(r10, qword_ptr(rdi + p::N))?;
-    a.mov(r9, r10)?;
-    a.and(r9, -8)?;
-    a.vbroadcastss(ymm15, dword_ptr(rdi + p::SCALE))?;
-    // The tail mask: lanes below n % 8.
-    a.mov(rax, r10)?;
-    a.and(rax, 7)?;
-    a.mov(rcx, 8i64)?;
-    a.sub(rcx, rax)?;
-    a.lea(rax, ptr(r11 + C_MASKS))?;
-    a.vmovups(ymm14, ptr(rax + rcx * 4))?;
-    let mut row = a.create_label();
-    let mut done = a.create_label();
-    a.set_label(&mut row)?;
-    a.test(r8, r8)?;
-    a.jz(done)?;
+    let lanes = |v: f32| [v.to_bits(); 8];
+    let mut consts: Vec<[u32; 8]> = [-87.336_54f32, 88.722_83, std::f32::consts::LOG2_E, 12_582_912.0, 0.693_359_4]
+        .iter()
+        .chain(&[-2.121_944_4e-4])
+        .chain(&poly)
+        .map(|&v| lanes(v))
+        .collect();
+    consts.extend([[127u32; 8], lanes(f32::INFINITY), lanes(f32::NEG_INFINITY)]);
     // e^x of ymm0 into ymm0 (ymm1-5 scratch).
     let exp = |a: &mut CodeAssembler| -> Result<(), IcedError> {
-        // max(lo, x) with x second: NaN stays NaN.
-        a.vmovups(ymm2, ptr(r11 + C_LO))?;
-        a.vmaxps(ymm1, ymm2, ymm0)?;
-        a.vmovups(ymm2, ptr(r11 + C_HI))?;
-        a.vminps(ymm1, ymm2, ymm1)?;
+        clamp_kept_nan(a, ymm1, ymm0, C_LO, C_HI)?;
         // k = (xc·log2e + magic) - magic
         a.vmulps(ymm2, ymm1, ptr(r11 + C_LOG2E))?;
         a.vaddps(ymm2, ymm2, ptr(r11 + C_MAGIC))?;
@@ -1033,12 +1145,7 @@ pub fn avx2_softmax_f32() -> Result<Vec<u8>, IcedError> {
         a.vsubps(ymm3, ymm1, ymm3)?;
         a.vmulps(ymm4, ymm2, ptr(r11 + C_LN2_LO))?;
         a.vsubps(ymm3, ymm3, ymm4)?;
-        // Horner: c6, then acc·r + c_i.
-        a.vmovups(ymm4, ptr(r11 + C_POLY + 6 * 32))?;
-        for i in (0..6).rev() {
-            a.vmulps(ymm4, ymm4, ymm3)?;
-            a.vaddps(ymm4, ymm4, ptr(r11 + C_POLY + 32 * i))?;
-        }
+        horner(a, ymm4, ymm3, C_POLY, 7)?;
         // 2^k as 2^(k>>1) · 2^(k - (k>>1)).
         a.vcvttps2dq(ymm2, ymm2)?;
         a.vpsrad(ymm3, ymm2, 1)?;
@@ -1054,56 +1161,6 @@ pub fn avx2_softmax_f32() -> Result<Vec<u8>, IcedError> {
         a.vcmpps(ymm5, ymm0, ptr(r11 + C_LO), 0x11)?; // LT_OQ
         a.vandnps(ymm0, ymm5, ymm4)
     };
-    // Pass 1: v = x·scale (+ mask), stored; ymm13 its maximum.
-    a.vmovups(ymm13, ptr(r11 + C_NEG_INF))?;
-    // Loops over the full groups, then the tail, for a pass `body`.
-    let columns = |a: &mut CodeAssembler,
-                   body: &dyn Fn(&mut CodeAssembler, bool) -> Result<(), IcedError>|
-     -> Result<(), IcedError> {
-        let mut full = a.create_label();
-        let mut tail = a.create_label();
-        let mut end = a.create_label();
-        a.xor(ecx, ecx)?;
-        a.set_label(&mut full)?;
-        a.cmp(rcx, r9)?;
-        a.jae(tail)?;
-        body(a, false)?;
-        a.add(rcx, 8)?;
-        a.jmp(full)?;
-        a.set_label(&mut tail)?;
-        a.cmp(rcx, r10)?;
-        a.jae(end)?;
-        body(a, true)?;
-        a.set_label(&mut end)?;
-        Ok(())
-    };
-    columns(&mut a, &|a, masked| {
-        if masked {
-            a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
-        } else {
-            a.vmovups(ymm0, ptr(rsi + rcx * 4))?;
-        }
-        a.vmulps(ymm0, ymm0, ymm15)?;
-        let mut nomask = a.create_label();
-        a.test(rdx, rdx)?;
-        a.jz(nomask)?;
-        if masked {
-            a.vmaskmovps(ymm1, ymm14, ptr(rdx + rcx * 4))?;
-            a.vaddps(ymm0, ymm0, ymm1)?;
-        } else {
-            a.vaddps(ymm0, ymm0, ptr(rdx + rcx * 4))?;
-        }
-        a.set_label(&mut nomask)?;
-        if masked {
-            a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)?;
-            // Lanes past n count as -inf: ymm1 = mask ? v : -inf.
-            a.vmovups(ymm1, ptr(r11 + C_NEG_INF))?;
-            a.vblendvps(ymm0, ymm1, ymm0, ymm14)?;
-        } else {
-            a.vmovups(ptr(rsi + rcx * 4), ymm0)?;
-        }
-        a.vmaxps(ymm13, ymm13, ymm0)
-    })?;
     // Across the lanes (max or add), the result in every lane: halves,
     // then pairs, then neighbours.
     let across = |a: &mut CodeAssembler, v: AsmRegisterYmm, max: bool| -> Result<(), IcedError> {
@@ -1121,65 +1178,113 @@ pub fn avx2_softmax_f32() -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    across(&mut a, ymm13, true)?;
-    // Pass 2: e = exp(v - max), stored; ymm12 their sum.
-    a.vxorps(ymm12, ymm12, ymm12)?;
-    columns(&mut a, &|a, masked| {
-        if masked {
-            a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
-        } else {
-            a.vmovups(ymm0, ptr(rsi + rcx * 4))?;
-        }
-        a.vsubps(ymm0, ymm0, ymm13)?;
-        exp(a)?;
-        if masked {
-            a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)?;
-            a.vandps(ymm0, ymm0, ymm14)?;
-        } else {
-            a.vmovups(ptr(rsi + rcx * 4), ymm0)?;
-        }
-        a.vaddps(ymm12, ymm12, ymm0)
-    })?;
-    // The sum across the lanes, then 1 / sum in every lane.
-    across(&mut a, ymm12, false)?;
-    a.vmovups(ymm0, ptr(r11 + C_POLY))?; // 1.0
-    a.vdivps(ymm12, ymm0, ymm12)?;
-    // Pass 3: e · (1 / sum).
-    columns(&mut a, &|a, masked| {
-        if masked {
-            a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
-            a.vmulps(ymm0, ymm0, ymm12)?;
-            a.vmaskmovps(ptr(rsi + rcx * 4), ymm14, ymm0)
-        } else {
-            a.vmulps(ymm0, ymm12, ptr(rsi + rcx * 4))?;
-            a.vmovups(ptr(rsi + rcx * 4), ymm0)
-        }
-    })?;
-    a.add(rsi, qword_ptr(rdi + p::X_RS))?;
-    {
-        let mut nomask = a.create_label();
-        a.test(rdx, rdx)?;
-        a.jz(nomask)?;
-        a.add(rdx, qword_ptr(rdi + p::MASK_RS))?;
-        a.set_label(&mut nomask)?;
-    }
-    a.dec(r8)?;
-    a.jmp(row)?;
-    a.set_label(&mut done)?;
-    a.vzeroupper()?;
-    a.ret()?;
-    a.set_label(&mut table)?;
-    let lanes = |v: f32| [v.to_bits(); 8];
-    for v in [-87.336_54f32, 88.722_83, std::f32::consts::LOG2_E, 12_582_912.0, 0.693_359_4, -2.121_944_4e-4] {
-        a.dd(&lanes(v))?;
-    }
-    for c in poly {
-        a.dd(&lanes(c))?;
-    }
-    a.dd(&[127u32; 8])?;
-    a.dd(&lanes(f32::INFINITY))?;
-    a.dd(&lanes(f32::NEG_INFINITY))?;
-    a.dd(&[u32::MAX; 8])?;
-    a.dd(&[0u32; 8])?;
-    a.assemble(0)
+    rows_kernel(&consts, &|a| {
+        // Pass 1: v = x·scale (+ add), stored; ymm13 its maximum.
+        a.vmovups(ymm13, ptr(r11 + C_NEG_INF))?;
+        row_columns(a, &|a, masked| {
+            load_plus_add(a, masked, true)?;
+            store_x(a, masked)?;
+            if masked {
+                // Lanes past n count as -inf: mask ? v : -inf.
+                a.vmovups(ymm1, ptr(r11 + C_NEG_INF))?;
+                a.vblendvps(ymm0, ymm1, ymm0, ymm14)?;
+            }
+            a.vmaxps(ymm13, ymm13, ymm0)
+        })?;
+        across(a, ymm13, true)?;
+        // Pass 2: e = exp(v - max), stored; ymm12 their sum.
+        a.vxorps(ymm12, ymm12, ymm12)?;
+        row_columns(a, &|a, masked| {
+            if masked {
+                a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
+            } else {
+                a.vmovups(ymm0, ptr(rsi + rcx * 4))?;
+            }
+            a.vsubps(ymm0, ymm0, ymm13)?;
+            exp(a)?;
+            store_x(a, masked)?;
+            if masked {
+                a.vandps(ymm0, ymm0, ymm14)?;
+            }
+            a.vaddps(ymm12, ymm12, ymm0)
+        })?;
+        // The sum across the lanes, then 1 / sum in every lane.
+        across(a, ymm12, false)?;
+        a.vmovups(ymm0, ptr(r11 + C_POLY))?; // 1.0
+        a.vdivps(ymm12, ymm0, ymm12)?;
+        // Pass 3: e · (1 / sum).
+        row_columns(a, &|a, masked| {
+            if masked {
+                a.vmaskmovps(ymm0, ymm14, ptr(rsi + rcx * 4))?;
+                a.vmulps(ymm0, ymm0, ymm12)?;
+            } else {
+                a.vmulps(ymm0, ymm12, ptr(rsi + rcx * 4))?;
+            }
+            store_x(a, masked)
+        })
+    })
+}
+
+/// erf's rational approximation on [-4, 4] (the coefficients of Eigen's
+/// and XLA's f32 erf): `x·P(x²)/Q(x²)`, P's and Q's coefficients lowest
+/// degree first. The Cranelift loops (`Gen::verf`) and the GELU kernel
+/// share them.
+pub const ERF_P: [f32; 7] =
+    [-1.609_603_3e-2, -2.954_6e-3, -7.349_906_3e-4, -5.692_506_4e-5, -2.101_024e-6, 2.770_681_4e-8, -2.726_142_3e-10];
+pub const ERF_Q: [f32; 5] = [-1.426_473_9e-2, -7.373_329_2e-3, -1.682_827e-3, -2.133_740_6e-4, -1.456_607_2e-5];
+
+/// `dst = min(hi, max(lo, src))` with `lo` and `hi` eight lanes each in a
+/// rows kernel's table at `lo_at` and `hi_at`, the value second in both,
+/// so that NaN stays NaN (ymm2 scratch).
+fn clamp_kept_nan(
+    a: &mut CodeAssembler,
+    dst: AsmRegisterYmm,
+    src: AsmRegisterYmm,
+    lo_at: i32,
+    hi_at: i32,
+) -> Result<(), IcedError> {
+    a.vmovups(ymm2, ptr(r11 + lo_at))?;
+    a.vmaxps(dst, ymm2, src)?;
+    a.vmovups(ymm2, ptr(r11 + hi_at))?;
+    a.vminps(dst, ymm2, dst)
+}
+
+/// Machine code of `RowOp::Gelu` (AVX2; see [`rows_kernel`]): per row one
+/// pass of eight columns (the last `n % 8` masked): `v = x + add`, then
+/// the Cranelift loops' `(0.5·v)·(1 + erf(v·(1/√2)))` with their erf
+/// (`Gen::verf`: the argument clamped to [-4, 4] NaN-preserving, `t·P(t²)
+/// / Q(t²)` by Horner's rule, multiply then add), so the results are the
+/// vectorized loops' bit for bit (their scalar remainders call libm).
+pub fn avx2_gelu_f32() -> Result<Vec<u8>, IcedError> {
+    const C_HALF: i32 = 0;
+    const C_ONE: i32 = 32;
+    const C_RSQRT2: i32 = 64;
+    const C_LO: i32 = 96;
+    const C_HI: i32 = 128;
+    const C_P: i32 = 160; // 7 coefficients
+    const C_Q: i32 = C_P + 7 * 32; // 5 coefficients
+    let consts: Vec<[u32; 8]> = [0.5f32, 1.0, std::f64::consts::FRAC_1_SQRT_2 as f32, -4.0, 4.0]
+        .iter()
+        .chain(&ERF_P)
+        .chain(&ERF_Q)
+        .map(|v| [v.to_bits(); 8])
+        .collect();
+    rows_kernel(&consts, &|a| {
+        row_columns(a, &|a, masked| {
+            load_plus_add(a, masked, false)?;
+            // t = clamp(v·(1/√2), -4, 4), NaN kept.
+            a.vmulps(ymm1, ymm0, ptr(r11 + C_RSQRT2))?;
+            clamp_kept_nan(a, ymm1, ymm1, C_LO, C_HI)?;
+            a.vmulps(ymm2, ymm1, ymm1)?;
+            horner(a, ymm3, ymm2, C_P, 7)?;
+            a.vmulps(ymm3, ymm1, ymm3)?;
+            horner(a, ymm4, ymm2, C_Q, 5)?;
+            a.vdivps(ymm3, ymm3, ymm4)?;
+            // (0.5·v)·(1 + erf)
+            a.vaddps(ymm3, ymm3, ptr(r11 + C_ONE))?;
+            a.vmulps(ymm0, ymm0, ptr(r11 + C_HALF))?;
+            a.vmulps(ymm0, ymm0, ymm3)?;
+            store_x(a, masked)
+        })
+    })
 }

@@ -1175,7 +1175,38 @@ fn depthwise_statement_matches_naive_convolution() {
     }
 }
 
-/// The softmax rows statement (`x86_64_avx2_softmax_f32` where the CPU has
+/// Runs a `Rows` statement over a copy of `x` (buffer 1, `out`; `x` is
+/// buffer 0, `add` buffer 2), or with `expanded` its loops alone; `rows`
+/// names them so (VarId(0) is the copy's).
+fn run_rows(x: &[f32], add: &[f32], vars: Vec<ScalarType>, stmt: RowsStmt, expanded: bool) -> Vec<f32> {
+    let (xb, ob) = (BufferId(0), BufferId(1));
+    let mut body = vec![Stmt::For {
+        var: VarId(0),
+        start: 0,
+        end: x.len() as i64,
+        body: vec![Stmt::Store { buf: ob, index: var(VarId(0)), value: load(xb, var(VarId(0))) }],
+    }];
+    if expanded {
+        body.extend(stmt.loops);
+    } else {
+        body.push(Stmt::Rows(Box::new(stmt)));
+    }
+    let program = Program {
+        buffers: vec![
+            buffer("x", ScalarType::F32, x.len() as u64, BufferKind::Input(0)),
+            buffer("out", ScalarType::F32, x.len() as u64, BufferKind::Output(0)),
+            buffer("add", ScalarType::F32, add.len() as u64, BufferKind::Constant(f32_bytes(add))),
+        ],
+        kernels: vec![Kernel { name: "rows".into(), vars, body }],
+        inputs: vec![io("x", "f32", x.len(), 0)],
+        outputs: vec![io("out", "f32", x.len(), 1)],
+        arena_bytes: 0,
+    };
+    let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+    f32s(&jit.run(&[&f32_bytes(x)]).unwrap().remove(0))
+}
+
+/// `RowOp::Softmax` rows (`x86_64_avx2_softmax_f32` where the CPU has
 /// AVX2, else its loops) and its loops alone, against a naive f64
 /// softmax: row lengths below, at and past the kernel's eight lanes, no
 /// mask, a mask shared by every row and one per row (with -inf entries,
@@ -1202,7 +1233,7 @@ fn softmax_statement_matches_naive_softmax() {
                     })
                     .collect();
                 let scale = 0.37f32;
-                let (xb, ob, mb) = (BufferId(0), BufferId(1), BufferId(2));
+                let (ob, mb) = (BufferId(1), BufferId(2));
                 let vars = vec![ScalarType::I64, ScalarType::I64, ScalarType::I64, ScalarType::F32, ScalarType::F32];
                 let (i, j, mx, sum) = (var(VarId(1)), var(VarId(2)), VarId(3), VarId(4));
                 let at = add(add(int(7), mul(i.clone(), int(x_rs))), j.clone());
@@ -1230,39 +1261,17 @@ fn softmax_statement_matches_naive_softmax() {
                     }]),
                 ];
                 let loops = vec![Stmt::For { var: VarId(1), start: 0, end: rows as i64, body: row }];
-                let mut body = vec![Stmt::For {
-                    var: VarId(0),
-                    start: 0,
-                    end: x_len as i64,
-                    body: vec![Stmt::Store { buf: ob, index: var(VarId(0)), value: load(xb, var(VarId(0))) }],
-                }];
-                if expanded {
-                    body.extend(loops);
-                } else {
-                    body.push(Stmt::Softmax(Box::new(SoftmaxStmt {
-                        rows,
-                        n,
-                        x: ob,
-                        x_off: int(7),
-                        x_rs,
-                        scale,
-                        mask: (mask_kind > 0).then(|| (mb, int(2), m_rs)),
-                        loops,
-                    })));
-                }
-                let program = Program {
-                    buffers: vec![
-                        buffer("x", ScalarType::F32, x_len as u64, BufferKind::Input(0)),
-                        buffer("out", ScalarType::F32, x_len as u64, BufferKind::Output(0)),
-                        buffer("mask", ScalarType::F32, m_len as u64, BufferKind::Constant(f32_bytes(&mask))),
-                    ],
-                    kernels: vec![Kernel { name: "softmax".into(), vars, body }],
-                    inputs: vec![io("x", "f32", x_len, 0)],
-                    outputs: vec![io("out", "f32", x_len, 1)],
-                    arena_bytes: 0,
+                let stmt = RowsStmt {
+                    op: RowOp::Softmax { scale },
+                    rows,
+                    n,
+                    x: ob,
+                    x_off: int(7),
+                    x_rs,
+                    add: (mask_kind > 0).then(|| (mb, int(2), m_rs)),
+                    loops,
                 };
-                let jit = onnxc_cpu::JitModel::new(&program).unwrap();
-                let got = f32s(&jit.run(&[&f32_bytes(&x)]).unwrap().remove(0));
+                let got = run_rows(&x, &mask, vars, stmt, expanded);
                 let mut want = x.clone();
                 for r in 0..rows {
                     let at = |j: usize| 7 + r * x_rs as usize + j;
@@ -1288,6 +1297,72 @@ fn softmax_statement_matches_naive_softmax() {
                 if mask_kind == 2 {
                     assert!(got[7 + x_rs as usize].is_nan(), "{what}: a row masked whole is NaN");
                 }
+            }
+        }
+    }
+}
+
+/// `RowOp::Gelu` rows (`x86_64_avx2_gelu_f32` where the CPU has AVX2,
+/// else their loops) and their loops alone, against a naive f64 GELU with
+/// libm's erf: row lengths below, at and past the kernel's eight lanes,
+/// with and without a bias row, NaN kept.
+#[test]
+fn gelu_rows_match_naive_gelu() {
+    for n in [1usize, 5, 8, 13, 16, 40] {
+        for with_bias in [false, true] {
+            for expanded in [false, true] {
+                let rows = 3usize;
+                let x_rs = n as i64 + 2;
+                let x_len = 5 + rows * x_rs as usize;
+                let x: Vec<f32> = (0..x_len)
+                    .map(|i| if i == 5 + n / 2 { f32::NAN } else { ((i * 7919) % 997) as f32 / 50.0 - 10.0 })
+                    .collect();
+                let bias: Vec<f32> = (0..n + 3).map(|j| (j as f32 * 0.7).sin() * 2.0).collect();
+                let (ob, bb) = (BufferId(1), BufferId(2));
+                let vars = vec![ScalarType::I64, ScalarType::I64, ScalarType::I64];
+                let (i, j) = (var(VarId(1)), var(VarId(2)));
+                let at = add(add(int(5), mul(i.clone(), int(x_rs))), j.clone());
+                let mut v = load(ob, at.clone());
+                if with_bias {
+                    v = bin(BinOp::Add, v, load(bb, add(int(3), j.clone())));
+                }
+                let c = |x: f64| f32c(x as f32);
+                let erf_arg = bin(BinOp::Mul, v.clone(), c(std::f64::consts::FRAC_1_SQRT_2));
+                let value =
+                    bin(BinOp::Mul, bin(BinOp::Mul, c(0.5), v), bin(BinOp::Add, c(1.0), un(UnOp::Erf, erf_arg)));
+                let row = vec![Stmt::For {
+                    var: VarId(2),
+                    start: 0,
+                    end: n as i64,
+                    body: vec![Stmt::Store { buf: ob, index: at.clone(), value }],
+                }];
+                let loops = vec![Stmt::For { var: VarId(1), start: 0, end: rows as i64, body: row }];
+                let stmt = RowsStmt {
+                    op: RowOp::Gelu,
+                    rows,
+                    n,
+                    x: ob,
+                    x_off: int(5),
+                    x_rs,
+                    add: with_bias.then(|| (bb, int(3), 0)),
+                    loops,
+                };
+                let got = run_rows(&x, &bias, vars, stmt, expanded);
+                let mut want = x.clone();
+                for r in 0..rows {
+                    for j in 0..n {
+                        let at = 5 + r * x_rs as usize + j;
+                        let v = x[at] as f64 + if with_bias { bias[3 + j] as f64 } else { 0.0 };
+                        // SAFETY: libm's erf is a pure function.
+                        want[at] = (0.5 * v * (1.0 + unsafe { erf(v * std::f64::consts::FRAC_1_SQRT_2) })) as f32;
+                    }
+                }
+                let what = format!("n {n} bias {with_bias} expanded {expanded}");
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 * (1.0 + w.abs());
+                    assert!(ok, "{what} [{k}]: {g} vs {w}");
+                }
+                assert!(got[5 + n / 2].is_nan(), "{what}: NaN stays NaN");
             }
         }
     }

@@ -166,7 +166,7 @@ impl Scan<'_> {
                     }
                 }
                 Stmt::Depthwise(d) => self.stmts(&d.loops),
-                Stmt::Softmax(d) => self.stmts(&d.loops),
+                Stmt::Rows(d) => self.stmts(&d.loops),
                 Stmt::Pack(p) => {
                     // dst[dst_off + u dst_rs + j] from rows[rows_off + r] and
                     // src[src_off + rows[..] + j] (not affine: the row
@@ -230,7 +230,7 @@ fn vars_private(body: &[Stmt], defined: &mut BTreeSet<VarId>, assigned: &BTreeSe
             Stmt::Gemm(g) => [&g.a_off, &g.b_off, &g.c_off].iter().all(|e| reads_ok(e, defined, assigned)),
             Stmt::Pack(p) => [&p.src_off, &p.rows_off, &p.dst_off].iter().all(|e| reads_ok(e, defined, assigned)),
             Stmt::Depthwise(d) => vars_private(&d.loops, defined, assigned),
-            Stmt::Softmax(d) => vars_private(&d.loops, defined, assigned),
+            Stmt::Rows(d) => vars_private(&d.loops, defined, assigned),
         };
         if !ok {
             return false;

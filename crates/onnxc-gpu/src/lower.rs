@@ -674,7 +674,7 @@ impl Cx<'_> {
             Stmt::Assign { var, value } => GStmt::Assign { var: *var, value: self.expr(l, value) },
             Stmt::FailIf { cond, status } => GStmt::Fail { cond: self.expr(l, cond), status: *status },
             Stmt::Gemm(_) => unreachable!("stmts expands GEMMs"),
-            Stmt::Pack(_) | Stmt::Depthwise(_) | Stmt::Softmax(_) => {
+            Stmt::Pack(_) | Stmt::Depthwise(_) | Stmt::Rows(_) => {
                 unreachable!("Cx::kernel expands packs, depthwise and softmax statements")
             }
         }
@@ -906,7 +906,7 @@ fn count_var_stmts(body: &[Stmt], v: VarId, c: &mut (usize, usize)) {
                 }
             }
             Stmt::Depthwise(d) => count_var_stmts(&d.loops, v, c),
-            Stmt::Softmax(d) => count_var_stmts(&d.loops, v, c),
+            Stmt::Rows(d) => count_var_stmts(&d.loops, v, c),
         }
     }
 }
@@ -1038,7 +1038,7 @@ fn collect_buffer_uses(
             Stmt::Assign { value, .. } => expr(value, dims, same, other),
             Stmt::FailIf { cond, .. } => expr(cond, dims, same, other),
             Stmt::Depthwise(d) => collect_buffer_uses(&d.loops, dims, same, other),
-            Stmt::Softmax(d) => collect_buffer_uses(&d.loops, dims, same, other),
+            Stmt::Rows(d) => collect_buffer_uses(&d.loops, dims, same, other),
             Stmt::Pack(p) => {
                 for (b, off) in p.operands() {
                     if uses_dim(off, dims) {
@@ -1076,7 +1076,7 @@ fn written_buffers(body: &[Stmt], out: &mut BTreeSet<BufferId>) {
                 out.insert(p.dst);
             }
             Stmt::Depthwise(d) => written_buffers(&d.loops, out),
-            Stmt::Softmax(d) => written_buffers(&d.loops, out),
+            Stmt::Rows(d) => written_buffers(&d.loops, out),
             Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
         }
     }
@@ -1189,7 +1189,7 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
                     }
                 }
                 Stmt::Depthwise(d) => s(&d.loops, bound, out),
-                Stmt::Softmax(d) => s(&d.loops, bound, out),
+                Stmt::Rows(d) => s(&d.loops, bound, out),
             }
         }
     }

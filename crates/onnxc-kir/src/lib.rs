@@ -285,35 +285,45 @@ pub enum Stmt {
     /// A 2-D depthwise convolution over a block of channels (see
     /// [`DepthwiseStmt`]): its `loops`, or a backend's kernel for it.
     Depthwise(Box<DepthwiseStmt>),
-    /// Scaled, masked softmax over rows in place (see [`SoftmaxStmt`]):
-    /// its `loops`, or a backend's kernel for it.
-    Softmax(Box<SoftmaxStmt>),
+    /// An elementwise or row-wise computation over rows in place (see
+    /// [`RowsStmt`]): its `loops`, or a backend's kernel for it.
+    Rows(Box<RowsStmt>),
+}
+
+/// What a [`RowsStmt`] computes over each row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RowOp {
+    /// `v_j = X(j)·scale + A(j)`, `m = max_j v_j`, `e_j = exp(v_j - m)`,
+    /// and `X(j) = e_j · (1 / sum_j e_j)`: the attention rows of a fused
+    /// attention (`A` its mask).
+    Softmax { scale: f32 },
+    /// `X(j) = gelu(X(j) + A(j))` with the erf form `0.5·v·(1 +
+    /// erf(v/√2))`: a product's bias and Gelu epilogue.
+    Gelu,
 }
 
 /// For each row `i < rows`, over `j < n`, with `X(j) = x[x_off + i·x_rs +
-/// j]` and `M(j) = mask[mask_off + i·mask_rs + j]` (0 without a mask):
-/// `v_j = X(j)·scale + M(j)`, `m = max_j v_j`, `e_j = exp(v_j - m)`, and
-/// `X(j) = e_j · (1 / sum_j e_j)`: the attention rows of a fused
-/// attention. `loops` computes the same (the form a backend without a
-/// kernel runs). All buffers f32.
+/// j]` and `A(j) = add[add_off + i·add_rs + j]` (0 without `add`; `add_rs`
+/// 0 shares one row): what `op` says, in place. `loops` computes the same
+/// (the form a backend without a kernel runs). All buffers f32.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SoftmaxStmt {
+pub struct RowsStmt {
+    pub op: RowOp,
     pub rows: usize,
     pub n: usize,
     pub x: BufferId,
     pub x_off: Expr,
     pub x_rs: i64,
-    pub scale: f32,
-    pub mask: Option<(BufferId, Expr, i64)>,
+    pub add: Option<(BufferId, Expr, i64)>,
     pub loops: Vec<Stmt>,
 }
 
-impl SoftmaxStmt {
+impl RowsStmt {
     /// Every buffer it reads or writes, with its offset expression: x,
-    /// then the mask.
+    /// then `add`.
     pub fn operands(&self) -> Vec<(BufferId, &Expr)> {
         let mut v = vec![(self.x, &self.x_off)];
-        if let Some((b, off, _)) = &self.mask {
+        if let Some((b, off, _)) = &self.add {
             v.push((*b, off));
         }
         v
@@ -725,7 +735,7 @@ pub fn split_epilogues(body: &[Stmt], vars: &mut Vec<ScalarType>) -> Vec<Stmt> {
 
 /// Replaces every `Gemm` for which `expand` holds by [`GemmStmt::loops`]
 /// and, with `packs`, every `Pack` by [`PackStmt::loops`] and every
-/// `Depthwise` and `Softmax` by its `loops`.
+/// `Depthwise` and `Rows` by its `loops`.
 pub fn expand_gemms(
     body: &[Stmt],
     vars: &mut Vec<ScalarType>,
@@ -738,7 +748,7 @@ pub fn expand_gemms(
             Stmt::Gemm(g) if expand(g) => out.extend(g.loops(vars)),
             Stmt::Pack(p) if packs => out.extend(p.loops(vars)),
             Stmt::Depthwise(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
-            Stmt::Softmax(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
+            Stmt::Rows(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
             Stmt::For { var, start, end, body } => out.push(Stmt::For {
                 var: *var,
                 start: *start,
@@ -838,14 +848,14 @@ impl Stmt {
                 d.loops = body(&d.loops);
                 Stmt::Depthwise(Box::new(d))
             }
-            Stmt::Softmax(d) => {
+            Stmt::Rows(d) => {
                 let mut d = (**d).clone();
                 (d.x, d.x_off) = fb(d.x, fe(&d.x_off));
-                if let Some((b, off, _)) = d.mask.as_mut() {
+                if let Some((b, off, _)) = d.add.as_mut() {
                     (*b, *off) = fb(*b, fe(off));
                 }
                 d.loops = body(&d.loops);
-                Stmt::Softmax(Box::new(d))
+                Stmt::Rows(Box::new(d))
             }
         }
     }

@@ -112,6 +112,36 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
     let last = cx.kernels.pop().ok_or("the base op produced no kernel")?;
     let mut k = KernelBuilder { name: last.name, vars: last.vars };
     let mut body = last.body;
+    if let Some(bias) = gelu_rows(cx, steps, &bufs, &od, out) {
+        // Rows of `gelu(x + bias)`, as statements a backend may run as a
+        // kernel (their loops otherwise), in parallel.
+        let n = od[od.len() - 1];
+        let rows: usize = od[..od.len() - 1].iter().product();
+        body.extend(k.nest_parallel(&[rows], |k, v| {
+            let i = v[0].clone();
+            let loops = k.nest(&[n], |_, j| {
+                let idx = add(mul(i.clone(), int(n as i64)), j[0].clone());
+                let operand = |_: usize| match bias {
+                    Some(b) => load(b, j[0].clone()),
+                    None => f32c(0.0),
+                };
+                let value = apply(steps, t, load(out, idx.clone()), &operand).expect("checked above");
+                vec![Stmt::Store { buf: out, index: idx, value }]
+            });
+            vec![Stmt::Rows(Box::new(onnxc_kir::RowsStmt {
+                op: onnxc_kir::RowOp::Gelu,
+                rows: 1,
+                n,
+                x: out,
+                x_off: mul(i, int(n as i64)),
+                x_rs: n as i64,
+                add: bias.map(|b| (b, int(0), 0)),
+                loops,
+            }))]
+        }));
+        cx.kernels.push(k.finish(body));
+        return Ok(());
+    }
     body.extend(k.nest_parallel(&od, |_, v| {
         let at = |slot: usize| {
             let (_, b, st) = bufs.iter().find(|(s, _, _)| *s == slot).expect("listed");
@@ -123,6 +153,32 @@ pub fn lower_fused(cx: &mut Lowering, id: NodeId, f: &FusedSpec) -> R {
     }));
     cx.kernels.push(k.finish(body));
     Ok(())
+}
+
+/// The bias of an epilogue that is `gelu(x + bias)` (or `gelu(x)`:
+/// `Some(None)`) over an f32 output, the bias an f32 vector along the
+/// last dim: the epilogue a `RowOp::Gelu` computes.
+fn gelu_rows(
+    cx: &Lowering,
+    steps: &[EpilogueStep],
+    bufs: &[(usize, onnxc_kir::BufferId, Vec<i64>)],
+    od: &[usize],
+    out: onnxc_kir::BufferId,
+) -> Option<Option<onnxc_kir::BufferId>> {
+    use onnxc_ir::{ActKind, BinaryOp};
+    let gelu = |s: &EpilogueStep| matches!(s, EpilogueStep::Activation { kind: ActKind::Gelu, .. });
+    if od.is_empty() || !cx.stored_f32(&[out]) {
+        return None;
+    }
+    match steps {
+        [g] if gelu(g) => Some(None),
+        [EpilogueStep::Binary { op: BinaryOp::Add, input, .. }, g] if gelu(g) => {
+            let (_, b, st) = bufs.iter().find(|(s, _, _)| s == input)?;
+            let (last, lead) = st.split_last()?;
+            (*last == 1 && lead.iter().all(|&s| s == 0) && cx.stored_f32(&[*b])).then_some(Some(*b))
+        }
+        _ => None,
+    }
 }
 
 /// Scaled dot-product attention in one kernel: per leading index, the
@@ -211,14 +267,14 @@ pub fn lower_sdpa(cx: &mut Lowering, id: NodeId, scale: f32) -> R {
             Some(_) => None,
         };
         match kernel_mask {
-            Some(mask) if s_len > 0 && t_len > 0 => s.push(Stmt::Softmax(Box::new(onnxc_kir::SoftmaxStmt {
+            Some(mask) if s_len > 0 && t_len > 0 => s.push(Stmt::Rows(Box::new(onnxc_kir::RowsStmt {
+                op: onnxc_kir::RowOp::Softmax { scale },
                 rows: s_len,
                 n: t_len,
                 x: scores,
                 x_off: s0.clone(),
                 x_rs: t_len as i64,
-                scale,
-                mask,
+                add: mask,
                 loops: rows,
             }))),
             _ => s.extend(rows),

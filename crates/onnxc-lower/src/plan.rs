@@ -61,7 +61,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                         }
                     }
                     Stmt::Depthwise(d) => stmts(&d.loops, mark),
-                    Stmt::Softmax(d) => stmts(&d.loops, mark),
+                    Stmt::Rows(d) => stmts(&d.loops, mark),
                 }
             }
         }

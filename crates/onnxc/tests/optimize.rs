@@ -23,6 +23,11 @@ fn decomposed_gelu_and_layer_norm_become_one_op() {
     assert_eq!(o2.get("Gelu"), Some(&1), "{o2:?}");
     assert!(!o2.contains_key("Erf"), "{o2:?}");
 
+    // MatMul, bias and GELU: one kernel, its epilogue the GELU rows.
+    let o2 = histogram("testdata/ops/matmul_bias_gelu.onnx", onnxc::OptLevel::O2);
+    assert_eq!(o2.get("MatMul+Add+Gelu"), Some(&1), "{o2:?}");
+    assert!(!o2.contains_key("Erf") && !o2.contains_key("MatMul"), "{o2:?}");
+
     let o0 = histogram("testdata/ops/layernorm_decomposed.onnx", onnxc::OptLevel::O0);
     assert!(o0.contains_key("ReduceMean"), "{o0:?}");
     let o2 = histogram("testdata/ops/layernorm_decomposed.onnx", onnxc::OptLevel::O2);
