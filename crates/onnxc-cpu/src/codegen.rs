@@ -581,6 +581,10 @@ struct Panels {
     row_blocks: i64,
 }
 
+/// Largest B panel (k rows of 64 bytes) a GEMM task copies into an
+/// aligned block of its stack before its 6-row tiles read it.
+const PACK_B_BYTES: usize = 64 << 10;
+
 /// Rows per task when a GEMM's 16-column panels split by rows.
 const GEMM_ROW_BLOCK: usize = 48;
 
@@ -2137,7 +2141,39 @@ impl<M: Module> Gen<'_, '_, M> {
                 }
                 None => {
                     let jb = self.b.ins().ishl_imm_u(j, 2);
-                    self.b.ins().iadd(b0, jb)
+                    let bj = self.b.ins().iadd(b0, jb);
+                    let awkward = g.b_rs % 16 != 0 || g.b_rs >= 1024;
+                    if m6 >= 24 && awkward && g.k * 64 <= PACK_B_BYTES {
+                        // Copied into one aligned block first, as the
+                        // compile-time packing lays constants out, when
+                        // B's rows straddle cache lines (a row stride not
+                        // a multiple of 16 floats) or lie a page or more
+                        // apart: the tiles (four or more share the copy)
+                        // then read whole lines in one stream.
+                        let packed = self.b.create_sized_stack_slot(StackSlotData::new(
+                            StackSlotKind::ExplicitSlot,
+                            (g.k * 64) as u32,
+                            6,
+                        ));
+                        let to = self.b.ins().stack_addr(ptr, packed, 0);
+                        let b_rs = g.b_rs * 4;
+                        self.counted_loop(0, g.k as i64, 1, |s, kk| {
+                            let from = s.b.ins().imul_imm_s(kk, b_rs);
+                            let from = s.b.ins().iadd(bj, from);
+                            let at = s.b.ins().ishl_imm_u(kk, 6);
+                            let at = s.b.ins().iadd(to, at);
+                            for q in 0..4 {
+                                let v = s.b.ins().load(types::F32X4, flags(), from, q * 16);
+                                s.b.ins().store(flags(), v, at, q * 16);
+                            }
+                            Ok(())
+                        })?;
+                        let rs = self.b.ins().iconst(types::I64, 64);
+                        self.b.ins().stack_store(types::I64, rs, slot, param::B_RS);
+                        to
+                    } else {
+                        bj
+                    }
                 }
             };
             self.b.ins().stack_store(ptr, bj, slot, param::B);

@@ -493,6 +493,11 @@ fn gemm_statement_matches_naive_product() {
         // the shifted m % 6 tile; with the shifted last panel too).
         (100, 40, 9),
         (96, 32, 5),
+        // At least four 6-row tiles over a B whose rows straddle cache
+        // lines (20 floats) or lie a page apart (1030): each task copies
+        // its panel into an aligned block first.
+        (24, 20, 70),
+        (30, 1030, 3),
         // Fewer than 6 rows and at least 16 columns: 1-row tiles of
         // 16-column panels (B packed when constant; the shifted last
         // panel when the product does not accumulate).
