@@ -1577,6 +1577,9 @@ impl<M: Module> Gen<'_, '_, M> {
             (dp::PL, d.pl as i64),
             (dp::SY, d.sy as i64),
             (dp::DY, d.dy as i64),
+            // Dense, with rows of 4 or more (so a row's spill stays in
+            // the next row).
+            (dp::DENSE, (d.o_rs == d.ow as i64 && d.o_cs == (d.oh * d.ow) as i64 && d.ow >= 4) as i64),
             // LO and HI share one word.
             (dp::LO, (d.lo.to_bits() as i64) | ((d.hi.to_bits() as i64) << 32)),
         ];

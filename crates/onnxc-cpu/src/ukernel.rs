@@ -626,7 +626,11 @@ pub mod dw_param {
     /// Row stride `sy` and row dilation `dy` (the column ones are built in).
     pub const SY: i32 = 128;
     pub const DY: i32 = 136;
-    pub const BYTES: u32 = 144;
+    /// Nonzero when the output is dense (`o_rs == ow`, `o_cs == oh·ow`)
+    /// with rows of at least 4 columns: a group past a row's end may then
+    /// store plainly into the next row (see [`avx2_dwconv_f32`]).
+    pub const DENSE: i32 = 144;
+    pub const BYTES: u32 = 152;
 }
 
 /// Symbol name of the depthwise kernel for a `kh × kw` window, column
@@ -653,7 +657,9 @@ pub fn dwconv_supported(kh: usize, kw: usize, sx: usize, dilation: usize) -> boo
 /// `vshufps` and `vpermpd` to the even columns), into three accumulators by window
 /// row (the first starts from the bias); their sum is clamped
 /// NaN-preserving (`vmaxps`/`vminps` with the value as second operand)
-/// and stored, the last `ow % 8` columns through a mask.
+/// and stored, the last `ow % 8` columns through a mask, or (a DENSE
+/// output) plainly into the next row's first columns, stored again later,
+/// but for the last row of the last channel.
 pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Result<Vec<u8>, IcedError> {
     use dw_param as p;
     let taps = kh * kw;
@@ -875,8 +881,28 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
         a.vmovups(ymm9, ptr(rsp + HI))?;
         a.vminps(acc[0], ymm9, acc[0])?;
         if last {
+            // Dense output (rows and channels back to back): the lanes
+            // past the row land on the next row's first columns, which
+            // are stored after, so a plain store serves, except for the
+            // last row of the last channel (`vmaskmovps` stores are
+            // microcoded and slow). Else through the store mask.
+            let mut masked = a.create_label();
+            let mut stored = a.create_label();
+            a.cmp(qword_ptr(rdi + p::DENSE), 0)?;
+            a.je(masked)?;
+            a.cmp(rcx, 1)?;
+            a.jne(stored)?;
+            a.cmp(r10, 1)?;
+            a.je(masked)?;
+            a.set_label(&mut stored)?;
+            a.vmovups(ptr(r9 + rdx * 4), acc[0])?;
+            let mut done = a.create_label();
+            a.jmp(done)?;
+            a.set_label(&mut masked)?;
             a.vmovups(ymm11, ptr(rsp + STORE_MASK))?;
-            a.vmaskmovps(ptr(r9 + rdx * 4), ymm11, acc[0])
+            a.vmaskmovps(ptr(r9 + rdx * 4), ymm11, acc[0])?;
+            a.set_label(&mut done)?;
+            a.nop()
         } else {
             a.vmovups(ptr(r9 + rdx * 4), acc[0])
         }

@@ -1032,10 +1032,11 @@ fn depthwise_statement_matches_naive_convolution() {
     ];
     for &(kh, kw, sy, sx, dy, dx) in &shapes {
         for (iw, pad) in [(1usize, 0usize), (5, 2), (7, 1), (8, 0), (9, 1), (16, 2), (17, 1), (23, 0), (35, 2)] {
-            for (with_bias, (lo, hi), expanded) in [
-                (true, (f32::NEG_INFINITY, f32::INFINITY), false),
-                (false, (0.0, 6.0), false),
-                (true, (-1.0, f32::INFINITY), true),
+            for (with_bias, (lo, hi), expanded, dense) in [
+                (true, (f32::NEG_INFINITY, f32::INFINITY), false, false),
+                (false, (0.0, 6.0), false, false),
+                (true, (-1.0, f32::INFINITY), true, false),
+                (true, (-1.0, 6.0), false, true),
             ] {
                 let (channels, ih) = (3usize, 6usize);
                 let (ekh, ekw) = ((kh - 1) * dy + 1, (kw - 1) * dx + 1);
@@ -1044,9 +1045,13 @@ fn depthwise_statement_matches_naive_convolution() {
                 }
                 let (oh, ow) = ((ih + 2 * pad - ekh) / sy + 1, (iw + 2 * pad - ekw) / sx + 1);
                 let (x_rs, x_cs) = (iw as i64 + 3, ((ih + 1) * (iw + 3)) as i64);
-                let (o_rs, o_cs) = (ow as i64 + 2, ((oh + 1) * (ow + 2)) as i64);
+                // A dense output (rows and channels back to back, where a
+                // row's last group may store into the next row) gets
+                // sentinels after it to catch stores past its end.
+                let (o_rs, o_cs) =
+                    if dense { (ow as i64, (oh * ow) as i64) } else { (ow as i64 + 2, ((oh + 1) * (ow + 2)) as i64) };
                 let x_len = 7 + channels * x_cs as usize;
-                let out_len = 5 + channels * o_cs as usize;
+                let out_len = 5 + channels * o_cs as usize + if dense { 9 } else { 0 };
                 let nan_at = 7 + 2 * x_rs as usize + iw / 2;
                 let x: Vec<f32> = (0..x_len)
                     .map(|i| if i == nan_at { f32::NAN } else { ((i * 7919) % 997) as f32 / 97.0 - 5.0 })
@@ -1169,7 +1174,7 @@ fn depthwise_statement_matches_naive_convolution() {
                     }
                 }
                 let what = format!(
-                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} iw {iw} pad {pad} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded}"
+                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} iw {iw} pad {pad} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded} dense {dense}"
                 );
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * (1.0 + w.abs());
