@@ -118,6 +118,7 @@ pub fn lower_with(graph: &Graph, options: LowerOptions) -> Result<Program, Vec<N
     let outputs = io(&mut cx, &graph.outputs, false)
         .map_err(|m| vec![NodeError { node: graph.name.clone(), op: "graph".into(), message: m }])?;
     let mut program = Program { buffers: cx.buffers, kernels: cx.kernels, inputs, outputs, arena_bytes: 0 };
+    plan::drop_unread_constants(&mut program);
     plan::assign_arena(&mut program);
     Ok(program)
 }

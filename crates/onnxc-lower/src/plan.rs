@@ -71,6 +71,21 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
 }
 
 /// Sets every arena buffer's offset and the program's arena size.
+/// Empties the constants no kernel reads (and no input or output names):
+/// the originals of weights a lowering transformed at compile time
+/// (Winograd's filters, the transposed 1x1 convolutions' weights), which
+/// would otherwise ship in the artifact and count as its weights.
+pub fn drop_unread_constants(program: &mut Program) {
+    let life = lifetimes(program);
+    let io: Vec<u32> = program.inputs.iter().chain(&program.outputs).map(|d| d.buffer.0).collect();
+    for (i, b) in program.buffers.iter_mut().enumerate() {
+        if matches!(b.kind, BufferKind::Constant(_)) && life[i].is_none() && !io.contains(&(i as u32)) {
+            b.kind = BufferKind::Constant(Vec::new());
+            b.len = 0;
+        }
+    }
+}
+
 pub fn assign_arena(program: &mut Program) {
     let life = lifetimes(program);
     let mut order: Vec<usize> = (0..program.buffers.len())
