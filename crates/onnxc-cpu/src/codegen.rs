@@ -528,7 +528,10 @@ fn joins_group(group: &[&onnxc_kir::GemmStmt], g: &onnxc_kir::GemmStmt) -> bool 
     let float = |g: &onnxc_kir::GemmStmt| !g.kind.is_integer() && g.m > 0 && g.n > 0;
     float(g)
         && group.iter().all(|o| {
-            let reads = |x: &onnxc_kir::GemmStmt, buf: BufferId| x.a == buf || x.b == buf;
+            // Everything but C (index 2) is read: A, B, the epilogue's bias.
+            let reads = |x: &onnxc_kir::GemmStmt, buf: BufferId| {
+                x.operands().iter().enumerate().any(|(k, (b, _))| k != 2 && *b == buf)
+            };
             let disjoint_c = o.c != g.c
                 || match (range(o), range(g)) {
                     (Some(r), Some(q)) => r.1 <= q.0 || q.1 <= r.0,
@@ -1377,6 +1380,21 @@ impl<M: Module> Gen<'_, '_, M> {
         self.run_tasks("gemm", Task::Gemm(g.clone()), table, data, n)
     }
 
+    /// The run's AVX2 choice, from the kernel table `table` (the word after
+    /// the buffers, the hook and its pool).
+    fn use_avx2(&mut self, table: Value) -> Value {
+        let at = (self.program.buffers.len() as i32 + 2) * 8;
+        self.b.ins().load(types::I64, MemFlagsData::trusted(), table, at)
+    }
+
+    /// Tasks of float product `g` under the run's AVX2 choice (the panel
+    /// layouts differ, see [`Panels`]).
+    fn float_tasks(&mut self, g: &onnxc_kir::GemmStmt, use_avx2: Value) -> Value {
+        let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
+        let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
+        self.b.ins().select(use_avx2, wide, narrow)
+    }
+
     /// Fills `g`'s task data (`GEMM_DATA` bytes at `at` in `slot`: A, B,
     /// C, the AVX2 choice, then the epilogue's bias rows or the
     /// dequantization's first scale, bias and init row, 0: none) and
@@ -1389,8 +1407,7 @@ impl<M: Module> Gen<'_, '_, M> {
         at: i32,
     ) -> Result<Value, BackendError> {
         let ptr = self.module.target_config().pointer_type();
-        let avx2_at = (self.program.buffers.len() as i32 + 2) * 8;
-        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, avx2_at);
+        let use_avx2 = self.use_avx2(table);
         let zero = self.b.ins().iconst(ptr, 0);
         let mut addrs = [zero; 6];
         // Every operand has 4-byte elements.
@@ -1407,9 +1424,7 @@ impl<M: Module> Gen<'_, '_, M> {
             let tasks = if int_gemm_by_rows(g) { g.m.div_ceil(INT_ROW_BLOCK) } else { g.n / 16 };
             self.b.ins().iconst(types::I64, tasks as i64)
         } else {
-            let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
-            let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
-            self.b.ins().select(use_avx2, wide, narrow)
+            self.float_tasks(g, use_avx2)
         })
     }
 
@@ -1445,9 +1460,7 @@ impl<M: Module> Gen<'_, '_, M> {
         for (j, g) in group.iter().enumerate() {
             let at = self.b.ins().iadd_imm_s(data, j as i64 * GEMM_DATA as i64);
             let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), at, 24);
-            let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
-            let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
-            let n = self.b.ins().select(use_avx2, wide, narrow);
+            let n = self.float_tasks(g, use_avx2);
             let end = self.b.ins().iadd(first, n);
             let (this, next) = (self.b.create_block(), self.b.create_block());
             let inside = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
@@ -1537,8 +1550,7 @@ impl<M: Module> Gen<'_, '_, M> {
         let Some(table) = self.table.or(self.dispatch_table) else {
             return self.stmts(loops);
         };
-        let at = (self.program.buffers.len() as i32 + 2) * 8;
-        let use_avx2 = self.b.ins().load(types::I64, MemFlagsData::trusted(), table, at);
+        let use_avx2 = self.use_avx2(table);
         let (call, fallback, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         self.b.ins().brif(use_avx2, call, &[], fallback, &[]);
         self.b.seal_block(call);
@@ -3356,6 +3368,14 @@ mod tests {
         // Reading what a member writes, or writing what a member reads.
         assert!(!joins_group(&[&first], &product(9, 2, 8, 0, (4, 16))));
         assert!(!joins_group(&[&first], &product(3, 2, 1, 0, (4, 16))));
+        // Its epilogue's bias is another member's C.
+        let mut biased = product(0, 2, 8, 0, (4, 16));
+        biased.epilogue = Some(Box::new(onnxc_kir::Epilogue {
+            bias: Some((BufferId(9), Expr::Int(0, ScalarType::I64))),
+            lo: 0.0,
+            hi: 1.0,
+        }));
+        assert!(!joins_group(&[&first], &biased));
         // Against every member, not only the last.
         let second = product(0, 2, 9, 64, (4, 16));
         assert!(!joins_group(&[&first, &second], &product(3, 4, 1, 0, (4, 16))));

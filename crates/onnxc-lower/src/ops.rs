@@ -1499,8 +1499,9 @@ fn transposed_pays(p: usize, m: usize) -> bool {
 
 /// A 1x1, stride-1, ungrouped convolution with constant weights on few
 /// positions, as the transposed product `outᵀ[p, m] = xᵀ[p, c] · Wᵀ[c, m]`:
-/// A is the input read by columns, B the weights transposed at compile
-/// time (then packed as any constant B), so the output channels fill the
+/// A is the input copied to `[p, c]` first (its tiles then read rows, not a
+/// stride of `p` per step), B the weights transposed at compile time (then
+/// packed as any constant B), so the output channels fill the
 /// 16-column panels and the weights stream once instead of once per
 /// panel of positions. A pass then writes `out[m, p]` from the product
 /// with the bias added and the clamp (a fused Relu or Clip) applied.
