@@ -37,11 +37,25 @@ pub fn define_program<M: Module>(
     program: &Program,
     name: &str,
 ) -> Result<(FuncId, FuncId), BackendError> {
+    define_program_with(module, program, name, false)
+}
+
+/// [`define_program`]; with `baseline_path`, a dispatching x86-64 program
+/// (a baseline ISA) takes its baseline path whatever CPUID says: the code
+/// a CPU without AVX2 runs, for tests on machines that have it.
+pub fn define_program_with<M: Module>(
+    module: &mut M,
+    program: &Program,
+    name: &str,
+    baseline_path: bool,
+) -> Result<(FuncId, FuncId), BackendError> {
     let ptr = module.target_config().pointer_type();
-    // Constant operands of the AVX2 tile, packed as it reads them; the
-    // constants only they read are not kept in their original layout.
-    let (packed_b, packed_only) =
-        if has_avx2_fma(module) { pack_constant_operands(program) } else { Default::default() };
+    // Constant operands of the AVX2 tile, packed as it reads them, on
+    // x86-64 (with AVX2, or dispatching to it: the baseline path reads the
+    // packed copy too); the constants only they read are not kept in their
+    // original layout.
+    let x86_64 = matches!(module.isa().triple().architecture, target_lexicon::Architecture::X86_64);
+    let (packed_b, packed_only) = if x86_64 { pack_constant_operands(program) } else { Default::default() };
     let mut packed_ids: BTreeMap<PackedKey, DataId> = BTreeMap::new();
     for (n, (key, bytes)) in packed_b.iter().enumerate() {
         let id = module
@@ -120,7 +134,7 @@ pub fn define_program<M: Module>(
     // Static: the ISA has AVX2+FMA. Dispatch: a baseline x86-64 ISA, which
     // carries the AVX2 kernel too and checks CPUID once per run.
     let static_avx2 = has_avx2_fma(module);
-    let dispatch = !static_avx2 && matches!(module.isa().triple().architecture, target_lexicon::Architecture::X86_64);
+    let dispatch = !static_avx2 && x86_64;
     let avx2 = if static_avx2 || dispatch {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -450,6 +464,7 @@ pub fn define_program<M: Module>(
         b.ins().stack_store(ptr, hook, slot, (n as i32 - 3) * 8);
         b.ins().stack_store(ptr, pool, slot, (n as i32 - 2) * 8);
         let use_avx2 = match (avx2, check) {
+            (Some(_), Some(_)) if baseline_path => b.ins().iconst(types::I64, 0),
             (Some(_), Some(check)) => {
                 let f = module.declare_func_in_func(check, b.func);
                 let call = b.ins().call(f, &[]);
@@ -1391,8 +1406,26 @@ impl<M: Module> Gen<'_, '_, M> {
     /// layouts differ, see [`Panels`]).
     fn float_tasks(&mut self, g: &onnxc_kir::GemmStmt, use_avx2: Value) -> Value {
         let wide = self.b.ins().iconst(types::I64, Panels::new(g, true).count());
-        let narrow = self.b.ins().iconst(types::I64, Panels::new(g, false).count());
+        // A product with a packed operand keeps the AVX2 layout's tasks on
+        // the baseline path too (`gemm_panels_packed_baseline`).
+        let narrow = Panels::new(g, self.has_packed_operand(g)).count();
+        let narrow = self.b.ins().iconst(types::I64, narrow);
         self.b.ins().select(use_avx2, wide, narrow)
+    }
+
+    /// Task `i`'s 16-column panel and row block under `p` (task i: panel
+    /// i % n16, row block i / n16).
+    fn panel_and_block(&mut self, i: Value, p: Panels) -> (Value, Value) {
+        if p.row_blocks > 1 {
+            (self.b.ins().urem_imm_u(i, p.n16), self.b.ins().udiv_imm_u(i, p.n16))
+        } else {
+            (i, self.b.ins().iconst(types::I64, 0))
+        }
+    }
+
+    /// Whether `g` reads an operand packed at compile time.
+    fn has_packed_operand(&self, g: &onnxc_kir::GemmStmt) -> bool {
+        (0..2).any(|operand| packable(self.program, g, operand).is_some_and(|key| self.packed_b.contains_key(&key)))
     }
 
     /// Fills `g`'s task data (`GEMM_DATA` bytes at `at` in `slot`: A, B,
@@ -2073,7 +2106,11 @@ impl<M: Module> Gen<'_, '_, M> {
         self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some(ukr))?;
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(narrow);
-        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, false), None)?;
+        if self.has_packed_operand(g) {
+            self.gemm_panels_packed_baseline(g, (a0, b0, c0), i, Panels::new(g, true))?;
+        } else {
+            self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, false), None)?;
+        }
         self.b.ins().jump(done, &[]);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
@@ -2095,8 +2132,8 @@ impl<M: Module> Gen<'_, '_, M> {
         let mr = GEMM_MR as i64;
         let m_full = m / mr * mr;
         let column = |s: &mut Self, j: Value, vecs: usize| -> Result<(), BackendError> {
-            s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs, None))?;
-            s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs, None))
+            s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs, None, None))?;
+            s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs, None, None))
         };
         let kinds = [self.b.create_block(), self.b.create_block(), self.b.create_block(), self.b.create_block()];
         let done = self.b.create_block();
@@ -2123,11 +2160,7 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.switch_to_block(kinds[0]);
         if let Some(ukr) = ukr {
             // Task i: panel i % n16, row block i / n16.
-            let (panel, rblock) = if p.row_blocks > 1 {
-                (self.b.ins().urem_imm_u(i, p.n16), self.b.ins().udiv_imm_u(i, p.n16))
-            } else {
-                (i, self.b.ins().iconst(types::I64, 0))
-            };
+            let (panel, rblock) = self.panel_and_block(i, p);
             let j = self.b.ins().imul_imm_s(panel, 16);
             // The shifted last panel ends at column n and skips the
             // columns the panel before stored.
@@ -2266,7 +2299,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 } else {
                     None
                 };
-                self.counted_loop(m6, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, 4, b_step))?;
+                self.counted_loop(m6, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, 4, b_step, None))?;
             }
         }
         self.b.ins().jump(done, &[]);
@@ -2292,6 +2325,116 @@ impl<M: Module> Gen<'_, '_, M> {
         Ok(())
     }
 
+    /// The address of `g`'s operand (0: A, 1: B) packed at compile time
+    /// for the AVX2 tile, when there is such a copy (see [`packable`]).
+    fn packed_operand(&mut self, g: &onnxc_kir::GemmStmt, operand: u8) -> Option<Value> {
+        let id = *packable(self.program, g, operand).and_then(|key| self.packed_b.get(&key))?;
+        let gv = self.module.declare_data_in_func(id, self.b.func);
+        let ptr = self.module.target_config().pointer_type();
+        Some(self.b.ins().symbol_value(ptr, gv))
+    }
+
+    /// Row `row` of `g`'s A packed as 6-row tiles at `base` (each tile
+    /// k columns of 6 floats; the last tile ends at row m when m % 6 != 0,
+    /// sharing rows with the one before): the address of its column 0,
+    /// the next column 24 bytes on.
+    fn packed_a_row(&mut self, g: &onnxc_kir::GemmStmt, base: Value, row: Value) -> Value {
+        let (m, m6) = (g.m as i64, (g.m / 6 * 6) as i64);
+        let tile = self.b.ins().udiv_imm_u(row, 6);
+        let first = self.b.ins().imul_imm_s(tile, 6);
+        let (tile, first) = if m6 < m {
+            let in_full = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, row, m6);
+            let last = self.b.ins().iconst(types::I64, (g.m.div_ceil(6) - 1) as i64);
+            let last_first = self.b.ins().iconst(types::I64, m - 6);
+            (self.b.ins().select(in_full, tile, last), self.b.ins().select(in_full, first, last_first))
+        } else {
+            (tile, first)
+        };
+        let at = self.b.ins().imul_imm_s(tile, (g.k * 24) as i64);
+        let within = self.b.ins().isub(row, first);
+        let within = self.b.ins().ishl_imm_u(within, 2);
+        let at = self.b.ins().iadd(at, within);
+        self.b.ins().iadd(base, at)
+    }
+
+    /// Task `i` of `g` under the AVX2 panel layout `p` without the AVX2
+    /// tile: the baseline path of a dispatching x86-64 artifact for a
+    /// product whose constant A or B is packed for the tile. The artifact
+    /// ships only the packed copy, so this path reads it too; every task of
+    /// such a product is a 16-column panel (see [`packable`]), done here in
+    /// Cranelift tiles of 8, 4 and single columns by 4 and single rows.
+    fn gemm_panels_packed_baseline(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        (a0, b0, c0): (Value, Value, Value),
+        i: Value,
+        p: Panels,
+    ) -> Result<(), BackendError> {
+        let (panel, rblock) = self.panel_and_block(i, p);
+        let packed_a = self.packed_operand(g, 0);
+        let packed_b = self.packed_operand(g, 1);
+        // The task's rows: a block of GEMM_ROW_BLOCK, or all m.
+        let block = if p.row_blocks > 1 { GEMM_ROW_BLOCK } else { g.m };
+        let row0 = self.b.ins().imul_imm_s(rblock, block as i64);
+        let m = self.b.ins().iconst(types::I64, g.m as i64);
+        let left = self.b.ins().isub(m, row0);
+        let cap = self.b.ins().iconst(types::I64, block as i64);
+        let rows = self.b.ins().smin(left, cap);
+        // Columns `from..16` of the panel whose first column is `j`.
+        let columns = |s: &mut Self, j: Value, from: usize| -> Result<(), BackendError> {
+            let at = s.b.ins().imul_imm_s(panel, (g.k * 64) as i64);
+            let panel_b = packed_b.map(|base| s.b.ins().iadd(base, at));
+            let mut c = from;
+            while c < 16 {
+                let (width, vecs) = match 16 - c {
+                    8.. => (8, 2),
+                    4.. => (4, 1),
+                    _ => (1, 0),
+                };
+                let jc = s.b.ins().iadd_imm_s(j, c as i64);
+                let b_panel = panel_b.map(|b| (s.b.ins().iadd_imm_s(b, c as i64 * 4), 64));
+                let quads = s.b.ins().udiv_imm_u(rows, GEMM_MR as i64);
+                s.dynamic_loop(quads, |s, q| {
+                    let row = s.b.ins().imul_imm_s(q, GEMM_MR as i64);
+                    let row = s.b.ins().iadd(row0, row);
+                    s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, jc, vecs, b_panel, packed_a)
+                })?;
+                let singles = s.b.ins().urem_imm_u(rows, GEMM_MR as i64);
+                s.dynamic_loop(singles, |s, r| {
+                    let row = s.b.ins().isub(rows, r);
+                    let row = s.b.ins().iadd_imm_s(row, -1);
+                    let row = s.b.ins().iadd(row0, row);
+                    s.gemm_tile(g, (a0, b0, c0), 1, row, jc, vecs, b_panel, packed_a)
+                })?;
+                c += width;
+            }
+            Ok(())
+        };
+        if p.shifted > 0 {
+            // The shifted last panel ends at column n; its first `shifted`
+            // columns belong to the panel before.
+            let (last, other, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+            let is_last = self.b.ins().icmp_imm_s(IntCC::Equal, panel, p.n16 - 1);
+            self.b.ins().brif(is_last, last, &[], other, &[]);
+            self.b.seal_block(last);
+            self.b.seal_block(other);
+            self.b.switch_to_block(last);
+            let j = self.b.ins().iconst(types::I64, g.n as i64 - 16);
+            columns(self, j, p.shifted as usize)?;
+            self.b.ins().jump(done, &[]);
+            self.b.switch_to_block(other);
+            let j = self.b.ins().imul_imm_s(panel, 16);
+            columns(self, j, 0)?;
+            self.b.ins().jump(done, &[]);
+            self.b.seal_block(done);
+            self.b.switch_to_block(done);
+        } else {
+            let j = self.b.ins().imul_imm_s(panel, 16);
+            columns(self, j, 0)?;
+        }
+        Ok(())
+    }
+
     /// One tile: `rows` rows from row `i`, columns from `j`: `vecs` 4-lane
     /// vectors, or one scalar column when `vecs` is 0.
     #[allow(clippy::too_many_arguments)]
@@ -2304,6 +2447,7 @@ impl<M: Module> Gen<'_, '_, M> {
         j: Value,
         vecs: usize,
         b_panel: Option<(Value, i64)>,
+        a_packed: Option<Value>,
     ) -> Result<(), BackendError> {
         let fma = self.has_fma();
         let (ty, lanes) = if vecs == 0 { (types::F32, 1) } else { (types::F32X4, vecs) };
@@ -2317,9 +2461,14 @@ impl<M: Module> Gen<'_, '_, M> {
             let c_el = self.b.ins().iadd(c_el, j);
             let c_el = self.b.ins().ishl_imm_u(c_el, 2);
             c_rows.push(self.b.ins().iadd(c0, c_el));
-            let a_el = self.b.ins().imul_imm_s(ir, g.a_rs);
-            let a_el = self.b.ins().ishl_imm_u(a_el, 2);
-            let a = self.b.ins().iadd(a0, a_el);
+            let a = match a_packed {
+                Some(base) => self.packed_a_row(g, base, ir),
+                None => {
+                    let a_el = self.b.ins().imul_imm_s(ir, g.a_rs);
+                    let a_el = self.b.ins().ishl_imm_u(a_el, 2);
+                    self.b.ins().iadd(a0, a_el)
+                }
+            };
             let v = self.b.declare_var(ptr);
             self.b.def_var(v, a);
             a_ptrs.push(v);
@@ -2357,7 +2506,8 @@ impl<M: Module> Gen<'_, '_, M> {
                 acc.push((r, h, v));
             }
         }
-        let (a_step, b_step) = (g.a_cs * 4, b_panel.map_or(g.b_rs * 4, |(_, rs)| rs));
+        let a_step = if a_packed.is_some() { 24 } else { g.a_cs * 4 };
+        let b_step = b_panel.map_or(g.b_rs * 4, |(_, rs)| rs);
         self.counted_loop(0, g.k as i64, 1, |s, _| {
             let bp = s.b.use_var(b_ptr);
             let bv: Vec<Value> = (0..lanes).map(|h| s.b.ins().load(ty, flags(), bp, (h * 16) as i32)).collect();

@@ -120,13 +120,29 @@ impl std::fmt::Debug for JitModel {
 impl JitModel {
     /// Compiles `program` for the host CPU.
     pub fn new(program: &Program) -> Result<JitModel, BackendError> {
-        let isa = isa_for(None, false)?;
+        Self::compile(program, false)
+    }
+
+    /// Compiles `program` as an object built without `--cpu` is (the host
+    /// triple's baseline ISA, dispatching on CPUID) but always taking the
+    /// baseline path: what a CPU without AVX2 runs, for tests. On other
+    /// architectures this is [`JitModel::new`] with baseline features.
+    pub fn new_baseline_path(program: &Program) -> Result<JitModel, BackendError> {
+        Self::compile(program, true)
+    }
+
+    fn compile(program: &Program, baseline_path: bool) -> Result<JitModel, BackendError> {
+        let isa = if baseline_path {
+            crate::isa_for_cpu(Some(&target_lexicon::Triple::host().to_string()), false, None)?
+        } else {
+            isa_for(None, false)?
+        };
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         for (name, ptr) in libm_symbols() {
             builder.symbol(name, ptr);
         }
         let mut module = JITModule::new(builder);
-        let (run, run_parallel) = codegen::define_program(&mut module, program, "jit")?;
+        let (run, run_parallel) = codegen::define_program_with(&mut module, program, "jit", baseline_path)?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Codegen { what: "jit".into(), message: e.to_string() })?;

@@ -586,9 +586,6 @@ fn gemm_statement_matches_naive_product() {
                 outputs: vec![io("c", "f32", c0.len(), 2)],
                 arena_bytes: 0,
             };
-            let jit = onnxc_cpu::JitModel::new(&program).unwrap();
-            let input = if constant_a { f32_bytes(&b) } else { f32_bytes(&a) };
-            let got = f32s(&jit.run(&[&input]).unwrap()[0]);
             let mut want = c0.clone();
             for i in 0..m {
                 for j in 0..n {
@@ -603,11 +600,22 @@ fn gemm_statement_matches_naive_product() {
                     want[2 + i * n + j] = if with_epilogue { v.max(lo).min(hi) } else { v };
                 }
             }
-            for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} constant_a{constant_a} [{idx}]: {g} vs {w}"
-                );
+            // This machine's path, and the baseline path of an artifact
+            // built without --cpu (which reads the same packed constants).
+            for baseline in [false, true] {
+                let jit = if baseline {
+                    onnxc_cpu::JitModel::new_baseline_path(&program).unwrap()
+                } else {
+                    onnxc_cpu::JitModel::new(&program).unwrap()
+                };
+                let input = if constant_a { f32_bytes(&b) } else { f32_bytes(&a) };
+                let got = f32s(&jit.run(&[&input]).unwrap()[0]);
+                for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} constant_a{constant_a} baseline{baseline} [{idx}]: {g} vs {w}"
+                    );
+                }
             }
         }
     }
