@@ -194,16 +194,23 @@ pub fn define_program_with<M: Module>(
     };
     // The depthwise kernels (AVX2+FMA), one per window shape in the
     // program, where the ISA has AVX2 or dispatches to it.
+    // Small maps with rows as wide as the input's run through a flat
+    // kernel per geometry instead (`ukernel::avx2_dwconv_f32_flat`).
     let mut dwconv = BTreeMap::new();
+    let mut dwflat = BTreeMap::new();
     if avx2.is_some() {
-        let mut shapes = std::collections::BTreeSet::new();
+        let mut shapes = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
         for k in &program.kernels {
             depthwise_shapes(program, &k.body, &mut shapes);
         }
-        for (kh, kw, sx, dx) in shapes {
+        for (kh, kw, sx, dx) in shapes.0 {
             let code = crate::ukernel::avx2_dwconv_f32(kh, kw, sx, dx);
             let id = ukernel(module, &crate::ukernel::dwconv_name(kh, kw, sx, dx), code)?;
             dwconv.insert((kh, kw, sx, dx), id);
+        }
+        for geometry in shapes.1 {
+            let id = ukernel(module, &geometry.name(), crate::ukernel::avx2_dwconv_f32_flat(geometry))?;
+            dwflat.insert(geometry, id);
         }
     }
     // The rows kernels (AVX2+FMA) for the ops of the program's f32 `Rows`.
@@ -296,6 +303,7 @@ pub fn define_program_with<M: Module>(
                 vnni_rows,
                 pack,
                 dwconv: &dwconv,
+                dwflat: &dwflat,
                 softmax,
                 gelu,
                 packed_b: &packed_ids,
@@ -359,6 +367,7 @@ pub fn define_program_with<M: Module>(
                     vnni_rows,
                     pack,
                     dwconv: &dwconv,
+                    dwflat: &dwflat,
                     softmax,
                     gelu,
                     packed_b: &packed_ids,
@@ -897,6 +906,7 @@ struct Gen<'a, 'b, M: Module> {
     /// The depthwise kernels by window shape `(kh, kw, sx, dx)`, when the
     /// ISA has AVX2 or dispatches to it.
     dwconv: &'a BTreeMap<(usize, usize, usize, usize), FuncId>,
+    dwflat: &'a BTreeMap<crate::ukernel::FlatGeometry, FuncId>,
     /// The `Rows` kernels (`ukernel::avx2_softmax_f32`,
     /// `ukernel::avx2_gelu_f32`), where the program has such statements.
     softmax: Option<FuncId>,
@@ -1604,7 +1614,9 @@ impl<M: Module> Gen<'_, '_, M> {
     fn depthwise(&mut self, d: &onnxc_kir::DepthwiseStmt) -> Result<(), BackendError> {
         use crate::ukernel::dw_param as dp;
         let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
-        let Some(&ukr) = self.dwconv.get(&(d.kh, d.kw, d.sx, d.dx)).filter(|_| f32s) else {
+        let flat = flat_geometry(d).and_then(|g| self.dwflat.get(&g));
+        let spill_ok = if flat.is_some() { d.oh * d.ow >= 8 } else { d.ow >= 4 };
+        let Some(&ukr) = flat.or_else(|| self.dwconv.get(&(d.kh, d.kw, d.sx, d.dx))).filter(|_| f32s) else {
             return self.stmts(&d.loops);
         };
         let mut addrs = vec![(d.x, &d.x_off, dp::X), (d.w, &d.w_off, dp::W), (d.out, &d.out_off, dp::OUT)];
@@ -1624,7 +1636,9 @@ impl<M: Module> Gen<'_, '_, M> {
             (dp::DY, d.dy as i64),
             // Dense, with rows of 4 or more (so a row's spill stays in
             // the next row).
-            (dp::DENSE, (d.o_rs == d.ow as i64 && d.o_cs == (d.oh * d.ow) as i64 && d.ow >= 4) as i64),
+            // (The flat kernel's last group spills up to 7 positions
+            // into the next channel instead.)
+            (dp::DENSE, (d.o_rs == d.ow as i64 && d.o_cs == (d.oh * d.ow) as i64 && spill_ok) as i64),
             // LO and HI share one word.
             (dp::LO, (d.lo.to_bits() as i64) | ((d.hi.to_bits() as i64) << 32)),
         ];
@@ -3371,20 +3385,44 @@ fn has_gemm_where(body: &[Stmt], pick: &dyn Fn(&onnxc_kir::GemmStmt) -> bool) ->
 fn depthwise_shapes(
     program: &Program,
     body: &[Stmt],
-    out: &mut std::collections::BTreeSet<(usize, usize, usize, usize)>,
+    out: &mut (
+        std::collections::BTreeSet<(usize, usize, usize, usize)>,
+        std::collections::BTreeSet<crate::ukernel::FlatGeometry>,
+    ),
 ) {
     for s in body {
         match s {
             Stmt::Depthwise(d) => {
                 let f32s = d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32);
-                if f32s && crate::ukernel::dwconv_supported(d.kh, d.kw, d.sx, d.dx) {
-                    out.insert((d.kh, d.kw, d.sx, d.dx));
+                if let Some(g) = flat_geometry(d).filter(|_| f32s) {
+                    out.1.insert(g);
+                } else if f32s && crate::ukernel::dwconv_supported(d.kh, d.kw, d.sx, d.dx) {
+                    out.0.insert((d.kh, d.kw, d.sx, d.dx));
                 }
             }
             Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => depthwise_shapes(program, body, out),
             _ => {}
         }
     }
+}
+
+/// The flat kernel's geometry for `d` when it takes it: stride 1, output
+/// rows as wide as the input's, dense input and output rows, a small map
+/// (see [`crate::ukernel::FlatGeometry`]).
+fn flat_geometry(d: &onnxc_kir::DepthwiseStmt) -> Option<crate::ukernel::FlatGeometry> {
+    let g = crate::ukernel::FlatGeometry {
+        kh: d.kh,
+        kw: d.kw,
+        dy: d.dy,
+        dx: d.dx,
+        ih: d.ih,
+        iw: d.iw,
+        oh: d.oh,
+        pt: d.pt,
+        pl: d.pl,
+    };
+    let dense = d.x_rs == d.iw as i64 && d.o_rs == d.ow as i64;
+    (d.sx == 1 && d.sy == 1 && d.ow == d.iw && dense && g.fits()).then_some(g)
 }
 
 /// Which ops (softmax, gelu) `body`'s `Rows` over f32 buffers have.

@@ -974,6 +974,206 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     a.assemble(0)
 }
 
+/// A stride-1 depthwise geometry whose output rows are as wide as the
+/// input rows (`ow == iw`, "same" padding along rows), over dense rows of
+/// small maps: output position `p = oy·ow + ox` then reads input element
+/// `p + (ky·dy - pt)·iw + (kx·dx - pl)` for tap (ky, kx), so a channel's
+/// map is one flat vector of `oh·ow` positions (see
+/// [`avx2_dwconv_f32_flat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlatGeometry {
+    pub kh: usize,
+    pub kw: usize,
+    pub dy: usize,
+    pub dx: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub pt: usize,
+    pub pl: usize,
+}
+
+/// Largest map (output positions) [`avx2_dwconv_f32_flat`] unrolls.
+pub const FLAT_MAX_POSITIONS: usize = 256;
+
+impl FlatGeometry {
+    /// Whether the flat kernel takes this geometry: at most 9 taps (the
+    /// weights stay in registers) and `FLAT_MAX_POSITIONS` positions.
+    pub fn fits(&self) -> bool {
+        let taps = self.kh * self.kw;
+        (1..=9).contains(&taps) && self.oh * self.iw <= FLAT_MAX_POSITIONS && self.oh > 0 && self.iw > 0
+    }
+
+    /// Symbol name of its kernel.
+    pub fn name(&self) -> String {
+        let g = self;
+        format!(
+            "x86_64_avx2_dwconv_f32_{}x{}d{}x{}_flat_{}x{}_to_{}_p{}x{}",
+            g.kh, g.kw, g.dy, g.dx, g.ih, g.iw, g.oh, g.pt, g.pl
+        )
+    }
+
+    /// Per group of eight positions and tap: the lanes whose window
+    /// element lies inside the input (bit l: position 8·group + l).
+    fn lanes(&self, group: usize, ky: usize, kx: usize) -> u8 {
+        let positions = self.oh * self.iw;
+        let mut bits = 0u8;
+        for l in 0..8 {
+            let p = group * 8 + l;
+            let (oy, ox) = (p / self.iw, p % self.iw);
+            let iy = (oy + ky * self.dy) as i64 - self.pt as i64;
+            let ix = (ox + kx * self.dx) as i64 - self.pl as i64;
+            if p < positions && (0..self.ih as i64).contains(&iy) && (0..self.iw as i64).contains(&ix) {
+                bits |= 1 << l;
+            }
+        }
+        bits
+    }
+}
+
+/// Machine code of `onnxc_kir::DepthwiseStmt` for one [`FlatGeometry`]
+/// (AVX2 + FMA; System V, one pointer argument, [`dw_param`]: X, W, BIAS,
+/// OUT, CHANNELS, X_CS, O_CS, LO/HI, DENSE). Per channel, the map runs as
+/// one flat vector of positions, eight at a time, fully unrolled: each tap
+/// whose eight window elements all lie inside the input is one
+/// `vfmadd231ps` from memory, one with some inside loads through a
+/// `vmaskmovps` mask of those lanes (masks in a table after the code),
+/// one with none is left out. So a row's edges cost masks only on the
+/// taps that reach past them, where [`avx2_dwconv_f32`] masks whole
+/// groups on maps narrower than about 16 columns. Sums, clamp and store
+/// as there (three accumulators by window row, NaN-preserving clamp; the
+/// last partial group stored plainly into the next channel when DENSE,
+/// but for the last channel, else through a mask), so both kernels give
+/// the same results.
+pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
+    use dw_param as p;
+    let taps = g.kh * g.kw;
+    let w_regs = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8];
+    let acc = [ymm12, ymm13, ymm14];
+    let positions = g.oh * g.iw;
+    let groups = positions.div_ceil(8);
+    // Frame: lo, hi (broadcast).
+    const LO: i32 = 0;
+    const HI: i32 = 32;
+    let frame = 64;
+    let mut masks: Vec<u8> = Vec::new();
+    let mut mask_at = |bits: u8| -> i32 {
+        let i = masks.iter().position(|&m| m == bits).unwrap_or_else(|| {
+            masks.push(bits);
+            masks.len() - 1
+        });
+        32 * i as i32
+    };
+    let tail = positions % 8;
+    let store_mask = if tail > 0 { mask_at(((1u16 << tail) - 1) as u8) } else { 0 };
+    let mut a = CodeAssembler::new(64)?;
+    // rdi params, rax channel input, rbx weights, r11 bias (0: none), rsi
+    // channel output, r10 channels left, r8 x_cs, r9 o_cs (bytes), rdx the
+    // mask table; ymm11 the channel's bias.
+    a.push(rbx)?;
+    a.sub(rsp, frame)?;
+    let mut table = a.create_label();
+    a.lea(rdx, ptr(table))?;
+    a.vbroadcastss(ymm9, dword_ptr(rdi + p::LO))?;
+    a.vmovups(ptr(rsp + LO), ymm9)?;
+    a.vbroadcastss(ymm9, dword_ptr(rdi + p::HI))?;
+    a.vmovups(ptr(rsp + HI), ymm9)?;
+    a.mov(rax, qword_ptr(rdi + p::X))?;
+    a.mov(rbx, qword_ptr(rdi + p::W))?;
+    a.mov(r11, qword_ptr(rdi + p::BIAS))?;
+    a.mov(rsi, qword_ptr(rdi + p::OUT))?;
+    a.mov(r10, qword_ptr(rdi + p::CHANNELS))?;
+    a.mov(r8, qword_ptr(rdi + p::X_CS))?;
+    a.mov(r9, qword_ptr(rdi + p::O_CS))?;
+    let mut channel = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut channel)?;
+    a.test(r10, r10)?;
+    a.jz(done)?;
+    for (t, &w) in w_regs.iter().enumerate().take(taps) {
+        a.vbroadcastss(w, dword_ptr(rbx + 4 * t as i32))?;
+    }
+    {
+        let mut biased = a.create_label();
+        a.vxorps(ymm11, ymm11, ymm11)?;
+        a.test(r11, r11)?;
+        a.jz(biased)?;
+        a.vbroadcastss(ymm11, dword_ptr(r11))?;
+        a.add(r11, 4)?;
+        a.set_label(&mut biased)?;
+        a.nop()?;
+    }
+    for group in 0..groups {
+        a.vmovaps(acc[0], ymm11)?;
+        a.vxorps(acc[1], acc[1], acc[1])?;
+        a.vxorps(acc[2], acc[2], acc[2])?;
+        for ky in 0..g.kh {
+            let sum = acc[ky % 3];
+            for kx in 0..g.kw {
+                let t = ky * g.kw + kx;
+                let bits = g.lanes(group, ky, kx);
+                if bits == 0 {
+                    continue;
+                }
+                let shift =
+                    (ky * g.dy) as i64 * g.iw as i64 + (kx * g.dx) as i64 - g.pt as i64 * g.iw as i64 - g.pl as i64;
+                let at = ptr(rax + ((group as i64 * 8 + shift) * 4) as i32);
+                if bits == u8::MAX {
+                    a.vfmadd231ps(sum, w_regs[t], at)?;
+                } else {
+                    a.vmovups(ymm9, ptr(rdx + mask_at(bits)))?;
+                    a.vmaskmovps(ymm10, ymm9, at)?;
+                    a.vfmadd231ps(sum, w_regs[t], ymm10)?;
+                }
+            }
+        }
+        a.vaddps(acc[1], acc[1], acc[2])?;
+        a.vaddps(acc[0], acc[0], acc[1])?;
+        a.vmovups(ymm9, ptr(rsp + LO))?;
+        a.vmaxps(acc[0], ymm9, acc[0])?;
+        a.vmovups(ymm9, ptr(rsp + HI))?;
+        a.vminps(acc[0], ymm9, acc[0])?;
+        let at = ptr(rsi + 32 * group as i32);
+        if group + 1 < groups || tail == 0 {
+            a.vmovups(at, acc[0])?;
+        } else {
+            // The last partial group: plainly into the next channel's
+            // first positions (stored after) when the output is dense,
+            // but for the call's last channel; else through the mask.
+            let mut masked = a.create_label();
+            let mut stored = a.create_label();
+            a.cmp(qword_ptr(rdi + p::DENSE), 0)?;
+            a.je(masked)?;
+            a.cmp(r10, 1)?;
+            a.je(masked)?;
+            a.vmovups(at, acc[0])?;
+            a.jmp(stored)?;
+            a.set_label(&mut masked)?;
+            a.vmovups(ymm9, ptr(rdx + store_mask))?;
+            a.vmaskmovps(at, ymm9, acc[0])?;
+            a.set_label(&mut stored)?;
+            a.nop()?;
+        }
+    }
+    a.add(rax, r8)?;
+    a.add(rsi, r9)?;
+    a.add(rbx, 4 * taps as i32)?;
+    a.dec(r10)?;
+    a.jmp(channel)?;
+    a.set_label(&mut done)?;
+    a.vzeroupper()?;
+    a.add(rsp, frame)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    // The masks: lane l set when bit l is.
+    a.set_label(&mut table)?;
+    for bits in masks {
+        let lanes: Vec<u32> = (0..8).map(|l| if bits >> l & 1 == 1 { u32::MAX } else { 0 }).collect();
+        a.dd(&lanes)?;
+    }
+    a.assemble(0)
+}
+
 /// Byte offsets of the `Rows` kernels' parameter block (8-byte words;
 /// SCALE is an f32). Strides are in bytes.
 pub mod rows_param {

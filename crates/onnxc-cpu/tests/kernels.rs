@@ -1037,14 +1037,23 @@ fn depthwise_statement_matches_naive_convolution() {
         (3, 3, 1, 1, 2, 2),
         (1, 7, 1, 2, 1, 1),
         (2, 2, 2, 1, 1, 2),
+        (1, 7, 1, 1, 1, 1),
     ];
+    // Stride 1 with output rows as wide as the input's (3x3 with padding
+    // 1, dilation 2 with padding 2, 1x7 with padding 3) over dense input
+    // rows runs through the flat kernel on maps up to 256 positions (all
+    // here but 35-wide rows); the rest through the row kernel.
     for &(kh, kw, sy, sx, dy, dx) in &shapes {
-        for (iw, pad) in [(1usize, 0usize), (5, 2), (7, 1), (8, 0), (9, 1), (16, 2), (17, 1), (23, 0), (35, 2)] {
-            for (with_bias, (lo, hi), expanded, dense) in [
-                (true, (f32::NEG_INFINITY, f32::INFINITY), false, false),
-                (false, (0.0, 6.0), false, false),
-                (true, (-1.0, f32::INFINITY), true, false),
-                (true, (-1.0, 6.0), false, true),
+        for (iw, pad) in
+            [(1usize, 0usize), (5, 2), (7, 1), (8, 0), (9, 1), (16, 2), (17, 1), (23, 0), (35, 2), (10, 3), (45, 1)]
+        {
+            for (with_bias, (lo, hi), expanded, dense, dense_in) in [
+                (true, (f32::NEG_INFINITY, f32::INFINITY), false, false, false),
+                (false, (0.0, 6.0), false, false, false),
+                (true, (-1.0, f32::INFINITY), true, false, false),
+                (true, (-1.0, 6.0), false, true, false),
+                (true, (-1.0, 6.0), false, true, true),
+                (false, (f32::NEG_INFINITY, f32::INFINITY), false, false, true),
             ] {
                 let (channels, ih) = (3usize, 6usize);
                 let (ekh, ekw) = ((kh - 1) * dy + 1, (kw - 1) * dx + 1);
@@ -1052,7 +1061,11 @@ fn depthwise_statement_matches_naive_convolution() {
                     continue;
                 }
                 let (oh, ow) = ((ih + 2 * pad - ekh) / sy + 1, (iw + 2 * pad - ekw) / sx + 1);
-                let (x_rs, x_cs) = (iw as i64 + 3, ((ih + 1) * (iw + 3)) as i64);
+                let (x_rs, x_cs) = if dense_in {
+                    (iw as i64, (ih * iw) as i64)
+                } else {
+                    (iw as i64 + 3, ((ih + 1) * (iw + 3)) as i64)
+                };
                 // A dense output (rows and channels back to back, where a
                 // row's last group may store into the next row) gets
                 // sentinels after it to catch stores past its end.
@@ -1182,7 +1195,7 @@ fn depthwise_statement_matches_naive_convolution() {
                     }
                 }
                 let what = format!(
-                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} iw {iw} pad {pad} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded} dense {dense}"
+                    "{kh}x{kw} s{sy},{sx} d{dy},{dx} iw {iw} pad {pad} ow {ow} bias {with_bias} clamp {lo},{hi} expanded {expanded} dense {dense} dense_in {dense_in}"
                 );
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * (1.0 + w.abs());
