@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use onnxc_kir::{BinOp, BufferId, BufferKind, CmpOp, Expr, Kernel, Program, ScalarType, Stmt, UnOp, VarId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Vector width in f32 lanes (128-bit vectors).
 const LANES: i64 = 4;
@@ -199,7 +199,7 @@ pub fn define_program_with<M: Module>(
     let mut dwconv = BTreeMap::new();
     let mut dwflat = BTreeMap::new();
     if avx2.is_some() {
-        let mut shapes = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        let mut shapes = (BTreeSet::new(), BTreeSet::new());
         for k in &program.kernels {
             depthwise_shapes(program, &k.body, &mut shapes);
         }
@@ -3380,16 +3380,13 @@ fn has_gemm_where(body: &[Stmt], pick: &dyn Fn(&onnxc_kir::GemmStmt) -> bool) ->
     })
 }
 
-/// The window shapes `(kh, kw, sx, dx)` of the f32 `Depthwise`
-/// statements in `body` that the AVX2 kernel takes.
-fn depthwise_shapes(
-    program: &Program,
-    body: &[Stmt],
-    out: &mut (
-        std::collections::BTreeSet<(usize, usize, usize, usize)>,
-        std::collections::BTreeSet<crate::ukernel::FlatGeometry>,
-    ),
-) {
+/// Depthwise window shapes for the row kernel (kh, kw, sx, dx) and
+/// geometries for the flat one.
+type DepthwiseShapes = (BTreeSet<(usize, usize, usize, usize)>, BTreeSet<crate::ukernel::FlatGeometry>);
+
+/// The window shapes of the f32 `Depthwise` statements in `body` that
+/// the row kernel takes, and the geometries the flat kernel takes.
+fn depthwise_shapes(program: &Program, body: &[Stmt], out: &mut DepthwiseShapes) {
     for s in body {
         match s {
             Stmt::Depthwise(d) => {

@@ -994,7 +994,7 @@ pub struct FlatGeometry {
 }
 
 /// Largest map (output positions) [`avx2_dwconv_f32_flat`] unrolls.
-pub const FLAT_MAX_POSITIONS: usize = 256;
+pub const FLAT_MAX_POSITIONS: usize = 1024;
 
 impl FlatGeometry {
     /// Whether the flat kernel takes this geometry: at most 9 taps (the
