@@ -504,6 +504,10 @@ fn gemm_statement_matches_naive_product() {
         (1, 40, 33),
         (3, 37, 12),
         (5, 16, 7),
+        // m % 6 of 1: a 1-row tile after the 6-row ones unless the
+        // product accumulates (in row blocks, with the shifted last panel).
+        (49, 40, 30),
+        (97, 40, 9),
     ];
     for &(m, n, k) in &shapes {
         // The last two: a bias start and a clamp in the store (the
