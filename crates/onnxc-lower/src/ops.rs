@@ -1420,7 +1420,7 @@ fn conv_gemm(
     }
     let name = cx.graph.graph[id].name.clone();
     let col = if direct { None } else { Some(cx.temp(format!("{name}_im2col"), ScalarType::F32, kk * p)) };
-    let mut k = KernelBuilder::new(name);
+    let mut k = KernelBuilder::new(name.clone());
     let ps = strides_i64(pd);
     // The bias starts each output channel's sums and the clamp goes into
     // the product's store (its epilogue).
@@ -1433,32 +1433,81 @@ fn conv_gemm(
         let (bsrc, b_off) = match col {
             None => (xp, x_base),
             Some(col) => {
-                // col[(c*ksize + kpos)*P + opos] = xp[n, g*cg + c, opos*stride + kpos*dilation]
-                let mut extents = vec![cg];
-                extents.extend(&wd[2..]);
-                extents.extend(&od[2..]);
+                // col[(c*ksize + kpos)*P + opos] = xp[n, g*cg + c, opos*stride + kpos*dilation],
+                // by first output row (the outer, parallel loop: many
+                // more rows than channels in a network's first layers),
+                // channel, kernel position and the other output positions.
                 let top_level = od[0] == 1 && group == 1;
-                let fill = |_: &mut KernelBuilder, iv: &[Expr]| {
-                    let c = &iv[0];
-                    let kv = &iv[1..1 + sp];
-                    let ov = &iv[1 + sp..];
-                    let mut xi = add(x_base.clone(), mul(c.clone(), int(ps[1])));
-                    let mut row = c.clone();
-                    let mut pos = int(0);
-                    for d in 0..sp {
-                        row = add(mul(row, int(wd[2 + d] as i64)), kv[d].clone());
-                        pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
-                        let at = add(
-                            mul(ov[d].clone(), int(w.strides[d] as i64)),
-                            mul(kv[d].clone(), int(w.dilations[d] as i64)),
-                        );
-                        xi = add(xi, mul(at, int(ps[2 + d])));
-                    }
-                    vec![Stmt::Store { buf: col, index: add(mul(row, int(p as i64)), pos), value: load(xp, xi) }]
+                // A 2-D window striding along rows reads every s-th
+                // column: it gathers from the input split by column phase
+                // instead, `xd[c, y, r, i] = xp[c, y, i*s + r]` (filled by
+                // a pass of its own), where it reads columns in order.
+                let s_col = w.strides[sp - 1];
+                let split = if sp == 2 && s_col >= 2 && kk * p > 2 * cg * in_sp {
+                    let (split, loops) = phase_split(cx, k, &name, (xp, &x_base), (cg, pd[2], pd[3]), s_col, top_level);
+                    s.extend(loops);
+                    Some(split)
+                } else {
+                    None
                 };
-                // Channels fill disjoint rows; only at the kernel's top level
+                // By column row: the outer (parallel) loop runs over the
+                // channels and kernel positions but the last dimension's,
+                // which unrolls (its position is then a constant: with the
+                // phase split, which phase and how far in), each an inner
+                // nest over the output positions writing one row in order.
+                let outer: usize = cg * wd[2..1 + sp].iter().product::<usize>();
+                let fill = |k: &mut KernelBuilder, iv: &[Expr]| {
+                    // iv[0] = (c·kh + ky)·... : split into c and positions.
+                    let mut u = iv[0].clone();
+                    let mut kv_outer = Vec::new();
+                    for d in (0..sp - 1).rev() {
+                        let kd = int(wd[2 + d] as i64);
+                        kv_outer.insert(0, bin(BinOp::Rem, u.clone(), kd.clone()));
+                        u = bin(BinOp::Div, u, kd);
+                    }
+                    let c = &u;
+                    let mut body = Vec::new();
+                    for kx in 0..wd[1 + sp] {
+                        body.extend(k.nest(&od[2..], |_, ov| {
+                            let kv: Vec<Expr> = kv_outer.iter().cloned().chain([int(kx as i64)]).collect();
+                            let mut row = c.clone();
+                            let mut pos = int(0);
+                            for d in 0..sp {
+                                row = add(mul(row, int(wd[2 + d] as i64)), kv[d].clone());
+                                pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
+                            }
+                            let at = |d: usize| {
+                                let o = mul(ov[d].clone(), int(w.strides[d] as i64));
+                                add(o, mul(kv[d].clone(), int(w.dilations[d] as i64)))
+                            };
+                            let value = match &split {
+                                Some((xd, q)) => {
+                                    // Column ox*s + t of the input is element
+                                    // ox + t / s of phase t % s, t = kx*dilation.
+                                    let t = kx * w.dilations[1];
+                                    let y_row = add(mul(c.clone(), int(pd[2] as i64)), at(0));
+                                    let phase = add(mul(y_row, int(s_col as i64)), int((t % s_col) as i64));
+                                    load(
+                                        *xd,
+                                        add(mul(phase, int(*q as i64)), add(ov[1].clone(), int((t / s_col) as i64))),
+                                    )
+                                }
+                                None => {
+                                    let mut xi = add(x_base.clone(), mul(c.clone(), int(ps[1])));
+                                    for d in 0..sp {
+                                        xi = add(xi, mul(at(d), int(ps[2 + d])));
+                                    }
+                                    load(xp, xi)
+                                }
+                            };
+                            vec![Stmt::Store { buf: col, index: add(mul(row, int(p as i64)), pos), value }]
+                        }));
+                    }
+                    body
+                };
+                // Iterations fill disjoint rows; only at the kernel's top level
                 // (one image, one group) may they run in parallel.
-                s.extend(if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) });
+                s.extend(if top_level { k.nest_parallel(&[outer], fill) } else { k.nest(&[outer], fill) });
                 (col, int(0))
             }
         };
@@ -1486,6 +1535,42 @@ fn conv_gemm(
     });
     cx.kernels.push(k.finish(body));
     Ok(())
+}
+
+/// The column-phase split of one image's `cg` channels of `ph × pw` at
+/// `x[x_base..]` for a window striding `s` columns:
+/// `xd[((c·ph + y)·s + r)·q + i] = x[x_base + (c·ph + y)·pw + i·s + r]`
+/// with `q = ceil(pw / s)` (elements past a phase's last column are never
+/// read). Returns the buffer and `q`; its loops (by row and phase, in
+/// parallel over rows at the kernel's top level) go into `k`'s body.
+fn phase_split(
+    cx: &mut Lowering,
+    k: &mut KernelBuilder,
+    name: &str,
+    (x, x_base): (BufferId, &Expr),
+    (cg, ph, pw): (usize, usize, usize),
+    s: usize,
+    top_level: bool,
+) -> ((BufferId, usize), Vec<Stmt>) {
+    let q = pw.div_ceil(s);
+    let xd = cx.temp(format!("{name}_phases"), ScalarType::F32, cg * ph * s * q);
+    let mut loops = Vec::new();
+    for r in 0..s {
+        let cols = (pw - r.min(pw)).div_ceil(s);
+        // By row first: the outer loop is the parallel one.
+        let fill = |_: &mut KernelBuilder, v: &[Expr]| {
+            let y_row = add(mul(v[1].clone(), int(ph as i64)), v[0].clone());
+            let from = add(
+                x_base.clone(),
+                add(mul(y_row.clone(), int(pw as i64)), add(mul(v[2].clone(), int(s as i64)), int(r as i64))),
+            );
+            let to = add(mul(add(mul(y_row, int(s as i64)), int(r as i64)), int(q as i64)), v[2].clone());
+            vec![Stmt::Store { buf: xd, index: to, value: load(x, from) }]
+        };
+        let extents = [ph, cg, cols];
+        loops.extend(if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) });
+    }
+    ((xd, q), loops)
 }
 
 /// Whether a 1x1 convolution of `p` output positions and `m` output

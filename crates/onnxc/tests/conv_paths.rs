@@ -13,19 +13,23 @@
 
 use onnxc_ir::*;
 
-/// Conv (`k`x`k`, stride 1, `pads` [top, left, bottom, right]) of `n`
-/// images of `c` channels to `m` channels, then a Relu when `relu`.
-#[allow(clippy::too_many_arguments)]
-fn conv_graph(
-    n: usize,
-    c: usize,
-    m: usize,
-    hw: (usize, usize),
-    k: usize,
-    pads: [usize; 4],
-    bias: bool,
-    relu: bool,
-) -> Graph {
+/// A `k`x`k` window with `strides`, `dilations` and `pads` [top, left,
+/// bottom, right].
+fn window(k: usize, strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4]) -> Window {
+    Window {
+        kernel: vec![k, k],
+        strides: strides.to_vec(),
+        dilations: dilations.to_vec(),
+        pads: pads.to_vec(),
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    }
+}
+
+/// Conv over `window` of `n` images of `c` channels to `m` channels,
+/// then a Relu when `relu`.
+fn conv_graph(n: usize, c: usize, m: usize, hw: (usize, usize), window: Window, bias: bool, relu: bool) -> Graph {
+    let k = window.kernel[0];
     let info = |name: &str, dims: &[usize]| {
         vec![ValueInfo { name: name.into(), dtype: DType::F32, shape: Shape::known(dims) }]
     };
@@ -34,14 +38,6 @@ fn conv_graph(
     g.inputs.push(x);
     let wv: Vec<f32> = (0..m * c * k * k).map(|i| ((i * 29 % 61) as f32 - 30.0) / 40.0).collect();
     let w = g.add_constant("w", Tensor::from_f32(&[m, c, k, k], &wv));
-    let window = Window {
-        kernel: vec![k, k],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: pads.to_vec(),
-        auto_pad: AutoPad::NotSet,
-        ceil_mode: false,
-    };
     let conv = g.add_node("conv", Op::Conv { window, group: 1 }, 2 + bias as usize, info("conv", &[]));
     g.connect(x, 0, conv, 0);
     g.connect(w, 0, conv, 1);
@@ -67,13 +63,20 @@ fn conv_graph(
 /// that it ships no copy of the weights `w` it transformed at compile time,
 /// and that the outputs agree; returns the `-O0` output.
 fn check_against_o0(case: usize, g: &Graph, len: usize, marker: &str) -> Vec<f32> {
+    check_path(case, g, len, marker, true)
+}
+
+/// [`check_against_o0`], where the path transforms the weights at compile
+/// time only when `transforms` (else `-O2` keeps `w` too).
+fn check_path(case: usize, g: &Graph, len: usize, marker: &str, transforms: bool) -> Vec<f32> {
     let xs: Vec<f32> = (0..len).map(|i| ((i * 37 % 97) as f32 - 48.0) / 24.0).collect();
     let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
     let run = |level| -> (Vec<f32>, usize) {
         let program = onnxc::lower_for(g, level, false).unwrap();
         let buffers = program.buffers.iter().filter(|b| b.name.contains(marker)).count();
         let weights: u64 = program.buffers.iter().filter(|b| b.name == "w").map(|b| b.bytes()).sum();
-        assert_eq!(weights == 0, level == onnxc::OptLevel::O2, "case {case}: the original weights at {level:?}");
+        let dropped = transforms && level == onnxc::OptLevel::O2;
+        assert_eq!(weights == 0, dropped, "case {case}: the original weights at {level:?}");
         let jit = onnxc::JitModel::new(&program).unwrap();
         let out = jit.run(&[&bytes]).unwrap().remove(0);
         (out.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), buffers)
@@ -100,7 +103,7 @@ fn winograd_convolutions_match_the_plain_loops() {
         (1, 8, 12, (5, 8), [0, 2, 1, 0], true),
     ];
     for (ci, &(n, c, m, hw, pads, bias)) in cases.iter().enumerate() {
-        let g = conv_graph(n, c, m, hw, 3, pads, bias, false);
+        let g = conv_graph(n, c, m, hw, window(3, [1, 1], [1, 1], pads), bias, false);
         check_against_o0(ci, &g, n * c * hw.0 * hw.1, "winograd");
     }
 }
@@ -116,10 +119,29 @@ fn transposed_pointwise_convolutions_match_the_plain_loops() {
         (1, 17, 24, (10, 10), false, false),
     ];
     for (ci, &(n, c, m, hw, bias, relu)) in cases.iter().enumerate() {
-        let g = conv_graph(n, c, m, hw, 1, [0; 4], bias, relu);
+        let g = conv_graph(n, c, m, hw, window(1, [1, 1], [1, 1], [0; 4]), bias, relu);
         let want = check_against_o0(ci, &g, n * c * hw.0 * hw.1, "_weights_t");
         if relu {
             assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0), "case {ci}: the Relu clamps some");
         }
+    }
+}
+
+/// Windows striding two or three columns gather their im2col rows from
+/// the input split by column phase (`_phases`) when the rows outnumber
+/// the input enough: 7x7 stride 2 (a network's first layer), 5x5 stride
+/// 3 with uneven padding, 5x5 dilation 2 stride 2, and a batch of two.
+#[test]
+fn strided_convolutions_gather_from_column_phases() {
+    // (n, c, m, (h, w), window, bias)
+    let cases = [
+        (1, 3, 8, (20, 18), window(7, [2, 2], [1, 1], [3, 3, 3, 3]), true),
+        (1, 2, 5, (13, 14), window(5, [3, 3], [1, 1], [2, 1, 2, 2]), false),
+        (1, 2, 4, (16, 16), window(5, [2, 2], [2, 2], [4, 4, 4, 4]), true),
+        (2, 2, 6, (11, 15), window(7, [1, 2], [1, 1], [3, 3, 3, 3]), true),
+    ];
+    for (ci, (n, c, m, hw, window, bias)) in cases.into_iter().enumerate() {
+        let g = conv_graph(n, c, m, hw, window, bias, false);
+        check_path(ci, &g, n * c * hw.0 * hw.1, "_phases", false);
     }
 }
