@@ -993,15 +993,52 @@ pub struct FlatGeometry {
     pub pl: usize,
 }
 
-/// Largest map (output positions) [`avx2_dwconv_f32_flat`] unrolls.
-pub const FLAT_MAX_POSITIONS: usize = 1024;
+/// Most groups of eight positions [`avx2_dwconv_f32_flat`] unrolls.
+pub const FLAT_MAX_GROUPS: usize = 160;
 
 impl FlatGeometry {
     /// Whether the flat kernel takes this geometry: at most 9 taps (the
-    /// weights stay in registers) and `FLAT_MAX_POSITIONS` positions.
+    /// weights stay in registers) and at most `FLAT_MAX_GROUPS` groups to
+    /// unroll (see [`FlatGeometry::plan`]).
     pub fn fits(&self) -> bool {
         let taps = self.kh * self.kw;
-        (1..=9).contains(&taps) && self.oh * self.iw <= FLAT_MAX_POSITIONS && self.oh > 0 && self.iw > 0
+        if !(1..=9).contains(&taps) || self.oh == 0 || self.iw == 0 {
+            return false;
+        }
+        let groups = (self.oh * self.iw).div_ceil(8);
+        let (_, period, periods) = self.plan();
+        let unrolled = if periods >= 2 { groups - (periods - 1) * period } else { groups };
+        unrolled <= FLAT_MAX_GROUPS
+    }
+
+    /// Each tap's lanes for a group (see [`FlatGeometry::lanes`]).
+    fn class(&self, group: usize) -> Vec<u8> {
+        (0..self.kh)
+            .flat_map(|ky| (0..self.kw).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| self.lanes(group, ky, kx))
+            .collect()
+    }
+
+    /// The map's repeating part: `(first, period, periods)`, groups
+    /// `first..first + periods·period` repeating every `period` groups
+    /// (`lcm(iw, 8) / 8`: whole rows, each tap's lanes the same), so one
+    /// period's code runs in a loop; `periods` < 2 when none repeats.
+    fn plan(&self) -> (usize, usize, usize) {
+        let groups = (self.oh * self.iw).div_ceil(8);
+        let period = self.iw / gcd(self.iw, 8);
+        let classes: Vec<Vec<u8>> = (0..groups).map(|g| self.class(g)).collect();
+        let same = |a: usize, b: usize| (0..period).all(|j| b + j < groups && classes[a + j] == classes[b + j]);
+        for first in 0..groups.saturating_sub(2 * period) + 1 {
+            if first + 2 * period > groups || !same(first, first + period) {
+                continue;
+            }
+            let mut periods = 2;
+            while first + (periods + 1) * period <= groups && same(first, first + periods * period) {
+                periods += 1;
+            }
+            return (first, period, periods);
+        }
+        (groups, period, 0)
     }
 
     /// Symbol name of its kernel.
@@ -1103,7 +1140,12 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
         a.set_label(&mut biased)?;
         a.nop()?;
     }
-    for group in 0..groups {
+    // Group `group`'s code at `shift` bytes further (rcx added in the
+    // repeating part's loop).
+    let (first, period, periods) = g.plan();
+    let mut emit = |a: &mut CodeAssembler, group: usize, looped: bool| -> Result<(), IcedError> {
+        let x_at = |disp: i64| if looped { ptr(rax + rcx + disp as i32) } else { ptr(rax + disp as i32) };
+        let o_at = |disp: i32| if looped { ptr(rsi + rcx + disp) } else { ptr(rsi + disp) };
         a.vmovaps(acc[0], ymm11)?;
         a.vxorps(acc[1], acc[1], acc[1])?;
         a.vxorps(acc[2], acc[2], acc[2])?;
@@ -1117,7 +1159,7 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
                 }
                 let shift =
                     (ky * g.dy) as i64 * g.iw as i64 + (kx * g.dx) as i64 - g.pt as i64 * g.iw as i64 - g.pl as i64;
-                let at = ptr(rax + ((group as i64 * 8 + shift) * 4) as i32);
+                let at = x_at((group as i64 * 8 + shift) * 4);
                 if bits == u8::MAX {
                     a.vfmadd231ps(sum, w_regs[t], at)?;
                 } else {
@@ -1133,7 +1175,7 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
         a.vmaxps(acc[0], ymm9, acc[0])?;
         a.vmovups(ymm9, ptr(rsp + HI))?;
         a.vminps(acc[0], ymm9, acc[0])?;
-        let at = ptr(rsi + 32 * group as i32);
+        let at = o_at(32 * group as i32);
         if group + 1 < groups || tail == 0 {
             a.vmovups(at, acc[0])?;
         } else {
@@ -1153,6 +1195,29 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
             a.vmaskmovps(at, ymm9, acc[0])?;
             a.set_label(&mut stored)?;
             a.nop()?;
+        }
+        Ok(())
+    };
+    if periods >= 2 {
+        for group in 0..first {
+            emit(&mut a, group, false)?;
+        }
+        // The repeating part: one period, rcx stepping a period's bytes.
+        let mut again = a.create_label();
+        a.xor(ecx, ecx)?;
+        a.set_label(&mut again)?;
+        for group in first..first + period {
+            emit(&mut a, group, true)?;
+        }
+        a.add(rcx, 32 * period as i32)?;
+        a.cmp(rcx, (32 * period * periods) as i32)?;
+        a.jb(again)?;
+        for group in first + period * periods..groups {
+            emit(&mut a, group, false)?;
+        }
+    } else {
+        for group in 0..groups {
+            emit(&mut a, group, false)?;
         }
     }
     a.add(rax, r8)?;
@@ -1513,4 +1578,13 @@ pub fn avx2_gelu_f32() -> Result<Vec<u8>, IcedError> {
             store_x(a, masked)
         })
     })
+}
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }

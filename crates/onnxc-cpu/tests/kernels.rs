@@ -1045,12 +1045,23 @@ fn depthwise_statement_matches_naive_convolution() {
     ];
     // Stride 1 with output rows as wide as the input's (3x3 with padding
     // 1, dilation 2 with padding 2, 1x7 with padding 3) over dense input
-    // rows runs through the flat kernel on maps up to 256 positions (all
-    // here but 35-wide rows); the rest through the row kernel.
+    // rows runs through the flat kernel (looping over repeating rows on
+    // the taller maps); the rest through the row kernel.
     for &(kh, kw, sy, sx, dy, dx) in &shapes {
-        for (iw, pad) in
-            [(1usize, 0usize), (5, 2), (7, 1), (8, 0), (9, 1), (16, 2), (17, 1), (23, 0), (35, 2), (10, 3), (45, 1)]
-        {
+        for (iw, pad) in [
+            (1usize, 0usize),
+            (5, 2),
+            (7, 1),
+            (8, 0),
+            (9, 1),
+            (16, 2),
+            (17, 1),
+            (23, 0),
+            (35, 2),
+            (10, 3),
+            (45, 1),
+            (8, 1),
+        ] {
             for (with_bias, (lo, hi), expanded, dense, dense_in) in [
                 (true, (f32::NEG_INFINITY, f32::INFINITY), false, false, false),
                 (false, (0.0, 6.0), false, false, false),
@@ -1059,7 +1070,9 @@ fn depthwise_statement_matches_naive_convolution() {
                 (true, (-1.0, 6.0), false, true, true),
                 (false, (f32::NEG_INFINITY, f32::INFINITY), false, false, true),
             ] {
-                let (channels, ih) = (3usize, 6usize);
+                // Taller maps where the flat kernel loops over repeating
+                // rows (8 or 16 columns: a row or two per period).
+                let (channels, ih) = (3usize, if iw == 8 || iw == 16 { 13 } else { 6 });
                 let (ekh, ekw) = ((kh - 1) * dy + 1, (kw - 1) * dx + 1);
                 if iw + 2 * pad < ekw || ih + 2 * pad < ekh {
                     continue;
