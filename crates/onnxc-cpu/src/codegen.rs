@@ -3415,9 +3415,9 @@ fn depthwise_shapes(program: &Program, body: &[Stmt], out: &mut DepthwiseShapes)
     }
 }
 
-/// The flat kernel's geometry for `d` when it takes it: stride 1, output
-/// rows as wide as the input's, dense input and output rows, a small map
-/// (see [`crate::ukernel::FlatGeometry`]).
+/// The flat kernel's geometry for `d` when it takes it: dense input and
+/// output rows, stride 1 with output rows as wide as the input's or stride
+/// 2 with half as wide (see [`crate::ukernel::FlatGeometry`]).
 fn flat_geometry(d: &onnxc_kir::DepthwiseStmt) -> Option<crate::ukernel::FlatGeometry> {
     let g = crate::ukernel::FlatGeometry {
         kh: d.kh,
@@ -3429,9 +3429,11 @@ fn flat_geometry(d: &onnxc_kir::DepthwiseStmt) -> Option<crate::ukernel::FlatGeo
         oh: d.oh,
         pt: d.pt,
         pl: d.pl,
+        s: d.sx,
+        ow: d.ow,
     };
     let dense = d.x_rs == d.iw as i64 && d.o_rs == d.ow as i64;
-    (d.sx == 1 && d.sy == 1 && d.ow == d.iw && dense && g.fits()).then_some(g)
+    (d.sx == d.sy && dense && g.fits()).then_some(g)
 }
 
 /// Which ops (softmax, gelu) `body`'s `Rows` over f32 buffers have.

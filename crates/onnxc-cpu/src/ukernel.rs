@@ -974,12 +974,15 @@ pub fn avx2_dwconv_f32(kh: usize, kw: usize, sx: usize, dilation: usize) -> Resu
     a.assemble(0)
 }
 
-/// A stride-1 depthwise geometry whose output rows are as wide as the
-/// input rows (`ow == iw`, "same" padding along rows), over dense rows of
-/// small maps: output position `p = oy·ow + ox` then reads input element
-/// `p + (ky·dy - pt)·iw + (kx·dx - pl)` for tap (ky, kx), so a channel's
-/// map is one flat vector of `oh·ow` positions (see
-/// [`avx2_dwconv_f32_flat`]).
+/// A depthwise geometry over dense rows where a channel's output map is
+/// one flat vector of `oh·ow` positions (see [`avx2_dwconv_f32_flat`]).
+/// Stride 1 with output rows as wide as the input's (`ow == iw`, "same"
+/// padding along rows): output position `p = oy·ow + ox` reads input
+/// element `p + (ky·dy - pt)·iw + (kx·dx - pl)` for tap (ky, kx). Stride 2
+/// with `iw <= 2·ow` (and `ih <= 2·oh`): the input split into four planes
+/// by row and column parity, each `ow` wide, where tap (ky, kx) reads
+/// position `p + ⌊(ky·dy - pt)/2⌋·ow + ⌊(kx·dx - pl)/2⌋` of the plane of
+/// parities `(ky·dy - pt, kx·dx - pl) mod 2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlatGeometry {
     pub kh: usize,
@@ -991,7 +994,14 @@ pub struct FlatGeometry {
     pub oh: usize,
     pub pt: usize,
     pub pl: usize,
+    /// The stride (both axes): 1 or 2.
+    pub s: usize,
+    /// Output columns (`iw` for stride 1).
+    pub ow: usize,
 }
+
+/// Largest stack block for a channel's four parity planes (stride 2).
+pub const FLAT_MAX_PLANES_BYTES: usize = 64 << 10;
 
 /// Most groups of eight positions [`avx2_dwconv_f32_flat`] unrolls.
 pub const FLAT_MAX_GROUPS: usize = 160;
@@ -1002,13 +1012,38 @@ impl FlatGeometry {
     /// unroll (see [`FlatGeometry::plan`]).
     pub fn fits(&self) -> bool {
         let taps = self.kh * self.kw;
-        if !(1..=9).contains(&taps) || self.oh == 0 || self.iw == 0 {
+        if !(1..=9).contains(&taps) || self.oh == 0 || self.ow == 0 {
             return false;
         }
-        let groups = (self.oh * self.iw).div_ceil(8);
+        let shape_ok = match self.s {
+            1 => self.ow == self.iw,
+            2 => self.iw <= 2 * self.ow && self.ih <= 2 * self.oh && 16 * self.plane_floats() <= FLAT_MAX_PLANES_BYTES,
+            _ => false,
+        };
+        if !shape_ok {
+            return false;
+        }
+        let groups = (self.oh * self.ow).div_ceil(8);
         let (_, period, periods) = self.plan();
         let unrolled = if periods >= 2 { groups - (periods - 1) * period } else { groups };
         unrolled <= FLAT_MAX_GROUPS
+    }
+
+    /// Floats per parity plane (stride 2): `ceil(ih / 2)` rows of `ow`,
+    /// and a group's worth more for the last row's spill.
+    fn plane_floats(&self) -> usize {
+        self.ih.div_ceil(2) * self.ow + 8
+    }
+
+    /// Tap (ky, kx)'s element offset from the output position (in the
+    /// input for stride 1; in its parity plane for stride 2) and its plane
+    /// (0-3, row parity times 2 plus column parity; 0 for stride 1).
+    fn tap(&self, ky: usize, kx: usize) -> (i64, usize) {
+        let (r, c) = ((ky * self.dy) as i64 - self.pt as i64, (kx * self.dx) as i64 - self.pl as i64);
+        match self.s {
+            1 => (r * self.iw as i64 + c, 0),
+            _ => (r.div_euclid(2) * self.ow as i64 + c.div_euclid(2), (r.rem_euclid(2) * 2 + c.rem_euclid(2)) as usize),
+        }
     }
 
     /// Each tap's lanes for a group (see [`FlatGeometry::lanes`]).
@@ -1024,8 +1059,8 @@ impl FlatGeometry {
     /// (`lcm(iw, 8) / 8`: whole rows, each tap's lanes the same), so one
     /// period's code runs in a loop; `periods` < 2 when none repeats.
     fn plan(&self) -> (usize, usize, usize) {
-        let groups = (self.oh * self.iw).div_ceil(8);
-        let period = self.iw / gcd(self.iw, 8);
+        let groups = (self.oh * self.ow).div_ceil(8);
+        let period = self.ow / gcd(self.ow, 8);
         let classes: Vec<Vec<u8>> = (0..groups).map(|g| self.class(g)).collect();
         let same = |a: usize, b: usize| (0..period).all(|j| b + j < groups && classes[a + j] == classes[b + j]);
         for first in 0..groups.saturating_sub(2 * period) + 1 {
@@ -1045,21 +1080,21 @@ impl FlatGeometry {
     pub fn name(&self) -> String {
         let g = self;
         format!(
-            "x86_64_avx2_dwconv_f32_{}x{}d{}x{}_flat_{}x{}_to_{}_p{}x{}",
-            g.kh, g.kw, g.dy, g.dx, g.ih, g.iw, g.oh, g.pt, g.pl
+            "x86_64_avx2_dwconv_f32_{}x{}s{}d{}x{}_flat_{}x{}_to_{}x{}_p{}x{}",
+            g.kh, g.kw, g.s, g.dy, g.dx, g.ih, g.iw, g.oh, g.ow, g.pt, g.pl
         )
     }
 
     /// Per group of eight positions and tap: the lanes whose window
     /// element lies inside the input (bit l: position 8·group + l).
     fn lanes(&self, group: usize, ky: usize, kx: usize) -> u8 {
-        let positions = self.oh * self.iw;
+        let positions = self.oh * self.ow;
         let mut bits = 0u8;
         for l in 0..8 {
             let p = group * 8 + l;
-            let (oy, ox) = (p / self.iw, p % self.iw);
-            let iy = (oy + ky * self.dy) as i64 - self.pt as i64;
-            let ix = (ox + kx * self.dx) as i64 - self.pl as i64;
+            let (oy, ox) = (p / self.ow, p % self.ow);
+            let iy = (oy * self.s + ky * self.dy) as i64 - self.pt as i64;
+            let ix = (ox * self.s + kx * self.dx) as i64 - self.pl as i64;
             if p < positions && (0..self.ih as i64).contains(&iy) && (0..self.iw as i64).contains(&ix) {
                 bits |= 1 << l;
             }
@@ -1087,12 +1122,14 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
     let taps = g.kh * g.kw;
     let w_regs = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8];
     let acc = [ymm12, ymm13, ymm14];
-    let positions = g.oh * g.iw;
+    let positions = g.oh * g.ow;
     let groups = positions.div_ceil(8);
-    // Frame: lo, hi (broadcast).
+    // Frame: lo, hi (broadcast), then (stride 2) the four parity planes.
     const LO: i32 = 0;
     const HI: i32 = 32;
-    let frame = 64;
+    const PLANES: i32 = 64;
+    let plane_bytes = 4 * g.plane_floats() as i32;
+    let frame = if g.s == 2 { PLANES + 4 * plane_bytes } else { 64 };
     let mut masks: Vec<u8> = Vec::new();
     let mut mask_at = |bits: u8| -> i32 {
         let i = masks.iter().position(|&m| m == bits).unwrap_or_else(|| {
@@ -1108,6 +1145,8 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
     // channel output, r10 channels left, r8 x_cs, r9 o_cs (bytes), rdx the
     // mask table; ymm11 the channel's bias.
     a.push(rbx)?;
+    a.push(r12)?;
+    a.push(r13)?;
     a.sub(rsp, frame)?;
     let mut table = a.create_label();
     a.lea(rdx, ptr(table))?;
@@ -1127,6 +1166,56 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut channel)?;
     a.test(r10, r10)?;
     a.jz(done)?;
+    if g.s == 2 {
+        // The channel's parity planes: per pair of input rows, each row's
+        // columns sixteen at a time (the last ones through masks) split
+        // into even and odd ones (vshufps, vpermpd) and stored as eight
+        // columns of its planes (past a plane row's end they spill into
+        // the next row, written after, or the plane's spare group). r12:
+        // the input row, r13: the planes' row offset, rcx: pairs left.
+        let chunks = g.iw.div_ceil(16);
+        let mut row = |a: &mut CodeAssembler, parity: i32| -> Result<(), IcedError> {
+            for c in 0..chunks {
+                let n = (g.iw - 16 * c).min(16);
+                let at = |half: usize| ptr(r12 + (64 * c + 32 * half) as i32);
+                for (half, reg) in [(0, ymm0), (1, ymm1)] {
+                    let lanes = n.saturating_sub(8 * half).min(8);
+                    match lanes {
+                        0 => a.vxorps(reg, reg, reg)?,
+                        8 => a.vmovups(reg, at(half))?,
+                        _ => {
+                            a.vmovups(ymm2, ptr(rdx + mask_at(((1u16 << lanes) - 1) as u8)))?;
+                            a.vmaskmovps(reg, ymm2, at(half))?;
+                        }
+                    }
+                }
+                a.vshufps(ymm2, ymm0, ymm1, 0x88)?;
+                a.vpermpd(ymm2, ymm2, 0xd8)?;
+                a.vshufps(ymm3, ymm0, ymm1, 0xdd)?;
+                a.vpermpd(ymm3, ymm3, 0xd8)?;
+                for (col_parity, reg) in [(0, ymm2), (1, ymm3)] {
+                    let plane = PLANES + (2 * parity + col_parity) * plane_bytes;
+                    a.vmovups(ptr(rsp + r13 + plane + 32 * c as i32), reg)?;
+                }
+            }
+            a.add(r12, 4 * g.iw as i32)
+        };
+        a.mov(r12, rax)?;
+        a.xor(r13d, r13d)?;
+        if g.ih >= 2 {
+            let mut pair = a.create_label();
+            a.mov(rcx, (g.ih / 2) as i64)?;
+            a.set_label(&mut pair)?;
+            row(&mut a, 0)?;
+            row(&mut a, 1)?;
+            a.add(r13, 4 * g.ow as i32)?;
+            a.dec(rcx)?;
+            a.jnz(pair)?;
+        }
+        if g.ih % 2 == 1 {
+            row(&mut a, 0)?;
+        }
+    }
     for (t, &w) in w_regs.iter().enumerate().take(taps) {
         a.vbroadcastss(w, dword_ptr(rbx + 4 * t as i32))?;
     }
@@ -1144,7 +1233,12 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
     // repeating part's loop).
     let (first, period, periods) = g.plan();
     let mut emit = |a: &mut CodeAssembler, group: usize, looped: bool| -> Result<(), IcedError> {
-        let x_at = |disp: i64| if looped { ptr(rax + rcx + disp as i32) } else { ptr(rax + disp as i32) };
+        let x_at = |disp: i64, plane: usize| match (g.s, looped) {
+            (1, true) => ptr(rax + rcx + disp as i32),
+            (1, false) => ptr(rax + disp as i32),
+            (_, true) => ptr(rsp + rcx + (disp as i32 + PLANES + plane as i32 * plane_bytes)),
+            (_, false) => ptr(rsp + (disp as i32 + PLANES + plane as i32 * plane_bytes)),
+        };
         let o_at = |disp: i32| if looped { ptr(rsi + rcx + disp) } else { ptr(rsi + disp) };
         a.vmovaps(acc[0], ymm11)?;
         a.vxorps(acc[1], acc[1], acc[1])?;
@@ -1157,9 +1251,8 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
                 if bits == 0 {
                     continue;
                 }
-                let shift =
-                    (ky * g.dy) as i64 * g.iw as i64 + (kx * g.dx) as i64 - g.pt as i64 * g.iw as i64 - g.pl as i64;
-                let at = x_at((group as i64 * 8 + shift) * 4);
+                let (shift, plane) = g.tap(ky, kx);
+                let at = x_at((group as i64 * 8 + shift) * 4, plane);
                 if bits == u8::MAX {
                     a.vfmadd231ps(sum, w_regs[t], at)?;
                 } else {
@@ -1228,6 +1321,8 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut done)?;
     a.vzeroupper()?;
     a.add(rsp, frame)?;
+    a.pop(r13)?;
+    a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
     // The masks: lane l set when bit l is.
