@@ -213,8 +213,9 @@ pub fn define_program_with<M: Module>(
             dwflat.insert(geometry, id);
         }
     }
-    // The rows kernels (AVX2+FMA) for the ops of the program's f32 `Rows`.
-    let mut row_ops = (false, false);
+    // The rows kernels (AVX2+FMA) for the ops of the program's f32 `Rows`,
+    // and the transpose kernel for its f32 `Transpose`s.
+    let mut row_ops = (false, false, false);
     if avx2.is_some() {
         for k in &program.kernels {
             rows_ops(program, &k.body, &mut row_ops);
@@ -226,6 +227,10 @@ pub fn define_program_with<M: Module>(
     };
     let gelu = match row_ops.1 {
         true => Some(ukernel(module, crate::ukernel::GELU_NAME, crate::ukernel::avx2_gelu_f32())?),
+        false => None,
+    };
+    let transpose = match row_ops.2 {
+        true => Some(ukernel(module, crate::ukernel::TRANSPOSE_NAME, crate::ukernel::avx2_transpose_f32())?),
         false => None,
     };
     let check = if dispatch {
@@ -306,6 +311,7 @@ pub fn define_program_with<M: Module>(
                 dwflat: &dwflat,
                 softmax,
                 gelu,
+                transpose,
                 packed_b: &packed_ids,
                 dispatch_table: Some(table),
                 gemm_bias: None,
@@ -370,6 +376,7 @@ pub fn define_program_with<M: Module>(
                     dwflat: &dwflat,
                     softmax,
                     gelu,
+                    transpose,
                     packed_b: &packed_ids,
                     dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
                     gemm_bias: None,
@@ -793,6 +800,10 @@ fn invariant_buffers(program: &Program, kernel: &Kernel) -> std::collections::BT
                     out.insert(d.x.0);
                     written(&d.loops, out);
                 }
+                Stmt::Transpose(d) => {
+                    out.insert(d.dst.0);
+                    written(&d.loops, out);
+                }
                 Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
             }
         }
@@ -868,6 +879,13 @@ fn collect_buffers(stmts: &[Stmt], out: &mut std::collections::BTreeSet<u32>) {
                 }
                 collect_buffers(&d.loops, out);
             }
+            Stmt::Transpose(d) => {
+                for (b, off) in d.operands() {
+                    out.insert(b.0);
+                    expr(off, out);
+                }
+                collect_buffers(&d.loops, out);
+            }
         }
     }
 }
@@ -911,6 +929,8 @@ struct Gen<'a, 'b, M: Module> {
     /// `ukernel::avx2_gelu_f32`), where the program has such statements.
     softmax: Option<FuncId>,
     gelu: Option<FuncId>,
+    /// The transpose kernel (`ukernel::avx2_transpose_f32`), likewise.
+    transpose: Option<FuncId>,
     /// Constant operands packed for the AVX2 tile (`pack_constant_operands`).
     packed_b: &'a BTreeMap<PackedKey, DataId>,
     /// Where the run's AVX2 choice is (the kernel's table; a loop task's
@@ -989,6 +1009,7 @@ impl<M: Module> Gen<'_, '_, M> {
                 Stmt::Pack(p) => self.pack(p)?,
                 Stmt::Depthwise(d) => self.depthwise(d)?,
                 Stmt::Rows(d) => self.rows_kernel(d)?,
+                Stmt::Transpose(d) => self.transpose(d)?,
                 Stmt::FailIf { cond, status } => {
                     let c = self.scalar(cond)?;
                     let fail = self.b.create_block();
@@ -1677,6 +1698,29 @@ impl<M: Module> Gen<'_, '_, M> {
             None => words.extend([(rp::ADD, 0), (rp::ADD_RS, 0)]),
         }
         self.avx2_call_or_loops(ukr, &d.loops, rp::BYTES, &addrs, &words)
+    }
+
+    /// A `Transpose` statement: the AVX2 kernel when there is one (see
+    /// `avx2_call_or_loops`), else its loops.
+    fn transpose(&mut self, d: &onnxc_kir::TransposeStmt) -> Result<(), BackendError> {
+        use crate::ukernel::transpose_param as tp;
+        let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
+        let Some(ukr) = self.transpose.filter(|_| f32s) else {
+            return self.stmts(&d.loops);
+        };
+        let mut addrs = vec![(d.src, &d.src_off, tp::SRC), (d.dst, &d.dst_off, tp::DST)];
+        let mut words = vec![
+            (tp::ROWS, d.rows as i64),
+            (tp::COLS, d.cols as i64),
+            (tp::SRC_RS, d.src_rs * 4),
+            (tp::DST_RS, d.dst_rs * 4),
+            (tp::LO, (d.lo.to_bits() as i64) | ((d.hi.to_bits() as i64) << 32)),
+        ];
+        match &d.bias {
+            Some((b, off)) => addrs.push((*b, off, tp::BIAS)),
+            None => words.push((tp::BIAS, 0)),
+        }
+        self.avx2_call_or_loops(ukr, &d.loops, tp::BYTES, &addrs, &words)
     }
 
     /// The buffer types and shapes a `Gemm` needs here.
@@ -3436,10 +3480,16 @@ fn flat_geometry(d: &onnxc_kir::DepthwiseStmt) -> Option<crate::ukernel::FlatGeo
     (d.sx == d.sy && dense && g.fits()).then_some(g)
 }
 
-/// Which ops (softmax, gelu) `body`'s `Rows` over f32 buffers have.
-fn rows_ops(program: &Program, body: &[Stmt], out: &mut (bool, bool)) {
+/// Which ops (softmax, gelu) `body`'s `Rows` over f32 buffers have, and
+/// whether it has an f32 `Transpose`.
+fn rows_ops(program: &Program, body: &[Stmt], out: &mut (bool, bool, bool)) {
     for s in body {
         match s {
+            Stmt::Transpose(d)
+                if d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32) =>
+            {
+                out.2 = true
+            }
             Stmt::Rows(d)
                 if d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32) =>
             {

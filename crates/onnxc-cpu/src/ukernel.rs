@@ -1334,6 +1334,202 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
+/// Byte offsets of the transpose kernel's parameter block (8-byte words;
+/// LO and HI are f32s sharing one). Strides are in bytes.
+pub mod transpose_param {
+    /// Address of `src[src_off]`, `dst[dst_off]` and `bias[bias_off]`
+    /// (0: none).
+    pub const SRC: i32 = 0;
+    pub const DST: i32 = 8;
+    pub const BIAS: i32 = 16;
+    pub const ROWS: i32 = 24;
+    pub const COLS: i32 = 32;
+    pub const SRC_RS: i32 = 40;
+    pub const DST_RS: i32 = 48;
+    pub const LO: i32 = 56;
+    pub const HI: i32 = 60;
+    pub const BYTES: u32 = 64;
+}
+
+/// Symbol name of the transpose kernel.
+pub const TRANSPOSE_NAME: &str = "x86_64_avx2_transpose_f32";
+
+/// Machine code of `onnxc_kir::TransposeStmt` (AVX2; System V, one
+/// pointer argument, [`transpose_param`]): 8x8 blocks of `src` loaded as
+/// eight rows, transposed in registers (`vunpcklps`/`vunpckhps`,
+/// `vshufps`, `vperm2f128`), the column's bias added, clamped
+/// NaN-preserving (`vmaxps`/`vminps` with the value second) and stored as
+/// eight rows of `dst`; the rows past the last multiple of 8 and then the
+/// columns past it one element at a time with the same operations, so
+/// every element equals the loops'.
+pub fn avx2_transpose_f32() -> Result<Vec<u8>, IcedError> {
+    use transpose_param as p;
+    let mut a = CodeAssembler::new(64)?;
+    // rsi src, rdx dst, r11 bias (0: none), r8 src row stride, r9 dst row
+    // stride, r14 rows rounded down to 8, r15 cols rounded down to 8, r12
+    // row, r13 column; rax, rbx, rcx scratch. Frame: lo, hi (broadcast).
+    const LO: i32 = 0;
+    const HI: i32 = 32;
+    let frame = 64;
+    for r in [rbx, r12, r13, r14, r15] {
+        a.push(r)?;
+    }
+    a.sub(rsp, frame)?;
+    a.vbroadcastss(ymm0, dword_ptr(rdi + p::LO))?;
+    a.vmovups(ptr(rsp + LO), ymm0)?;
+    a.vbroadcastss(ymm0, dword_ptr(rdi + p::HI))?;
+    a.vmovups(ptr(rsp + HI), ymm0)?;
+    a.mov(rsi, qword_ptr(rdi + p::SRC))?;
+    a.mov(rdx, qword_ptr(rdi + p::DST))?;
+    a.mov(r11, qword_ptr(rdi + p::BIAS))?;
+    a.mov(r8, qword_ptr(rdi + p::SRC_RS))?;
+    a.mov(r9, qword_ptr(rdi + p::DST_RS))?;
+    a.mov(r14, qword_ptr(rdi + p::ROWS))?;
+    a.and(r14, -8)?;
+    a.mov(r15, qword_ptr(rdi + p::COLS))?;
+    a.and(r15, -8)?;
+    let rows = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7];
+    let t = [ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14, ymm15];
+    // Blocks.
+    let (mut row_loop, mut col_loop, mut row_next, mut edges) =
+        (a.create_label(), a.create_label(), a.create_label(), a.create_label());
+    a.xor(r12d, r12d)?;
+    a.set_label(&mut row_loop)?;
+    a.cmp(r12, r14)?;
+    a.jae(edges)?;
+    a.xor(r13d, r13d)?;
+    a.set_label(&mut col_loop)?;
+    a.cmp(r13, r15)?;
+    a.jae(row_next)?;
+    // rax: src + row·src_rs + col·4.
+    a.mov(rax, r12)?;
+    a.imul_2(rax, r8)?;
+    a.add(rax, rsi)?;
+    a.lea(rax, ptr(rax + r13 * 4))?;
+    for (i, &r) in rows.iter().enumerate() {
+        a.vmovups(r, ptr(rax))?;
+        if i < 7 {
+            a.add(rax, r8)?;
+        }
+    }
+    for q in 0..4 {
+        a.vunpcklps(t[2 * q], rows[2 * q], rows[2 * q + 1])?;
+        a.vunpckhps(t[2 * q + 1], rows[2 * q], rows[2 * q + 1])?;
+    }
+    // s0..s7 into ymm0-7: rows 0-3 and 4-7 interleaved in each lane.
+    for half in 0..2 {
+        let (a0, a1, b0, b1) = (t[4 * half], t[4 * half + 1], t[4 * half + 2], t[4 * half + 3]);
+        a.vshufps(rows[4 * half], a0, b0, 0x44)?;
+        a.vshufps(rows[4 * half + 1], a0, b0, 0xee)?;
+        a.vshufps(rows[4 * half + 2], a1, b1, 0x44)?;
+        a.vshufps(rows[4 * half + 3], a1, b1, 0xee)?;
+    }
+    // Output row j (column col + j of src): lanes 0-3 from s_j, 4-7 from
+    // s_{j+4} for j < 4 (low halves), high halves for j >= 4.
+    for j in 0..4 {
+        a.vperm2f128(t[j], rows[j], rows[j + 4], 0x20)?;
+        a.vperm2f128(t[j + 4], rows[j], rows[j + 4], 0x31)?;
+    }
+    {
+        let mut no_bias = a.create_label();
+        a.test(r11, r11)?;
+        a.jz(no_bias)?;
+        a.lea(rax, ptr(r11 + r13 * 4))?;
+        for (j, &o) in t.iter().enumerate() {
+            a.vbroadcastss(ymm0, dword_ptr(rax + 4 * j as i32))?;
+            a.vaddps(o, o, ymm0)?;
+        }
+        a.set_label(&mut no_bias)?;
+        a.nop()?;
+    }
+    a.vmovups(ymm1, ptr(rsp + LO))?;
+    a.vmovups(ymm2, ptr(rsp + HI))?;
+    // rax: dst + col·dst_rs + row·4.
+    a.mov(rax, r13)?;
+    a.imul_2(rax, r9)?;
+    a.add(rax, rdx)?;
+    a.lea(rax, ptr(rax + r12 * 4))?;
+    for (j, &o) in t.iter().enumerate() {
+        a.vmaxps(o, ymm1, o)?;
+        a.vminps(o, ymm2, o)?;
+        a.vmovups(ptr(rax), o)?;
+        if j < 7 {
+            a.add(rax, r9)?;
+        }
+    }
+    a.add(r13, 8)?;
+    a.jmp(col_loop)?;
+    a.set_label(&mut row_next)?;
+    a.add(r12, 8)?;
+    a.jmp(row_loop)?;
+    // One element: src(r12, rcx) to dst(rcx, r12).
+    let element = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        let mut no_bias = a.create_label();
+        a.mov(rax, r12)?;
+        a.imul_2(rax, r8)?;
+        a.add(rax, rsi)?;
+        a.vmovss(xmm0, dword_ptr(rax + rcx * 4))?;
+        a.test(r11, r11)?;
+        a.jz(no_bias)?;
+        a.vaddss(xmm0, xmm0, dword_ptr(r11 + rcx * 4))?;
+        a.set_label(&mut no_bias)?;
+        a.vmovss(xmm1, dword_ptr(rsp + LO))?;
+        a.vmaxss(xmm0, xmm1, xmm0)?;
+        a.vmovss(xmm1, dword_ptr(rsp + HI))?;
+        a.vminss(xmm0, xmm1, xmm0)?;
+        a.mov(rax, rcx)?;
+        a.imul_2(rax, r9)?;
+        a.add(rax, rdx)?;
+        a.vmovss(dword_ptr(rax + r12 * 4), xmm0)
+    };
+    // Rows r14.. (every column), then rows ..r14 of columns r15...
+    a.set_label(&mut edges)?;
+    let (mut tail_row, mut tail_col, mut tail_done) = (a.create_label(), a.create_label(), a.create_label());
+    a.mov(r12, r14)?;
+    a.set_label(&mut tail_row)?;
+    a.cmp(r12, qword_ptr(rdi + p::ROWS))?;
+    a.jae(tail_col)?;
+    {
+        let (mut col, mut next) = (a.create_label(), a.create_label());
+        a.xor(ecx, ecx)?;
+        a.set_label(&mut col)?;
+        a.cmp(rcx, qword_ptr(rdi + p::COLS))?;
+        a.jae(next)?;
+        element(&mut a)?;
+        a.inc(rcx)?;
+        a.jmp(col)?;
+        a.set_label(&mut next)?;
+        a.inc(r12)?;
+        a.jmp(tail_row)?;
+    }
+    a.set_label(&mut tail_col)?;
+    a.xor(r12d, r12d)?;
+    {
+        let (mut row, mut col, mut next) = (a.create_label(), a.create_label(), a.create_label());
+        a.set_label(&mut row)?;
+        a.cmp(r12, r14)?;
+        a.jae(tail_done)?;
+        a.mov(rcx, r15)?;
+        a.set_label(&mut col)?;
+        a.cmp(rcx, qword_ptr(rdi + p::COLS))?;
+        a.jae(next)?;
+        element(&mut a)?;
+        a.inc(rcx)?;
+        a.jmp(col)?;
+        a.set_label(&mut next)?;
+        a.inc(r12)?;
+        a.jmp(row)?;
+    }
+    a.set_label(&mut tail_done)?;
+    a.vzeroupper()?;
+    a.add(rsp, frame)?;
+    for r in [r15, r14, r13, r12, rbx] {
+        a.pop(r)?;
+    }
+    a.ret()?;
+    a.assemble(0)
+}
+
 /// Byte offsets of the `Rows` kernels' parameter block (8-byte words;
 /// SCALE is an f32). Strides are in bytes.
 pub mod rows_param {

@@ -1469,3 +1469,118 @@ fn reduction_loops_match_sequential_results() {
         }
     }
 }
+
+/// `Stmt::Transpose` through the AVX2 kernel (8x8 blocks, then the edge
+/// rows and columns), its loops, and the baseline path of an object built
+/// without --cpu, against a naive transpose with the bias and the clamp:
+/// shapes with and without whole blocks, offsets and padded strides,
+/// NaN kept, and sentinels around the destination.
+#[test]
+fn transpose_statement_matches_naive_transpose() {
+    for (rows, cols) in [(1, 1), (8, 8), (3, 17), (13, 21), (16, 40), (49, 32), (9, 7)] {
+        for (with_bias, (lo, hi)) in
+            [(false, (f32::NEG_INFINITY, f32::INFINITY)), (true, (0.0, 6.0)), (true, (-1.0, 2.5))]
+        {
+            for way in ["kernel", "loops", "baseline"] {
+                let (src_rs, dst_rs) = (cols as i64 + 3, rows as i64 + 2);
+                let src_len = 5 + rows * src_rs as usize;
+                let dst_len = 4 + cols * dst_rs as usize + 6;
+                let src: Vec<f32> =
+                    (0..src_len)
+                        .map(|i| {
+                            if i == 5 + src_rs as usize + 1 {
+                                f32::NAN
+                            } else {
+                                ((i * 7919) % 613) as f32 / 61.0 - 5.0
+                            }
+                        })
+                        .collect();
+                let bias: Vec<f32> = (0..2 + cols).map(|i| i as f32 * 0.25 - 2.0).collect();
+                let sentinel = vec![-77.5f32; dst_len];
+                let (sb, db, bb, ib) = (BufferId(0), BufferId(1), BufferId(2), BufferId(3));
+                let (c, r) = (var(VarId(1)), var(VarId(2)));
+                let mut value = load(sb, add(int(5), add(mul(r.clone(), int(src_rs)), c.clone())));
+                if with_bias {
+                    value = bin(BinOp::Add, value, load(bb, add(int(2), c.clone())));
+                }
+                if lo > f32::NEG_INFINITY {
+                    value = bin(BinOp::Min, bin(BinOp::Max, value, f32c(lo)), f32c(hi));
+                }
+                let at = add(int(4), add(mul(c.clone(), int(dst_rs)), r.clone()));
+                let loops = vec![Stmt::For {
+                    var: VarId(1),
+                    start: 0,
+                    end: cols as i64,
+                    body: vec![Stmt::For {
+                        var: VarId(2),
+                        start: 0,
+                        end: rows as i64,
+                        body: vec![Stmt::Store { buf: db, index: at, value }],
+                    }],
+                }];
+                let t = TransposeStmt {
+                    rows,
+                    cols,
+                    src: sb,
+                    src_off: int(5),
+                    src_rs,
+                    dst: db,
+                    dst_off: int(4),
+                    dst_rs,
+                    bias: with_bias.then(|| (bb, int(2))),
+                    lo,
+                    hi,
+                    loops: loops.clone(),
+                };
+                let mut body = vec![Stmt::For {
+                    var: VarId(0),
+                    start: 0,
+                    end: dst_len as i64,
+                    body: vec![Stmt::Store { buf: db, index: var(VarId(0)), value: load(ib, var(VarId(0))) }],
+                }];
+                if way == "loops" {
+                    body.extend(loops);
+                } else {
+                    body.push(Stmt::Transpose(Box::new(t)));
+                }
+                let program = Program {
+                    buffers: vec![
+                        buffer("src", ScalarType::F32, src_len as u64, BufferKind::Input(0)),
+                        buffer("dst", ScalarType::F32, dst_len as u64, BufferKind::Output(0)),
+                        buffer("bias", ScalarType::F32, bias.len() as u64, BufferKind::Constant(f32_bytes(&bias))),
+                        buffer("init", ScalarType::F32, dst_len as u64, BufferKind::Constant(f32_bytes(&sentinel))),
+                    ],
+                    kernels: vec![Kernel { name: "t".into(), vars: vec![ScalarType::I64; 3], body }],
+                    inputs: vec![io("src", "f32", src_len, 0)],
+                    outputs: vec![io("dst", "f32", dst_len, 1)],
+                    arena_bytes: 0,
+                };
+                let jit = if way == "baseline" {
+                    onnxc_cpu::JitModel::new_baseline_path(&program).unwrap()
+                } else {
+                    onnxc_cpu::JitModel::new(&program).unwrap()
+                };
+                let got = f32s(&jit.run(&[&f32_bytes(&src)]).unwrap().remove(0));
+                let mut want = sentinel.clone();
+                for rr in 0..rows {
+                    for cc in 0..cols {
+                        let mut v = src[5 + rr * src_rs as usize + cc];
+                        if with_bias {
+                            v += bias[2 + cc];
+                        }
+                        if lo > f32::NEG_INFINITY && !v.is_nan() {
+                            v = v.max(lo).min(hi);
+                        }
+                        want[4 + cc * dst_rs as usize + rr] = v;
+                    }
+                }
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{rows}x{cols} bias {with_bias} clamp {lo},{hi} {way} [{i}]: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}

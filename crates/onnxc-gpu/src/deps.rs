@@ -167,6 +167,7 @@ impl Scan<'_> {
                 }
                 Stmt::Depthwise(d) => self.stmts(&d.loops),
                 Stmt::Rows(d) => self.stmts(&d.loops),
+                Stmt::Transpose(d) => self.stmts(&d.loops),
                 Stmt::Pack(p) => {
                     // dst[dst_off + u dst_rs + j] from rows[rows_off + r] and
                     // src[src_off + rows[..] + j] (not affine: the row
@@ -231,6 +232,7 @@ fn vars_private(body: &[Stmt], defined: &mut BTreeSet<VarId>, assigned: &BTreeSe
             Stmt::Pack(p) => [&p.src_off, &p.rows_off, &p.dst_off].iter().all(|e| reads_ok(e, defined, assigned)),
             Stmt::Depthwise(d) => vars_private(&d.loops, defined, assigned),
             Stmt::Rows(d) => vars_private(&d.loops, defined, assigned),
+            Stmt::Transpose(d) => vars_private(&d.loops, defined, assigned),
         };
         if !ok {
             return false;

@@ -674,8 +674,8 @@ impl Cx<'_> {
             Stmt::Assign { var, value } => GStmt::Assign { var: *var, value: self.expr(l, value) },
             Stmt::FailIf { cond, status } => GStmt::Fail { cond: self.expr(l, cond), status: *status },
             Stmt::Gemm(_) => unreachable!("stmts expands GEMMs"),
-            Stmt::Pack(_) | Stmt::Depthwise(_) | Stmt::Rows(_) => {
-                unreachable!("Cx::kernel expands packs, depthwise and softmax statements")
+            Stmt::Pack(_) | Stmt::Depthwise(_) | Stmt::Rows(_) | Stmt::Transpose(_) => {
+                unreachable!("Cx::kernel expands packs, depthwise, rows and transpose statements")
             }
         }
     }
@@ -907,6 +907,7 @@ fn count_var_stmts(body: &[Stmt], v: VarId, c: &mut (usize, usize)) {
             }
             Stmt::Depthwise(d) => count_var_stmts(&d.loops, v, c),
             Stmt::Rows(d) => count_var_stmts(&d.loops, v, c),
+            Stmt::Transpose(d) => count_var_stmts(&d.loops, v, c),
         }
     }
 }
@@ -1039,6 +1040,7 @@ fn collect_buffer_uses(
             Stmt::FailIf { cond, .. } => expr(cond, dims, same, other),
             Stmt::Depthwise(d) => collect_buffer_uses(&d.loops, dims, same, other),
             Stmt::Rows(d) => collect_buffer_uses(&d.loops, dims, same, other),
+            Stmt::Transpose(d) => collect_buffer_uses(&d.loops, dims, same, other),
             Stmt::Pack(p) => {
                 for (b, off) in p.operands() {
                     if uses_dim(off, dims) {
@@ -1077,6 +1079,7 @@ fn written_buffers(body: &[Stmt], out: &mut BTreeSet<BufferId>) {
             }
             Stmt::Depthwise(d) => written_buffers(&d.loops, out),
             Stmt::Rows(d) => written_buffers(&d.loops, out),
+            Stmt::Transpose(d) => written_buffers(&d.loops, out),
             Stmt::Assign { .. } | Stmt::FailIf { .. } => {}
         }
     }
@@ -1190,6 +1193,7 @@ fn free_vars(p: &Piece) -> BTreeSet<VarId> {
                 }
                 Stmt::Depthwise(d) => s(&d.loops, bound, out),
                 Stmt::Rows(d) => s(&d.loops, bound, out),
+                Stmt::Transpose(d) => s(&d.loops, bound, out),
             }
         }
     }

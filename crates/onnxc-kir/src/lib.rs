@@ -288,6 +288,43 @@ pub enum Stmt {
     /// An elementwise or row-wise computation over rows in place (see
     /// [`RowsStmt`]): its `loops`, or a backend's kernel for it.
     Rows(Box<RowsStmt>),
+    /// A matrix transposed into another buffer, with a bias per column
+    /// and a clamp (see [`TransposeStmt`]): its `loops`, or a backend's
+    /// kernel for it.
+    Transpose(Box<TransposeStmt>),
+}
+
+/// For `r < rows` and `c < cols`: `dst[dst_off + c·dst_rs + r] =
+/// clamp(src[src_off + r·src_rs + c] + bias[bias_off + c], lo, hi)` (no
+/// bias: + 0 is left out; `clamp` as `min(max(v, lo), hi)`, NaN kept).
+/// `loops` computes the same (the form a backend without a kernel runs).
+/// All buffers f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransposeStmt {
+    pub rows: usize,
+    pub cols: usize,
+    pub src: BufferId,
+    pub src_off: Expr,
+    pub src_rs: i64,
+    pub dst: BufferId,
+    pub dst_off: Expr,
+    pub dst_rs: i64,
+    pub bias: Option<(BufferId, Expr)>,
+    pub lo: f32,
+    pub hi: f32,
+    pub loops: Vec<Stmt>,
+}
+
+impl TransposeStmt {
+    /// Every buffer it reads or writes, with its offset expression: src,
+    /// dst, then the bias.
+    pub fn operands(&self) -> Vec<(BufferId, &Expr)> {
+        let mut v = vec![(self.src, &self.src_off), (self.dst, &self.dst_off)];
+        if let Some((b, off)) = &self.bias {
+            v.push((*b, off));
+        }
+        v
+    }
 }
 
 /// What a [`RowsStmt`] computes over each row.
@@ -749,6 +786,7 @@ pub fn expand_gemms(
             Stmt::Pack(p) if packs => out.extend(p.loops(vars)),
             Stmt::Depthwise(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
             Stmt::Rows(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
+            Stmt::Transpose(d) if packs => out.extend(expand_gemms(&d.loops, vars, expand, packs)),
             Stmt::For { var, start, end, body } => out.push(Stmt::For {
                 var: *var,
                 start: *start,
@@ -856,6 +894,16 @@ impl Stmt {
                 }
                 d.loops = body(&d.loops);
                 Stmt::Rows(Box::new(d))
+            }
+            Stmt::Transpose(d) => {
+                let mut d = (**d).clone();
+                (d.src, d.src_off) = fb(d.src, fe(&d.src_off));
+                (d.dst, d.dst_off) = fb(d.dst, fe(&d.dst_off));
+                if let Some((b, off)) = d.bias.as_mut() {
+                    (*b, *off) = fb(*b, fe(off));
+                }
+                d.loops = body(&d.loops);
+                Stmt::Transpose(Box::new(d))
             }
         }
     }

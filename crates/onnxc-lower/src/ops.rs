@@ -1621,18 +1621,19 @@ fn conv_pointwise_transposed(
     let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let xt = cx.temp(format!("{name}_input_t"), ScalarType::F32, p * c);
     let mut k = KernelBuilder::new(name);
+    let top = od[0] == 1;
     let body = k.nest(&[od[0]], |k, v| {
         let n = v[0].clone();
-        let copy = |_: &mut KernelBuilder, v: &[Expr]| {
-            let (pos, ch) = (&v[0], &v[1]);
-            let from = add(mul(n.clone(), int(image)), add(mul(ch.clone(), int(p as i64)), pos.clone()));
-            vec![Stmt::Store {
-                buf: xt,
-                index: add(mul(pos.clone(), int(c as i64)), ch.clone()),
-                value: load(xp, from),
-            }]
+        // xt[pos, ch] = x[n, ch, pos], in blocks of channels.
+        let copy = Transpose {
+            rows: c,
+            cols: p,
+            src: (xp, mul(n.clone(), int(image)), p as i64),
+            dst: (xt, int(0), c as i64),
+            bias: None,
+            clamp: (f32::NEG_INFINITY, f32::INFINITY),
         };
-        let mut s = if od[0] == 1 { k.nest_parallel(&[p, c], copy) } else { k.nest(&[p, c], copy) };
+        let mut s = copy.blocks(k, true, top);
         s.push(Stmt::Gemm(Box::new(GemmStmt {
             m: p,
             n: m,
@@ -1652,20 +1653,90 @@ fn conv_pointwise_transposed(
             dequant: None,
             epilogue: None,
         })));
-        let store = |_: &mut KernelBuilder, v: &[Expr]| {
-            let (o, pos) = (&v[0], &v[1]);
-            let mut value = load(prod, add(mul(pos.clone(), int(m as i64)), o.clone()));
-            if let Some(b) = bias {
-                value = bin(BinOp::Add, value, load(b, o.clone()));
-            }
-            let at = add(mul(n.clone(), int((m * p) as i64)), add(mul(o.clone(), int(p as i64)), pos.clone()));
-            vec![Stmt::Store { buf: out, index: at, value: clamped(value, clamp) }]
+        // out[n, o, pos] = clamp(prod[pos, o] + bias[o]), in blocks of
+        // output channels.
+        let store = Transpose {
+            rows: p,
+            cols: m,
+            src: (prod, int(0), m as i64),
+            dst: (out, mul(n, int((m * p) as i64)), p as i64),
+            bias: bias.map(|b| (b, int(0))),
+            clamp,
         };
-        s.extend(if od[0] == 1 { k.nest_parallel(&[m, p], store) } else { k.nest(&[m, p], store) });
+        s.extend(store.blocks(k, false, top));
         s
     });
     cx.kernels.push(k.finish(body));
     Ok(())
+}
+
+/// `dst[c, r] = clamp(src[r, c] + bias[c])` for `r < rows`, `c < cols`
+/// (buffers with their first element and row stride; see
+/// [`onnxc_kir::TransposeStmt`]).
+struct Transpose {
+    rows: usize,
+    cols: usize,
+    src: (BufferId, Expr, i64),
+    dst: (BufferId, Expr, i64),
+    bias: Option<(BufferId, Expr)>,
+    clamp: (f32, f32),
+}
+
+/// Rows or columns per `TransposeStmt` when a transpose splits into blocks.
+const TRANSPOSE_BLOCK: usize = 32;
+
+impl Transpose {
+    /// As `TransposeStmt`s of `TRANSPOSE_BLOCK` rows (`by_rows`) or
+    /// columns each, in parallel when `parallel` (at the kernel's top
+    /// level), then one for the rest; each with its loops (over columns,
+    /// then rows, so the destination is written in order).
+    fn blocks(&self, k: &mut KernelBuilder, by_rows: bool, parallel: bool) -> Vec<Stmt> {
+        let split = if by_rows { self.rows } else { self.cols };
+        let block = TRANSPOSE_BLOCK.min(split);
+        let full = split / block.max(1);
+        // The statement for `len` rows (or columns) from `first`.
+        let stmt = |k: &mut KernelBuilder, first: Expr, len: usize| {
+            let (rows, cols) = if by_rows { (len, self.cols) } else { (self.rows, len) };
+            let (r0, c0) = if by_rows { (first, int(0)) } else { (int(0), first) };
+            let (sb, so, srs) =
+                (self.src.0, add(self.src.1.clone(), add(mul(r0.clone(), int(self.src.2)), c0.clone())), self.src.2);
+            let (db, d_o, drs) =
+                (self.dst.0, add(self.dst.1.clone(), add(mul(c0.clone(), int(self.dst.2)), r0)), self.dst.2);
+            let bias = self.bias.as_ref().map(|(b, off)| (*b, add(off.clone(), c0)));
+            let loops = k.nest(&[cols, rows], |_, v| {
+                let (c, r) = (&v[0], &v[1]);
+                let mut value = load(sb, add(so.clone(), add(mul(r.clone(), int(srs)), c.clone())));
+                if let Some((b, off)) = &bias {
+                    value = bin(BinOp::Add, value, load(*b, add(off.clone(), c.clone())));
+                }
+                let at = add(d_o.clone(), add(mul(c.clone(), int(drs)), r.clone()));
+                vec![Stmt::Store { buf: db, index: at, value: clamped(value, self.clamp) }]
+            });
+            Stmt::Transpose(Box::new(onnxc_kir::TransposeStmt {
+                rows,
+                cols,
+                src: sb,
+                src_off: so,
+                src_rs: srs,
+                dst: db,
+                dst_off: d_o,
+                dst_rs: drs,
+                bias,
+                lo: self.clamp.0,
+                hi: self.clamp.1,
+                loops,
+            }))
+        };
+        let mut out = if parallel && full > 1 {
+            k.nest_parallel(&[full], |k, v| vec![stmt(k, mul(v[0].clone(), int(block as i64)), block)])
+        } else {
+            k.nest(&[full], |k, v| vec![stmt(k, mul(v[0].clone(), int(block as i64)), block)])
+        };
+        if split % block.max(1) != 0 {
+            out.push(stmt(k, int((full * block) as i64), split % block));
+        }
+        out
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -62,6 +62,7 @@ pub fn lifetimes(program: &Program) -> Vec<Option<(usize, usize)>> {
                     }
                     Stmt::Depthwise(d) => stmts(&d.loops, mark),
                     Stmt::Rows(d) => stmts(&d.loops, mark),
+                    Stmt::Transpose(d) => stmts(&d.loops, mark),
                 }
             }
         }
