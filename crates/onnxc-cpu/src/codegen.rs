@@ -37,18 +37,35 @@ pub fn define_program<M: Module>(
     program: &Program,
     name: &str,
 ) -> Result<(FuncId, FuncId), BackendError> {
-    define_program_with(module, program, name, false)
+    define_program_with(module, program, name, CodegenOptions::default())
 }
 
-/// [`define_program`]; with `baseline_path`, a dispatching x86-64 program
-/// (a baseline ISA) takes its baseline path whatever CPUID says: the code
-/// a CPU without AVX2 runs, for tests on machines that have it.
+/// Choices tests make that artifacts do not (see [`define_program_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct CodegenOptions {
+    /// A dispatching x86-64 program (a baseline ISA) takes its baseline
+    /// path whatever CPUID says: the code a CPU without AVX2 runs.
+    pub baseline_path: bool,
+    /// Parallel loops and products with less [`work`] than this run
+    /// serially (default [`SERIAL_WORK`]; 0: every one goes to the
+    /// parallel-for hook, as tests of the hook want).
+    pub serial_work: u64,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> Self {
+        CodegenOptions { baseline_path: false, serial_work: SERIAL_WORK }
+    }
+}
+
+/// [`define_program`] with `options`.
 pub fn define_program_with<M: Module>(
     module: &mut M,
     program: &Program,
     name: &str,
-    baseline_path: bool,
+    options: CodegenOptions,
 ) -> Result<(FuncId, FuncId), BackendError> {
+    let baseline_path = options.baseline_path;
     let ptr = module.target_config().pointer_type();
     // Constant operands of the AVX2 tile, packed as it reads them, on
     // x86-64 (with AVX2, or dispatching to it: the baseline path reads the
@@ -312,6 +329,7 @@ pub fn define_program_with<M: Module>(
                 softmax,
                 gelu,
                 transpose,
+                serial_work: options.serial_work,
                 packed_b: &packed_ids,
                 dispatch_table: Some(table),
                 gemm_bias: None,
@@ -377,6 +395,7 @@ pub fn define_program_with<M: Module>(
                     softmax,
                     gelu,
                     transpose,
+                    serial_work: options.serial_work,
                     packed_b: &packed_ids,
                     dispatch_table: matches!(task, Task::Loop { .. }).then_some(data),
                     gemm_bias: None,
@@ -576,6 +595,33 @@ fn joins_group(group: &[&onnxc_kir::GemmStmt], g: &onnxc_kir::GemmStmt) -> bool 
 /// gives each task a run of consecutive ones, so that claiming a task
 /// (shared between the threads) costs little against its work.
 const MAX_LOOP_TASKS: i64 = 256;
+
+/// Parallel loops and products with less [`work`] than this run serially:
+/// a few microseconds, about what handing a job to the threads and
+/// waiting for them costs (mobilenet_v2 had 30 of its 87 jobs per run
+/// under 20 µs).
+pub const SERIAL_WORK: u64 = 8192;
+
+/// A rough count of the operations `stmts` runs, to keep jobs too small
+/// for the threads serial: a store or assignment 1, a product's
+/// multiply-adds, a depthwise convolution's taps and a transpose's
+/// elements by the lanes their kernels do at once.
+pub fn work(stmts: &[Stmt]) -> u64 {
+    stmts
+        .iter()
+        .map(|s| match s {
+            Stmt::For { start, end, body, .. } | Stmt::ParallelFor { start, end, body, .. } => {
+                ((end - start).max(0) as u64).saturating_mul(work(body))
+            }
+            Stmt::Store { .. } | Stmt::Assign { .. } | Stmt::FailIf { .. } => 1,
+            Stmt::Gemm(g) => (g.m * g.n * g.k / 8) as u64,
+            Stmt::Depthwise(d) => (d.channels * d.oh * d.ow * d.kh * d.kw / 8) as u64,
+            Stmt::Transpose(d) => (d.rows * d.cols / 4) as u64,
+            Stmt::Rows(d) => (d.rows * d.n * 4) as u64,
+            Stmt::Pack(p) => (p.units * p.cols) as u64,
+        })
+        .fold(0, u64::saturating_add)
+}
 
 /// `fn(data: *const u8, i: i64)`: a GEMM task, called by the caller's
 /// parallel-for (C ABI: `void task(void *data, size_t i)`).
@@ -931,6 +977,8 @@ struct Gen<'a, 'b, M: Module> {
     gelu: Option<FuncId>,
     /// The transpose kernel (`ukernel::avx2_transpose_f32`), likewise.
     transpose: Option<FuncId>,
+    /// See [`CodegenOptions::serial_work`].
+    serial_work: u64,
     /// Constant operands packed for the AVX2 tile (`pack_constant_operands`).
     packed_b: &'a BTreeMap<PackedKey, DataId>,
     /// Where the run's AVX2 choice is (the kernel's table; a loop task's
@@ -1280,6 +1328,10 @@ impl<M: Module> Gen<'_, '_, M> {
             return Ok(());
         }
         let len = (end - start) as u64;
+        if len.saturating_mul(work(body)) < self.serial_work {
+            // Too little for the threads: waking them costs more.
+            return self.for_loop(var, start, end, body);
+        }
         let chunk = len.div_ceil(MAX_LOOP_TASKS as u64);
         let n = self.b.ins().iconst(types::I64, len.div_ceil(chunk) as i64);
         let chunk = chunk as i64;
@@ -1412,9 +1464,9 @@ impl<M: Module> Gen<'_, '_, M> {
         let n = self.gemm_data(g, table, slot, 0)?;
         let ptr = self.module.target_config().pointer_type();
         let data = self.b.ins().stack_addr(ptr, slot, 0);
-        if self.table.is_none() {
-            // Inside a parallel loop's task: the product's tasks run here,
-            // in order (the loop's iterations are what run in parallel).
+        // Inside a parallel loop's task, or too small a product for the
+        // threads: the product's tasks run here, in order.
+        if self.table.is_none() || work(&[Stmt::Gemm(Box::new(g.clone()))]) < self.serial_work {
             return self.dynamic_loop(n, |s, i| {
                 if g.kind.is_integer() {
                     s.gemm_i16_task_body(g, data, i)

@@ -120,7 +120,7 @@ impl std::fmt::Debug for JitModel {
 impl JitModel {
     /// Compiles `program` for the host CPU.
     pub fn new(program: &Program) -> Result<JitModel, BackendError> {
-        Self::compile(program, false)
+        Self::with_options(program, codegen::CodegenOptions::default())
     }
 
     /// Compiles `program` as an object built without `--cpu` is (the host
@@ -128,11 +128,13 @@ impl JitModel {
     /// baseline path: what a CPU without AVX2 runs, for tests. On other
     /// architectures this is [`JitModel::new`] with baseline features.
     pub fn new_baseline_path(program: &Program) -> Result<JitModel, BackendError> {
-        Self::compile(program, true)
+        Self::with_options(program, codegen::CodegenOptions { baseline_path: true, ..Default::default() })
     }
 
-    fn compile(program: &Program, baseline_path: bool) -> Result<JitModel, BackendError> {
-        let isa = if baseline_path {
+    /// Compiles `program` with `options` (what tests choose; see
+    /// [`codegen::CodegenOptions`]); [`JitModel::new`] takes the defaults.
+    pub fn with_options(program: &Program, options: codegen::CodegenOptions) -> Result<JitModel, BackendError> {
+        let isa = if options.baseline_path {
             crate::isa_for_cpu(Some(&target_lexicon::Triple::host().to_string()), false, None)?
         } else {
             isa_for(None, false)?
@@ -142,7 +144,7 @@ impl JitModel {
             builder.symbol(name, ptr);
         }
         let mut module = JITModule::new(builder);
-        let (run, run_parallel) = codegen::define_program_with(&mut module, program, "jit", baseline_path)?;
+        let (run, run_parallel) = codegen::define_program_with(&mut module, program, "jit", options)?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Codegen { what: "jit".into(), message: e.to_string() })?;

@@ -1450,64 +1450,60 @@ fn conv_gemm(
                 } else {
                     None
                 };
-                // By column row: the outer (parallel) loop runs over the
-                // channels and kernel positions but the last dimension's,
-                // which unrolls (its position is then a constant: with the
-                // phase split, which phase and how far in), each an inner
-                // nest over the output positions writing one row in order.
-                let outer: usize = cg * wd[2..1 + sp].iter().product::<usize>();
-                let fill = |k: &mut KernelBuilder, iv: &[Expr]| {
-                    // iv[0] = (c·kh + ky)·... : split into c and positions.
-                    let mut u = iv[0].clone();
-                    let mut kv_outer = Vec::new();
-                    for d in (0..sp - 1).rev() {
-                        let kd = int(wd[2 + d] as i64);
-                        kv_outer.insert(0, bin(BinOp::Rem, u.clone(), kd.clone()));
-                        u = bin(BinOp::Div, u, kd);
-                    }
-                    let c = &u;
-                    let mut body = Vec::new();
-                    for kx in 0..wd[1 + sp] {
-                        body.extend(k.nest(&od[2..], |_, ov| {
-                            let kv: Vec<Expr> = kv_outer.iter().cloned().chain([int(kx as i64)]).collect();
-                            let mut row = c.clone();
-                            let mut pos = int(0);
-                            for d in 0..sp {
-                                row = add(mul(row, int(wd[2 + d] as i64)), kv[d].clone());
-                                pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
-                            }
-                            let at = |d: usize| {
-                                let o = mul(ov[d].clone(), int(w.strides[d] as i64));
-                                add(o, mul(kv[d].clone(), int(w.dilations[d] as i64)))
-                            };
-                            let value = match &split {
-                                Some((xd, q)) => {
-                                    // Column ox*s + t of the input is element
-                                    // ox + t / s of phase t % s, t = kx*dilation.
-                                    let t = kx * w.dilations[1];
-                                    let y_row = add(mul(c.clone(), int(pd[2] as i64)), at(0));
-                                    let phase = add(mul(y_row, int(s_col as i64)), int((t % s_col) as i64));
-                                    load(
-                                        *xd,
-                                        add(mul(phase, int(*q as i64)), add(ov[1].clone(), int((t / s_col) as i64))),
-                                    )
+                // By column row: the outer (parallel) loop over channels,
+                // then kernel positions but the last dimension's, which
+                // unrolls (its position is then a constant: with the phase
+                // split, which phase and how far in), each an inner nest
+                // over the output positions writing its row in order.
+                let fill = |k: &mut KernelBuilder, cv: &[Expr]| {
+                    k.nest(&wd[2..1 + sp], |k, kv_outer| {
+                        let c = &cv[0];
+                        let mut body = Vec::new();
+                        for kx in 0..wd[1 + sp] {
+                            body.extend(k.nest(&od[2..], |_, ov| {
+                                let kv: Vec<Expr> = kv_outer.iter().cloned().chain([int(kx as i64)]).collect();
+                                let mut row = c.clone();
+                                let mut pos = int(0);
+                                for d in 0..sp {
+                                    row = add(mul(row, int(wd[2 + d] as i64)), kv[d].clone());
+                                    pos = add(mul(pos, int(od[2 + d] as i64)), ov[d].clone());
                                 }
-                                None => {
-                                    let mut xi = add(x_base.clone(), mul(c.clone(), int(ps[1])));
-                                    for d in 0..sp {
-                                        xi = add(xi, mul(at(d), int(ps[2 + d])));
+                                let at = |d: usize| {
+                                    let o = mul(ov[d].clone(), int(w.strides[d] as i64));
+                                    add(o, mul(kv[d].clone(), int(w.dilations[d] as i64)))
+                                };
+                                let value = match &split {
+                                    Some((xd, q)) => {
+                                        // Column ox*s + t of the input is element
+                                        // ox + t / s of phase t % s, t = kx*dilation.
+                                        let t = kx * w.dilations[1];
+                                        let y_row = add(mul(at(0), int(cg as i64)), c.clone());
+                                        let phase = add(mul(y_row, int(s_col as i64)), int((t % s_col) as i64));
+                                        load(
+                                            *xd,
+                                            add(
+                                                mul(phase, int(*q as i64)),
+                                                add(ov[1].clone(), int((t / s_col) as i64)),
+                                            ),
+                                        )
                                     }
-                                    load(xp, xi)
-                                }
-                            };
-                            vec![Stmt::Store { buf: col, index: add(mul(row, int(p as i64)), pos), value }]
-                        }));
-                    }
-                    body
+                                    None => {
+                                        let mut xi = add(x_base.clone(), mul(c.clone(), int(ps[1])));
+                                        for d in 0..sp {
+                                            xi = add(xi, mul(at(d), int(ps[2 + d])));
+                                        }
+                                        load(xp, xi)
+                                    }
+                                };
+                                vec![Stmt::Store { buf: col, index: add(mul(row, int(p as i64)), pos), value }]
+                            }));
+                        }
+                        body
+                    })
                 };
-                // Iterations fill disjoint rows; only at the kernel's top level
-                // (one image, one group) may they run in parallel.
-                s.extend(if top_level { k.nest_parallel(&[outer], fill) } else { k.nest(&[outer], fill) });
+                // Channels fill disjoint rows; only at the kernel's top
+                // level (one image, one group) may they run in parallel.
+                s.extend(if top_level { k.nest_parallel(&[cg], fill) } else { k.nest(&[cg], fill) });
                 (col, int(0))
             }
         };
@@ -1539,7 +1535,7 @@ fn conv_gemm(
 
 /// The column-phase split of one image's `cg` channels of `ph × pw` at
 /// `x[x_base..]` for a window striding `s` columns:
-/// `xd[((c·ph + y)·s + r)·q + i] = x[x_base + (c·ph + y)·pw + i·s + r]`
+/// `xd[((y·cg + c)·s + r)·q + i] = x[x_base + (c·ph + y)·pw + i·s + r]`
 /// with `q = ceil(pw / s)` (elements past a phase's last column are never
 /// read). Returns the buffer and `q`; its loops (by row and phase, in
 /// parallel over rows at the kernel's top level) go into `k`'s body.
@@ -1559,10 +1555,14 @@ fn phase_split(
         let cols = (pw - r.min(pw)).div_ceil(s);
         // By row first: the outer loop is the parallel one.
         let fill = |_: &mut KernelBuilder, v: &[Expr]| {
-            let y_row = add(mul(v[1].clone(), int(ph as i64)), v[0].clone());
+            // The input row and, in xd, the row's slot (rows outermost,
+            // so that each parallel iteration writes a block of its own).
+            let (y, c) = (&v[0], &v[1]);
+            let in_row = add(mul(c.clone(), int(ph as i64)), y.clone());
+            let y_row = add(mul(y.clone(), int(cg as i64)), c.clone());
             let from = add(
                 x_base.clone(),
-                add(mul(y_row.clone(), int(pw as i64)), add(mul(v[2].clone(), int(s as i64)), int(r as i64))),
+                add(mul(in_row, int(pw as i64)), add(mul(v[2].clone(), int(s as i64)), int(r as i64))),
             );
             let to = add(mul(add(mul(y_row, int(s as i64)), int(r as i64)), int(q as i64)), v[2].clone());
             vec![Stmt::Store { buf: xd, index: to, value: load(x, from) }]

@@ -3,6 +3,9 @@
 
 mod common;
 
+/// Parallel-for calls `backwards` has run.
+static BACKWARDS_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs the tasks in reverse order on the calling thread: results must not
 /// depend on the order.
 unsafe extern "C" fn backwards(
@@ -11,6 +14,7 @@ unsafe extern "C" fn backwards(
     data: *mut std::ffi::c_void,
     n: usize,
 ) {
+    BACKWARDS_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for i in (0..n).rev() {
         // SAFETY: the compiled code's contract: run every task once.
         unsafe { task(data, i) };
@@ -30,26 +34,102 @@ fn parallel_runs_equal_the_serial_run() {
         let loaded = onnxc::load_for_inputs(&model, &arrays).unwrap();
         parallel_gemms += loaded.program.kernels.iter().filter(|k| format!("{:?}", k.body).contains("Gemm(")).count();
         let inputs: Vec<&[u8]> = loaded.program.inputs.iter().map(|io| arrays[&io.name].bytes.as_slice()).collect();
-        let serial = loaded.jit.run(&inputs).unwrap();
+        // Every parallel loop and product through the hook, however small
+        // (an artifact runs jobs of a few microseconds serially; these
+        // models are small). The serial run is the same code without it.
+        let options = onnxc_cpu::codegen::CodegenOptions { serial_work: 0, ..Default::default() };
+        let jit = onnxc_cpu::JitModel::with_options(&loaded.program, options).unwrap();
+        let serial = jit.run(&inputs).unwrap();
         let run_with = |hook: &Runner| -> Vec<Vec<u8>> {
             let mut outs: Vec<Vec<u8>> = serial.iter().map(|o| vec![0u8; o.len()]).collect();
-            let mut storage = vec![0u8; loaded.jit.arena_bytes() + 64];
+            let mut storage = vec![0u8; jit.arena_bytes() + 64];
             let skip = storage.as_ptr().align_offset(64);
-            let arena = &mut storage[skip..skip + loaded.jit.arena_bytes()];
+            let arena = &mut storage[skip..skip + jit.arena_bytes()];
             let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
             hook(&mut refs, arena);
             outs
         };
-        let threaded = run_with(&|outs, arena| pool.run(&loaded.jit, &inputs, outs, arena).unwrap());
+        let threaded = run_with(&|outs, arena| pool.run(&jit, &inputs, outs, arena).unwrap());
         assert_eq!(threaded, serial, "{}: 3 threads", model.display());
         let reversed = run_with(&|outs, arena| {
             // SAFETY: `backwards` runs every task once before returning.
-            unsafe { loaded.jit.run_parallel_with_arena(&inputs, outs, arena, Some(backwards), std::ptr::null_mut()) }
-                .unwrap()
+            unsafe { jit.run_parallel_with_arena(&inputs, outs, arena, Some(backwards), std::ptr::null_mut()) }.unwrap()
         });
         assert_eq!(reversed, serial, "{}: tasks backwards", model.display());
     }
     assert!(parallel_gemms >= 10, "the test models exercise the parallel GEMM ({parallel_gemms} kernels)");
+    let calls = BACKWARDS_CALLS.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls >= 100, "the hook ran {calls} jobs");
+}
+
+/// By default a job of a few microseconds runs serially (handing it to
+/// the threads costs about as much): a small product never reaches the
+/// hook, a large one does.
+#[test]
+fn small_jobs_stay_serial() {
+    use onnxc_kir::build::*;
+    use onnxc_kir::*;
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    unsafe extern "C" fn counting(
+        _: *mut std::ffi::c_void,
+        task: onnxc_cpu::Task,
+        data: *mut std::ffi::c_void,
+        n: usize,
+    ) {
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..n {
+            // SAFETY: the compiled code's contract: run every task once.
+            unsafe { task(data, i) };
+        }
+    }
+    for (m, n, k, jobs) in [(8, 32, 16, 0), (96, 64, 64, 1)] {
+        let buffer =
+            |name: &str, len: usize, kind| Buffer { name: name.into(), elem: ScalarType::F32, len: len as u64, kind };
+        let io = |name: &str, len: usize, b: u32| IoDesc {
+            name: name.into(),
+            dtype: "f32".into(),
+            dims: vec![len],
+            buffer: BufferId(b),
+        };
+        let gemm = GemmStmt {
+            m,
+            n,
+            k,
+            a: BufferId(0),
+            a_off: int(0),
+            a_rs: k as i64,
+            a_cs: 1,
+            b: BufferId(1),
+            b_off: int(0),
+            b_rs: n as i64,
+            c: BufferId(2),
+            c_off: int(0),
+            c_rs: n as i64,
+            accumulate: false,
+            kind: GemmKind::Float,
+            dequant: None,
+            epilogue: None,
+        };
+        let program = Program {
+            buffers: vec![
+                buffer("a", m * k, BufferKind::Input(0)),
+                buffer("b", k * n, BufferKind::Input(1)),
+                buffer("c", m * n, BufferKind::Output(0)),
+            ],
+            kernels: vec![Kernel { name: "g".into(), vars: vec![], body: vec![Stmt::Gemm(Box::new(gemm))] }],
+            inputs: vec![io("a", m * k, 0), io("b", k * n, 1)],
+            outputs: vec![io("c", m * n, 2)],
+            arena_bytes: 0,
+        };
+        let jit = onnxc_cpu::JitModel::new(&program).unwrap();
+        let (a, b) = (vec![0u8; 4 * m * k], vec![0u8; 4 * k * n]);
+        let mut c = vec![0u8; 4 * m * n];
+        CALLS.store(0, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `counting` runs every task once before returning.
+        unsafe { jit.run_parallel_with_arena(&[&a, &b], &mut [&mut c], &mut [], Some(counting), std::ptr::null_mut()) }
+            .unwrap();
+        assert_eq!(CALLS.load(std::sync::atomic::Ordering::Relaxed), jobs, "{m}x{n}x{k}");
+    }
 }
 
 /// Every `ParallelFor` the lowering writes for the test models passes the
