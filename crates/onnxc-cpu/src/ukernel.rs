@@ -1105,9 +1105,12 @@ impl FlatGeometry {
 
 /// Machine code of `onnxc_kir::DepthwiseStmt` for one [`FlatGeometry`]
 /// (AVX2 + FMA; System V, one pointer argument, [`dw_param`]: X, W, BIAS,
-/// OUT, CHANNELS, X_CS, O_CS, LO/HI, DENSE). Per channel, the map runs as
-/// one flat vector of positions, eight at a time, fully unrolled: each tap
-/// whose eight window elements all lie inside the input is one
+/// OUT, CHANNELS, X_CS, O_CS, LO/HI, DENSE). Per channel (for stride 2
+/// after splitting its input into four parity planes on the stack), the
+/// map runs as one flat vector of positions, eight at a time, unrolled
+/// but for the repeating middle rows, one period of which runs in a loop
+/// ([`FlatGeometry::plan`]): each tap whose eight window elements all lie
+/// inside the input is one
 /// `vfmadd231ps` from memory, one with some inside loads through a
 /// `vmaskmovps` mask of those lanes (masks in a table after the code),
 /// one with none is left out. So a row's edges cost masks only on the
@@ -1229,8 +1232,8 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
         a.set_label(&mut biased)?;
         a.nop()?;
     }
-    // Group `group`'s code at `shift` bytes further (rcx added in the
-    // repeating part's loop).
+    // Group `group`'s code (`looped`: inside the repeating part's loop,
+    // rcx bytes further on).
     let (first, period, periods) = g.plan();
     let mut emit = |a: &mut CodeAssembler, group: usize, looped: bool| -> Result<(), IcedError> {
         let x_at = |disp: i64, plane: usize| match (g.s, looped) {
