@@ -614,13 +614,23 @@ pub fn work(stmts: &[Stmt]) -> u64 {
                 ((end - start).max(0) as u64).saturating_mul(work(body))
             }
             Stmt::Store { .. } | Stmt::Assign { .. } | Stmt::FailIf { .. } => 1,
-            Stmt::Gemm(g) => (g.m * g.n * g.k / 8) as u64,
+            Stmt::Gemm(g) => gemm_work(g),
             Stmt::Depthwise(d) => (d.channels * d.oh * d.ow * d.kh * d.kw / 8) as u64,
             Stmt::Transpose(d) => (d.rows * d.cols / 4) as u64,
             Stmt::Rows(d) => (d.rows * d.n * 4) as u64,
             Stmt::Pack(p) => (p.units * p.cols) as u64,
         })
         .fold(0, u64::saturating_add)
+}
+
+/// A product's [`work`]: its multiply-adds by the eight lanes of a tile.
+fn gemm_work(g: &onnxc_kir::GemmStmt) -> u64 {
+    (g.m * g.n * g.k / 8) as u64
+}
+
+/// Whether every buffer among `operands` (a kernel statement's) holds f32.
+fn all_f32(program: &Program, operands: &[(BufferId, &Expr)]) -> bool {
+    operands.iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32)
 }
 
 /// `fn(data: *const u8, i: i64)`: a GEMM task, called by the caller's
@@ -1466,7 +1476,7 @@ impl<M: Module> Gen<'_, '_, M> {
         let data = self.b.ins().stack_addr(ptr, slot, 0);
         // Inside a parallel loop's task, or too small a product for the
         // threads: the product's tasks run here, in order.
-        if self.table.is_none() || work(&[Stmt::Gemm(Box::new(g.clone()))]) < self.serial_work {
+        if self.table.is_none() || gemm_work(g) < self.serial_work {
             return self.dynamic_loop(n, |s, i| {
                 if g.kind.is_integer() {
                     s.gemm_i16_task_body(g, data, i)
@@ -1686,7 +1696,7 @@ impl<M: Module> Gen<'_, '_, M> {
     /// there is one (see `avx2_call_or_loops`), else its loops.
     fn depthwise(&mut self, d: &onnxc_kir::DepthwiseStmt) -> Result<(), BackendError> {
         use crate::ukernel::dw_param as dp;
-        let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
+        let f32s = all_f32(self.program, &d.operands());
         let flat = flat_geometry(d).and_then(|g| self.dwflat.get(&g));
         let spill_ok = if flat.is_some() { d.oh * d.ow >= 8 } else { d.ow >= 4 };
         let Some(&ukr) = flat.or_else(|| self.dwconv.get(&(d.kh, d.kw, d.sx, d.dx))).filter(|_| f32s) else {
@@ -1727,7 +1737,7 @@ impl<M: Module> Gen<'_, '_, M> {
     /// (see `avx2_call_or_loops`), else its loops.
     fn rows_kernel(&mut self, d: &onnxc_kir::RowsStmt) -> Result<(), BackendError> {
         use crate::ukernel::rows_param as rp;
-        let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
+        let f32s = all_f32(self.program, &d.operands());
         let (ukr, scale) = match d.op {
             onnxc_kir::RowOp::Softmax { scale } => (self.softmax, scale),
             onnxc_kir::RowOp::Gelu => (self.gelu, 1.0),
@@ -1756,7 +1766,7 @@ impl<M: Module> Gen<'_, '_, M> {
     /// `avx2_call_or_loops`), else its loops.
     fn transpose(&mut self, d: &onnxc_kir::TransposeStmt) -> Result<(), BackendError> {
         use crate::ukernel::transpose_param as tp;
-        let f32s = d.operands().iter().all(|(b, _)| self.program.buffers[b.0 as usize].elem == ScalarType::F32);
+        let f32s = all_f32(self.program, &d.operands());
         let Some(ukr) = self.transpose.filter(|_| f32s) else {
             return self.stmts(&d.loops);
         };
@@ -2286,11 +2296,9 @@ impl<M: Module> Gen<'_, '_, M> {
             use crate::ukernel::param;
             let (slot, params) = self.ukernel_params(g);
             // B's first row for the panel, and its row stride in bytes.
-            let (bj, b_row_bytes) = match packable(self.program, g, 1).and_then(|key| self.packed_b.get(&key)) {
+            let (bj, b_row_bytes) = match self.packed_operand(g, 1) {
                 // The packed panel: k rows of 16 contiguous columns.
-                Some(&id) => {
-                    let gv = self.module.declare_data_in_func(id, self.b.func);
-                    let base = self.b.ins().symbol_value(ptr, gv);
+                Some(base) => {
                     let at = self.b.ins().imul_imm_s(panel, (g.k * 64) as i64);
                     let rs = self.b.ins().iconst(types::I64, 64);
                     self.b.ins().stack_store(types::I64, rs, slot, param::B_RS);
@@ -2340,16 +2348,12 @@ impl<M: Module> Gen<'_, '_, M> {
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
             // A packed as 6-row tiles (the shifted last tile, the one that
             // skips rows, is the last).
-            let packed_a = match packable(self.program, g, 0).and_then(|key| self.packed_b.get(&key)) {
-                Some(&id) => {
-                    let gv = self.module.declare_data_in_func(id, self.b.func);
-                    let (rs, cs) = (self.b.ins().iconst(types::I64, 4), self.b.ins().iconst(types::I64, 24));
-                    self.b.ins().stack_store(types::I64, rs, slot, param::A_RS);
-                    self.b.ins().stack_store(types::I64, cs, slot, param::A_CS);
-                    Some(self.b.ins().symbol_value(ptr, gv))
-                }
-                None => None,
-            };
+            let packed_a = self.packed_operand(g, 0);
+            if packed_a.is_some() {
+                let (rs, cs) = (self.b.ins().iconst(types::I64, 4), self.b.ins().iconst(types::I64, 24));
+                self.b.ins().stack_store(types::I64, rs, slot, param::A_RS);
+                self.b.ins().stack_store(types::I64, cs, slot, param::A_CS);
+            }
             let tile = |s: &mut Self, row: Value, skip: i64| {
                 s.ukernel_tile_at(g, slot, (a0, c0), row, j);
                 if let Some(base) = packed_a {
@@ -2416,12 +2420,8 @@ impl<M: Module> Gen<'_, '_, M> {
                 // Fewer than 6 rows (a batch-1 matrix-vector product): a
                 // 1-row tile of the panel's 16 columns, reading the packed
                 // panel where there is one.
-                let b_step = if packable(self.program, g, 1).is_some_and(|key| self.packed_b.contains_key(&key)) {
-                    Some((bj, 64))
-                } else {
-                    None
-                };
-                self.counted_loop(m6, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, 4, b_step, None))?;
+                let b_panel = Some((bj, b_row_bytes));
+                self.counted_loop(m6, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, 4, b_panel, None))?;
             }
         }
         self.b.ins().jump(done, &[]);
@@ -3498,7 +3498,7 @@ fn depthwise_shapes(program: &Program, body: &[Stmt], out: &mut DepthwiseShapes)
     for s in body {
         match s {
             Stmt::Depthwise(d) => {
-                let f32s = d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32);
+                let f32s = all_f32(program, &d.operands());
                 if let Some(g) = flat_geometry(d).filter(|_| f32s) {
                     out.1.insert(g);
                 } else if f32s && crate::ukernel::dwconv_supported(d.kh, d.kw, d.sx, d.dx) {
@@ -3537,19 +3537,11 @@ fn flat_geometry(d: &onnxc_kir::DepthwiseStmt) -> Option<crate::ukernel::FlatGeo
 fn rows_ops(program: &Program, body: &[Stmt], out: &mut (bool, bool, bool)) {
     for s in body {
         match s {
-            Stmt::Transpose(d)
-                if d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32) =>
-            {
-                out.2 = true
-            }
-            Stmt::Rows(d)
-                if d.operands().iter().all(|(b, _)| program.buffers[b.0 as usize].elem == ScalarType::F32) =>
-            {
-                match d.op {
-                    onnxc_kir::RowOp::Softmax { .. } => out.0 = true,
-                    onnxc_kir::RowOp::Gelu => out.1 = true,
-                }
-            }
+            Stmt::Transpose(d) if all_f32(program, &d.operands()) => out.2 = true,
+            Stmt::Rows(d) if all_f32(program, &d.operands()) => match d.op {
+                onnxc_kir::RowOp::Softmax { .. } => out.0 = true,
+                onnxc_kir::RowOp::Gelu => out.1 = true,
+            },
             Stmt::For { body, .. } | Stmt::ParallelFor { body, .. } => rows_ops(program, body, out),
             _ => {}
         }

@@ -1692,8 +1692,11 @@ impl Transpose {
     /// then rows, so the destination is written in order).
     fn blocks(&self, k: &mut KernelBuilder, by_rows: bool, parallel: bool) -> Vec<Stmt> {
         let split = if by_rows { self.rows } else { self.cols };
+        if split == 0 {
+            return Vec::new();
+        }
         let block = TRANSPOSE_BLOCK.min(split);
-        let full = split / block.max(1);
+        let full = split / block;
         // The statement for `len` rows (or columns) from `first`.
         let stmt = |k: &mut KernelBuilder, first: Expr, len: usize| {
             let (rows, cols) = if by_rows { (len, self.cols) } else { (self.rows, len) };
@@ -1727,12 +1730,12 @@ impl Transpose {
                 loops,
             }))
         };
-        let mut out = if parallel && full > 1 {
+        let mut out = if parallel {
             k.nest_parallel(&[full], |k, v| vec![stmt(k, mul(v[0].clone(), int(block as i64)), block)])
         } else {
             k.nest(&[full], |k, v| vec![stmt(k, mul(v[0].clone(), int(block as i64)), block)])
         };
-        if split % block.max(1) != 0 {
+        if split % block != 0 {
             out.push(stmt(k, int((full * block) as i64), split % block));
         }
         out
