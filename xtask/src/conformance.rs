@@ -38,7 +38,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// Writes the cases unless the folder was made by this generator already.
 pub(crate) fn ensure_cases(root: &Path, python: &Path, cases: &Path) -> Result<()> {
     let script = root.join(GENERATOR);
-    let stamp_value = format!("{ONNX_VERSION} {:016x}\n", fnv(&std::fs::read(&script)?));
+    let stamp_value = format!("{ONNX_VERSION} {} {:016x}\n", crate::PINNED.join(" "), fnv(&std::fs::read(&script)?));
     let stamp = cases.join(".stamp");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_value.as_str()) {
         return Ok(());

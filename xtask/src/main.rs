@@ -103,10 +103,16 @@ fn main() -> ExitCode {
 
 /// Makes `WORK/venv` with `PACKAGE==VERSION` and numpy (pip, from PyPI)
 /// unless it is already there; returns its python.
+/// Versions pinned in every virtualenv besides its package: the node
+/// tests' reference outputs come from numpy and ml_dtypes (ml_dtypes
+/// 0.7.0 changed the float to INT2/INT4 casts the conformance manifest
+/// was recorded with), so CI installs the same ones on every clone.
+pub(crate) const PINNED: [&str; 2] = ["numpy==2.4.6", "ml_dtypes==0.6.0"];
+
 fn ensure_venv(work: &Path, package: &str, version: &str) -> Result<PathBuf> {
     let venv = work.join("venv");
     let python = venv.join("bin/python");
-    let marker = venv.join(format!("{package}-{version}"));
+    let marker = venv.join(format!("{package}-{version}+{}", PINNED.join("+")));
     if marker.exists() {
         return Ok(python);
     }
@@ -116,7 +122,7 @@ fn ensure_venv(work: &Path, package: &str, version: &str) -> Result<PathBuf> {
         && Command::new(&python)
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
             .arg(format!("{package}=={version}"))
-            .arg("numpy")
+            .args(PINNED)
             .status()?
             .success();
     if !ok {
