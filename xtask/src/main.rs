@@ -9,6 +9,7 @@
 
 mod bench;
 mod conformance;
+mod gemm_cross;
 mod gpu;
 mod models;
 mod ptx;
@@ -42,7 +43,8 @@ commands:
                         compare (installs both with apt-get if missing)
   baseline-x86          objects built without --cpu, run under qemu-x86_64
                         on a CPU without AVX (-cpu Nehalem: the baseline
-                        kernels, chosen from CPUID) and with AVX2 (-cpu max)
+                        kernels, chosen from CPUID), with AVX2 (-cpu max)
+                        and natively (AVX-512 where the host has it)
   bench [DIR] [--seconds S] [--models a,b] [--write FILE.md] [--gemm]
                         time the corpus models with onnxc (-O0, -O3) and
                         ONNX Runtime (1 and 2 threads, in a virtualenv under

@@ -64,6 +64,24 @@ pub fn run_linked(
     std::fs::create_dir_all(work)?;
     artifacts.write_to(work)?;
     let name = &artifacts.name;
+    let bytes: Vec<&[u8]> = inputs.iter().map(|(_, t)| t.bytes.as_slice()).collect();
+    let outputs = link_and_run(root, work, tc, name, &work.join(format!("lib{name}.a")), &bytes, like.len())?;
+    Ok(like.iter().zip(outputs).map(|((_, t), bytes)| Tensor { dtype: t.dtype, dims: t.dims.clone(), bytes }).collect())
+}
+
+/// Links examples/c/run_model.c against `library` (model `name`'s object
+/// or archive, its header `name.h` in `work`) with the toolchain's
+/// compiler, runs it (through the toolchain's runner) on `inputs` and
+/// returns its `outputs` outputs' bytes.
+pub fn link_and_run(
+    root: &Path,
+    work: &Path,
+    tc: &Toolchain,
+    name: &str,
+    library: &Path,
+    inputs: &[&[u8]],
+    outputs: usize,
+) -> Result<Vec<Vec<u8>>> {
     let exe = work.join(format!("run_{name}"));
     let out = Command::new(&tc.cc)
         .arg("-O1")
@@ -71,7 +89,7 @@ pub fn run_linked(
         .arg(format!("-DMODEL={name}"))
         .arg(format!("-DMODEL_HEADER=\"{name}.h\""))
         .arg(root.join("examples/c/run_model.c"))
-        .arg(work.join(format!("lib{name}.a")))
+        .arg(library)
         .args(["-lm", "-o"])
         .arg(&exe)
         .output()
@@ -80,31 +98,27 @@ pub fn run_linked(
         return Err(format!("{} failed:\n{}", tc.cc, String::from_utf8_lossy(&out.stderr)).into());
     }
     let mut args: Vec<PathBuf> = Vec::new();
-    for (i, (_, t)) in inputs.iter().enumerate() {
+    for (i, bytes) in inputs.iter().enumerate() {
         let p = work.join(format!("in{i}.bin"));
-        std::fs::write(&p, &t.bytes)?;
+        std::fs::write(&p, bytes)?;
         args.push(p);
     }
-    for i in 0..like.len() {
+    for i in 0..outputs {
         args.push(work.join(format!("out{i}.bin")));
     }
-    let mut cmd = if tc.runner.is_empty() {
-        Command::new(&exe)
-    } else {
-        let mut c = Command::new(&tc.runner[0]);
-        c.args(&tc.runner[1..]).arg(&exe);
-        c
+    let mut cmd = match tc.runner.split_first() {
+        Some((runner, rest)) => {
+            let mut c = Command::new(runner);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
     };
     let status = cmd.args(&args).status()?;
     if !status.success() {
         return Err(format!("{} exited with {status}", exe.display()).into());
     }
-    like.iter()
-        .enumerate()
-        .map(|(i, (_, t))| {
-            Ok(Tensor { dtype: t.dtype, dims: t.dims.clone(), bytes: std::fs::read(&args[inputs.len() + i])? })
-        })
-        .collect()
+    args[inputs.len()..].iter().map(|p| Ok(std::fs::read(p)?)).collect()
 }
 
 /// Checks one model: JIT against the reference, and the linked object
@@ -285,6 +299,11 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
         );
         results.push((format!("{npz} (aarch64)"), r));
     }
+    // The float GEMM's tiles (the NEON one among them) over many shapes.
+    let work = root.join("target/xtask/aarch64-gemm");
+    for (what, r) in crate::gemm_cross::check(root, &work, &tc, 40, true) {
+        results.push((format!("{what} (aarch64)"), r));
+    }
     report(results, "cross-aarch64")
 }
 
@@ -292,8 +311,9 @@ pub fn cross_aarch64(root: &Path) -> Result<()> {
 /// linked natively and run under `qemu-x86_64 -cpu Nehalem`, a CPU without
 /// AVX: the artifact's CPUID check must pick the baseline kernels (an AVX2
 /// instruction would stop the program with SIGILL) and still match the
-/// references. Then the same under `-cpu max` (AVX2 and FMA present: the
-/// fast path, emulated).
+/// references. Then the same under `-cpu max` (AVX2 and FMA present, no
+/// AVX-512 in qemu's emulation: the AVX2 path) and natively (on a CPU with
+/// AVX512F, the AVX-512 f32 tile).
 pub fn baseline_x86(root: &Path) -> Result<()> {
     if !cfg!(target_arch = "x86_64") {
         return Err("baseline-x86 runs x86-64 objects natively; this host is not x86-64".into());
@@ -309,13 +329,12 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
         }
     }
     let mut results = Vec::new();
-    for cpu in ["Nehalem", "max"] {
-        let tc = Toolchain {
-            target: Some("x86_64-unknown-linux-gnu".into()),
-            cpu: None,
-            cc: "cc".into(),
-            runner: vec!["qemu-x86_64".into(), "-cpu".into(), cpu.into()],
+    for cpu in ["Nehalem", "max", "host"] {
+        let runner = match cpu {
+            "host" => Vec::new(),
+            _ => vec!["qemu-x86_64".into(), "-cpu".into(), cpu.into()],
         };
+        let tc = Toolchain { target: Some("x86_64-unknown-linux-gnu".into()), cpu: None, cc: "cc".into(), runner };
         for (m, npz) in [
             ("mlp_digits", "mlp_digits_b4"),
             ("cnn_digits", "cnn_digits"),
@@ -335,7 +354,14 @@ pub fn baseline_x86(root: &Path) -> Result<()> {
                 &tc,
                 false,
             );
-            results.push((format!("{npz} (x86-64 baseline object, qemu -cpu {cpu})"), r));
+            let how = if cpu == "host" { "natively".to_string() } else { format!("qemu -cpu {cpu}") };
+            results.push((format!("{npz} (x86-64 baseline object, {how})"), r));
+        }
+        // The float GEMM's tiles over many shapes, through each path.
+        let work = root.join(format!("target/xtask/x86-gemm-{cpu}"));
+        for (what, r) in crate::gemm_cross::check(root, &work, &tc, 16, false) {
+            let how = if cpu == "host" { "natively".to_string() } else { format!("qemu -cpu {cpu}") };
+            results.push((format!("{what} (x86-64 baseline object, {how})"), r));
         }
     }
     // The emulator must refuse AVX2 on that CPU, or the check above proves nothing.

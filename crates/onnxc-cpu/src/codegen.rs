@@ -50,11 +50,16 @@ pub struct CodegenOptions {
     /// serially (default [`SERIAL_WORK`]; 0: every one goes to the
     /// parallel-for hook, as tests of the hook want).
     pub serial_work: u64,
+    /// Whether float products may run through the AVX-512 tile
+    /// (`ukernel::avx512_gemm_f32_12x16`) where the ISA has AVX512F or a
+    /// dispatching program finds it; false keeps them on the AVX2 tile,
+    /// for tests on CPUs that have both.
+    pub avx512: bool,
 }
 
 impl Default for CodegenOptions {
     fn default() -> Self {
-        CodegenOptions { baseline_path: false, serial_work: SERIAL_WORK }
+        CodegenOptions { baseline_path: false, serial_work: SERIAL_WORK, avx512: true }
     }
 }
 
@@ -152,15 +157,39 @@ pub fn define_program_with<M: Module>(
     // carries the AVX2 kernel too and checks CPUID once per run.
     let static_avx2 = has_avx2_fma(module);
     let dispatch = !static_avx2 && x86_64;
-    let avx2 = if static_avx2 || dispatch {
+    // A machine-code microkernel `NAME__sym(params)`, local to the object.
+    let ukernel = |module: &mut M, sym: &str, code: Result<Vec<u8>, _>| -> Result<FuncId, BackendError> {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
-        let id = module
-            .declare_function(&format!("{name}__{}", crate::ukernel::AVX2_GEMM_NAME), Linkage::Local, &sig)
-            .map_err(|e| err("declare", e))?;
-        let code = crate::ukernel::avx2_gemm_f32_6x16().map_err(|e| err("AVX2 microkernel", e))?;
-        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("AVX2 microkernel", e))?;
-        Some(id)
+        let id =
+            module.declare_function(&format!("{name}__{sym}"), Linkage::Local, &sig).map_err(|e| err("declare", e))?;
+        let code = code.map_err(|e: iced_x86::IcedError| err(sym, e))?;
+        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err(sym, e))?;
+        Ok(id)
+    };
+    let avx2 = if static_avx2 || dispatch {
+        Some(ukernel(module, crate::ukernel::AVX2_GEMM_NAME, crate::ukernel::avx2_gemm_f32_6x16())?)
+    } else {
+        None
+    };
+    // The AVX-512 f32 tile, for the 12-row blocks of float products: where
+    // the ISA has AVX512F, or a dispatching program (CPUID level 2), and
+    // the program has float products.
+    // (Cranelift's x86-64-v4 preset sets AVX512DQ and AVX512VL, not
+    // AVX512F, which both imply.)
+    let static_avx512 = ["has_avx512f", "has_avx512vl", "has_avx512dq"].iter().any(|f| has_x86_features(module, &[f]));
+    let float_gemms =
+        program.kernels.iter().any(|k| has_gemm_where(&k.body, &|g| g.kind == onnxc_kir::GemmKind::Float));
+    let avx512 = if options.avx512 && avx2.is_some() && float_gemms && (static_avx512 || dispatch) {
+        Some(ukernel(module, crate::ukernel::AVX512_GEMM_NAME, crate::ukernel::avx512_gemm_f32_12x16())?)
+    } else {
+        None
+    };
+    // On aarch64 the NEON f32 tile (Cranelift IR, `neon.rs`), for the
+    // 8-row blocks of float products' 8-column panels.
+    let aarch64 = matches!(module.isa().triple().architecture, target_lexicon::Architecture::Aarch64(_));
+    let neon = if aarch64 && float_gemms {
+        Some(crate::neon::define_gemm_f32_8x8(module, &format!("{name}__{}", crate::neon::NEON_GEMM_NAME))?)
     } else {
         None
     };
@@ -168,15 +197,6 @@ pub fn define_program_with<M: Module>(
     // i16-pair one with AVX2 (or its dispatch), the u8×i8 VNNI one when the
     // ISA has AVX512VL and AVX512_VNNI (lowering picks quads only for such
     // targets; elsewhere they run as plain loops).
-    let ukernel = |module: &mut M, sym: &str, code: Result<Vec<u8>, _>| -> Result<FuncId, BackendError> {
-        let mut sig = module.make_signature();
-        sig.params.push(AbiParam::new(ptr));
-        let id =
-            module.declare_function(&format!("{name}__{sym}"), Linkage::Local, &sig).map_err(|e| err("declare", e))?;
-        let code = code.map_err(|e: iced_x86::IcedError| err("integer microkernel", e))?;
-        module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("integer microkernel", e))?;
-        Ok(id)
-    };
     let has_kind = |kind| program.kernels.iter().any(|k| has_gemm_kind(&k.body, kind));
     let avx2_i16 = if avx2.is_some() && has_kind(onnxc_kir::GemmKind::I16Pairs) {
         Some(ukernel(module, crate::ukernel::AVX2_GEMM_I16_NAME, crate::ukernel::avx2_gemm_i16x2_6x16())?)
@@ -254,9 +274,9 @@ pub fn define_program_with<M: Module>(
         let mut sig = module.make_signature();
         sig.returns.push(AbiParam::new(types::I64));
         let id = module
-            .declare_function(&format!("{name}__{}", crate::ukernel::HAS_AVX2_FMA_NAME), Linkage::Local, &sig)
+            .declare_function(&format!("{name}__{}", crate::ukernel::CPU_LEVEL_NAME), Linkage::Local, &sig)
             .map_err(|e| err("declare", e))?;
-        let code = crate::ukernel::has_avx2_fma().map_err(|e| err("CPU check", e))?;
+        let code = crate::ukernel::cpu_level().map_err(|e| err("CPU check", e))?;
         module.define_function_bytes(id, 16, &code, &[]).map_err(|e| err("CPU check", e))?;
         Some(id)
     } else {
@@ -319,6 +339,8 @@ pub fn define_program_with<M: Module>(
                 tasks: &mut tasks,
                 prefix: format!("{name}__k{ki}"),
                 avx2,
+                avx512: avx512.map(|id| (id, dispatch)),
+                neon,
                 avx2_i16,
                 avx2_i16_rows,
                 vnni,
@@ -385,6 +407,8 @@ pub fn define_program_with<M: Module>(
                     tasks: &mut no_tasks,
                     prefix: String::new(),
                     avx2,
+                    avx512: avx512.map(|id| (id, dispatch)),
+                    neon,
                     avx2_i16,
                     avx2_i16_rows,
                     vnni,
@@ -491,9 +515,9 @@ pub fn define_program_with<M: Module>(
             b.ins().return_(&[c]);
             b.switch_to_block(ok);
         }
-        // The table: one address per buffer, then the hook and its pool.
-        // The table: buffer addresses, the hook, its pool, and whether the
-        // AVX2 GEMM kernel may run (CPUID, for baseline x86-64 code).
+        // The table: buffer addresses, the hook, its pool, and the kernels'
+        // level (0: baseline, 1: AVX2+FMA, 2: AVX-512 too; from CPUID for
+        // baseline x86-64 code, else the ISA's).
         let n = program.buffers.len() as u32 + 3;
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, n * 8, 3));
         b.ins().stack_store(ptr, hook, slot, (n as i32 - 3) * 8);
@@ -505,7 +529,7 @@ pub fn define_program_with<M: Module>(
                 let call = b.ins().call(f, &[]);
                 b.inst_results(call)[0]
             }
-            (Some(_), None) => b.ins().iconst(types::I64, 1),
+            (Some(_), None) => b.ins().iconst(types::I64, if static_avx512 { 2 } else { 1 }),
             (None, _) => b.ins().iconst(types::I64, 0),
         };
         b.ins().stack_store(types::I64, use_avx2, slot, (n as i32 - 1) * 8);
@@ -964,6 +988,12 @@ struct Gen<'a, 'b, M: Module> {
     prefix: String,
     /// The AVX2 GEMM microkernel, when the ISA has AVX2 and FMA.
     avx2: Option<FuncId>,
+    /// The AVX-512 f32 GEMM microkernel and whether it needs the run's
+    /// level checked (a dispatching program), when there is one.
+    avx512: Option<(FuncId, bool)>,
+    /// The aarch64 NEON f32 GEMM tile (`neon::define_gemm_f32_8x8`), where
+    /// the program has float products.
+    neon: Option<FuncId>,
     /// The AVX2 integer GEMM microkernel, when `avx2` is there and the
     /// program has integer products.
     avx2_i16: Option<FuncId>,
@@ -2223,7 +2253,25 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.seal_block(wide);
         self.b.seal_block(narrow);
         self.b.switch_to_block(wide);
-        self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some(ukr))?;
+        match self.avx512 {
+            // Level 2 (CPUID): 12-row blocks through the AVX-512 tile.
+            Some((wide12, true)) => {
+                let (v4, v3) = (self.b.create_block(), self.b.create_block());
+                let level2 = self.b.ins().icmp_imm_s(IntCC::Equal, use_avx2, 2);
+                self.b.ins().brif(level2, v4, &[], v3, &[]);
+                self.b.seal_block(v4);
+                self.b.seal_block(v3);
+                self.b.switch_to_block(v4);
+                self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some((ukr, Some(wide12))))?;
+                self.b.ins().jump(done, &[]);
+                self.b.switch_to_block(v3);
+                self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some((ukr, None)))?;
+            }
+            wide12 => {
+                let wide12 = wide12.map(|(id, _)| id);
+                self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some((ukr, wide12)))?;
+            }
+        }
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(narrow);
         if self.has_packed_operand(g) {
@@ -2238,21 +2286,33 @@ impl<M: Module> Gen<'_, '_, M> {
     }
 
     /// Column panel `i` of `g` under the panel layout `p` (16-column
-    /// panels through `ukr`).
+    /// panels through `ukr`: the AVX2 tile, and the AVX-512 12-row tile
+    /// for the 12-row blocks where there is one).
     fn gemm_panels(
         &mut self,
         g: &onnxc_kir::GemmStmt,
         (a0, b0, c0): (Value, Value, Value),
         i: Value,
         p: Panels,
-        ukr: Option<FuncId>,
+        ukr: Option<(FuncId, Option<FuncId>)>,
     ) -> Result<(), BackendError> {
         let ptr = self.module.target_config().pointer_type();
         let m = g.m as i64;
         let mr = GEMM_MR as i64;
         let m_full = m / mr * mr;
+        // A column panel of `vecs` 4-lane vectors from column `j`: 8-row
+        // blocks through the NEON tile where there is one (8 columns), then
+        // Cranelift tiles of 4 rows and of one.
         let column = |s: &mut Self, j: Value, vecs: usize| -> Result<(), BackendError> {
-            s.counted_loop(0, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs, None, None))?;
+            let m8 = match s.neon {
+                Some(neon) if vecs == 2 => {
+                    let m8 = m / 8 * 8;
+                    s.neon_tiles(g, (a0, b0, c0), j, m8, neon);
+                    m8
+                }
+                _ => 0,
+            };
+            s.counted_loop(m8, m_full, mr, |s, row| s.gemm_tile(g, (a0, b0, c0), GEMM_MR, row, j, vecs, None, None))?;
             s.counted_loop(m_full, m, 1, |s, row| s.gemm_tile(g, (a0, b0, c0), 1, row, j, vecs, None, None))
         };
         let kinds = [self.b.create_block(), self.b.create_block(), self.b.create_block(), self.b.create_block()];
@@ -2278,7 +2338,7 @@ impl<M: Module> Gen<'_, '_, M> {
         // 16-column panels: the AVX2 tile for 6-row blocks, 8-wide
         // Cranelift tiles for the remaining rows.
         self.b.switch_to_block(kinds[0]);
-        if let Some(ukr) = ukr {
+        if let Some((ukr, ukr12)) = ukr {
             // Task i: panel i % n16, row block i / n16.
             let (panel, rblock) = self.panel_and_block(i, p);
             let j = self.b.ins().imul_imm_s(panel, 16);
@@ -2346,6 +2406,7 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, bj, slot, param::B);
             self.b.ins().stack_store(ptr, skip_cols, slot, param::SKIP_COLS);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
+            let fref12 = ukr12.map(|id| self.module.declare_func_in_func(id, self.b.func));
             // A packed as 6-row tiles (the shifted last tile, the one that
             // skips rows, is the last).
             let packed_a = self.packed_operand(g, 0);
@@ -2354,7 +2415,9 @@ impl<M: Module> Gen<'_, '_, M> {
                 self.b.ins().stack_store(types::I64, rs, slot, param::A_RS);
                 self.b.ins().stack_store(types::I64, cs, slot, param::A_CS);
             }
-            let tile = |s: &mut Self, row: Value, skip: i64| {
+            // A tile of 6 rows at `row` through the AVX2 kernel, or with
+            // `twelve` of 12 through the AVX-512 one (A_HIGH: row 6's).
+            let tile_of = |s: &mut Self, row: Value, skip: i64, twelve: bool| {
                 s.ukernel_tile_at(g, slot, (a0, c0), row, j);
                 if let Some(base) = packed_a {
                     let t = if skip > 0 {
@@ -2365,6 +2428,15 @@ impl<M: Module> Gen<'_, '_, M> {
                     let at = s.b.ins().imul_imm_s(t, (g.k * 24) as i64);
                     let at = s.b.ins().iadd(base, at);
                     s.b.ins().stack_store(ptr, at, slot, param::A);
+                    if twelve {
+                        let high = s.b.ins().iadd_imm_s(at, (g.k * 24) as i64);
+                        s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
+                    }
+                } else if twelve {
+                    let high = s.b.ins().iadd_imm_s(row, 6);
+                    let high = s.b.ins().imul_imm_s(high, g.a_rs * 4);
+                    let high = s.b.ins().iadd(a0, high);
+                    s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
                 }
                 if let Some(bias0) = s.gemm_bias {
                     let at = s.b.ins().ishl_imm_u(row, 2);
@@ -2373,19 +2445,46 @@ impl<M: Module> Gen<'_, '_, M> {
                 }
                 let skip = s.b.ins().iconst(types::I64, skip);
                 s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
-                s.b.ins().call(fref, &[params]);
+                match fref12 {
+                    Some(f) if twelve => s.b.ins().call(f, &[params]),
+                    _ => s.b.ins().call(fref, &[params]),
+                };
             };
+            let tile = |s: &mut Self, row: Value, skip: i64| tile_of(s, row, skip, false);
             if p.row_blocks > 1 {
-                // Rows [rblock·B, min(m6, (rblock + 1)·B)) in 6-row tiles.
+                // Rows [rblock·B, min(m6, (rblock + 1)·B)) in 6-row tiles,
+                // or pairs of them and maybe one more.
                 let (row0, tiles) = self.row_block_tiles(rblock, GEMM_ROW_BLOCK, m6 as usize);
-                self.dynamic_loop(tiles, |s, t| {
+                let (pairs, singles) = match fref12 {
+                    Some(_) => (Some(self.b.ins().ushr_imm_u(tiles, 1)), self.b.ins().band_imm_u(tiles, 1)),
+                    None => (None, tiles),
+                };
+                let row0 = match pairs {
+                    Some(pairs) => {
+                        self.dynamic_loop(pairs, |s, t| {
+                            let off = s.b.ins().imul_imm_s(t, 12);
+                            let row = s.b.ins().iadd(row0, off);
+                            tile_of(s, row, 0, true);
+                            Ok(())
+                        })?;
+                        let done = self.b.ins().imul_imm_s(pairs, 12);
+                        self.b.ins().iadd(row0, done)
+                    }
+                    None => row0,
+                };
+                self.dynamic_loop(singles, |s, t| {
                     let off = s.b.ins().imul_imm_s(t, 6);
                     let row = s.b.ins().iadd(row0, off);
                     tile(s, row, 0);
                     Ok(())
                 })?;
             } else {
-                self.counted_loop(0, m6, 6, |s, row| {
+                let m12 = if fref12.is_some() { m / 12 * 12 } else { 0 };
+                self.counted_loop(0, m12, 12, |s, row| {
+                    tile_of(s, row, 0, true);
+                    Ok(())
+                })?;
+                self.counted_loop(m12, m6, 6, |s, row| {
                     tile(s, row, 0);
                     Ok(())
                 })?;
@@ -2445,6 +2544,38 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.seal_block(done);
         self.b.switch_to_block(done);
         Ok(())
+    }
+
+    /// Rows `0..m8` (a multiple of 8) of the 8 columns of `g` from column
+    /// `j` through the NEON tile `neon`, 8 rows per call.
+    fn neon_tiles(
+        &mut self,
+        g: &onnxc_kir::GemmStmt,
+        (a0, b0, c0): (Value, Value, Value),
+        j: Value,
+        m8: i64,
+        neon: FuncId,
+    ) {
+        use crate::ukernel::param;
+        if m8 == 0 {
+            return;
+        }
+        let ptr = self.module.target_config().pointer_type();
+        let (slot, params) = self.ukernel_params(g);
+        let jb = self.b.ins().ishl_imm_u(j, 2);
+        let bj = self.b.ins().iadd(b0, jb);
+        self.b.ins().stack_store(ptr, bj, slot, param::B);
+        let fref = self.module.declare_func_in_func(neon, self.b.func);
+        let _ = self.counted_loop(0, m8, 8, |s, row| {
+            s.ukernel_tile_at(g, slot, (a0, c0), row, j);
+            if let Some(bias0) = s.gemm_bias {
+                let at = s.b.ins().ishl_imm_u(row, 2);
+                let at = s.b.ins().iadd(bias0, at);
+                s.b.ins().stack_store(ptr, at, slot, param::INIT);
+            }
+            s.b.ins().call(fref, &[params]);
+            Ok(())
+        });
     }
 
     /// The address of `g`'s operand (0: A, 1: B) packed at compile time

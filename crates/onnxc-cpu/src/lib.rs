@@ -19,6 +19,7 @@
 
 pub mod codegen;
 mod jit;
+pub mod neon;
 pub mod ukernel;
 
 pub use jit::{JitModel, ParallelFor, Task};

@@ -68,8 +68,12 @@ pub mod param {
     /// so that constant weights streaming in from memory arrive while this
     /// panel is computed (0: B's own row, which costs a load slot only).
     pub const PREFETCH: i32 = 152;
+    /// 12-row f32 tile only: the address of A's row 6 at column 0 (rows
+    /// 6-11 follow it at A_RS, as rows 1-5 follow A): for A packed in
+    /// 6-row tiles the next tile, else A + 6·A_RS.
+    pub const A_HIGH: i32 = 160;
     /// Size of the block.
-    pub const BYTES: u32 = 160;
+    pub const BYTES: u32 = 168;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -176,17 +180,8 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
     // r9: A column stride, r10: B row stride, r11: C row stride; rbx keeps
     // the parameter block for the store. ymm12-13: B's two vectors, ymm14:
     // A's broadcast, ymm15: a pair-product sum (i16 pairs).
-    a.push(rbx)?;
-    a.push(r12)?;
-    a.mov(rbx, rdi)?;
-    a.mov(r12, qword_ptr(rdi + param::PREFETCH))?;
+    gemm_prologue(&mut a, &[rbx, r12])?;
     a.mov(rax, qword_ptr(rdi + param::A))?;
-    a.mov(rdx, qword_ptr(rdi + param::C))?;
-    a.mov(rcx, qword_ptr(rdi + param::K))?;
-    a.mov(r8, qword_ptr(rdi + param::A_RS))?;
-    a.mov(r9, qword_ptr(rdi + param::A_CS))?;
-    a.mov(r10, qword_ptr(rdi + param::B_RS))?;
-    a.mov(r11, qword_ptr(rdi + param::C_RS))?;
     a.cmp(qword_ptr(rdi + param::ACCUMULATE), 0)?;
     a.mov(rdi, qword_ptr(rdi + param::B))?;
     let mut zero = a.create_label();
@@ -280,6 +275,23 @@ fn gemm_6x16(tile: Tile) -> Result<Vec<u8>, IcedError> {
         store_int(&mut a, &acc, tile.by_column())?;
     }
     a.assemble(0)
+}
+
+/// The GEMM tiles' entry: pushes `saved` (callee-saved registers the tile
+/// uses), then keeps the parameter block (rdi) in rbx and loads the
+/// prefetch distance (r12), C (rdx), k (rcx) and the strides (r8-r11).
+fn gemm_prologue(a: &mut CodeAssembler, saved: &[AsmRegister64]) -> Result<(), IcedError> {
+    for &r in saved {
+        a.push(r)?;
+    }
+    a.mov(rbx, rdi)?;
+    a.mov(r12, qword_ptr(rdi + param::PREFETCH))?;
+    a.mov(rdx, qword_ptr(rdi + param::C))?;
+    a.mov(rcx, qword_ptr(rdi + param::K))?;
+    a.mov(r8, qword_ptr(rdi + param::A_RS))?;
+    a.mov(r9, qword_ptr(rdi + param::A_CS))?;
+    a.mov(r10, qword_ptr(rdi + param::B_RS))?;
+    a.mov(r11, qword_ptr(rdi + param::C_RS))
 }
 
 /// The f32 tile's store, return and mask table: rows below SKIP are not
@@ -421,15 +433,153 @@ fn store_row(a: &mut CodeAssembler, r: usize, acc: &[AsmRegisterYmm; 12], masked
     }
 }
 
-/// Symbol name of the CPU check.
-pub const HAS_AVX2_FMA_NAME: &str = "x86_64_has_avx2_fma";
+/// Rows of the AVX-512 f32 tile (its columns are the AVX2 tile's 16).
+pub const AVX512_MR: usize = 12;
 
-/// Machine code of `i64 has_avx2_fma(void)`: 1 when CPUID reports AVX,
-/// FMA, OSXSAVE and AVX2 and the OS saves the YMM state (XCR0 bits 1-2),
-/// else 0. What a baseline x86-64 object calls to pick its GEMM kernel.
-pub fn has_avx2_fma() -> Result<Vec<u8>, IcedError> {
+/// Symbol name of the AVX-512 f32 GEMM microkernel.
+pub const AVX512_GEMM_NAME: &str = "x86_64_avx512_gemm_f32_12x16";
+
+/// Row `r` (0..12) of a 12-row tile whose rows 0-2, 3-5, 6-8 and 9-11
+/// start at `bases`, `stride` bytes apart.
+fn row12(r: usize, bases: [AsmRegister64; 4], stride: AsmRegister64) -> AsmMemoryOperand {
+    let base = bases[r / 3];
+    match r % 3 {
+        0 => ptr(base),
+        1 => ptr(base + stride),
+        _ => ptr(base + stride * 2),
+    }
+}
+
+/// Sets `bases[1..4]` to rows 3, 6 and 9 from `bases[0]`, `stride` apart.
+fn rows_from(a: &mut CodeAssembler, bases: [AsmRegister64; 4], stride: AsmRegister64) -> Result<(), IcedError> {
+    for q in 1..4 {
+        a.lea(bases[q], ptr(bases[q - 1] + stride * 2))?;
+        a.add(bases[q], stride)?;
+    }
+    Ok(())
+}
+
+/// Machine code of the AVX-512 f32 GEMM tile: 12 rows by 16 columns,
+/// one 16-lane accumulator per row (zmm0-11), B's row in zmm12, and A's
+/// element broadcast from memory into each FMA (`{1to16}`), so that a k
+/// step is one load and twelve FMAs: half the AVX2 tile's instructions
+/// per multiply-add, and twelve independent sums, enough to cover the FMA
+/// latency on CPUs with two 512-bit FMA pipes. AVX512F only.
+///
+/// The parameter block is the AVX2 f32 tile's ([`param`]) with A_HIGH
+/// added (rows 6-11 of A), SKIP counting up to 11 rows, and the panel
+/// layout the same (16-column panels of B, packed or not; A packed as
+/// 6-row tiles, two per call). Every element is summed in the same order
+/// with the same fused multiply-adds as the AVX2 tile and the Cranelift
+/// tiles, so the three agree bit for bit. Skipped columns are left out
+/// of the stores by an opmask (`k1`).
+pub fn avx512_gemm_f32_12x16() -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let acc = [zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11];
+    // rbx: params. rdi: B. rax, rsi, r13, r14: A's (or C's) rows 0, 3, 6
+    // and 9. rdx: C, rcx: k, r8-r11: A's row and column strides, B's and
+    // C's row strides. r12: the prefetch distance.
+    gemm_prologue(&mut a, &[rbx, r12, r13, r14])?;
+    let c = [rdx, rsi, r13, r14];
+    let mut zero = a.create_label();
+    let mut start = a.create_label();
+    let mut body = a.create_label();
+    let mut store = a.create_label();
+    a.cmp(qword_ptr(rbx + param::ACCUMULATE), 0)?;
+    a.je(zero)?;
+    // Accumulate: start from C.
+    rows_from(&mut a, c, r11)?;
+    for (r, &v) in acc.iter().enumerate() {
+        a.vmovups(v, row12(r, c, r11))?;
+    }
+    a.jmp(start)?;
+    a.set_label(&mut zero)?;
+    {
+        // Start from the rows' bias, or from zero.
+        let mut from_zero = a.create_label();
+        a.mov(rax, qword_ptr(rbx + param::INIT))?;
+        a.test(rax, rax)?;
+        a.jz(from_zero)?;
+        for (r, &v) in acc.iter().enumerate() {
+            a.vbroadcastss(v, dword_ptr(rax + 4 * r as i32))?;
+        }
+        a.jmp(start)?;
+        a.set_label(&mut from_zero)?;
+    }
+    // (VEX-encoded 128-bit xors clear the whole register.)
+    let low = [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11];
+    for &x in &low {
+        a.vxorps(x, x, x)?;
+    }
+    a.set_label(&mut start)?;
+    let rows = [rax, rsi, r13, r14];
+    a.mov(rax, qword_ptr(rbx + param::A))?;
+    a.lea(rsi, ptr(rax + r8 * 2))?;
+    a.add(rsi, r8)?;
+    a.mov(r13, qword_ptr(rbx + param::A_HIGH))?;
+    a.lea(r14, ptr(r13 + r8 * 2))?;
+    a.add(r14, r8)?;
+    a.mov(rdi, qword_ptr(rbx + param::B))?;
+    a.test(rcx, rcx)?;
+    a.jz(store)?;
+    a.set_label(&mut body)?;
+    a.prefetcht1(ptr(rdi + r12))?;
+    a.vmovups(zmm12, ptr(rdi))?;
+    for (r, &v) in acc.iter().enumerate() {
+        a.vfmadd231ps(v, zmm12, dword_bcst(row12(r, rows, r8)))?;
+    }
+    for r in rows {
+        a.add(r, r9)?;
+    }
+    a.add(rdi, r10)?;
+    a.dec(rcx)?;
+    a.jnz(body)?;
+    a.set_label(&mut store)?;
+    // With CLAMP: max(lo, v) then min(hi, v), v second so NaN stays NaN.
+    let mut unclamped = a.create_label();
+    a.cmp(qword_ptr(rbx + param::CLAMP), 0)?;
+    a.je(unclamped)?;
+    a.vbroadcastss(zmm14, dword_ptr(rbx + param::LO))?;
+    a.vbroadcastss(zmm15, dword_ptr(rbx + param::HI))?;
+    for &v in &acc {
+        a.vmaxps(v, zmm14, v)?;
+        a.vminps(v, zmm15, v)?;
+    }
+    a.set_label(&mut unclamped)?;
+    // k1: the columns from SKIP_COLS on; rows from SKIP on are stored.
+    a.mov(rcx, qword_ptr(rbx + param::SKIP_COLS))?;
+    a.mov(eax, 0xffff)?;
+    a.shl(eax, cl)?;
+    a.kmovw(k1, eax)?;
+    a.mov(rax, qword_ptr(rbx + param::SKIP))?;
+    rows_from(&mut a, c, r11)?;
+    for (r, &v) in acc.iter().enumerate() {
+        let mut next = a.create_label();
+        a.cmp(rax, r as i32)?;
+        a.ja(next)?;
+        a.vmovups(row12(r, c, r11).k1(), v)?;
+        a.set_label(&mut next)?;
+    }
+    a.vzeroupper()?;
+    for r in [r14, r13, r12, rbx] {
+        a.pop(r)?;
+    }
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// Symbol name of the CPU check.
+pub const CPU_LEVEL_NAME: &str = "x86_64_cpu_level";
+
+/// Machine code of `i64 cpu_level(void)`: what a baseline x86-64 object
+/// calls once per run to pick its kernels. 0: neither of the below. 1:
+/// CPUID reports AVX, FMA, OSXSAVE and AVX2 and the OS saves the YMM
+/// state (XCR0 bits 1-2). 2: that, and AVX512F with the opmask and ZMM
+/// state saved too (XCR0 bits 5-7).
+pub fn cpu_level() -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut no = a.create_label();
+    let mut done = a.create_label();
     a.push(rbx)?;
     a.mov(eax, 1)?;
     a.xor(ecx, ecx)?;
@@ -441,20 +591,28 @@ pub fn has_avx2_fma() -> Result<Vec<u8>, IcedError> {
     a.jne(no)?;
     a.xor(ecx, ecx)?;
     a.xgetbv()?;
+    // r8: XCR0's low half.
+    a.mov(r8d, eax)?;
     a.and(eax, 6)?;
     a.cmp(eax, 6)?;
     a.jne(no)?;
     a.mov(eax, 7)?;
     a.xor(ecx, ecx)?;
     a.cpuid()?;
-    // EBX: AVX2 (bit 5).
+    // EBX: AVX2 (bit 5), AVX512F (bit 16).
     a.test(ebx, 32)?;
     a.jz(no)?;
     a.mov(eax, 1)?;
-    a.pop(rbx)?;
-    a.ret()?;
+    a.test(ebx, 1 << 16)?;
+    a.jz(done)?;
+    a.and(r8d, 0xe6)?;
+    a.cmp(r8d, 0xe6)?;
+    a.jne(done)?;
+    a.mov(eax, 2)?;
+    a.jmp(done)?;
     a.set_label(&mut no)?;
     a.xor(eax, eax)?;
+    a.set_label(&mut done)?;
     a.pop(rbx)?;
     a.ret()?;
     a.assemble(0)

@@ -508,6 +508,11 @@ fn gemm_statement_matches_naive_product() {
         // product accumulates (in row blocks, with the shifted last panel).
         (49, 40, 30),
         (97, 40, 9),
+        // 12-row blocks (the AVX-512 tile where the CPU has it) and a
+        // 6-row tile after them; in row blocks whose last has one 6-row
+        // tile.
+        (18, 16, 4),
+        (150, 16, 7),
     ];
     for &(m, n, k) in &shapes {
         // The last two: a bias start and a clamp in the store (the
@@ -604,23 +609,33 @@ fn gemm_statement_matches_naive_product() {
                     want[2 + i * n + j] = if with_epilogue { v.max(lo).min(hi) } else { v };
                 }
             }
-            // This machine's path, and the baseline path of an artifact
-            // built without --cpu (which reads the same packed constants).
-            for baseline in [false, true] {
-                let jit = if baseline {
-                    onnxc_cpu::JitModel::new_baseline_path(&program).unwrap()
-                } else {
-                    onnxc_cpu::JitModel::new(&program).unwrap()
+            // This machine's path, the baseline path of an artifact built
+            // without --cpu (which reads the same packed constants), and
+            // this machine's path without the AVX-512 tile.
+            let input = if constant_a { f32_bytes(&b) } else { f32_bytes(&a) };
+            let mut outputs = Vec::new();
+            for path in ["host", "baseline", "no-avx512"] {
+                let jit = match path {
+                    "baseline" => onnxc_cpu::JitModel::new_baseline_path(&program).unwrap(),
+                    "host" => onnxc_cpu::JitModel::new(&program).unwrap(),
+                    _ => {
+                        let options = onnxc_cpu::codegen::CodegenOptions { avx512: false, ..Default::default() };
+                        onnxc_cpu::JitModel::with_options(&program, options).unwrap()
+                    }
                 };
-                let input = if constant_a { f32_bytes(&b) } else { f32_bytes(&a) };
                 let got = f32s(&jit.run(&[&input]).unwrap()[0]);
                 for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} constant_a{constant_a} baseline{baseline} [{idx}]: {g} vs {w}"
+                        "m{m} n{n} k{k} t{transposed_a} acc{accumulate} epilogue{with_epilogue} split{split} constant_a{constant_a} {path} [{idx}]: {g} vs {w}"
                     );
                 }
+                outputs.push(got);
             }
+            // The AVX-512 and AVX2 tiles sum in the same order with the
+            // same fused multiply-adds: bit for bit the same.
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&outputs[0]), bits(&outputs[2]), "m{m} n{n} k{k}: AVX-512 and AVX2 tiles differ");
         }
     }
 }

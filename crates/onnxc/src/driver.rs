@@ -480,7 +480,7 @@ pub fn compile_file(path: &Path, opts: &CompileOptions) -> Result<Artifacts, Err
     let has_avx2 = features.iter().any(|f| f == "avx2");
     report.cpu = match (&opts.cpu, x86 && !has_avx2) {
         (Some(c), _) => c.clone(),
-        (None, true) => "baseline (the AVX2+FMA GEMM kernel is chosen at run time from CPUID)".into(),
+        (None, true) => "baseline (the AVX2+FMA and AVX-512 GEMM kernels are chosen at run time from CPUID)".into(),
         (None, false) => "baseline".into(),
     };
     report.cpu_features = features;

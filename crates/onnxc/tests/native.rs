@@ -292,8 +292,10 @@ fn readme_digits_example_builds_and_classifies() {
 }
 
 /// A baseline x86-64 object carries the AVX2 GEMM kernel and the CPUID
-/// check that picks it at run time; an object pinned to x86-64-v3 calls the
-/// kernel directly (no check); an aarch64 object has neither.
+/// check that picks it at run time (and the AVX-512 tile, for CPUs that
+/// have AVX512F); an object pinned to x86-64-v3 calls the AVX2 kernel
+/// directly (no check, no AVX-512 tile), one pinned to x86-64-v4 both
+/// tiles without a check; an aarch64 object has none of them.
 #[test]
 fn baseline_x86_objects_dispatch_on_cpuid() {
     let root = common::root();
@@ -312,10 +314,13 @@ fn baseline_x86_objects_dispatch_on_cpuid() {
         file.symbols().filter_map(|s| s.name().ok().map(String::from)).collect()
     };
     let has = |syms: &[String], suffix: &str| syms.iter().any(|s| s.ends_with(suffix));
+    let (avx2, avx512, check) = ("x86_64_avx2_gemm_f32_6x16", "x86_64_avx512_gemm_f32_12x16", "x86_64_cpu_level");
     let baseline = symbols("x86_64-unknown-linux-gnu", None);
-    assert!(has(&baseline, "x86_64_avx2_gemm_f32_6x16") && has(&baseline, "x86_64_has_avx2_fma"), "{baseline:?}");
+    assert!(has(&baseline, avx2) && has(&baseline, avx512) && has(&baseline, check), "{baseline:?}");
     let v3 = symbols("x86_64-unknown-linux-gnu", Some("x86-64-v3"));
-    assert!(has(&v3, "x86_64_avx2_gemm_f32_6x16") && !has(&v3, "x86_64_has_avx2_fma"), "{v3:?}");
+    assert!(has(&v3, avx2) && !has(&v3, avx512) && !has(&v3, check), "{v3:?}");
+    let v4 = symbols("x86_64-unknown-linux-gnu", Some("x86-64-v4"));
+    assert!(has(&v4, avx2) && has(&v4, avx512) && !has(&v4, check), "{v4:?}");
     let arm = symbols("aarch64-unknown-linux-gnu", None);
-    assert!(!has(&arm, "avx2"), "{arm:?}");
+    assert!(!has(&arm, "avx2") && !has(&arm, "avx512"), "{arm:?}");
 }
