@@ -8,7 +8,12 @@
 //! conditional statements, so program order decides), and every access to
 //! memory that the body writes must be an affine function of the loop
 //! variable, with one common coefficient `c` on it, whose remaining terms
-//! span fewer than `|c|` bytes over the inner loops' ranges. Arena buffers
+//! span fewer than `|c|` bytes over the inner loops' ranges. Terms whose
+//! coefficient is a multiple of `c·N` (N iterations) are left out of that
+//! span: they step over every iteration's block at once, so iterations
+//! interleave without meeting (the columns of a matrix that each
+//! iteration's block of columns is, rows `c·N` apart: `i·c + r·c·N + j`
+//! with `j < c` is injective in `(i, r, j)`). Arena buffers
 //! are compared by byte address, so buffers that share arena bytes (the
 //! in-place elementwise results) count as one.
 
@@ -287,6 +292,8 @@ pub fn independent_except(
             if *c.get_or_insert(cv) != cv || cv == 0 {
                 return false;
             }
+            // Terms that step over all the iterations' blocks at once.
+            let whole = cv.checked_mul(end - start).map(i64::abs);
             let (mut alo, mut ahi) = (addr.c0, addr.c0);
             let mut rest = BTreeMap::new();
             for (v, &k) in &addr.coef {
@@ -295,6 +302,9 @@ pub fn independent_except(
                 }
                 if scan.assigned.contains(v) {
                     return false;
+                }
+                if scan.ranges.contains_key(v) && whole.is_some_and(|w| w > 0 && k % w == 0) {
+                    continue;
                 }
                 match scan.ranges.get(v) {
                     Some(&(s, e)) => {

@@ -486,3 +486,56 @@ fn a_head_loop_with_scratch_splits_into_batched_launches() {
     );
     both(&p_, &input(a_len), 1e-5);
 }
+
+/// Iterations that each write a block of columns of every row interleave
+/// without meeting when the rows lie a whole row of blocks apart
+/// (`y[r·100 + b·10 + j]`, b < 10, j < 10: the rows' coefficient is the
+/// block's 10 times the 10 iterations); rows 90 apart make block 9 of row
+/// r and block 0 of row r + 1 the same elements.
+#[test]
+fn interleaved_column_blocks_are_independent_only_when_rows_clear_them() {
+    let (b, r, j) = (VarId(0), VarId(1), VarId(2));
+    let nest = |row: i64| {
+        vec![Stmt::For {
+            var: b,
+            start: 0,
+            end: 10,
+            body: vec![Stmt::For {
+                var: r,
+                start: 0,
+                end: 5,
+                body: vec![Stmt::For {
+                    var: j,
+                    start: 0,
+                    end: 10,
+                    body: vec![Stmt::Store {
+                        buf: BufferId(1),
+                        index: add(mul(var(r), int(row)), add(mul(var(b), int(10)), var(j))),
+                        value: bin(
+                            BinOp::Mul,
+                            load(BufferId(0), add(mul(var(r), int(100)), add(mul(var(b), int(10)), var(j)))),
+                            f32c(2.0),
+                        ),
+                    }],
+                }],
+            }],
+        }]
+    };
+    let inner = |body: &[Stmt]| match &body[0] {
+        Stmt::For { body, .. } => body.clone(),
+        _ => unreachable!(),
+    };
+    let vars = vec![ScalarType::I64; 3];
+    let apart = program(500, 500, vars.clone(), nest(100));
+    assert!(onnxc_gpu::deps::independent(&apart.buffers, &apart.kernels[0], b, 0, 10, &inner(&apart.kernels[0].body)));
+    both(&apart, &input(500), 0.0);
+    let meeting = program(500, 500, vars, nest(90));
+    assert!(!onnxc_gpu::deps::independent(
+        &meeting.buffers,
+        &meeting.kernels[0],
+        b,
+        0,
+        10,
+        &inner(&meeting.kernels[0].body)
+    ));
+}

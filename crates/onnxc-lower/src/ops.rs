@@ -1418,6 +1418,11 @@ fn conv_gemm(
             return conv_pointwise_transposed(cx, id, (xp, pd), &weights, (m, cg), bias, out, od, clamp);
         }
     }
+    if !direct && sp == 2 && od[0] == 1 && group == 1 && kk * p * 4 > IM2COL_BLOCKED_ABOVE {
+        if let Some(rows) = im2col_block_rows(kk, od[2], od[3]) {
+            return conv_gemm_blocked(cx, id, w, (xp, pd), (wb, wd), bias, out, od, clamp, rows);
+        }
+    }
     let name = cx.graph.graph[id].name.clone();
     let col = if direct { None } else { Some(cx.temp(format!("{name}_im2col"), ScalarType::F32, kk * p)) };
     let mut k = KernelBuilder::new(name.clone());
@@ -1529,6 +1534,193 @@ fn conv_gemm(
         })));
         s
     });
+    cx.kernels.push(k.finish(body));
+    Ok(())
+}
+
+/// Bytes of im2col above which a 2-D convolution of one image and group
+/// gathers its patches block by block (see [`conv_gemm_blocked`]).
+const IM2COL_BLOCKED_ABOVE: usize = 512 << 10;
+
+/// Largest block of patches [`conv_gemm_blocked`] gathers at once, in
+/// bytes: with the filters and the block's outputs it stays in a core's L2.
+const IM2COL_BLOCK_BYTES: usize = 192 << 10;
+
+/// Most output channels for which [`conv_gemm_blocked`] runs its blocks'
+/// products transposed.
+const BLOCKED_TRANSPOSED_CHANNELS: usize = 64;
+
+/// Output rows per block of [`conv_gemm_blocked`] for `kk` patch rows
+/// over an `oh × ow` output: the fewest rows that divide `oh` and make at
+/// least 128 positions (eight 16-column panels), when their patches fit
+/// [`IM2COL_BLOCK_BYTES`].
+fn im2col_block_rows(kk: usize, oh: usize, ow: usize) -> Option<usize> {
+    let rows = (1..=oh).find(|&r| oh.is_multiple_of(r) && r * ow >= 128)?;
+    (rows * ow * kk * 4 <= IM2COL_BLOCK_BYTES).then_some(rows)
+}
+
+/// A 2-D convolution of one image and one group whose im2col would be
+/// large (the first layers of CNNs: few channels, many positions) as
+/// blocks of `rows` output rows, in parallel: each block gathers its own
+/// patches `[kk, rows·ow]` into its part of the im2col buffer and
+/// multiplies them at once, while they are in the cache, instead of the
+/// whole buffer being written to memory and read back by one product
+/// (the block's product: C's columns of the block, rows `p` apart).
+///
+/// With constant weights and at most [`BLOCKED_TRANSPOSED_CHANNELS`]
+/// output channels, the block's product runs transposed, `prodᵀ[pos, o] =
+/// colᵀ[pos, kk] · Wᵀ[kk, o]` (the patches read by columns, the weights
+/// transposed at compile time and packed), so that the block's positions
+/// fill the tiles' rows and few channels fill whole 16-column panels;
+/// a transpose then writes the block's outputs with the bias and clamp.
+#[allow(clippy::too_many_arguments)]
+fn conv_gemm_blocked(
+    cx: &mut Lowering,
+    id: NodeId,
+    w: &Window,
+    (xp, pd): (BufferId, &[usize]),
+    (wb, wd): (BufferId, &[usize]),
+    bias: Option<BufferId>,
+    out: BufferId,
+    od: &[usize],
+    clamp: Option<(f32, f32)>,
+    rows: usize,
+) -> R {
+    let (m, cg) = (wd[0], wd[1]);
+    let (kh, kw) = (wd[2], wd[3]);
+    let kk = cg * kh * kw;
+    let (oh, ow) = (od[2], od[3]);
+    let p = oh * ow;
+    let bw = rows * ow;
+    let name = cx.graph.graph[id].name.clone();
+    let col = cx.temp(format!("{name}_im2col_blocks"), ScalarType::F32, kk * p);
+    // The transposed product's weights and its output blocks.
+    let transposed = match cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec()) {
+        Some(weights) if m <= BLOCKED_TRANSPOSED_CHANNELS => {
+            let mut wt = vec![0f32; kk * m];
+            for (o, row) in weights.chunks_exact(kk).enumerate() {
+                for (q, &v) in row.iter().enumerate() {
+                    wt[q * m + o] = v;
+                }
+            }
+            let bytes = wt.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let wtb = cx.push_buffer(
+                format!("{name}_weights_t"),
+                ScalarType::F32,
+                wt.len() as u64,
+                BufferKind::Constant(bytes),
+            );
+            Some((wtb, cx.temp(format!("{name}_transposed"), ScalarType::F32, p * m)))
+        }
+        _ => None,
+    };
+    let mut k = KernelBuilder::new(name.clone());
+    let ps = strides_i64(pd);
+    let mut body = Vec::new();
+    // Windows striding two or more columns gather from the input split
+    // by column phase (as in `conv_gemm`).
+    let s_col = w.strides[1];
+    let split = if s_col >= 2 && kk * p > 2 * cg * pd[2] * pd[3] {
+        let (split, loops) = phase_split(cx, &mut k, &name, (xp, &int(0)), (cg, pd[2], pd[3]), s_col, true);
+        body.extend(loops);
+        Some(split)
+    } else {
+        None
+    };
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    body.extend(k.nest_parallel(&[oh / rows], |k, bv| {
+        let b = &bv[0];
+        // The block's patches: col[b·kk·bw + row·bw + local position].
+        let col_base = mul(b.clone(), int((kk * bw) as i64));
+        let mut s = k.nest(&[cg, kh], |k, v| {
+            let (c, ky) = (&v[0], &v[1]);
+            let mut fill = Vec::new();
+            // The kernel column unrolls: its offset is then a constant.
+            for kx in 0..kw {
+                fill.extend(k.nest(&[rows, ow], |_, lv| {
+                    let (ly, ox) = (&lv[0], &lv[1]);
+                    let oy = add(mul(b.clone(), int(rows as i64)), ly.clone());
+                    let iy = add(mul(oy, int(w.strides[0] as i64)), mul(ky.clone(), int(w.dilations[0] as i64)));
+                    let row = add(mul(add(mul(c.clone(), int(kh as i64)), ky.clone()), int(kw as i64)), int(kx as i64));
+                    let local = add(mul(ly.clone(), int(ow as i64)), ox.clone());
+                    let t = kx * w.dilations[1];
+                    let value = match &split {
+                        Some((xd, q)) => {
+                            // Column ox*s + t is element ox + t / s of phase t % s.
+                            let y_row = add(mul(iy, int(cg as i64)), c.clone());
+                            let phase = add(mul(y_row, int(s_col as i64)), int((t % s_col) as i64));
+                            load(*xd, add(mul(phase, int(*q as i64)), add(ox.clone(), int((t / s_col) as i64))))
+                        }
+                        None => {
+                            let ix = add(mul(ox.clone(), int(s_col as i64)), int(t as i64));
+                            let xi = add(mul(c.clone(), int(ps[1])), add(mul(iy, int(ps[2])), mul(ix, int(ps[3]))));
+                            load(xp, xi)
+                        }
+                    };
+                    vec![Stmt::Store {
+                        buf: col,
+                        index: add(col_base.clone(), add(mul(row, int(bw as i64)), local)),
+                        value,
+                    }]
+                }));
+            }
+            fill
+        });
+        let Some((wtb, prod)) = transposed else {
+            s.push(Stmt::Gemm(Box::new(GemmStmt {
+                m,
+                n: bw,
+                k: kk,
+                a: wb,
+                a_off: int(0),
+                a_rs: kk as i64,
+                a_cs: 1,
+                b: col,
+                b_off: col_base,
+                b_rs: bw as i64,
+                c: out,
+                c_off: mul(b.clone(), int(bw as i64)),
+                c_rs: p as i64,
+                accumulate: false,
+                kind: onnxc_kir::GemmKind::Float,
+                dequant: None,
+                epilogue: (bias.is_some() || clamp.is_some())
+                    .then(|| Box::new(onnxc_kir::Epilogue { bias: bias.map(|b| (b, int(0))), lo, hi })),
+            })));
+            return s;
+        };
+        let prod_base = mul(b.clone(), int((bw * m) as i64));
+        s.push(Stmt::Gemm(Box::new(GemmStmt {
+            m: bw,
+            n: m,
+            k: kk,
+            a: col,
+            a_off: col_base,
+            a_rs: 1,
+            a_cs: bw as i64,
+            b: wtb,
+            b_off: int(0),
+            b_rs: m as i64,
+            c: prod,
+            c_off: prod_base.clone(),
+            c_rs: m as i64,
+            accumulate: false,
+            kind: onnxc_kir::GemmKind::Float,
+            dequant: None,
+            epilogue: None,
+        })));
+        // out[o, block's positions] = clamp(prod[pos, o] + bias[o]).
+        let store = Transpose {
+            rows: bw,
+            cols: m,
+            src: (prod, prod_base, m as i64),
+            dst: (out, mul(b.clone(), int(bw as i64)), p as i64),
+            bias: bias.map(|b| (b, int(0))),
+            clamp: (lo, hi),
+        };
+        s.extend(store.blocks(k, false, false));
+        s
+    }));
     cx.kernels.push(k.finish(body));
     Ok(())
 }

@@ -9,7 +9,8 @@
 //!   compile time, then a pass that writes the output with the bias and a
 //!   fused Relu), over positions below, between and above a 6-row tile,
 //!   channel counts that are and are not multiples of 16, with and without
-//!   bias, with a Relu, and a batch of two.
+//!   bias, with a Relu, and a batch of two;
+//! - the blocked im2col of one image's large convolutions.
 
 use onnxc_ir::*;
 
@@ -143,5 +144,44 @@ fn strided_convolutions_gather_from_column_phases() {
     for (ci, (n, c, m, hw, window, bias)) in cases.into_iter().enumerate() {
         let g = conv_graph(n, c, m, hw, window, bias, false);
         check_path(ci, &g, n * c * hw.0 * hw.1, "_phases", false);
+    }
+}
+
+/// Convolutions of one image whose im2col would be large (a network's
+/// first layers: few channels, many positions) gather and multiply their
+/// patches block by block of output rows (`_im2col_blocks`): 3x3 stride 2
+/// over column phases, with bias and Relu; 3x3 stride 1 on 4 channels (too
+/// few for Winograd) without padding; 7x7 stride 2 with padding, bias and
+/// a block of 5 rows; all with few enough output channels for the
+/// transposed block products (the weights transposed at compile time),
+/// and 3x3 stride 2 to 72 channels with the weights as they are.
+#[test]
+fn large_im2col_convolutions_run_by_blocks() {
+    // (c, m, (h, w), window, bias, relu)
+    let cases = [
+        (3, 24, (160, 160), window(3, [2, 2], [1, 1], [1, 1, 1, 1]), true, true),
+        (4, 20, (70, 70), window(3, [1, 1], [1, 1], [0, 0, 0, 0]), false, false),
+        (3, 16, (100, 100), window(7, [2, 2], [1, 1], [3, 3, 3, 3]), true, false),
+        (3, 72, (160, 160), window(3, [2, 2], [1, 1], [1, 1, 1, 1]), true, true),
+    ];
+    for (ci, (c, m, hw, window, bias, relu)) in cases.into_iter().enumerate() {
+        let g = conv_graph(1, c, m, hw, window, bias, relu);
+        let want = check_path(ci, &g, c * hw.0 * hw.1, "_im2col_blocks", m <= 64);
+        if relu {
+            assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0), "case {ci}: the Relu clamps some");
+        }
+        // The blocks' loop passes the dependence test the GPU path runs
+        // (its blocks of columns interleave in the output's rows).
+        let program = onnxc::lower_for(&g, onnxc::OptLevel::O2, false).unwrap();
+        let mut loops = 0;
+        for k in &program.kernels {
+            for s in &k.body {
+                if let onnxc_kir::Stmt::ParallelFor { var, start, end, body } = s {
+                    assert!(onnxc_gpu::deps::independent(&program.buffers, k, *var, *start, *end, body), "case {ci}");
+                    loops += 1;
+                }
+            }
+        }
+        assert!(loops > 0, "case {ci}");
     }
 }
