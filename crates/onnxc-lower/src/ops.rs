@@ -1597,19 +1597,7 @@ fn conv_gemm_blocked(
     // The transposed product's weights and its output blocks.
     let transposed = match cx.graph.const_input(id, 1).and_then(|t| t.to_f32_vec()) {
         Some(weights) if m <= BLOCKED_TRANSPOSED_CHANNELS => {
-            let mut wt = vec![0f32; kk * m];
-            for (o, row) in weights.chunks_exact(kk).enumerate() {
-                for (q, &v) in row.iter().enumerate() {
-                    wt[q * m + o] = v;
-                }
-            }
-            let bytes = wt.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let wtb = cx.push_buffer(
-                format!("{name}_weights_t"),
-                ScalarType::F32,
-                wt.len() as u64,
-                BufferKind::Constant(bytes),
-            );
+            let wtb = transposed_weights(cx, &name, &weights, (m, kk));
             Some((wtb, cx.temp(format!("{name}_transposed"), ScalarType::F32, p * m)))
         }
         _ => None,
@@ -1796,18 +1784,7 @@ fn conv_pointwise_transposed(
 ) -> R {
     let p: usize = od[2..].iter().product();
     let name = cx.graph.graph[id].name.clone();
-    let mut wt = vec![0f32; c * m];
-    for (o, row) in weights.chunks_exact(c).enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            wt[k * m + o] = v;
-        }
-    }
-    let wtb = cx.push_buffer(
-        format!("{name}_weights_t"),
-        ScalarType::F32,
-        wt.len() as u64,
-        BufferKind::Constant(wt.iter().flat_map(|v| v.to_le_bytes()).collect()),
-    );
+    let wtb = transposed_weights(cx, &name, weights, (m, c));
     let prod = cx.temp(format!("{name}_transposed"), ScalarType::F32, p * m);
     let image = strides_i64(pd)[0];
     let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
@@ -1860,6 +1837,19 @@ fn conv_pointwise_transposed(
     });
     cx.kernels.push(k.finish(body));
     Ok(())
+}
+
+/// The `(m, c)` weights (row-major) transposed to `[c, m]`, as the
+/// constant buffer `NAME_weights_t`.
+fn transposed_weights(cx: &mut Lowering, name: &str, weights: &[f32], (m, c): (usize, usize)) -> BufferId {
+    let mut wt = vec![0f32; c * m];
+    for (o, row) in weights.chunks_exact(c).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            wt[k * m + o] = v;
+        }
+    }
+    let bytes = wt.iter().flat_map(|v| v.to_le_bytes()).collect();
+    cx.push_buffer(format!("{name}_weights_t"), ScalarType::F32, wt.len() as u64, BufferKind::Constant(bytes))
 }
 
 /// `dst[c, r] = clamp(src[r, c] + bias[c])` for `r < rows`, `c < cols`
