@@ -181,7 +181,19 @@ pub fn define_program_with<M: Module>(
     let float_gemms =
         program.kernels.iter().any(|k| has_gemm_where(&k.body, &|g| g.kind == onnxc_kir::GemmKind::Float));
     let avx512 = if options.avx512 && avx2.is_some() && float_gemms && (static_avx512 || dispatch) {
-        Some(ukernel(module, crate::ukernel::AVX512_GEMM_NAME, crate::ukernel::avx512_gemm_f32_12x16())?)
+        let twelve = ukernel(module, crate::ukernel::AVX512_GEMM_NAME, crate::ukernel::avx512_gemm_f32_12x16())?;
+        // The 8- and 4-row tiles where some product's rows end 8 or 4
+        // past a multiple of 12.
+        let mut narrow = |rows: usize| -> Result<Option<FuncId>, BackendError> {
+            let float = |g: &onnxc_kir::GemmStmt| g.kind == onnxc_kir::GemmKind::Float && g.m % 12 == rows;
+            if !program.kernels.iter().any(|k| has_gemm_where(&k.body, &float)) {
+                return Ok(None);
+            }
+            let code = crate::ukernel::avx512_gemm_f32(rows);
+            ukernel(module, &crate::ukernel::avx512_gemm_name(rows), code).map(Some)
+        };
+        let (eight, four) = (narrow(8)?, narrow(4)?);
+        Some(Avx512Tiles { twelve, eight, four, dispatch })
     } else {
         None
     };
@@ -339,7 +351,7 @@ pub fn define_program_with<M: Module>(
                 tasks: &mut tasks,
                 prefix: format!("{name}__k{ki}"),
                 avx2,
-                avx512: avx512.map(|id| (id, dispatch)),
+                avx512,
                 neon,
                 avx2_i16,
                 avx2_i16_rows,
@@ -407,7 +419,7 @@ pub fn define_program_with<M: Module>(
                     tasks: &mut no_tasks,
                     prefix: String::new(),
                     avx2,
-                    avx512: avx512.map(|id| (id, dispatch)),
+                    avx512,
                     neon,
                     avx2_i16,
                     avx2_i16_rows,
@@ -569,6 +581,17 @@ pub fn define_program_with<M: Module>(
     module.define_function(run_parallel, &mut ctx).map_err(|e| err("entry point", format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok((run, run_parallel))
+}
+
+/// The AVX-512 f32 tiles of a program (`ukernel::avx512_gemm_f32`): 12
+/// rows, and 8 and 4 rows where some product's rows end so; `dispatch`:
+/// the run's CPU level decides whether they run (a baseline x86-64 ISA).
+#[derive(Clone, Copy)]
+struct Avx512Tiles {
+    twelve: FuncId,
+    eight: Option<FuncId>,
+    four: Option<FuncId>,
+    dispatch: bool,
 }
 
 /// Work a kernel hands to the parallel-for hook, defined as a function of
@@ -988,9 +1011,8 @@ struct Gen<'a, 'b, M: Module> {
     prefix: String,
     /// The AVX2 GEMM microkernel, when the ISA has AVX2 and FMA.
     avx2: Option<FuncId>,
-    /// The AVX-512 f32 GEMM microkernel and whether it needs the run's
-    /// level checked (a dispatching program), when there is one.
-    avx512: Option<(FuncId, bool)>,
+    /// The AVX-512 f32 GEMM tiles, when there are some.
+    avx512: Option<Avx512Tiles>,
     /// The aarch64 NEON f32 GEMM tile (`neon::define_gemm_f32_8x8`), where
     /// the program has float products.
     neon: Option<FuncId>,
@@ -2255,7 +2277,7 @@ impl<M: Module> Gen<'_, '_, M> {
         self.b.switch_to_block(wide);
         match self.avx512 {
             // Level 2 (CPUID): 12-row blocks through the AVX-512 tile.
-            Some((wide12, true)) => {
+            Some(wide12) if wide12.dispatch => {
                 let (v4, v3) = (self.b.create_block(), self.b.create_block());
                 let level2 = self.b.ins().icmp_imm_s(IntCC::Equal, use_avx2, 2);
                 self.b.ins().brif(level2, v4, &[], v3, &[]);
@@ -2268,7 +2290,6 @@ impl<M: Module> Gen<'_, '_, M> {
                 self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some((ukr, None)))?;
             }
             wide12 => {
-                let wide12 = wide12.map(|(id, _)| id);
                 self.gemm_panels(g, (a0, b0, c0), i, Panels::new(g, true), Some((ukr, wide12)))?;
             }
         }
@@ -2294,7 +2315,7 @@ impl<M: Module> Gen<'_, '_, M> {
         (a0, b0, c0): (Value, Value, Value),
         i: Value,
         p: Panels,
-        ukr: Option<(FuncId, Option<FuncId>)>,
+        ukr: Option<(FuncId, Option<Avx512Tiles>)>,
     ) -> Result<(), BackendError> {
         let ptr = self.module.target_config().pointer_type();
         let m = g.m as i64;
@@ -2406,7 +2427,15 @@ impl<M: Module> Gen<'_, '_, M> {
             self.b.ins().stack_store(ptr, bj, slot, param::B);
             self.b.ins().stack_store(ptr, skip_cols, slot, param::SKIP_COLS);
             let fref = self.module.declare_func_in_func(ukr, self.b.func);
-            let fref12 = ukr12.map(|id| self.module.declare_func_in_func(id, self.b.func));
+            let fref12 = ukr12.map(|t| self.module.declare_func_in_func(t.twelve, self.b.func));
+            // The last rows, when they are 8 or 4 past the 12-row tiles
+            // (one panel's rows per task only), through the narrower tile.
+            let narrow = match (ukr12, g.m % 12) {
+                (Some(t), 8) if p.row_blocks == 1 => t.eight.map(|f| (8, f)),
+                (Some(t), 4) if p.row_blocks == 1 => t.four.map(|f| (4, f)),
+                _ => None,
+            };
+            let narrow = narrow.map(|(rows, f)| (rows, self.module.declare_func_in_func(f, self.b.func)));
             // A packed as 6-row tiles (the shifted last tile, the one that
             // skips rows, is the last).
             let packed_a = self.packed_operand(g, 0);
@@ -2417,40 +2446,60 @@ impl<M: Module> Gen<'_, '_, M> {
             }
             // A tile of 6 rows at `row` through the AVX2 kernel, or with
             // `twelve` of 12 through the AVX-512 one (A_HIGH: row 6's).
-            let tile_of = |s: &mut Self, row: Value, skip: i64, twelve: bool| {
-                s.ukernel_tile_at(g, slot, (a0, c0), row, j);
-                if let Some(base) = packed_a {
-                    let t = if skip > 0 {
-                        s.b.ins().iconst(types::I64, (g.m.div_ceil(6) - 1) as i64)
-                    } else {
-                        s.b.ins().udiv_imm_u(row, 6)
-                    };
-                    let at = s.b.ins().imul_imm_s(t, (g.k * 24) as i64);
-                    let at = s.b.ins().iadd(base, at);
-                    s.b.ins().stack_store(ptr, at, slot, param::A);
-                    if twelve {
-                        let high = s.b.ins().iadd_imm_s(at, (g.k * 24) as i64);
+            // With `tiles`, that many 12-row tiles from `row` in one call.
+            let a_step = if packed_a.is_some() { g.k as i64 * 48 } else { g.a_rs * 48 };
+            // With `tiles` (the AVX-512 tile, its rows and how many tiles
+            // of 12 rows), through that tile.
+            let tile_of =
+                |s: &mut Self, row: Value, skip: i64, tiles: Option<(cranelift_codegen::ir::FuncRef, usize, Value)>| {
+                    let twelve = tiles.is_some();
+                    s.ukernel_tile_at(g, slot, (a0, c0), row, j);
+                    let rows = tiles.map_or(6, |(_, rows, _)| rows);
+                    if let (Some(base), true) = (packed_a, rows < 12 && twelve) {
+                        // A narrow tile's rows (those past 6 from A_HIGH), in
+                        // the packed tiles where they are.
+                        let at = s.packed_a_row(g, base, row);
+                        s.b.ins().stack_store(ptr, at, slot, param::A);
+                        let high = s.b.ins().iadd_imm_s(row, 6);
+                        let high = if rows > 6 { s.packed_a_row(g, base, high) } else { at };
+                        s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
+                    } else if let Some(base) = packed_a {
+                        let t = if skip > 0 {
+                            s.b.ins().iconst(types::I64, (g.m.div_ceil(6) - 1) as i64)
+                        } else {
+                            s.b.ins().udiv_imm_u(row, 6)
+                        };
+                        let at = s.b.ins().imul_imm_s(t, (g.k * 24) as i64);
+                        let at = s.b.ins().iadd(base, at);
+                        s.b.ins().stack_store(ptr, at, slot, param::A);
+                        if twelve {
+                            let high = s.b.ins().iadd_imm_s(at, (g.k * 24) as i64);
+                            s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
+                        }
+                    } else if twelve {
+                        let high = s.b.ins().iadd_imm_s(row, 6);
+                        let high = s.b.ins().imul_imm_s(high, g.a_rs * 4);
+                        let high = s.b.ins().iadd(a0, high);
                         s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
                     }
-                } else if twelve {
-                    let high = s.b.ins().iadd_imm_s(row, 6);
-                    let high = s.b.ins().imul_imm_s(high, g.a_rs * 4);
-                    let high = s.b.ins().iadd(a0, high);
-                    s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
-                }
-                if let Some(bias0) = s.gemm_bias {
-                    let at = s.b.ins().ishl_imm_u(row, 2);
-                    let at = s.b.ins().iadd(bias0, at);
-                    s.b.ins().stack_store(ptr, at, slot, param::INIT);
-                }
-                let skip = s.b.ins().iconst(types::I64, skip);
-                s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
-                match fref12 {
-                    Some(f) if twelve => s.b.ins().call(f, &[params]),
-                    _ => s.b.ins().call(fref, &[params]),
+                    if let Some(bias0) = s.gemm_bias {
+                        let at = s.b.ins().ishl_imm_u(row, 2);
+                        let at = s.b.ins().iadd(bias0, at);
+                        s.b.ins().stack_store(ptr, at, slot, param::INIT);
+                    }
+                    let skip = s.b.ins().iconst(types::I64, skip);
+                    s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
+                    match tiles {
+                        Some((f, _, tiles)) => {
+                            s.b.ins().stack_store(types::I64, tiles, slot, param::TILES);
+                            let step = s.b.ins().iconst(types::I64, a_step);
+                            s.b.ins().stack_store(types::I64, step, slot, param::A_STEP);
+                            s.b.ins().call(f, &[params])
+                        }
+                        None => s.b.ins().call(fref, &[params]),
+                    };
                 };
-            };
-            let tile = |s: &mut Self, row: Value, skip: i64| tile_of(s, row, skip, false);
+            let tile = |s: &mut Self, row: Value, skip: i64| tile_of(s, row, skip, None);
             if p.row_blocks > 1 {
                 // Rows [rblock·B, min(m6, (rblock + 1)·B)) in 6-row tiles,
                 // or pairs of them and maybe one more.
@@ -2459,18 +2508,14 @@ impl<M: Module> Gen<'_, '_, M> {
                     Some(_) => (Some(self.b.ins().ushr_imm_u(tiles, 1)), self.b.ins().band_imm_u(tiles, 1)),
                     None => (None, tiles),
                 };
-                let row0 = match pairs {
-                    Some(pairs) => {
-                        self.dynamic_loop(pairs, |s, t| {
-                            let off = s.b.ins().imul_imm_s(t, 12);
-                            let row = s.b.ins().iadd(row0, off);
-                            tile_of(s, row, 0, true);
-                            Ok(())
-                        })?;
+                let row0 = match (pairs, fref12) {
+                    (Some(pairs), Some(f)) => {
+                        // (A call with no tiles does nothing.)
+                        tile_of(self, row0, 0, Some((f, 12, pairs)));
                         let done = self.b.ins().imul_imm_s(pairs, 12);
                         self.b.ins().iadd(row0, done)
                     }
-                    None => row0,
+                    _ => row0,
                 };
                 self.dynamic_loop(singles, |s, t| {
                     let off = s.b.ins().imul_imm_s(t, 6);
@@ -2480,17 +2525,24 @@ impl<M: Module> Gen<'_, '_, M> {
                 })?;
             } else {
                 let m12 = if fref12.is_some() { m / 12 * 12 } else { 0 };
-                self.counted_loop(0, m12, 12, |s, row| {
-                    tile_of(s, row, 0, true);
-                    Ok(())
-                })?;
-                self.counted_loop(m12, m6, 6, |s, row| {
-                    tile(s, row, 0);
-                    Ok(())
-                })?;
+                if let (Some(f), true) = (fref12, m12 > 0) {
+                    let (zero, tiles) = (self.b.ins().iconst(types::I64, 0), self.b.ins().iconst(types::I64, m12 / 12));
+                    tile_of(self, zero, 0, Some((f, 12, tiles)));
+                }
+                if let Some((rows, f)) = narrow {
+                    let (row, one) = (self.b.ins().iconst(types::I64, m12), self.b.ins().iconst(types::I64, 1));
+                    tile_of(self, row, 0, Some((f, rows, one)));
+                } else {
+                    self.counted_loop(m12, m6, 6, |s, row| {
+                        tile(s, row, 0);
+                        Ok(())
+                    })?;
+                }
             }
             let last_block = p.row_blocks - 1;
-            if m6 < m && m >= 6 {
+            if narrow.is_some() {
+                // (The narrow tile took the last rows.)
+            } else if m6 < m && m >= 6 {
                 // The last m % 6 rows, in the last row block: one as a
                 // 1-row Cranelift tile of the panel's 16 columns (about a
                 // third of a 6-row tile's time; two took longer than the

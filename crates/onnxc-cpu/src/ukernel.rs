@@ -72,8 +72,14 @@ pub mod param {
     /// 6-11 follow it at A_RS, as rows 1-5 follow A): for A packed in
     /// 6-row tiles the next tile, else A + 6·A_RS.
     pub const A_HIGH: i32 = 160;
+    /// 12-row f32 tile only: how many tiles one call computes (0: none),
+    /// each the next 12 rows: A and A_HIGH then move A_STEP bytes on, C
+    /// twelve of its rows and INIT (when set) twelve values. The tile
+    /// updates these words as it goes.
+    pub const TILES: i32 = 168;
+    pub const A_STEP: i32 = 176;
     /// Size of the block.
-    pub const BYTES: u32 = 168;
+    pub const BYTES: u32 = 184;
 }
 
 /// Row `r` (0..6) of a 6-row tile whose rows 0-2 start at `low` and rows
@@ -439,6 +445,11 @@ pub const AVX512_MR: usize = 12;
 /// Symbol name of the AVX-512 f32 GEMM microkernel.
 pub const AVX512_GEMM_NAME: &str = "x86_64_avx512_gemm_f32_12x16";
 
+/// Symbol name of the AVX-512 f32 tile of `rows` rows (4, 8 or 12).
+pub fn avx512_gemm_name(rows: usize) -> String {
+    format!("x86_64_avx512_gemm_f32_{rows}x16")
+}
+
 /// Row `r` (0..12) of a 12-row tile whose rows 0-2, 3-5, 6-8 and 9-11
 /// start at `bases`, `stride` bytes apart.
 fn row12(r: usize, bases: [AsmRegister64; 4], stride: AsmRegister64) -> AsmMemoryOperand {
@@ -467,15 +478,27 @@ fn rows_from(a: &mut CodeAssembler, bases: [AsmRegister64; 4], stride: AsmRegist
 /// latency on CPUs with two 512-bit FMA pipes. AVX512F only.
 ///
 /// The parameter block is the AVX2 f32 tile's ([`param`]) with A_HIGH
-/// added (rows 6-11 of A), SKIP counting up to 11 rows, and the panel
-/// layout the same (16-column panels of B, packed or not; A packed as
+/// added (rows 6-11 of A), SKIP counting up to 11 rows, TILES tiles down
+/// the panel per call (A_STEP apart in A: a call's fixed costs, the
+/// saves, parameter loads and the call itself, are paid once per panel
+/// instead of once per tile, which matters for the small k of pointwise
+/// convolutions), and the panel layout the same (16-column panels of B, packed or not; A packed as
 /// 6-row tiles, two per call). Every element is summed in the same order
 /// with the same fused multiply-adds as the AVX2 tile and the Cranelift
 /// tiles, so the three agree bit for bit. Skipped columns are left out
 /// of the stores by an opmask (`k1`).
 pub fn avx512_gemm_f32_12x16() -> Result<Vec<u8>, IcedError> {
+    avx512_gemm_f32(12)
+}
+
+/// [`avx512_gemm_f32_12x16`] with `rows` rows (1-12): the tiles of 4 and
+/// 8 rows take the last rows of products whose rows are 4 or 8 past a
+/// multiple of 12 (16, 32, 64 channels), which the 6-row AVX2 tiles would
+/// cover only by recomputing rows. Its TILES step is still 12 rows.
+pub fn avx512_gemm_f32(rows: usize) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
-    let acc = [zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11];
+    let all = [zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11];
+    let acc = &all[..rows.clamp(1, 12)];
     // rbx: params. rdi: B. rax, rsi, r13, r14: A's (or C's) rows 0, 3, 6
     // and 9. rdx: C, rcx: k, r8-r11: A's row and column strides, B's and
     // C's row strides. r12: the prefetch distance.
@@ -485,6 +508,13 @@ pub fn avx512_gemm_f32_12x16() -> Result<Vec<u8>, IcedError> {
     let mut start = a.create_label();
     let mut body = a.create_label();
     let mut store = a.create_label();
+    let mut tile = a.create_label();
+    let mut done = a.create_label();
+    a.cmp(qword_ptr(rbx + param::TILES), 0)?;
+    a.je(done)?;
+    a.set_label(&mut tile)?;
+    a.mov(rdx, qword_ptr(rbx + param::C))?;
+    a.mov(rcx, qword_ptr(rbx + param::K))?;
     a.cmp(qword_ptr(rbx + param::ACCUMULATE), 0)?;
     a.je(zero)?;
     // Accumulate: start from C.
@@ -508,7 +538,7 @@ pub fn avx512_gemm_f32_12x16() -> Result<Vec<u8>, IcedError> {
     }
     // (VEX-encoded 128-bit xors clear the whole register.)
     let low = [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11];
-    for &x in &low {
+    for &x in &low[..acc.len()] {
         a.vxorps(x, x, x)?;
     }
     a.set_label(&mut start)?;
@@ -541,7 +571,7 @@ pub fn avx512_gemm_f32_12x16() -> Result<Vec<u8>, IcedError> {
     a.je(unclamped)?;
     a.vbroadcastss(zmm14, dword_ptr(rbx + param::LO))?;
     a.vbroadcastss(zmm15, dword_ptr(rbx + param::HI))?;
-    for &v in &acc {
+    for &v in acc {
         a.vmaxps(v, zmm14, v)?;
         a.vminps(v, zmm15, v)?;
     }
@@ -560,6 +590,20 @@ pub fn avx512_gemm_f32_12x16() -> Result<Vec<u8>, IcedError> {
         a.vmovups(row12(r, c, r11).k1(), v)?;
         a.set_label(&mut next)?;
     }
+    // The next tile: A, A_HIGH, C and INIT twelve rows on.
+    let mut no_init = a.create_label();
+    a.mov(rax, qword_ptr(rbx + param::A_STEP))?;
+    a.add(qword_ptr(rbx + param::A), rax)?;
+    a.add(qword_ptr(rbx + param::A_HIGH), rax)?;
+    a.imul_3(rax, r11, 12)?;
+    a.add(qword_ptr(rbx + param::C), rax)?;
+    a.cmp(qword_ptr(rbx + param::INIT), 0)?;
+    a.je(no_init)?;
+    a.add(qword_ptr(rbx + param::INIT), 48)?;
+    a.set_label(&mut no_init)?;
+    a.dec(qword_ptr(rbx + param::TILES))?;
+    a.jnz(tile)?;
+    a.set_label(&mut done)?;
     a.vzeroupper()?;
     for r in [r14, r13, r12, rbx] {
         a.pop(r)?;

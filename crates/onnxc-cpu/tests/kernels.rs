@@ -513,6 +513,14 @@ fn gemm_statement_matches_naive_product() {
         // tile.
         (18, 16, 4),
         (150, 16, 7),
+        // Rows 4 or 8 past a multiple of 12: the narrow AVX-512 tiles
+        // (alone, and after 12-row tiles; A packed with a shifted last
+        // tile).
+        (4, 20, 9),
+        (8, 16, 5),
+        (16, 33, 12),
+        (32, 16, 27),
+        (64, 40, 3),
     ];
     for &(m, n, k) in &shapes {
         // The last two: a bias start and a clamp in the store (the
