@@ -1383,6 +1383,10 @@ pub fn avx2_dwconv_f32_flat(g: FlatGeometry) -> Result<Vec<u8>, IcedError> {
             for c in 0..chunks {
                 let n = (g.iw - 16 * c).min(16);
                 let at = |half: usize| ptr(r12 + (64 * c + 32 * half) as i32);
+                // The next channel's line into L2 meanwhile (its planes
+                // are split from it next, and the hardware prefetcher
+                // only follows this channel's stream).
+                a.prefetcht1(ptr(r12 + r8 + 64 * c as i32))?;
                 for (half, reg) in [(0, ymm0), (1, ymm1)] {
                     let lanes = n.saturating_sub(8 * half).min(8);
                     match lanes {
