@@ -152,21 +152,22 @@ fn strided_convolutions_gather_from_column_phases() {
 /// patches block by block of output rows (`_im2col_blocks`): 3x3 stride 2
 /// over column phases, with bias and Relu; 3x3 stride 1 on 4 channels (too
 /// few for Winograd) without padding; 7x7 stride 2 with padding, bias and
-/// a block of 5 rows; all with few enough output channels for the
-/// transposed block products (the weights transposed at compile time),
-/// and 3x3 stride 2 to 72 channels with the weights as they are.
+/// a block of 5 rows. The first and third have output channels that the
+/// tiles' rows would not cover exactly (18 and 10), so their blocks'
+/// products run transposed (the weights transposed at compile time); the
+/// others (20 and 72 channels) keep the weights as they are.
 #[test]
 fn large_im2col_convolutions_run_by_blocks() {
     // (c, m, (h, w), window, bias, relu)
     let cases = [
-        (3, 24, (160, 160), window(3, [2, 2], [1, 1], [1, 1, 1, 1]), true, true),
+        (3, 18, (160, 160), window(3, [2, 2], [1, 1], [1, 1, 1, 1]), true, true),
         (4, 20, (70, 70), window(3, [1, 1], [1, 1], [0, 0, 0, 0]), false, false),
-        (3, 16, (100, 100), window(7, [2, 2], [1, 1], [3, 3, 3, 3]), true, false),
+        (3, 10, (100, 100), window(7, [2, 2], [1, 1], [3, 3, 3, 3]), true, false),
         (3, 72, (160, 160), window(3, [2, 2], [1, 1], [1, 1, 1, 1]), true, true),
     ];
     for (ci, (c, m, hw, window, bias, relu)) in cases.into_iter().enumerate() {
         let g = conv_graph(1, c, m, hw, window, bias, relu);
-        let want = check_path(ci, &g, c * hw.0 * hw.1, "_im2col_blocks", m <= 64);
+        let want = check_path(ci, &g, c * hw.0 * hw.1, "_im2col_blocks", m % 4 != 0);
         if relu {
             assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0), "case {ci}: the Relu clamps some");
         }
