@@ -13,10 +13,18 @@
 //! since (see [`param`]): rows and columns to skip when storing (the
 //! shifted edge tiles), and for the integer tiles a dequantizing store.
 //!
+//! `x86_64_avx512_gemm_f32_12x16` (and its 8- and 4-row forms): the same
+//! 16-column panels, 12 rows of one zmm accumulator each, one call
+//! walking a panel's 12-row tiles; what CPUs with AVX512F run
+//! ([`avx512_gemm_f32`]). `x86_64_cpu_level` ([`cpu_level`]) tells a
+//! baseline object which tiles it may run.
+//!
 //! `x86_64_avx2_gemm_i16x2_6x16` and `x86_64_avx512vnni_gemm_u8i8x4_6x16`:
 //! the same tile over packed integers (`onnxc_kir::GemmKind`), summed in
 //! i32, optionally dequantized, biased and clamped into f32 as they are
 //! stored.
+//!
+//! The aarch64 GEMM tile is Cranelift IR instead (`crate::neon`).
 
 use iced_x86::code_asm::*;
 
