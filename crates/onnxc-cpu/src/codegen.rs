@@ -2328,7 +2328,7 @@ impl<M: Module> Gen<'_, '_, M> {
             let m8 = match s.neon {
                 Some(neon) if vecs == 2 => {
                     let m8 = m / 8 * 8;
-                    s.neon_tiles(g, (a0, b0, c0), j, m8, neon);
+                    s.neon_tiles(g, (a0, b0, c0), j, m8, neon)?;
                     m8
                 }
                 _ => 0,
@@ -2607,10 +2607,10 @@ impl<M: Module> Gen<'_, '_, M> {
         j: Value,
         m8: i64,
         neon: FuncId,
-    ) {
+    ) -> Result<(), BackendError> {
         use crate::ukernel::param;
         if m8 == 0 {
-            return;
+            return Ok(());
         }
         let ptr = self.module.target_config().pointer_type();
         let (slot, params) = self.ukernel_params(g);
@@ -2618,7 +2618,7 @@ impl<M: Module> Gen<'_, '_, M> {
         let bj = self.b.ins().iadd(b0, jb);
         self.b.ins().stack_store(ptr, bj, slot, param::B);
         let fref = self.module.declare_func_in_func(neon, self.b.func);
-        let _ = self.counted_loop(0, m8, 8, |s, row| {
+        self.counted_loop(0, m8, 8, |s, row| {
             s.ukernel_tile_at(g, slot, (a0, c0), row, j);
             if let Some(bias0) = s.gemm_bias {
                 let at = s.b.ins().ishl_imm_u(row, 2);
@@ -2627,7 +2627,7 @@ impl<M: Module> Gen<'_, '_, M> {
             }
             s.b.ins().call(fref, &[params]);
             Ok(())
-        });
+        })
     }
 
     /// The address of `g`'s operand (0: A, 1: B) packed at compile time
