@@ -2431,11 +2431,11 @@ impl<M: Module> Gen<'_, '_, M> {
             // The last rows, when they are 8 or 4 past the 12-row tiles
             // (one panel's rows per task only), through the narrower tile.
             let narrow = match (ukr12, g.m % 12) {
-                (Some(t), 8) if p.row_blocks == 1 => t.eight.map(|f| (8, f)),
-                (Some(t), 4) if p.row_blocks == 1 => t.four.map(|f| (4, f)),
+                (Some(t), 8) if p.row_blocks == 1 => t.eight,
+                (Some(t), 4) if p.row_blocks == 1 => t.four,
                 _ => None,
             };
-            let narrow = narrow.map(|(rows, f)| (rows, self.module.declare_func_in_func(f, self.b.func)));
+            let narrow = narrow.map(|f| self.module.declare_func_in_func(f, self.b.func));
             // A packed as 6-row tiles (the shifted last tile, the one that
             // skips rows, is the last).
             let packed_a = self.packed_operand(g, 0);
@@ -2444,43 +2444,40 @@ impl<M: Module> Gen<'_, '_, M> {
                 self.b.ins().stack_store(types::I64, rs, slot, param::A_RS);
                 self.b.ins().stack_store(types::I64, cs, slot, param::A_CS);
             }
-            // A tile of 6 rows at `row` through the AVX2 kernel, or with
-            // `twelve` of 12 through the AVX-512 one (A_HIGH: row 6's).
-            // With `tiles`, that many 12-row tiles from `row` in one call.
+            // A 6-row tile at `row` through the AVX2 kernel; or, with
+            // `avx512` (an AVX-512 tile and how many 12-row tiles it walks),
+            // through that tile, its rows 6-11 from A_HIGH.
             let a_step = if packed_a.is_some() { g.k as i64 * 48 } else { g.a_rs * 48 };
-            // With `tiles` (the AVX-512 tile, its rows and how many tiles
-            // of 12 rows), through that tile.
             let tile_of =
-                |s: &mut Self, row: Value, skip: i64, tiles: Option<(cranelift_codegen::ir::FuncRef, usize, Value)>| {
-                    let twelve = tiles.is_some();
+                |s: &mut Self, row: Value, skip: i64, avx512: Option<(cranelift_codegen::ir::FuncRef, Value)>| {
                     s.ukernel_tile_at(g, slot, (a0, c0), row, j);
-                    let rows = tiles.map_or(6, |(_, rows, _)| rows);
-                    if let (Some(base), true) = (packed_a, rows < 12 && twelve) {
-                        // A narrow tile's rows (those past 6 from A_HIGH), in
-                        // the packed tiles where they are.
-                        let at = s.packed_a_row(g, base, row);
-                        s.b.ins().stack_store(ptr, at, slot, param::A);
-                        let high = s.b.ins().iadd_imm_s(row, 6);
-                        let high = if rows > 6 { s.packed_a_row(g, base, high) } else { at };
-                        s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
-                    } else if let Some(base) = packed_a {
-                        let t = if skip > 0 {
-                            s.b.ins().iconst(types::I64, (g.m.div_ceil(6) - 1) as i64)
-                        } else {
-                            s.b.ins().udiv_imm_u(row, 6)
-                        };
-                        let at = s.b.ins().imul_imm_s(t, (g.k * 24) as i64);
-                        let at = s.b.ins().iadd(base, at);
-                        s.b.ins().stack_store(ptr, at, slot, param::A);
-                        if twelve {
-                            let high = s.b.ins().iadd_imm_s(at, (g.k * 24) as i64);
+                    let high = s.b.ins().iadd_imm_s(row, 6);
+                    match (packed_a, avx512) {
+                        // Rows 0-5 and 6-11 in the packed 6-row tiles where
+                        // they are (a narrow tile's last rows may lie in the
+                        // shifted last one).
+                        (Some(base), Some(_)) => {
+                            let at = s.packed_a_row(g, base, row);
+                            s.b.ins().stack_store(ptr, at, slot, param::A);
+                            let high = s.packed_a_row(g, base, high);
                             s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
                         }
-                    } else if twelve {
-                        let high = s.b.ins().iadd_imm_s(row, 6);
-                        let high = s.b.ins().imul_imm_s(high, g.a_rs * 4);
-                        let high = s.b.ins().iadd(a0, high);
-                        s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
+                        (None, Some(_)) => {
+                            let high = s.b.ins().imul_imm_s(high, g.a_rs * 4);
+                            let high = s.b.ins().iadd(a0, high);
+                            s.b.ins().stack_store(ptr, high, slot, param::A_HIGH);
+                        }
+                        (Some(base), None) => {
+                            let t = if skip > 0 {
+                                s.b.ins().iconst(types::I64, (g.m.div_ceil(6) - 1) as i64)
+                            } else {
+                                s.b.ins().udiv_imm_u(row, 6)
+                            };
+                            let at = s.b.ins().imul_imm_s(t, (g.k * 24) as i64);
+                            let at = s.b.ins().iadd(base, at);
+                            s.b.ins().stack_store(ptr, at, slot, param::A);
+                        }
+                        (None, None) => {}
                     }
                     if let Some(bias0) = s.gemm_bias {
                         let at = s.b.ins().ishl_imm_u(row, 2);
@@ -2489,8 +2486,8 @@ impl<M: Module> Gen<'_, '_, M> {
                     }
                     let skip = s.b.ins().iconst(types::I64, skip);
                     s.b.ins().stack_store(ptr, skip, slot, param::SKIP);
-                    match tiles {
-                        Some((f, _, tiles)) => {
+                    match avx512 {
+                        Some((f, tiles)) => {
                             s.b.ins().stack_store(types::I64, tiles, slot, param::TILES);
                             let step = s.b.ins().iconst(types::I64, a_step);
                             s.b.ins().stack_store(types::I64, step, slot, param::A_STEP);
@@ -2504,18 +2501,15 @@ impl<M: Module> Gen<'_, '_, M> {
                 // Rows [rblock·B, min(m6, (rblock + 1)·B)) in 6-row tiles,
                 // or pairs of them and maybe one more.
                 let (row0, tiles) = self.row_block_tiles(rblock, GEMM_ROW_BLOCK, m6 as usize);
-                let (pairs, singles) = match fref12 {
-                    Some(_) => (Some(self.b.ins().ushr_imm_u(tiles, 1)), self.b.ins().band_imm_u(tiles, 1)),
-                    None => (None, tiles),
-                };
-                let row0 = match (pairs, fref12) {
-                    (Some(pairs), Some(f)) => {
+                let (row0, singles) = match fref12 {
+                    Some(f) => {
                         // (A call with no tiles does nothing.)
-                        tile_of(self, row0, 0, Some((f, 12, pairs)));
+                        let pairs = self.b.ins().ushr_imm_u(tiles, 1);
+                        tile_of(self, row0, 0, Some((f, pairs)));
                         let done = self.b.ins().imul_imm_s(pairs, 12);
-                        self.b.ins().iadd(row0, done)
+                        (self.b.ins().iadd(row0, done), self.b.ins().band_imm_u(tiles, 1))
                     }
-                    _ => row0,
+                    None => (row0, tiles),
                 };
                 self.dynamic_loop(singles, |s, t| {
                     let off = s.b.ins().imul_imm_s(t, 6);
@@ -2527,11 +2521,11 @@ impl<M: Module> Gen<'_, '_, M> {
                 let m12 = if fref12.is_some() { m / 12 * 12 } else { 0 };
                 if let (Some(f), true) = (fref12, m12 > 0) {
                     let (zero, tiles) = (self.b.ins().iconst(types::I64, 0), self.b.ins().iconst(types::I64, m12 / 12));
-                    tile_of(self, zero, 0, Some((f, 12, tiles)));
+                    tile_of(self, zero, 0, Some((f, tiles)));
                 }
-                if let Some((rows, f)) = narrow {
+                if let Some(f) = narrow {
                     let (row, one) = (self.b.ins().iconst(types::I64, m12), self.b.ins().iconst(types::I64, 1));
-                    tile_of(self, row, 0, Some((f, rows, one)));
+                    tile_of(self, row, 0, Some((f, one)));
                 } else {
                     self.counted_loop(m12, m6, 6, |s, row| {
                         tile(s, row, 0);

@@ -1478,19 +1478,9 @@ fn conv_gemm(
                                     add(o, mul(kv[d].clone(), int(w.dilations[d] as i64)))
                                 };
                                 let value = match &split {
-                                    Some((xd, q)) => {
-                                        // Column ox*s + t of the input is element
-                                        // ox + t / s of phase t % s, t = kx*dilation.
+                                    Some(split) => {
                                         let t = kx * w.dilations[1];
-                                        let y_row = add(mul(at(0), int(cg as i64)), c.clone());
-                                        let phase = add(mul(y_row, int(s_col as i64)), int((t % s_col) as i64));
-                                        load(
-                                            *xd,
-                                            add(
-                                                mul(phase, int(*q as i64)),
-                                                add(ov[1].clone(), int((t / s_col) as i64)),
-                                            ),
-                                        )
+                                        phase_load(*split, (cg, s_col), c, at(0), &ov[1], t)
                                     }
                                     None => {
                                         let mut xi = add(x_base.clone(), mul(c.clone(), int(ps[1])));
@@ -1639,12 +1629,7 @@ fn conv_gemm_blocked(
                     let local = add(mul(ly.clone(), int(ow as i64)), ox.clone());
                     let t = kx * w.dilations[1];
                     let value = match &split {
-                        Some((xd, q)) => {
-                            // Column ox*s + t is element ox + t / s of phase t % s.
-                            let y_row = add(mul(iy, int(cg as i64)), c.clone());
-                            let phase = add(mul(y_row, int(s_col as i64)), int((t % s_col) as i64));
-                            load(*xd, add(mul(phase, int(*q as i64)), add(ox.clone(), int((t / s_col) as i64))))
-                        }
+                        Some(split) => phase_load(*split, (cg, s_col), c, iy, ox, t),
                         None => {
                             let ix = add(mul(ox.clone(), int(s_col as i64)), int(t as i64));
                             let xi = add(mul(c.clone(), int(ps[1])), add(mul(iy, int(ps[2])), mul(ix, int(ps[3]))));
@@ -1757,6 +1742,15 @@ fn phase_split(
         loops.extend(if top_level { k.nest_parallel(&extents, fill) } else { k.nest(&extents, fill) });
     }
     ((xd, q), loops)
+}
+
+/// Input element (channel `c`, row `y`, column `ox·s + t`) read from the
+/// column-phase split `(xd, q)` of [`phase_split`] over `cg` channels and
+/// stride `s`: element `ox + t / s` of phase `t % s` of row `y`.
+fn phase_load((xd, q): (BufferId, usize), (cg, s): (usize, usize), c: &Expr, y: Expr, ox: &Expr, t: usize) -> Expr {
+    let y_row = add(mul(y, int(cg as i64)), c.clone());
+    let phase = add(mul(y_row, int(s as i64)), int((t % s) as i64));
+    load(xd, add(mul(phase, int(q as i64)), add(ox.clone(), int((t / s) as i64))))
 }
 
 /// Whether a 1x1 convolution of `p` output positions and `m` output
